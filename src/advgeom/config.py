@@ -98,7 +98,7 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown config key {prefix}{key!r}{hint}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     try:
         return cls(**kwargs)

@@ -1,0 +1,207 @@
+"""Plumbing every attack shares: argument validation, the eval-mode warning, the
+counted forward (with binary one-logit models lifted to two logits), input
+gradients through ``torch.autograd.grad`` only, and best-iterate tracking.
+
+Contracts (DESIGN.md "Contracts"): attacks never touch parameter ``.grad`` and
+never change ``model.training``; they warn when the model is in training mode.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advgeom.attacks._geometry import bview, check_norm, fix_generator
+from advgeom.attacks._losses import LossFn, check_loss_name, get_loss, success
+from advgeom.attacks.base import AttackInfo, PassCounter
+from advgeom.errors import AdvgeomError
+from advgeom.types import check_eps, check_inputs
+
+# ----------------------------------------------------------------------------- forward / grad
+
+
+def as_logits(out: Any, batch: int) -> Tensor:
+    """Model output as (N, C) logits with C >= 2; one logit ``s`` becomes ``[0, s]``."""
+    if not isinstance(out, Tensor):
+        raise AdvgeomError(
+            f"attacks need a model returning a logits tensor, got {type(out).__name__}")
+    if out.dim() == 1:
+        out = out.unsqueeze(1)
+    if out.dim() != 2 or out.shape[0] != batch:
+        raise AdvgeomError(
+            f"model output must have shape (N, classes) with N={batch}, got {tuple(out.shape)}")
+    if out.shape[1] == 1:
+        out = torch.cat([torch.zeros_like(out), out], dim=1)
+    return out
+
+
+class Forward:
+    """``model`` called on a batch, counted in ``counter``, returning lifted logits."""
+
+    def __init__(self, model: nn.Module, counter: PassCounter) -> None:
+        self.model = model
+        self.counter = counter
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        self.counter.add_forward(x.shape[0])
+        return as_logits(out, x.shape[0])
+
+
+def input_grad(loss: Tensor, x: Tensor, counter: PassCounter) -> Tensor:
+    """Gradient of ``loss.sum()`` w.r.t. the input ``x`` only (parameters untouched)."""
+    counter.add_backward(x.shape[0])
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    (g,) = torch.autograd.grad(loss.sum(), x, allow_unused=True)
+    return torch.zeros_like(x) if g is None else g
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def warn_if_training(model: nn.Module) -> None:
+    if getattr(model, "training", False):
+        warnings.warn("attacking a model in training mode (dropout/batch-norm active); "
+                      "call model.eval() first — the attack leaves the mode unchanged",
+                      UserWarning, stacklevel=3)
+
+
+def as_eps(eps: Any, x: Tensor, *, allow_inf: bool = False) -> Tensor:
+    """``eps`` (float or per-sample tensor) as a (N,) tensor on ``x``'s device/dtype."""
+    n = x.shape[0]
+    if allow_inf:
+        val = eps.detach().to(torch.float64) if isinstance(eps, Tensor) else None
+        if val is None:
+            try:
+                val = torch.tensor(float(eps), dtype=torch.float64)
+            except (TypeError, ValueError):
+                raise AdvgeomError(f"eps must be a number, got {eps!r}") from None
+        if val.dim() > 1 or (val.dim() == 1 and val.numel() not in (1, n)):
+            raise AdvgeomError(f"per-sample eps must have shape ({n},), got {tuple(val.shape)}")
+        if bool(torch.isnan(val).any()) or bool((val < 0).any()):
+            raise AdvgeomError("eps must be >= 0 (inf means unbounded)")
+    else:
+        check_eps(eps, n)
+    e = eps.detach() if isinstance(eps, Tensor) else torch.tensor(float(eps))
+    return e.to(device=x.device, dtype=x.dtype).reshape(-1).expand(n).clone()
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise AdvgeomError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    try:
+        val = float(value)
+    except (TypeError, ValueError):
+        raise AdvgeomError(f"{name} must be a positive number, got {value!r}") from None
+    if not (val > 0.0) or val == float("inf"):
+        raise AdvgeomError(f"{name} must be a positive finite number, got {value!r}")
+    return val
+
+
+@dataclass
+class Setup:
+    """Validated attack inputs: detached ``x``, int64 ``y``, per-sample ``eps`` (N,),
+    the counted forward, the loss, the number of classes and the generator."""
+
+    x: Tensor
+    y: Tensor
+    eps: Tensor
+    forward: Forward
+    counter: PassCounter
+    num_classes: int
+    loss_fn: LossFn | None
+    generator: torch.Generator
+
+
+def prepare(model: nn.Module, inputs: Tensor, labels: Tensor, *, info: AttackInfo,
+            eps: Any, norm: str, loss: str | None, targeted: bool, steps: int = 1,
+            restarts: int = 1, step_size: Any = None, counter: PassCounter | None = None,
+            generator: torch.Generator | None = None) -> Setup:
+    """Validate everything an attack receives and probe the model's output once.
+
+    Raises :class:`AdvgeomError` for bad images, labels, eps, norm, loss, step
+    counts or a model whose output does not match the labels.
+    """
+    if not isinstance(model, nn.Module) and not callable(model):
+        raise AdvgeomError("model must be a torch.nn.Module (or callable) returning logits")
+    check_inputs(inputs, labels)
+    check_norm(norm, info.norms)
+    if loss is not None:
+        check_loss_name(loss, info.losses)
+    if targeted and not info.targeted:
+        raise AdvgeomError("this attack has no targeted mode")
+    check_int("steps", steps, 0)
+    check_int("restarts", restarts, 1)
+    if step_size is not None:
+        check_positive("step_size", step_size)
+    e = as_eps(eps, inputs, allow_inf=info.min_norm)
+    warn_if_training(model)
+    counter = counter if counter is not None else PassCounter()
+    x = inputs.detach().clone()
+    y = labels.detach().to(torch.int64)
+    fwd = Forward(model, counter)
+    with torch.no_grad():
+        num_classes = fwd(x[: min(2, x.shape[0])]).shape[1]
+    if int(y.max()) >= num_classes:
+        raise AdvgeomError(
+            f"label {int(y.max())} out of range for a model with {num_classes} classes"
+            + (" (one logit = binary: labels 0/1)" if num_classes == 2 else ""))
+    loss_fn = get_loss(loss, targeted=targeted, num_classes=num_classes) if loss else None
+    gen = fix_generator(generator, x.device)
+    return Setup(x, y, e, fwd, counter, num_classes, loss_fn, gen)
+
+
+def default_step(step_size: Any, eps: Tensor, scale: float) -> Tensor:
+    """Per-sample step size: the given one, else ``scale * eps``."""
+    if step_size is None:
+        return eps * scale
+    return torch.full_like(eps, float(step_size))
+
+
+# ----------------------------------------------------------------------------- best iterate
+
+
+class BestTracker:
+    """Per sample, the successful point if any iterate succeeded, else the one of
+    highest loss; among successful points the one of highest loss.
+
+    ``broken`` is True once ANY tracked iterate succeeded (the returned point is then
+    a successful one). No host synchronisation: all updates are ``torch.where``.
+    """
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x.clone()
+        self.loss = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
+        self.broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def update(self, x: Tensor, loss: Tensor, succ: Tensor) -> None:
+        loss = loss.detach().to(self.loss.dtype)
+        upd = (succ & ~self.broken) | ((succ == self.broken) & (loss > self.loss))
+        self.x = torch.where(bview(upd, x), x.detach(), self.x)
+        self.loss = torch.where(upd, loss, self.loss)
+        self.broken = self.broken | succ
+
+    def merge(self, idx: Tensor, other: "BestTracker") -> None:
+        """Fold in a run on the subset ``idx`` (restarts keep the worst case)."""
+        b, l, xs = self.broken[idx], self.loss[idx], self.x[idx]
+        upd = (other.broken & ~b) | ((other.broken == b) & (other.loss > l))
+        self.x[idx] = torch.where(bview(upd, xs), other.x, xs)
+        self.loss[idx] = torch.where(upd, other.loss, l)
+        self.broken[idx] = b | other.broken
+
+
+def remaining(tracker: BestTracker) -> Tensor:
+    """Indices of samples not yet broken."""
+    return (~tracker.broken).nonzero().squeeze(1)
+
+
+def success_of(z: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    return success(z, labels, targeted)

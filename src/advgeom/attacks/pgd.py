@@ -1,0 +1,117 @@
+"""Projected gradient descent (Madry et al. 2018) and the basic iterative method
+(Kurakin et al. 2017), in the linf and l2 threat models; the PGD^k attacks of
+weight-penalization-classification-layer.txt (Table 1) and
+spectral-norm-adversarial-training.txt (l2 PGA).
+
+Each step is one forward and one input-gradient; the forward also feeds the
+best-iterate tracker, and one extra gradient-free forward scores the final iterate.
+Restarts run only on the samples that are still unbroken and keep the worst case.
+Default step size: ``2.5 * eps / steps`` (Madry et al.).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advgeom.attacks._common import (BestTracker, Setup, default_step, input_grad, prepare,
+                                     remaining, success_of)
+from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize,
+                                       project_l2, random_start)
+from advgeom.attacks._losses import LossFn
+from advgeom.attacks.base import PassCounter, describe
+from advgeom.registry import register
+
+ITERATIVE = dict(norms=("linf", "l2"), losses=("ce", "margin", "dlr"))
+
+
+def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: int,
+            step: Tensor, loss_fn: LossFn, random_init: bool, succ_labels: Tensor,
+            succ_targeted: bool) -> BestTracker:
+    """One PGD run on ``x`` (a subset of ``s.x`` is allowed); returns the tracker.
+
+    ``succ_labels``/``succ_targeted`` define success, so a targeted run can still be
+    scored as "misclassified" (used by ``multi_target``).
+    """
+    fwd, counter = s.forward, s.counter
+    linf = norm == "linf"
+    lo, hi = box_bounds(x, eps) if linf else (None, None)
+    x_adv = random_start(x, eps, norm, s.generator) if random_init else x.clone()
+    alpha = bview(step, x)
+    best = BestTracker(x)
+    for i in range(steps + 1):
+        if i == steps:  # score the final iterate, no gradient needed
+            with torch.no_grad():
+                z = fwd(x_adv)
+                best.update(x_adv, loss_fn(z, y), success_of(z, succ_labels, succ_targeted))
+            break
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            z = fwd(x_adv)
+            loss = loss_fn(z, y)
+        g = input_grad(loss, x_adv, counter)
+        x_adv = x_adv.detach()
+        with torch.no_grad():
+            best.update(x_adv, loss, success_of(z.detach(), succ_labels, succ_targeted))
+            x_adv.add_(ascent_direction(g, norm).mul_(alpha))
+            x_adv = x_adv.clamp_(lo, hi) if linf else project_l2(x, x_adv, eps)
+    return best
+
+
+def run_with_restarts(s: Setup, *, norm: str, steps: int, step: Tensor, restarts: int,
+                      random_init: bool, targeted: bool, loss_fn: LossFn | None = None,
+                      labels: Tensor | None = None, succ_labels: Tensor | None = None,
+                      succ_targeted: bool | None = None) -> BestTracker:
+    """PGD with restarts on the still-unbroken samples; the per-sample worst case."""
+    loss_fn = loss_fn or s.loss_fn
+    y = s.y if labels is None else labels
+    sl = y if succ_labels is None else succ_labels
+    st = targeted if succ_targeted is None else succ_targeted
+    best = pgd_run(s, s.x, y, s.eps, norm=norm, steps=steps, step=step, loss_fn=loss_fn,
+                   random_init=random_init, succ_labels=sl, succ_targeted=st)
+    for _ in range(restarts - 1 if random_init else 0):
+        idx = remaining(best)
+        if idx.numel() == 0:
+            break
+        sub = pgd_run(s, s.x[idx], y[idx], s.eps[idx], norm=norm, steps=steps, step=step[idx],
+                      loss_fn=loss_fn, random_init=True, succ_labels=sl[idx], succ_targeted=st)
+        best.merge(idx, sub)
+    return best
+
+
+@register("attack", "pgd")
+@describe(**ITERATIVE)
+def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
+        steps: int = 10, step_size: float | None = None, restarts: int = 1,
+        targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,
+        random_start: bool = True, counter: PassCounter | None = None) -> Tensor:
+    """PGD (Madry et al. 2018): random start in the eps-ball, ``steps`` signed (linf)
+    or normalized (l2) gradient steps on ``loss`` ("ce", "margin", "dlr"), projection
+    onto the ball and [0,1]; returns per sample the successful / highest-loss iterate
+    over all steps and restarts."""
+    s = prepare(model, inputs, labels, info=pgd.info, eps=eps, norm=norm, loss=loss,
+                targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
+                counter=counter, generator=generator)
+    step = default_step(step_size, s.eps, 2.5 / max(steps, 1))
+    best = run_with_restarts(s, norm=norm, steps=steps, step=step, restarts=restarts,
+                             random_init=random_start, targeted=targeted)
+    return finalize(s.x, best.x, s.eps, norm)
+
+
+@register("attack", "bim")
+@describe(**ITERATIVE)
+def bim(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
+        steps: int = 10, step_size: float | None = None, restarts: int = 1,
+        targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,
+        counter: PassCounter | None = None) -> Tensor:
+    """Basic iterative method (Kurakin et al. 2017): PGD from the clean input (no
+    random start, so ``restarts`` has nothing to vary and is not repeated);
+    default step ``1.25 * eps / steps`` (Kurakin et al.'s budget of 1.25 eps)."""
+    s = prepare(model, inputs, labels, info=bim.info, eps=eps, norm=norm, loss=loss,
+                targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
+                counter=counter, generator=generator)
+    step = default_step(step_size, s.eps, 1.25 / max(steps, 1))
+    best = run_with_restarts(s, norm=norm, steps=steps, step=step, restarts=1,
+                             random_init=False, targeted=targeted)
+    return finalize(s.x, best.x, s.eps, norm)

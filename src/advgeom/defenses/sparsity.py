@@ -1,0 +1,120 @@
+"""Sparsity-based defenses (sparsification-robustness.txt, Sections 2, 4 and 5).
+
+- defense ``l1``: network sparsity, ``CE + lam * sum_l ||W_l||_1`` over the weights of
+  every Linear / Conv layer (biases are not penalized); it bounds each layer's
+  ``gamma_j = max_i ||w_ij||_1`` and hence the layer-wise l_inf growth of Theorem 2.
+- model ``sparse_frontend``: ``front end -> base model``, the base network retrained on
+  sparsified images (the front end runs inside ``forward``, so ordinary training on
+  raw images *is* training on sparsified images).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advgeom.errors import ConfigError
+from advgeom.models._layers import register_model
+from advgeom.models.base import create_model
+from advgeom.nn.wavelet import SparsifyingFrontEnd
+from advgeom.registry import register
+
+Objective = Callable[..., Tensor]
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+# --------------------------------------------------------------------------- network sparsity
+def weight_layers(model: nn.Module) -> list[nn.Module]:
+    """The Linear / Conv layers of ``model`` in registration (= execution) order."""
+    return [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
+
+
+def l1_penalty(model: nn.Module) -> Tensor:
+    """``sum_l ||W_l||_1`` over :func:`weight_layers` (a differentiable scalar)."""
+    layers = weight_layers(model)
+    if not layers:
+        raise ConfigError("l1 defense: the model has no Linear/Conv layer to sparsify")
+    return sum(m.weight.abs().sum() for m in layers)
+
+
+def weight_sparsity(model: nn.Module, rel_tol: float = 1e-2) -> list[float]:
+    """Per layer, the fraction of weights with ``|w| > rel_tol * max|w|`` (kept weights)."""
+    out = []
+    for m in weight_layers(model):
+        w = m.weight.detach().abs()
+        out.append(float((w > rel_tol * w.max()).float().mean()))
+    return out
+
+
+@register("defense", "l1")
+def l1(lam: float = 1e-3) -> Objective:
+    """Cross-entropy plus ``lam`` times the l1 norm of every layer's weights (Sec. 4)."""
+    lam = float(lam)
+    if not lam >= 0.0:
+        raise ConfigError(f"l1 defense: lam must be >= 0, got {lam}")
+
+    def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
+                  generator: torch.Generator | None = None) -> Tensor:
+        return F.cross_entropy(model(inputs), labels) + lam * l1_penalty(model)
+
+    return objective
+
+
+# --------------------------------------------------------------------------- front-end model
+class SparseFrontendModel(nn.Module):
+    """``forward(x) = base(front_end(x))``; ``features``/``head`` pass through to the base
+    so that head-level tools keep working. Attributes ``front_end`` and ``base`` are what
+    the locally linear white-box attack uses (:mod:`advgeom.analysis.locally_linear`)."""
+
+    def __init__(self, base: nn.Module, front_end: SparsifyingFrontEnd) -> None:
+        super().__init__()
+        self.front_end = front_end
+        self.base = base
+        self.num_classes = int(getattr(base, "num_classes", 0)) or None
+        self.input_shape = tuple(getattr(base, "input_shape", ()))
+        self.feature_dim = getattr(base, "feature_dim", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(self.front_end(x))
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.base.features(self.front_end(x))
+
+    @property
+    def head(self) -> nn.Module:
+        return self.base.head
+
+    def with_bpda(self, bpda: bool = True) -> "SparseFrontendModel":
+        """The same weights behind a front end whose backward pass is the identity (BPDA)."""
+        fe = copy.copy(self.front_end)
+        fe.bpda = bool(bpda)
+        out = SparseFrontendModel(self.base, fe)
+        out.train(self.training)
+        return out
+
+
+def wrap_front_end(base: nn.Module, *, wavelet: str = "bior4.4", level: int = 1,
+                   rho: float = 0.03, k: int | None = None, bpda: bool = False,
+                   size: Sequence[int] | None = None) -> SparseFrontendModel:
+    """Put a sparsifying front end in front of an existing network."""
+    if size is None:
+        shape = tuple(getattr(base, "input_shape", ()))
+        if len(shape) < 2:
+            raise ConfigError("sparse front end: give size=(H, W); the base model has no input_shape")
+        size = shape[-2:]
+    fe = SparsifyingFrontEnd(wavelet, level, rho, (int(size[0]), int(size[1])), k=k, bpda=bpda)
+    return SparseFrontendModel(base, fe)
+
+
+@register_model("sparse_frontend")
+def sparse_frontend(*, base: str = "nielsen_cnn4", base_kwargs: dict[str, Any] | None = None,
+                    wavelet: str = "bior4.4", level: int = 1, rho: float = 0.03,
+                    k: int | None = None, bpda: bool = False) -> SparseFrontendModel:
+    """Model ``base`` (built by name) behind a top-K wavelet front end (Table 1/2 defense)."""
+    if base == "sparse_frontend":
+        raise ConfigError("sparse_frontend: base must be another model")
+    net = create_model(base, **(base_kwargs or {}))
+    return wrap_front_end(net, wavelet=wavelet, level=level, rho=rho, k=k, bpda=bpda)

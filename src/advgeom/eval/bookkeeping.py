@@ -1,0 +1,100 @@
+"""Bookkeeping for honest, resumable evaluation: fingerprints of models and data,
+per-unit seeds, and counting the forward/backward passes an attack spends."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# ---------------------------------------------------------------------------
+# fingerprints and seeds
+
+
+def state_hash(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                 if t.numel() else b"")
+    return h.hexdigest()
+
+
+def tensor_hash(*tensors: Tensor) -> str:
+    """SHA-256 of the given tensors' shapes, dtypes and values."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach()
+        h.update(f"{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                 if t.numel() else b"")
+    return h.hexdigest()
+
+
+def text_hash(*parts: Any, length: int = 32) -> str:
+    """Short SHA-256 of the parts' ``repr``s joined (unit keys)."""
+    return hashlib.sha256("\x1f".join(map(repr, parts)).encode()).hexdigest()[:length]
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 63-bit seed determined by ``seed`` and the parts (batch index, attack, eps):
+    the same unit always gets the same randomness, whatever else runs or was resumed."""
+    return int(text_hash(int(seed), *parts, length=16), 16) & ((1 << 63) - 1)
+
+
+# ---------------------------------------------------------------------------
+# counting passes
+
+
+class HookCounter:
+    """Counts sample-level forward and backward passes through ``model`` while active.
+
+    A forward pass of a batch of ``b`` inputs counts ``b``; a backward pass through
+    that output (any ``autograd.grad``/``backward`` reaching it) counts ``b`` again.
+    Used as a context manager around one attack call for attacks that take no
+    ``counter=`` argument (advgeom's own attacks count themselves); hooks are removed
+    on exit.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.forwards = 0
+        self.backwards = 0
+        self._handle: Any = None
+
+    def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        out = output[0] if isinstance(output, (tuple, list)) and output else output
+        if not isinstance(out, Tensor):
+            return
+        b = int(out.shape[0]) if out.dim() else 1
+        self.forwards += b
+        if out.requires_grad:
+            try:
+                out.register_hook(lambda g, b=b: self._count_backward(b))
+            except RuntimeError:  # e.g. functorch-transformed tensors
+                pass
+
+    def _count_backward(self, b: int) -> None:
+        self.backwards += b
+
+    def __enter__(self) -> "HookCounter":
+        self._handle = self.model.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+# ---------------------------------------------------------------------------
+# perturbation norms
+
+
+def delta_norms(inputs: Tensor, adv: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample ``(l2, linf)`` norms of ``adv - inputs`` in float64 (CPU tensors)."""
+    d = (adv.detach().double() - inputs.detach().double()).flatten(1)
+    return d.norm(dim=1).cpu(), d.abs().amax(dim=1).cpu()

@@ -1,0 +1,300 @@
+"""Sanity checks every robustness evaluation must survive (DESIGN.md "Evaluating
+robustness honestly"; Carlini et al. 2019, Croce & Hein 2020, Tramer et al. 2020).
+
+Each check returns a :class:`CheckResult` with status ``pass``, ``warn`` (a symptom
+worth a look: zero gradients, softmax outputs), ``fail`` (the numbers are not
+trustworthy as they stand) or ``skip`` (not applicable). Row-level checks are pure
+functions of result rows; the others take the tensors they inspect.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advgeom.errors import AdvgeomError
+from advgeom.results.rows import Row
+
+Status = Literal["pass", "warn", "fail", "skip"]
+
+# How attacks are grouped by the checks (by registered name; an attack function may
+# also declare ``attack_kind`` itself).
+KINDS: dict[str, str] = {
+    "fgsm": "single_step", "fgm": "single_step",
+    "pgd": "iterative", "bim": "iterative", "apgd": "iterative", "mifgsm": "iterative",
+    "multi_target": "iterative", "apgd-ce": "iterative", "apgd-dlr": "iterative",
+    "apgd-t": "iterative", "pgd-margin": "iterative", "pgd-dlr": "iterative",
+    "deepfool": "min_norm", "cw_l2": "min_norm",
+    "square": "black_box", "transfer": "transfer",
+}
+WHITE_BOX = ("single_step", "iterative", "min_norm")
+BLACK_BOX = ("black_box", "transfer")
+ROBUST_METRICS = ("robust_accuracy", "robust_accuracy_with_rejection")
+
+
+class CheckError(AdvgeomError):
+    """A sanity check failed in strict mode."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Status
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckReport:
+    """All check results of one evaluation."""
+
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == "fail"]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == "warn"]
+
+    def get(self, name: str) -> CheckResult:
+        for r in self.results:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def raise_if_failed(self) -> None:
+        if self.failed:
+            raise CheckError("evaluation sanity check(s) failed: "
+                             + "; ".join(f"{r.name}: {r.message}" for r in self.failed))
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Tolerances (accuracies in percentage points) and the unbounded-attack settings."""
+
+    threat_tol: float = 1e-6            # ||delta|| <= eps + threat_tol (+ 1e-6 * eps for l2)
+    monotone_tol: float = 0.0
+    iterative_tol: float = 0.0
+    masking_tol: float = 0.0
+    zero_grad_max_fraction: float = 0.05
+    unbounded_subset: int = 64          # 0 disables the unbounded-attack check
+    unbounded_attack: str = "pgd:steps=100,loss=margin"
+    unbounded_max_accuracy: float = 2.0
+
+
+def attack_kind(row_or_name: Row | str) -> str:
+    """``single_step``/``iterative``/``min_norm``/``black_box``/``transfer``/``unknown``."""
+    if isinstance(row_or_name, Row):
+        if row_or_name.extra.get("kind"):
+            return str(row_or_name.extra["kind"])
+        name = str(row_or_name.extra.get("base", row_or_name.attack))
+    else:
+        name = row_or_name
+    return KINDS.get(name.split(":")[0], "unknown")
+
+
+# ---------------------------------------------------------------------------
+# threat model
+
+
+def threat_model_stats(inputs: Tensor, adv: Tensor, eps: float, norm: str) -> dict[str, Any]:
+    """Largest perturbation norm, value range and finiteness of one adversarial batch."""
+    if adv.shape != inputs.shape:
+        raise AdvgeomError(f"attack returned shape {tuple(adv.shape)} for inputs {tuple(inputs.shape)}")
+    finite = bool(torch.isfinite(adv).all())
+    d = (adv.detach().double() - inputs.detach().double()).flatten(1)
+    d = torch.nan_to_num(d, nan=float("inf"))
+    size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    return {"max_norm": float(size.max()) if size.numel() else 0.0,
+            "min_value": float(torch.nan_to_num(adv, nan=-1.0).min()),
+            "max_value": float(torch.nan_to_num(adv, nan=2.0).max()),
+            "finite": finite}
+
+
+def check_threat_model(stats: Iterable[dict[str, Any]], norm: str,
+                       tol: float = 1e-6) -> CheckResult:
+    """Every adversarial inside its eps-ball (``norm``), inside [0,1] and finite.
+
+    ``stats``: dicts with ``attack``, ``eps`` and the keys of :func:`threat_model_stats`.
+    """
+    bad = []
+    for s in stats:
+        limit = s["eps"] + tol + (1e-6 * s["eps"] if norm == "l2" else 0.0)
+        why = []
+        if not s["finite"]:
+            why.append("NaN/inf values")
+        if s["max_norm"] > limit:
+            why.append(f"||delta||_{norm[1:]} = {s['max_norm']:.6g} > eps {s['eps']:g}")
+        if s["min_value"] < 0.0 or s["max_value"] > 1.0:
+            why.append(f"values in [{s['min_value']:.4g}, {s['max_value']:.4g}] outside [0,1]")
+        if why:
+            bad.append(f"{s['attack']} @ eps={s['eps']:g}: {', '.join(why)}")
+    if bad:
+        return CheckResult("threat_model", "fail", "; ".join(sorted(set(bad))), {"violations": bad})
+    return CheckResult("threat_model", "pass", f"all adversarials inside the {norm} ball and [0,1]")
+
+
+# ---------------------------------------------------------------------------
+# checks on rows
+
+
+def _groups(rows: Iterable[Row]) -> dict[tuple, list[Row]]:
+    g: dict[tuple, list[Row]] = defaultdict(list)
+    for r in rows:
+        g[(r.experiment, r.model, r.defense, r.dataset, r.norm, r.seed)].append(r)
+    return g
+
+
+def check_monotone(rows: Iterable[Row], tol: float = 0.0) -> CheckResult:
+    """Robust accuracy never increases with eps (per attack and for the worst case);
+    the clean accuracy counts as the value at eps = 0."""
+    bad = []
+    for key, rs in _groups(rows).items():
+        clean = [r for r in rs if r.metric == "clean_accuracy"]
+        for metric in ROBUST_METRICS:
+            curves: dict[str, list[tuple[float, float]]] = defaultdict(list)
+            for r in rs:
+                if r.metric == metric:
+                    curves[r.attack].append((float(r.eps), float(r.value)))
+            for attack, pts in curves.items():
+                pts.sort()
+                if metric == "robust_accuracy" and clean and pts[0][0] > 0:
+                    pts.insert(0, (0.0, float(clean[0].value)))
+                for (e0, a0), (e1, a1) in zip(pts, pts[1:]):
+                    if a1 > a0 + tol:
+                        bad.append(f"{attack} {metric}: {a0:.2f}% at eps={e0:g} < {a1:.2f}% at eps={e1:g}")
+    if bad:
+        return CheckResult("monotone_in_eps", "fail", "accuracy increases with eps: " + "; ".join(bad),
+                           {"violations": bad})
+    return CheckResult("monotone_in_eps", "pass", "accuracy non-increasing in eps")
+
+
+def check_iterative_vs_single_step(rows: Iterable[Row], tol: float = 0.0) -> CheckResult:
+    """Every iterative attack at least as strong as every single-step one at the same eps."""
+    bad, compared = [], 0
+    for key, rs in _groups(rows).items():
+        by_eps: dict[float, list[Row]] = defaultdict(list)
+        for r in rs:
+            if r.metric == "robust_accuracy":
+                by_eps[float(r.eps)].append(r)
+        for eps, er in sorted(by_eps.items()):
+            single = [r for r in er if attack_kind(r) == "single_step"]
+            iterative = [r for r in er if attack_kind(r) == "iterative"]
+            for s in single:
+                for it in iterative:
+                    compared += 1
+                    if it.value > s.value + tol:
+                        bad.append(f"{it.attack} {it.value:.2f}% > {s.attack} {s.value:.2f}% at eps={eps:g}")
+    if not compared:
+        return CheckResult("iterative_vs_single_step", "skip", "needs a single-step and an iterative attack")
+    if bad:
+        return CheckResult("iterative_vs_single_step", "fail",
+                           "iterative attack weaker than single-step (attack too weak or "
+                           "gradient masking): " + "; ".join(bad), {"violations": bad})
+    return CheckResult("iterative_vs_single_step", "pass", "iterative attacks at least as strong as single-step")
+
+
+def check_gradient_masking(rows: Iterable[Row], tol: float = 0.0) -> CheckResult:
+    """Flag eps where a gradient-free or transfer attack beats every white-box attack."""
+    bad, compared = [], 0
+    for key, rs in _groups(rows).items():
+        by_eps: dict[float, list[Row]] = defaultdict(list)
+        for r in rs:
+            if r.metric == "robust_accuracy":
+                by_eps[float(r.eps)].append(r)
+        for eps, er in sorted(by_eps.items()):
+            white = [r for r in er if attack_kind(r) in WHITE_BOX]
+            black = [r for r in er if attack_kind(r) in BLACK_BOX]
+            if not white or not black:
+                continue
+            compared += 1
+            best_w = min(white, key=lambda r: r.value)
+            best_b = min(black, key=lambda r: r.value)
+            if best_b.value < best_w.value - tol:
+                bad.append(f"{best_b.attack} {best_b.value:.2f}% < best white-box "
+                           f"{best_w.attack} {best_w.value:.2f}% at eps={eps:g}")
+    if not compared:
+        return CheckResult("gradient_masking", "skip", "needs a white-box and a black-box/transfer attack")
+    if bad:
+        return CheckResult("gradient_masking", "fail", "possible gradient masking, white-box numbers "
+                           "are not trustworthy: " + "; ".join(bad), {"violations": bad})
+    return CheckResult("gradient_masking", "pass", "no black-box/transfer attack beats the white-box ones")
+
+
+# ---------------------------------------------------------------------------
+# checks on the model
+
+
+def check_gradients(model: nn.Module, inputs: Tensor, labels: Tensor,
+                    max_fraction: float = 0.05) -> CheckResult:
+    """Warn when the cross-entropy input gradient is exactly zero on many samples
+    (saturated softmax, non-differentiable layers: gradient masking)."""
+    x = inputs.detach().clone().requires_grad_(True)
+    logits = model(x)
+    if logits.dim() == 2 and logits.shape[1] == 1:
+        loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="sum")
+    else:
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+    if not loss.requires_grad:
+        return CheckResult("zero_gradients", "warn", "model output does not depend differentiably "
+                           "on the input: gradient attacks cannot work (use BPDA)", {"fraction": 1.0})
+    (g,) = torch.autograd.grad(loss, x)
+    frac = float((g.flatten(1).abs().amax(1) == 0).float().mean())
+    details = {"fraction": frac, "n": int(x.shape[0])}
+    if frac > max_fraction:
+        return CheckResult("zero_gradients", "warn", f"input gradient exactly zero on {100 * frac:.1f}% "
+                           "of samples: use margin/DLR losses (and BPDA for non-differentiable parts)",
+                           details)
+    return CheckResult("zero_gradients", "pass", f"zero input gradient on {100 * frac:.1f}% of samples", details)
+
+
+def check_softmax_outputs(logits: Tensor) -> CheckResult:
+    """Warn when the model seems to return probabilities instead of logits."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        return CheckResult("softmax_outputs", "skip", "not a multi-class output")
+    in_unit = bool(((logits >= 0) & (logits <= 1)).all())
+    sums_one = bool(((logits.sum(1) - 1).abs() < 1e-4).all())
+    if in_unit and sums_one:
+        return CheckResult("softmax_outputs", "warn", "model outputs look like softmax probabilities "
+                           "(rows in [0,1] summing to 1): attacks expect logits")
+    return CheckResult("softmax_outputs", "pass", "outputs are not probability vectors")
+
+
+def check_model_state(training_before: bool, training_after: bool,
+                      hash_before: str, hash_after: str) -> list[CheckResult]:
+    """The model was (and stayed) in eval mode and its parameters/buffers are unchanged."""
+    if training_before:
+        mode = CheckResult("model_eval_mode", "fail", "model was in training mode: call model.eval() "
+                           "before evaluating (dropout/batch norm change the results)")
+    elif training_after:
+        mode = CheckResult("model_eval_mode", "fail", "an attack switched the model to training mode")
+    else:
+        mode = CheckResult("model_eval_mode", "pass", "model in eval mode before and after")
+    same = (CheckResult("model_unchanged", "pass", "parameters and buffers unchanged")
+            if hash_before == hash_after else
+            CheckResult("model_unchanged", "fail", "parameters or buffers changed during evaluation"))
+    return [mode, same]
+
+
+def check_unbounded(run_attack: Callable[[], float], max_accuracy: float, what: str) -> CheckResult:
+    """An attack whose eps-ball covers all of [0,1]^d must drive accuracy to ~0.
+
+    ``run_attack()`` returns the accuracy (percent) it leaves.
+    """
+    acc = run_attack()
+    details = {"accuracy": acc, "attack": what}
+    if not math.isfinite(acc) or acc > max_accuracy:
+        return CheckResult("unbounded_attack", "fail", f"{what} leaves {acc:.2f}% accuracy "
+                           f"(> {max_accuracy:g}%): attack too weak or gradient masking", details)
+    return CheckResult("unbounded_attack", "pass", f"{what} leaves {acc:.2f}% accuracy", details)

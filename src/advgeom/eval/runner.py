@@ -1,0 +1,344 @@
+"""Robustness evaluation: every attack at every eps on every sample, the per-sample
+worst case over attacks, rejection-aware metrics, sanity checks, and batch-level
+resumability through the results store (DESIGN.md "Evaluating robustness honestly").
+
+Units of work are (batch, attack, eps) plus one clean unit per batch. Each finished
+unit's per-sample outcome is stored atomically (``ResultStore.finish_unit``) under a
+key made of the model's weights hash, the data hash, the batch, the attack spec, eps,
+norm and seed; a rerun with the same store skips finished units, and a killed run
+loses at most the unit in flight. Attack randomness comes from a generator seeded by
+(seed, batch index, attack, eps, norm), so a resumed run reproduces an uninterrupted
+one exactly.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from advgeom.errors import AdvgeomError
+from advgeom.eval import checks as C
+from advgeom.eval.bookkeeping import HookCounter, derive_seed, state_hash, tensor_hash, text_hash
+from advgeom.eval.rejection import (adversarial_rejection_metrics, can_reject,
+                                    clean_rejection_metrics, defended, predict)
+from advgeom.eval.spec import AttackSpec, parse_attack_spec, parse_attacks, parse_eps
+from advgeom.results.env import environment
+from advgeom.results.rows import Row
+from advgeom.results.store import ResultStore
+from advgeom.seeding import make_generator
+from advgeom.types import check_inputs
+
+NORMS = ("linf", "l2")
+WORST = "worst_case"
+
+
+@dataclass
+class EvalResult:
+    """Rows, the check report and the per-sample outcomes of one evaluation."""
+
+    rows: list[Row]
+    checks: C.CheckReport
+    specs: list[AttackSpec]
+    eps: list[float]
+    norm: str
+    n: int
+    clean_correct: Tensor                                   # (n,) bool
+    robust: dict[tuple[str, float], Tensor]                 # (attack label | worst_case, eps) -> (n,) bool
+    clean_accept: Tensor | None = None                      # rejecting models only
+    adv_accept: dict[tuple[str, float], Tensor] = field(default_factory=dict)
+    units_run: int = 0
+    units_skipped: int = 0
+    figures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.checks.ok
+
+    def value(self, metric: str, attack: str = WORST, eps: float = 0.0) -> float:
+        """The value of one row (``metric``, ``attack``, ``eps``)."""
+        for r in self.rows:
+            if r.metric == metric and r.attack == attack and math.isclose(r.eps, eps):
+                return r.value
+        raise KeyError((metric, attack, eps))
+
+    def accuracy(self, attack: str = WORST, eps: float | None = None) -> float:
+        """Clean accuracy (``attack="none"``) or robust accuracy of ``attack`` at ``eps``."""
+        if attack == "none":
+            return self.value("clean_accuracy", "none", 0.0)
+        return self.value("robust_accuracy", attack, self.eps[-1] if eps is None else eps)
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _unpack(data: Any, n: int | None) -> tuple[Tensor, Tensor, int | None, str]:
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        x, y, k, name = data.images, data.labels, getattr(data, "num_classes", None), getattr(data, "name", "")
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        (x, y), k, name = data, None, ""
+    else:
+        raise AdvgeomError("data must be a TensorData or an (inputs, labels) pair")
+    if n is not None:
+        if n <= 0:
+            raise AdvgeomError(f"n must be positive, got {n}")
+        x, y = x[:n], y[:n]
+    return x, y, k, name
+
+
+def _pct(mask: Tensor) -> float:
+    return 100.0 * float(mask.float().mean()) if mask.numel() else 0.0
+
+
+def _device(model: nn.Module, x: Tensor) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else x.device
+
+
+def _bools(t: Tensor | None) -> list[bool] | None:
+    return None if t is None else [bool(v) for v in t.cpu()]
+
+
+def _tensor(v: list[bool] | None) -> Tensor | None:
+    return None if v is None else torch.tensor(v, dtype=torch.bool)
+
+
+def unbounded_eps(norm: str, inputs: Tensor) -> float:
+    """An eps whose ball contains all of [0,1]^d (1 for linf, sqrt(d) for l2)."""
+    return 1.0 if norm == "linf" else math.sqrt(inputs[0].numel())
+
+
+# ---------------------------------------------------------------------------
+# units
+
+
+class _Units:
+    """Runs units of work, reusing stored payloads when a store is given."""
+
+    def __init__(self, store: ResultStore | None, bar: Any) -> None:
+        self.store, self.bar, self.run, self.skipped = store, bar, 0, 0
+
+    def __call__(self, key: str, compute: Any) -> dict[str, Any]:
+        payload = self.store.unit(key) if self.store is not None else None
+        if payload is None:
+            payload = compute()
+            if self.store is not None:
+                self.store.finish_unit(key, payload, [])
+            self.run += 1
+        else:
+            self.skipped += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        return payload
+
+
+def _clean_unit(model: nn.Module, xb: Tensor, yb: Tensor) -> dict[str, Any]:
+    pred, accept = predict(model, xb)
+    return {"correct": _bools(pred == yb), "accept": _bools(accept)}
+
+
+def _attack_unit(model: nn.Module, spec: AttackSpec, xb: Tensor, yb: Tensor, clean: dict[str, Any],
+                 eps: float, norm: str, seed: int) -> dict[str, Any]:
+    correct = _tensor(clean["correct"]).to(xb.device)
+    accept = _tensor(clean["accept"])
+    target = correct if accept is None else correct | ~accept.to(xb.device)
+    idx = target.nonzero().flatten()
+    adv = xb.clone()
+    stats = {"max_norm": 0.0, "min_value": 0.0, "max_value": 1.0, "finite": True}
+    fw = bw = 0
+    if idx.numel():
+        gen = make_generator(derive_seed(seed, spec.fingerprint(), float(eps), norm), xb.device)
+        kwargs = spec.call_kwargs()
+        with HookCounter(model) as pc:
+            if spec.accepts("counter"):  # the attack counts its own passes
+                from advgeom.attacks.base import PassCounter
+
+                pc = kwargs["counter"] = PassCounter()
+            out = spec.fn(model, xb[idx], yb[idx], eps=eps, norm=norm, generator=gen, **kwargs)
+        if not isinstance(out, Tensor):
+            raise AdvgeomError(f"attack {spec.label!r} returned {type(out).__name__}, not a tensor")
+        stats = C.threat_model_stats(xb[idx], out, eps, norm)
+        adv[idx] = out.detach().to(adv.dtype)
+        fw, bw = pc.forwards, pc.backwards
+    pred, adv_accept = predict(model, torch.nan_to_num(adv, nan=0.0))
+    return {"correct": _bools(pred == yb), "accept": _bools(adv_accept), "stats": stats,
+            "forwards": fw, "backwards": bw, "attacked": int(idx.numel())}
+
+
+# ---------------------------------------------------------------------------
+# evaluate
+
+
+def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[str | AttackSpec],
+             eps: str | float | Iterable[float], *, norm: str = "linf", batch_size: int = 256,
+             n: int | None = None, store: ResultStore | None = None, experiment: str = "adhoc",
+             model_name: str | None = None, defense: str = "none", dataset: str | None = None,
+             profile: str = "", seed: int = 0, checks: bool = True, strict: bool = False,
+             check_config: C.CheckConfig = C.CheckConfig(), progress: bool = True) -> EvalResult:
+    """Evaluate ``model`` on ``data`` (TensorData or ``(x, y)``, first ``n`` samples)
+    against every attack at every eps; returns tidy rows (clean accuracy, robust
+    accuracy per attack and eps, the per-sample ``worst_case`` over attacks, pass
+    counts, rejection metrics for models that can abstain) and a check report.
+
+    Batches are moved to the model's device. With ``store``, finished units are
+    reused and the rows written at the end; ``strict=True`` raises
+    :class:`~advgeom.eval.checks.CheckError` when a check fails (after storing).
+    """
+    if norm not in NORMS:
+        raise AdvgeomError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if batch_size <= 0:
+        raise AdvgeomError(f"batch_size must be positive, got {batch_size}")
+    specs, eps_list = parse_attacks(attacks), parse_eps(eps)
+    x, y, num_classes, data_name = _unpack(data, n)
+    check_inputs(x, y, num_classes or getattr(model, "num_classes", None))
+    if model.training:
+        raise AdvgeomError("model is in training mode: call model.eval() before evaluating")
+    device = _device(model, x)
+    model_name = model_name or type(model).__name__
+    rejecting = can_reject(model)
+    hash_before = state_hash(model)
+    data_fp = tensor_hash(x, y)
+    if store is not None and store.run_id is None:
+        store.start_run("evaluate", environment(device))
+
+    starts = list(range(0, len(y), batch_size))
+    total = len(starts) * (1 + len(specs) * len(eps_list))
+    bar = tqdm(total=total, desc=f"evaluate {model_name}", disable=not progress, leave=False)
+    units = _Units(store, bar)
+    clean_p: list[dict[str, Any]] = []
+    adv_p: dict[tuple[str, float], list[dict[str, Any]]] = {(s.label, e): [] for s in specs for e in eps_list}
+    try:
+        for b, s0 in enumerate(starts):
+            xb, yb = x[s0:s0 + batch_size].to(device), y[s0:s0 + batch_size].to(device)
+            base = (hash_before, data_fp, batch_size, b)
+            clean = units(text_hash("clean", *base), lambda: _clean_unit(model, xb, yb))
+            clean_p.append(clean)
+            for spec in specs:
+                for e in eps_list:
+                    key = text_hash("attack", *base, spec.fingerprint(), e, norm, seed)
+                    adv_p[(spec.label, e)].append(units(key, lambda: _attack_unit(
+                        model, spec, xb, yb, clean, e, norm, derive_seed(seed, b))))
+    finally:
+        bar.close()
+
+    # -- per-sample outcomes --------------------------------------------------
+    cat = lambda ps, k: torch.cat([_tensor(p[k]) for p in ps])  # noqa: E731
+    clean_correct = cat(clean_p, "correct")
+    clean_accept = cat(clean_p, "accept") if rejecting else None
+    robust: dict[tuple[str, float], Tensor] = {}
+    adv_accept: dict[tuple[str, float], Tensor] = {}
+    for (label, e), ps in adv_p.items():
+        robust[(label, e)] = clean_correct & cat(ps, "correct")
+        if rejecting:
+            adv_accept[(label, e)] = cat(ps, "accept")
+    for e in eps_list:
+        robust[(WORST, e)] = torch.stack([robust[(s.label, e)] for s in specs]).all(0)
+
+    # -- rows ----------------------------------------------------------------
+    common = dict(experiment=experiment, model=model_name, defense=defense,
+                  dataset=data_name if dataset is None else dataset, norm=norm,
+                  profile=profile, seed=seed, n=len(y))
+    row = lambda attack, e, metric, value, **extra: Row(  # noqa: E731
+        attack=attack, eps=float(e), metric=metric, value=float(value), extra=extra, **common)
+    rows = [row("none", 0.0, "clean_accuracy", _pct(clean_correct))]
+    if rejecting:
+        rows += [row("none", 0.0, m, v) for m, v in clean_rejection_metrics(clean_correct, clean_accept).items()]
+    for spec in specs:
+        kind = spec.kind
+        for e in eps_list:
+            ps = adv_p[(spec.label, e)]
+            attacked = sum(p["attacked"] for p in ps)
+            rows.append(row(spec.label, e, "robust_accuracy", _pct(robust[(spec.label, e)]),
+                            kind=kind, base=spec.base_name,
+                            max_norm=max(p["stats"]["max_norm"] for p in ps)))
+            if attacked:
+                rows.append(row(spec.label, e, "forward_passes", sum(p["forwards"] for p in ps) / attacked))
+                rows.append(row(spec.label, e, "backward_passes", sum(p["backwards"] for p in ps) / attacked))
+            if rejecting:
+                adv_correct = cat(ps, "correct")
+                for m, v in adversarial_rejection_metrics(clean_correct, clean_accept, adv_correct,
+                                                          adv_accept[(spec.label, e)]).items():
+                    rows.append(row(spec.label, e, m, v))
+    for e in eps_list:
+        rows.append(row(WORST, e, "robust_accuracy", _pct(robust[(WORST, e)]),
+                        attacks=[s.label for s in specs]))
+        if rejecting:
+            ok = defended(clean_correct, clean_accept)
+            for s in specs:
+                ok = ok & defended(cat(adv_p[(s.label, e)], "correct"), adv_accept[(s.label, e)])
+            rows.append(row(WORST, e, "robust_accuracy_with_rejection", _pct(ok),
+                            attacks=[s.label for s in specs]))
+
+    # -- checks --------------------------------------------------------------
+    report = C.CheckReport()
+    if checks:
+        stats = [{"attack": label, "eps": e, **p["stats"]} for (label, e), ps in adv_p.items() for p in ps]
+        report.results += [
+            C.check_threat_model(stats, norm, check_config.threat_tol),
+            C.check_monotone(rows, check_config.monotone_tol),
+            C.check_iterative_vs_single_step(rows, check_config.iterative_tol),
+            C.check_gradient_masking(rows, check_config.masking_tol),
+        ]
+        xg, yg = x[:batch_size].to(device), y[:batch_size].to(device)
+        report.results.append(C.check_gradients(model, xg, yg, check_config.zero_grad_max_fraction))
+        with torch.no_grad():
+            report.results.append(C.check_softmax_outputs(model(xg)))
+        if check_config.unbounded_subset > 0:
+            report.results.append(_unbounded(model, x, y, norm, seed, check_config, units, device))
+        report.results += C.check_model_state(False, model.training, hash_before, state_hash(model))
+        rows += [row("check", 0.0, f"check:{r.name}", {"pass": 1.0, "warn": 0.5, "fail": 0.0}[r.status],
+                     status=r.status, message=r.message)
+                 for r in report.results if r.status != "skip"]
+        for r in report.failed + report.warnings:
+            if not strict or r.status == "warn":
+                warnings.warn(f"evaluation check {r.name} {r.status}: {r.message}", stacklevel=2)
+
+    if store is not None:
+        store.add(rows)
+    result = EvalResult(rows, report, specs, eps_list, norm, len(y), clean_correct, robust,
+                        clean_accept, adv_accept, units.run, units.skipped)
+    if strict:
+        report.raise_if_failed()
+    return result
+
+
+def _unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str, seed: int,
+               cfg: C.CheckConfig, units: _Units, device: torch.device) -> C.CheckResult:
+    """Run ``cfg.unbounded_attack`` with an eps covering the whole input box on a subset."""
+    try:
+        spec = parse_attack_spec(cfg.unbounded_attack)
+    except AdvgeomError as e:
+        return C.CheckResult("unbounded_attack", "skip", f"cannot run {cfg.unbounded_attack!r}: {e}")
+    xs, ys = x[:cfg.unbounded_subset].to(device), y[:cfg.unbounded_subset].to(device)
+    e = unbounded_eps(norm, xs)
+    key = text_hash("unbounded", state_hash(model), tensor_hash(xs, ys), spec.fingerprint(), e, norm, seed)
+
+    def run() -> float:
+        payload = _Units(units.store, None)(key, lambda: _attack_unit(model, spec, xs, ys, _clean_unit(model, xs, ys),
+                                                  e, norm, derive_seed(seed, "unbounded")))
+        return _pct(_tensor(payload["correct"]))
+
+    return C.check_unbounded(run, cfg.unbounded_max_accuracy, f"{spec.label} at eps={e:g} ({norm})")
+
+
+def run_evaluation(model: nn.Module, data: Any, attack_specs: str | Sequence[str | AttackSpec],
+                   eps_list: str | Sequence[float], *, plot_dir: str | None = None,
+                   **kwargs: Any) -> EvalResult:
+    """The CLI entry point: :func:`evaluate` with spec/eps strings accepted
+    (``"pgd:steps=50,apgd-dlr,square"``, ``"0.1,0.2"`` or ``"2/255,8/255"``) and, with
+    ``plot_dir``, an accuracy-vs-eps plot written there (paths in ``result.figures``)."""
+    result = evaluate(model, data, attack_specs, eps_list, **kwargs)
+    if plot_dir is not None:
+        from pathlib import Path
+
+        from advgeom.results.plots import plot_accuracy_vs_eps
+
+        name = kwargs.get("model_name") or type(model).__name__
+        path = Path(plot_dir) / f"accuracy_vs_eps_{name}_{result.norm}.png"
+        result.figures.append(str(plot_accuracy_vs_eps(result.rows, path)))
+    return result

@@ -1,0 +1,274 @@
+"""Attack specifications: ``"pgd"``, ``"apgd-dlr"``, ``"pgd:steps=100,step_size=0.01,loss=margin"``.
+
+A spec names a registered attack plus keyword arguments for it. ``eps``, ``norm`` and
+``generator`` are set by the evaluator and cannot appear in a spec. Keyword names are
+checked against the attack function's signature (``inspect``), so a typo is an error,
+not a silently ignored option.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from advgeom.config import parse_value
+from advgeom.errors import ConfigError
+from advgeom.registry import get, names
+
+# Set by the evaluator for every attack call; a spec may not override them.
+RESERVED = ("eps", "norm", "generator", "counter")
+
+# Short names that expand to a registered attack plus fixed arguments, used when the
+# name itself is not registered (the attack package may register some of them directly).
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "apgd-ce": ("apgd", {"loss": "ce"}),
+    "apgd-dlr": ("apgd", {"loss": "dlr"}),
+    "apgd-t": ("apgd", {"targeted": True, "loss": "dlr"}),
+    "pgd-margin": ("pgd", {"loss": "margin"}),
+    "pgd-dlr": ("pgd", {"loss": "dlr"}),
+}
+
+
+# ---------------------------------------------------------------------------
+# the spec
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack ``name`` with keyword arguments ``kwargs``.
+
+    ``label`` is how the attack appears in result rows and reports; by default the
+    canonical spec string (``name`` or ``name:k=v,...`` with sorted keys).
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", canonical(self.name, self.kwargs))
+
+    def __hash__(self) -> int:  # kwargs is a dict; hash the canonical text instead
+        return hash((self.name, self.label, _stable_text(self.kwargs)))
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        """The registered attack function (after alias expansion)."""
+        return resolve(self.name)[0]
+
+    @property
+    def base_name(self) -> str:
+        """The registered name the spec resolves to (``apgd`` for ``apgd-dlr``)."""
+        return resolve(self.name)[2]
+
+    def accepts(self, keyword: str) -> bool:
+        """Whether the attack function takes ``keyword`` (e.g. ``counter``)."""
+        params = inspect.signature(self.fn).parameters
+        return keyword in params or any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                        for p in params.values())
+
+    @property
+    def kind(self) -> str:
+        """``single_step``/``iterative``/``min_norm``/``black_box``/``transfer``/``unknown``,
+        from the attack's ``info`` (``AttackInfo``) or its registered name."""
+        from advgeom.eval.checks import KINDS
+
+        info = getattr(self.fn, "info", None)
+        if info is None:
+            return KINDS.get(self.base_name, "unknown")
+        if getattr(info, "transfer", False):
+            return "transfer"
+        if getattr(info, "gradient_free", False):
+            return "black_box"
+        if getattr(info, "single_step", False):
+            return "single_step"
+        if getattr(info, "min_norm", False):
+            return "min_norm"
+        return "iterative"
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """Alias defaults merged with the spec's own kwargs (spec wins)."""
+        return {**resolve(self.name)[1], **self.kwargs}
+
+    def fingerprint(self) -> str:
+        """Stable text identifying the spec (modules in kwargs by their weights)."""
+        return f"{self.name}|{_stable_text(self.kwargs)}"
+
+
+def canonical(name: str, kwargs: dict[str, Any]) -> str:
+    """``name`` or ``name:k=v,...`` with sorted keys (values as TOML-ish text)."""
+    if not kwargs:
+        return name
+    return name + ":" + ",".join(f"{k}={_value_text(v)}" for k, v in sorted(kwargs.items()))
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, str)) or v is None:
+        return str(v)
+    return type(v).__name__
+
+
+def _stable_text(kwargs: dict[str, Any]) -> str:
+    import torch
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, torch.nn.Module):
+            h = hashlib.sha256()
+            for k, t in v.state_dict().items():
+                h.update(k.encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            return f"<{type(v).__name__}:{h.hexdigest()[:16]}>"
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, (bool, int, float, str)) or v is None:
+            return v
+        return f"<{type(v).__module__}.{type(v).__qualname__}>"
+
+    return json.dumps(conv(kwargs), sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------------------
+# resolution and validation
+
+
+def resolve(name: str) -> tuple[Callable[..., Any], dict[str, Any], str]:
+    """``(function, alias kwargs, registered name)`` for an attack name or alias."""
+    known = names("attack")
+    if name in known:
+        return get("attack", name), {}, name
+    if name in ALIASES and ALIASES[name][0] in known:
+        base, extra = ALIASES[name]
+        return get("attack", base), dict(extra), base
+    choices = sorted(set(known) | {a for a, (b, _) in ALIASES.items() if b in known})
+    close = difflib.get_close_matches(name, choices, n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ConfigError(f"unknown attack {name!r}{hint} (known: {', '.join(choices) or 'none'})")
+
+
+def validate(spec: AttackSpec) -> AttackSpec:
+    """Check that the attack exists and accepts every keyword of the spec."""
+    fn, alias_kwargs, _ = resolve(spec.name)
+    bad = [k for k in spec.kwargs if k in RESERVED]
+    if bad:
+        raise ConfigError(f"attack {spec.label!r}: {', '.join(bad)} set by the evaluator, "
+                          f"not in the attack spec")
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return spec
+    accepted = [n for n, p in params.items()
+                if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                and n not in ("model", "inputs", "labels", *RESERVED)]
+    for key in {**alias_kwargs, **spec.kwargs}:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"attack {spec.name!r} has no option {key!r}{hint}; "
+                              f"options: {', '.join(accepted)}")
+    return spec
+
+
+# ---------------------------------------------------------------------------
+# parsing
+
+
+def parse_attack_spec(text: str) -> AttackSpec:
+    """Parse ``name`` or ``name:key=value,key=value`` into a validated :class:`AttackSpec`."""
+    text = text.strip()
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name or "=" in name:
+        raise ConfigError(f"attack spec {text!r} must start with an attack name")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key or not value.strip():
+            raise ConfigError(f"attack spec {text!r}: {item!r} is not of the form key=value")
+        if key in kwargs:
+            raise ConfigError(f"attack spec {text!r}: {key!r} given twice")
+        kwargs[key] = _parse(value.strip())
+    return validate(AttackSpec(name, kwargs))
+
+
+def _fraction(text: str) -> float | None:
+    """``"8/255"`` -> 0.0313..., else ``None``."""
+    num, sep, den = text.partition("/")
+    if not sep:
+        return None
+    try:
+        return float(num) / float(den)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _parse(text: str) -> Any:
+    frac = _fraction(text)
+    return frac if frac is not None else parse_value(text)
+
+
+def split_attack_list(text: str) -> list[str]:
+    """Split ``"pgd:steps=20,loss=margin,square"`` into specs: a comma-separated item
+    containing ``=`` belongs to the spec before it."""
+    out: list[str] = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        if "=" in item and ":" not in item.split("=", 1)[0]:
+            if not out:
+                raise ConfigError(f"attack list {text!r} starts with an option {item!r}")
+            out[-1] += ("," if ":" in out[-1] else ":") + item
+        else:
+            out.append(item)
+    return out
+
+
+def parse_attacks(attacks: str | AttackSpec | Iterable[str | AttackSpec]) -> list[AttackSpec]:
+    """Specs from a comma-separated string, one spec, or a list of strings/specs."""
+    if isinstance(attacks, (str, AttackSpec)):
+        attacks = [attacks]
+    out: list[AttackSpec] = []
+    for a in attacks:
+        if isinstance(a, AttackSpec):
+            out.append(validate(a))
+        elif isinstance(a, str):
+            out.extend(parse_attack_spec(s) for s in split_attack_list(a))
+        else:
+            raise ConfigError(f"an attack must be a spec string or AttackSpec, got {type(a).__name__}")
+    labels = [s.label for s in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"attack(s) listed twice: {', '.join(dup)}")
+    if not out:
+        raise ConfigError("no attacks given")
+    return out
+
+
+def parse_eps(eps: str | float | Iterable[float]) -> list[float]:
+    """``"0.1,0.2"`` / ``0.1`` / ``[0.1, 0.2]`` -> sorted unique non-negative floats."""
+    if isinstance(eps, str):
+        items: list[Any] = [s for s in (t.strip() for t in eps.split(",")) if s]
+    elif isinstance(eps, (int, float)):
+        items = [eps]
+    else:
+        items = list(eps)
+    vals = []
+    for v in items:
+        try:
+            frac = _fraction(v) if isinstance(v, str) else None
+            f = frac if frac is not None else float(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"eps {v!r} is not a number") from None
+        if not (f >= 0.0) or f == float("inf"):
+            raise ConfigError(f"eps must be finite and >= 0, got {v!r}")
+        vals.append(f)
+    if not vals:
+        raise ConfigError("no eps values given")
+    return sorted(set(vals))

@@ -1,0 +1,178 @@
+"""The experiment framework: specs, the run context, outcomes compared with the papers.
+
+An experiment is a function ``fn(ctx) -> Outcome`` registered with :func:`experiment`.
+The :class:`Context` gives it cached training, resumable units of work, the results
+store, figure paths and seeded generators; :func:`advgeom.experiments.runner.reproduce`
+runs it and writes the report.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import torch
+from torch import nn
+
+from advgeom.errors import AdvgeomError
+from advgeom.registry import register
+from advgeom.results import ResultStore, Row
+from advgeom.seeding import make_generator
+from advgeom.train import TrainConfig, fit
+from advgeom.train.loop import derive_seed
+
+T = TypeVar("T")
+PROFILES = ("quick", "paper")
+
+# ---------------------------------------------------------------------------
+# outcome
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One measured number next to the paper's (``None`` where one side has none)."""
+
+    label: str
+    measured: float | None
+    paper: float | None
+    unit: str = "%"
+    note: str = ""
+
+    @property
+    def gap(self) -> float | None:
+        if self.measured is None or self.paper is None:
+            return None
+        return self.measured - self.paper
+
+
+@dataclass
+class Outcome:
+    """What an experiment returns: comparisons, figure files and notes for the report."""
+
+    comparisons: list[Comparison] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment: a paper table or figure and the function reproducing it."""
+
+    name: str
+    title: str
+    paper: str
+    reference: str | None
+    fn: Callable[["Context"], Outcome]
+    description: str = ""
+
+
+def experiment(name: str, *, title: str, paper: str,
+               reference: str | None = None) -> Callable[[Callable], Callable]:
+    """Register ``fn(ctx) -> Outcome`` as experiment ``name`` (``advgeom reproduce NAME``)."""
+
+    def deco(fn: Callable[["Context"], Outcome]) -> Callable[["Context"], Outcome]:
+        doc = (fn.__doc__ or "").strip()
+        register("experiment", name)(Experiment(name, title, paper, reference, fn, doc))
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------------------
+# reference numbers
+
+
+def reference_table() -> dict[str, Any]:
+    """The papers' numbers (packaged copy of shared/reference-results.toml)."""
+    text = resources.files("advgeom.experiments").joinpath("reference_results.toml").read_text()
+    return tomllib.loads(text)
+
+
+def reference(key: str) -> dict[str, Any]:
+    """One table of the reference numbers by dotted key, e.g. ``"spheres.quadratic"``."""
+    node: Any = reference_table()
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise AdvgeomError(f"no reference table {key!r} in reference_results.toml")
+        node = node[part]
+    return node
+
+
+# ---------------------------------------------------------------------------
+# context
+
+
+@dataclass
+class Context:
+    """Everything an experiment may touch: profile, cache, store, figures, device, seeds."""
+
+    name: str
+    profile: str
+    root: Path
+    store: ResultStore
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    show_progress: bool = True
+    log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise AdvgeomError(f"unknown profile {self.profile!r}; profiles: {', '.join(PROFILES)}")
+        self.root = Path(self.root)
+
+    @property
+    def quick(self) -> bool:
+        return self.profile == "quick"
+
+    @property
+    def out_dir(self) -> Path:
+        d = self.root / "reports" / self.name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def reference(self, key: str) -> dict[str, Any]:
+        return reference(key)
+
+    def train(self, cfg: TrainConfig) -> nn.Module:
+        """Train (or load from cache / resume) ``cfg``; the model comes back in eval mode."""
+        return fit(cfg, root=self.root, device=self.device, progress=self.show_progress).model.eval()
+
+    def generator(self, offset: Any = 0) -> torch.Generator:
+        """A generator seeded by (experiment, seed, offset), on the context's device."""
+        return make_generator(derive_seed(self.name, self.seed, offset), self.device)
+
+    def unit_key(self, key: str) -> str:
+        return f"{self.name}/{self.profile}/seed{self.seed}/{key}"
+
+    def cached(self, key: str, fn: Callable[[], T]) -> T:
+        """Run a JSON-serialisable unit of work once; reruns return the stored payload."""
+        full = self.unit_key(key)
+        hit = self.store.unit(full)
+        if hit is not None:
+            return hit
+        payload = fn()
+        self.store.finish_unit(full, payload)
+        return payload
+
+    def row(self, *, model: str, metric: str, value: float, defense: str = "none",
+            attack: str = "none", eps: float = 0.0, dataset: str = "", norm: str = "",
+            n: int = 0, **extra: Any) -> Row:
+        """A result row of this experiment (profile and seed filled in)."""
+        return Row(self.name, model, defense, attack, float(eps), self.seed, metric, float(value),
+                   dataset, norm, self.profile, int(n), extra)
+
+    def record(self, rows: Iterable[Row]) -> None:
+        """Store rows in the results database (one transaction)."""
+        self.store.add(list(rows))
+
+    def figure_path(self, name: str) -> Path:
+        return self.out_dir / (name if name.endswith(".png") else name + ".png")
+
+    def progress(self, iterable: Iterable[T], desc: str = "", total: int | None = None) -> Iterator[T]:
+        if not self.show_progress:
+            yield from iterable
+            return
+        from tqdm.auto import tqdm
+        yield from tqdm(iterable, desc=desc, total=total, leave=False)

@@ -1,0 +1,39 @@
+"""The environment recorded with every stored result: code version, torch, device."""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def git_sha(cwd: str | Path | None = None) -> str:
+    """Short git sha of the source tree (``unknown`` outside a checkout), ``+dirty`` if modified."""
+    here = Path(cwd) if cwd else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+
+
+def environment(device: str | torch.device = "cpu") -> dict[str, str]:
+    """A small dict describing where a result was produced."""
+    from advgeom import __version__
+
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
+    return {
+        "advgeom": __version__,
+        "git_sha": git_sha(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": f"{dev.type}:{name}",
+        "threads": str(torch.get_num_threads()),
+    }

@@ -1,0 +1,76 @@
+"""Tables and reports as pure functions of rows and comparisons."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Iterable, Sequence
+
+from rich.table import Table
+
+from advgeom.results.rows import COLUMNS, Row
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    if unit == "fraction":
+        return f"{v:.4f}"
+    if abs(v) != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+        return f"{v:.3g}"
+    return f"{v:.2f}"
+
+
+def comparison_cells(c) -> list[str]:
+    """label, measured, paper, gap, unit, note of a :class:`Comparison` as strings."""
+    gap = c.gap
+    return [c.label, _fmt(c.measured, c.unit), _fmt(c.paper, c.unit),
+            "—" if gap is None else (("+" if gap >= 0 else "") + _fmt(gap, c.unit)),
+            c.unit, c.note]
+
+
+COMPARISON_HEADER = ["quantity", "measured", "paper", "gap", "unit", "note"]
+
+
+def comparison_table(comparisons: Sequence, title: str = "") -> Table:
+    """A rich table of measured vs paper numbers with the gap."""
+    t = Table(title=title or None, show_lines=False)
+    for h in COMPARISON_HEADER:
+        t.add_column(h, justify="right" if h in ("measured", "paper", "gap") else "left")
+    for c in comparisons:
+        t.add_row(*comparison_cells(c))
+    return t
+
+
+def comparison_markdown(comparisons: Sequence) -> str:
+    """The same table in GitHub Markdown."""
+    lines = ["| " + " | ".join(COMPARISON_HEADER) + " |",
+             "|" + "|".join("---" for _ in COMPARISON_HEADER) + "|"]
+    for c in comparisons:
+        lines.append("| " + " | ".join(x.replace("|", "/") for x in comparison_cells(c)) + " |")
+    return "\n".join(lines)
+
+
+def rows_table(rows: Iterable[Row], title: str = "") -> Table:
+    """A rich table of stored rows (the ``advgeom results`` view)."""
+    cols = ["experiment", "model", "defense", "attack", "eps", "metric", "value", "n", "profile"]
+    t = Table(title=title or None)
+    for c in cols:
+        t.add_column(c, justify="right" if c in ("eps", "value", "n") else "left")
+    for r in rows:
+        t.add_row(*[(_fmt(getattr(r, c)) if c in ("value",) else f"{getattr(r, c):g}" if c == "eps"
+                    else str(getattr(r, c))) for c in cols])
+    return t
+
+
+def rows_csv(rows: Iterable[Row]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([json.dumps(r.extra, sort_keys=True) if c == "extra" else getattr(r, c) for c in COLUMNS])
+    return buf.getvalue()
+
+
+def rows_json(rows: Iterable[Row]) -> str:
+    return json.dumps([r.as_dict() for r in rows], indent=1)

@@ -1,0 +1,127 @@
+"""The SQLite results store (``runs/results.sqlite`` by default).
+
+Rows are written in one transaction per call, so a killed run never leaves a
+half-written batch. A row's identity (``Row.key``) is unique: writing it again
+replaces the old value (reruns update, never duplicate). Finished units of work
+are recorded in a ``units`` table so that runs can skip them on resume.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from advgeom.errors import AdvgeomError
+from advgeom.results.rows import COLUMNS, Row, check_row, row_from_record
+
+DEFAULT_PATH = Path("runs") / "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    command TEXT NOT NULL,
+    env TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    experiment TEXT NOT NULL, model TEXT NOT NULL, defense TEXT NOT NULL,
+    attack TEXT NOT NULL, eps REAL NOT NULL, seed INTEGER NOT NULL,
+    metric TEXT NOT NULL, value REAL NOT NULL, dataset TEXT NOT NULL,
+    norm TEXT NOT NULL, profile TEXT NOT NULL, n INTEGER NOT NULL, extra TEXT NOT NULL,
+    run_id INTEGER REFERENCES runs(run_id), written REAL NOT NULL,
+    UNIQUE (experiment, model, defense, attack, eps, seed, metric, dataset, norm, profile)
+);
+CREATE TABLE IF NOT EXISTS units (
+    key TEXT PRIMARY KEY, payload TEXT NOT NULL, run_id INTEGER, written REAL NOT NULL
+);
+"""
+
+
+class ResultStore:
+    """Tidy rows in SQLite with the environment of each run."""
+
+    def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._connect() as con:
+                con.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise AdvgeomError(f"{self.path}: not a usable results database ({e})") from None
+        self.run_id: int | None = None
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=30)
+        try:
+            with con:  # one transaction: commit on success, rollback on error
+                yield con
+        finally:
+            con.close()
+
+    # -- runs ---------------------------------------------------------------
+    def start_run(self, command: str, env: dict[str, str]) -> int:
+        """Record a run (command + environment); later writes are attributed to it."""
+        with self._connect() as con:
+            cur = con.execute("INSERT INTO runs (started, command, env) VALUES (?, ?, ?)",
+                              (time.time(), command, json.dumps(env, sort_keys=True)))
+            self.run_id = int(cur.lastrowid)
+        return self.run_id
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self._connect() as con:
+            rows = con.execute("SELECT run_id, started, command, env FROM runs ORDER BY run_id").fetchall()
+        return [{"run_id": r[0], "started": r[1], "command": r[2], "env": json.loads(r[3])} for r in rows]
+
+    # -- rows ---------------------------------------------------------------
+    def _insert(self, con: sqlite3.Connection, rows: list[Row]) -> None:
+        for r in rows:
+            check_row(r)
+        cols = ", ".join(COLUMNS)
+        marks = ", ".join("?" for _ in COLUMNS)
+        now = time.time()
+        con.executemany(
+            f"INSERT OR REPLACE INTO results ({cols}, run_id, written) VALUES ({marks}, ?, ?)",
+            [(*[json.dumps(r.extra, sort_keys=True) if c == "extra" else getattr(r, c)
+                for c in COLUMNS], self.run_id, now) for r in rows],
+        )
+
+    def add(self, rows: list[Row]) -> None:
+        """Insert or replace ``rows`` in one transaction (all or nothing)."""
+        with self._connect() as con:
+            self._insert(con, list(rows))
+
+    def query(self, **filters: Any) -> list[Row]:
+        """Rows whose columns equal the given values (e.g. ``experiment="demo"``)."""
+        bad = [k for k in filters if k not in COLUMNS]
+        if bad:
+            raise AdvgeomError(f"unknown result column(s) {bad}; columns: {', '.join(COLUMNS)}")
+        where = " AND ".join(f"{k} = ?" for k in filters) or "1"
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            recs = con.execute(
+                f"SELECT * FROM results WHERE {where} ORDER BY experiment, model, defense, attack, eps, metric",
+                tuple(filters.values()),
+            ).fetchall()
+        return [row_from_record(dict(r)) for r in recs]
+
+    def experiments(self) -> list[str]:
+        with self._connect() as con:
+            return [r[0] for r in con.execute("SELECT DISTINCT experiment FROM results ORDER BY 1")]
+
+    # -- resumable units ----------------------------------------------------
+    def unit(self, key: str) -> Any | None:
+        """The stored payload of a finished unit of work, or ``None``."""
+        with self._connect() as con:
+            rec = con.execute("SELECT payload FROM units WHERE key = ?", (key,)).fetchone()
+        return None if rec is None else json.loads(rec[0])
+
+    def finish_unit(self, key: str, payload: Any, rows: list[Row] = ()) -> None:
+        """Store a unit's payload and its rows atomically (one transaction)."""
+        with self._connect() as con:
+            self._insert(con, list(rows))
+            con.execute("INSERT OR REPLACE INTO units (key, payload, run_id, written) VALUES (?, ?, ?, ?)",
+                        (key, json.dumps(payload), self.run_id, time.time()))

@@ -1,0 +1,134 @@
+"""Training: determinism, caching, resume after a kill (in-process and a real SIGKILL)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from advgeom.errors import CheckpointError, ConfigError
+from advgeom.train import TrainConfig, fit, load_model, run_dir
+from advgeom.train.loop import learning_rate
+
+# relu_mlp with batch norm on a small fixed spheres set: BN buffers and Adam state must survive resume.
+CFG = TrainConfig(dataset="spheres", dataset_kwargs={"d": 8, "n": 256, "R": 1.3},
+                  model="relu_mlp", model_kwargs={"input_dim": 8, "width": 16, "depth": 2},
+                  objective="bce", lr=1e-2, batch_size=32, iterations=40, checkpoint_every=10,
+                  milestones=(20, 30), seed=3)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_same_seed_same_weights_and_cache(tmp_path):
+    a = fit(CFG, root=tmp_path / "a", progress=False)
+    b = fit(CFG, root=tmp_path / "b", progress=False)
+    assert _same(_weights(a.model), _weights(b.model))
+    c = fit(CFG, root=tmp_path / "a", progress=False)
+    assert c.cached and _same(_weights(a.model), _weights(c.model))
+    other = fit(TrainConfig(**{**CFG.__dict__, "seed": 4}), root=tmp_path / "a", progress=False)
+    assert not _same(_weights(a.model), _weights(other.model))
+    assert not a.model.training and len(a.history) == 4
+
+
+@pytest.mark.parametrize("kill_at", [7, 10, 25])
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path, kill_at):
+    ref = fit(CFG, root=tmp_path / "ref", progress=False)
+
+    def bomb(step):
+        if step == kill_at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(CFG, root=tmp_path / "k", on_step=bomb, progress=False)
+    res = fit(CFG, root=tmp_path / "k", progress=False)
+    assert res.resumed_from == (kill_at // 10) * 10
+    assert _same(_weights(ref.model), _weights(res.model))
+
+
+def test_online_data_and_dropout_deterministic(tmp_path):
+    cfg = TrainConfig(dataset="spheres", dataset_kwargs={"d": 6, "n": 0},
+                      model="relu_mlp", model_kwargs={"input_dim": 6, "width": 8, "depth": 1},
+                      objective="bce", batch_size=16, iterations=12, checkpoint_every=5)
+    a = fit(cfg, root=tmp_path / "a", progress=False)
+
+    def bomb(step):
+        if step == 6:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(cfg, root=tmp_path / "b", on_step=bomb, progress=False)
+    b = fit(cfg, root=tmp_path / "b", progress=False)
+    assert _same(_weights(a.model), _weights(b.model))
+
+
+def test_real_sigkill_then_rerun(tmp_path):
+    """Kill a CLI training process with SIGKILL after its first checkpoint, rerun, compare."""
+    args = ["dataset=\"spheres\"", "dataset_kwargs.d=8", "dataset_kwargs.n=256",
+            "model=\"relu_mlp\"", "model_kwargs.input_dim=8", "model_kwargs.width=64",
+            "model_kwargs.depth=2", "objective=\"bce\"", "batch_size=64", "iterations=3000",
+            "checkpoint_every=100", "seed=1"]
+    cmd = [sys.executable, "-m", "advgeom.cli", "train", "--no-progress", "--root"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    killed_root = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + [str(killed_root)] + args, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = list(killed_root.glob("train/*/last.safetensors"))
+        if found:
+            last = found[0]
+            break
+        time.sleep(0.05)
+    assert last is not None, proc.stderr.read().decode() if proc.poll() is not None else "no checkpoint"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (last.parent / "final.safetensors").exists(), "finished before the kill; make it longer"
+    out = subprocess.run(cmd + [str(killed_root)] + args, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "resumed at step" in out.stdout
+    ref = subprocess.run(cmd + [str(tmp_path / "ref")] + args, env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    m1 = load_model(next(killed_root.glob("train/*/final.safetensors")))
+    m2 = load_model(next((tmp_path / "ref").glob("train/*/final.safetensors")))
+    assert _same(_weights(m1), _weights(m2))
+
+
+def test_learning_rate_schedule():
+    assert learning_rate(CFG, 0, 1) == pytest.approx(1e-2)
+    assert learning_rate(CFG, 20, 1) == pytest.approx(1e-3)
+    assert learning_rate(CFG, 35, 1) == pytest.approx(1e-4)
+    ep = TrainConfig(lr=1.0, milestones=(2,), schedule_unit="epoch", gamma=0.5)
+    assert learning_rate(ep, 19, 10) == 1.0 and learning_rate(ep, 20, 10) == 0.5
+
+
+@pytest.mark.parametrize("kw,msg", [({"optimizer": "rmsprop"}, "optimizer"), ({"batch_size": 0}, "batch_size"),
+                                    ({"milestones": (5, 2)}, "increasing"), ({"lr": -1.0}, "lr"),
+                                    ({"iterations": 0, "epochs": 0}, "iterations")])
+def test_bad_config(kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        TrainConfig(**kw)
+
+
+def test_foreign_checkpoint_refused(tmp_path):
+    fit(CFG, root=tmp_path, progress=False)
+    d = run_dir(CFG, tmp_path)
+    other = TrainConfig(**{**CFG.__dict__, "lr": 5e-3})
+    od = run_dir(other, tmp_path)
+    od.mkdir(parents=True)
+    (od / "last.safetensors").write_bytes((d / "final.safetensors").read_bytes())
+    (od / "last.json").write_text((d / "final.json").read_text())
+    with pytest.raises(CheckpointError, match="another config"):
+        fit(other, root=tmp_path, progress=False)
