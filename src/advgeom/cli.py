@@ -17,7 +17,7 @@ from advgeom.errors import AdvgeomError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="advgeom: the geometry of adversarial robustness (five papers, one tool).")
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 

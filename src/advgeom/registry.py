@@ -11,7 +11,7 @@ import difflib
 import importlib
 from typing import Any, Callable, TypeVar
 
-from advgeom.errors import AdvgeomError
+from advgeom.errors import AdvgeomError, ConfigError
 
 T = TypeVar("T")
 
@@ -46,7 +46,11 @@ def register(kind: str, name: str) -> Callable[[T], T]:
 
 
 def _populate(kind: str) -> None:
-    importlib.import_module(KINDS[kind])
+    """Import every registering package: modules of one package may register names of
+    another kind (a defense module registering its wrapper model), so listing any kind
+    must not depend on what happened to be imported before."""
+    for package in KINDS.values():
+        importlib.import_module(package)
 
 
 def names(kind: str) -> list[str]:
@@ -71,8 +75,25 @@ def get(kind: str, name: str) -> Any:
 
 
 def create(kind: str, name: str, **cfg: Any) -> Any:
-    """Build the registered object: ``get(kind, name)(**cfg)``."""
-    return get(kind, name)(**cfg)
+    """Build the registered object: ``get(kind, name)(**cfg)``; unknown keyword
+    arguments are a clear error naming the accepted ones."""
+    import inspect
+
+    obj = get(kind, name)
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return obj(**cfg)
+    params = sig.parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        bad = [k for k in cfg if k not in accepted]
+        if bad:
+            close = difflib.get_close_matches(bad[0], accepted, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{kind} {name!r}: unknown argument {bad[0]!r}{hint} "
+                              f"(options: {', '.join(accepted) or 'none'})")
+    return obj(**cfg)
 
 
 def import_submodules(package: str) -> None:

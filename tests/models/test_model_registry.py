@@ -1,7 +1,8 @@
 """Contract tests run over EVERY registered model name (advgeom.registry.names("model")).
 
 Each model is built with its defaults (except ``wrn``, built as WRN-10-1 here; the
-default WRN-34-10 is checked by parameter count in test_resnet.py) and fed
+default WRN-34-10 is checked by parameter count in test_resnet.py; the train/eval and
+normalize-first checks use a narrow ``cnn7``) and fed
 ``torch.rand(2, *input_shape)``. A model's output width is ``num_outputs`` when it
 declares one (the single-logit binary spheres models), else ``num_classes``; a
 single logit is trained with sigmoid cross-entropy, several with softmax CE.
@@ -19,16 +20,23 @@ from torch import nn
 
 from advgeom.errors import AdvgeomError
 from advgeom.models import Classifier, Normalize, create_model
-from advgeom.registry import get, names
+from advgeom.registry import KINDS, get, names
 
+# Models may be registered outside advgeom.models (e.g. defense wrappers): import
+# every registry package first so that the list does not depend on test order.
+for _kind in KINDS:
+    names(_kind)
 MODEL_NAMES = names("model")
-# Reduced variants for models whose defaults are too big to run in the test suite.
+# Reduced variants: WRN-34-10 is too big to run here (its size is checked in
+# test_resnet.py); the behavioural checks that only need the layer types also use a
+# narrow CNN7 to keep the suite fast.
 SMALL = {"wrn": {"depth": 10, "widen_factor": 1}}
+NARROW = SMALL | {"cnn7": {"width": 16}}
 
 
-def build(name: str, seed: int = 0) -> Classifier:
+def build(name: str, seed: int = 0, narrow: bool = False) -> Classifier:
     torch.manual_seed(seed)
-    return create_model(name, **SMALL.get(name, {}))
+    return create_model(name, **(NARROW if narrow else SMALL).get(name, {}))
 
 
 def inputs(model: Classifier, n: int = 2, seed: int = 1) -> torch.Tensor:
@@ -97,70 +105,70 @@ def test_eval_mode_is_per_sample_and_deterministic(named_model):
     torch.testing.assert_close(single, full, rtol=1e-4, atol=1e-5)
 
 
-def test_every_parameter_gets_a_gradient():
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_parameter_gets_a_gradient(name):
     """Eval mode (so a bias in front of batch norm is not cancelled by batch
     statistics): every parameter tensor influences the loss. Then one training-mode
     step: gradients exist and are finite."""
-    for name in MODEL_NAMES:
-        model = build(name)
-        x = inputs(model)
-        y = torch.tensor([0, 1])
-        for mode in ("eval", "train"):
-            model.train(mode == "train")
-            model.zero_grad(set_to_none=True)
-            loss_of(model(x), y).backward()
-            for pname, p in model.named_parameters():
-                assert p.grad is not None, f"{name}.{pname} got no gradient ({mode})"
-                assert torch.isfinite(p.grad).all(), f"{name}.{pname} non-finite gradient ({mode})"
-                if mode == "eval":
-                    assert p.grad.abs().sum() > 0, f"{name}.{pname} has an all-zero gradient"
+    model = build(name)
+    x = inputs(model)
+    y = torch.tensor([0, 1])
+    for mode in ("eval", "train"):
+        model.train(mode == "train")
+        model.zero_grad(set_to_none=True)
+        loss_of(model(x), y).backward()
+        for pname, p in model.named_parameters():
+            assert p.grad is not None, f"{name}.{pname} got no gradient ({mode})"
+            assert torch.isfinite(p.grad).all(), f"{name}.{pname} non-finite gradient ({mode})"
+            if mode == "eval":
+                assert p.grad.abs().sum() > 0, f"{name}.{pname} has an all-zero gradient"
 
 
-def test_train_mode_uses_batch_norm_and_dropout_and_eval_does_not_touch_buffers():
-    for name in MODEL_NAMES:
-        model = build(name)
-        stochastic = any(isinstance(m, (nn.Dropout, nn.modules.batchnorm._BatchNorm))
-                         for m in model.modules())
-        x = inputs(model, n=4)
-        model.eval()
-        before = {k: v.clone() for k, v in model.state_dict().items()}
-        with torch.no_grad():
-            evaluated = model(x)
-        for k, v in model.state_dict().items():
-            assert torch.equal(v, before[k]), f"{name}: eval forward changed {k}"
-        model.train()
-        with torch.no_grad():
-            trained = model(x)
-        if stochastic:
-            assert not torch.allclose(trained, evaluated), f"{name}: train and eval modes agree"
-        else:
-            torch.testing.assert_close(trained, evaluated)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_train_mode_uses_batch_norm_and_dropout_and_eval_does_not_touch_buffers(name):
+    model = build(name, narrow=True)
+    stochastic = any(isinstance(m, (nn.Dropout, nn.modules.batchnorm._BatchNorm))
+                     for m in model.modules())
+    x = inputs(model, n=4)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        evaluated = model(x)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{name}: eval forward changed {k}"
+    model.train()
+    with torch.no_grad():
+        trained = model(x)
+    if stochastic:
+        assert not torch.allclose(trained, evaluated), f"{name}: train and eval modes agree"
+    else:
+        torch.testing.assert_close(trained, evaluated)
 
 
-def test_normalize_is_applied_first():
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_normalize_is_applied_first(name):
     """The very first module to see the input is ``model.normalize``, and it sees
     the raw input; a Normalize layer's statistics change the output."""
-    for name in MODEL_NAMES:
-        model = build(name).eval()
-        order: list[nn.Module] = []
-        received: list[torch.Tensor] = []
-        hooks = [m.register_forward_pre_hook(lambda mod, args: order.append(mod))
-                 for m in model.modules() if m is not model]
-        hooks.append(model.normalize.register_forward_pre_hook(
-            lambda mod, args: received.append(args[0])))
-        x = inputs(model)
+    model = build(name, narrow=True).eval()
+    order: list[nn.Module] = []
+    received: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: order.append(mod))
+             for m in model.modules() if m is not model]
+    hooks.append(model.normalize.register_forward_pre_hook(
+        lambda mod, args: received.append(args[0])))
+    x = inputs(model)
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    assert order and order[0] is model.normalize, f"{name}: first module is {order[:1]}"
+    assert len(received) == 1 and received[0] is x, name
+    if isinstance(model.normalize, Normalize):
         with torch.no_grad():
-            model(x)
-        for h in hooks:
-            h.remove()
-        assert order and order[0] is model.normalize, f"{name}: first module is {order[:1]}"
-        assert len(received) == 1 and received[0] is x, name
-        if isinstance(model.normalize, Normalize):
-            with torch.no_grad():
-                base = model(x)
-                model.normalize.mean += 0.25
-                shifted = model(x)
-            assert not torch.allclose(base, shifted), f"{name}: changing the mean did nothing"
+            base = model(x)
+            model.normalize.mean += 0.25
+            shifted = model(x)
+        assert not torch.allclose(base, shifted), f"{name}: changing the mean did nothing"
 
 
 def test_unknown_model_name_suggests():

@@ -77,8 +77,8 @@ def test_real_sigkill_then_rerun(tmp_path):
     """Kill a CLI training process with SIGKILL after its first checkpoint, rerun, compare."""
     args = ["dataset=\"spheres\"", "dataset_kwargs.d=8", "dataset_kwargs.n=256",
             "model=\"relu_mlp\"", "model_kwargs.input_dim=8", "model_kwargs.width=64",
-            "model_kwargs.depth=2", "objective=\"bce\"", "batch_size=64", "iterations=3000",
-            "checkpoint_every=100", "seed=1"]
+            "model_kwargs.depth=2", "objective=\"bce\"", "batch_size=64", "iterations=1000",
+            "checkpoint_every=50", "seed=1"]
     cmd = [sys.executable, "-m", "advgeom.cli", "train", "--no-progress", "--root"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     killed_root = tmp_path / "killed"
@@ -91,7 +91,7 @@ def test_real_sigkill_then_rerun(tmp_path):
         if found:
             last = found[0]
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert last is not None, proc.stderr.read().decode() if proc.poll() is not None else "no checkpoint"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

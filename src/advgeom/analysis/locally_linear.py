@@ -21,6 +21,7 @@ the Jacobian of the whole defended model (autograd through the kept support).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -84,13 +85,15 @@ def _eps_view(eps: float | Tensor, x: Tensor) -> Tensor:
 @torch.no_grad()
 def locally_linear_attack(model: nn.Module, x: Tensor, labels: Tensor, *, eps: float | Tensor,
                           steps: int = 1, step_size: float | None = None,
-                          mode: str = "semi_white", projection: str = "adjoint") -> Tensor:
+                          mode: str = "semi_white", projection: str = "adjoint",
+                          counter: Any = None) -> Tensor:
     """Locally linear attack on every pair (i, t), budget to the worst pair (Sec. 3.5-3.6).
 
     ``steps == 1`` is the single-step ``A_SW`` / ``A_W`` with ``x1 = x2 = x``; ``steps > 1``
     iterates with ``delta = step_size`` (default ``eps/20`` for >= 20 steps, else
     ``eps/steps``). Returns, per sample, the candidate with the largest
     ``max_{i != t} y_i - y_t`` of the full ``model`` seen over all pairs and iterations.
+    ``counter`` (optional, with ``add_forward(n)``/``add_backward(n)``) tallies passes.
     """
     if mode not in MODES:
         raise AdvgeomError(f"locally linear attack: mode must be one of {MODES}, got {mode!r}")
@@ -126,6 +129,10 @@ def locally_linear_attack(model: nn.Module, x: Tensor, labels: Tensor, *, eps: f
     cur = x0.clone()
     for _ in range(steps):
         g = pair_gradients(net, cur, lab, targets)
+        if counter is not None:
+            counter.add_forward(len(cur))
+            counter.add_backward(len(cur))
+            counter.add_forward(len(cur))
         if front_end is not None:
             g = _project(front_end, g, cur, projection)
         cur = torch.minimum(torch.maximum(cur + d * g.sign(), lo), hi)

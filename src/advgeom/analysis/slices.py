@@ -25,7 +25,7 @@ def orthonormal_pair(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     """Gram-Schmidt: unit e1 along u and unit e2 along the part of v orthogonal to u."""
     e1 = u / u.norm()
     w = v - (v @ e1) * e1
-    if float(w.norm()) < 1e-8 * float(v.norm()):
+    if float(w.norm()) < 1e-5 * float(v.norm()):
         raise AdvgeomError("slice directions are parallel")
     return e1, w / w.norm()
 

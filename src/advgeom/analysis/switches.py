@@ -140,3 +140,14 @@ def theorem1_trial(n: int, m: int, delta: float, *, bias_margin: float | None, s
     return {"n": n, "flip_fraction": float(flips.double().mean()),
             "high_snr_fraction": float(snr.double().mean()),
             "worst_case_high_snr_fraction": float(high_snr_worst_case(w, b, x, delta).double().mean())}
+
+
+def flip_curve(model: nn.Module, x: Tensor, perturb, eps_list: list[float]) -> dict[str, list[float]]:
+    """Mean fraction of flipped ReLU (and max-pool) switches of ``model`` at each eps,
+    where ``perturb(x, eps)`` returns the perturbed inputs (an attack or random noise)."""
+    out: dict[str, list[float]] = {}
+    for eps in eps_list:
+        flips = count_flips(model, x, perturb(x, eps))
+        for kind in sorted(set(flips.kinds)):
+            out.setdefault(kind, []).append(float(flips.fraction(kind).mean()))
+    return out

@@ -7,8 +7,6 @@ random starts drawn from an explicit ``torch.Generator``.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -104,15 +102,21 @@ def rand(shape: tuple[int, ...], generator: torch.Generator, like: Tensor,
     return out if out.device == like.device else out.to(like.device)
 
 
-def random_start(x: Tensor, eps: Tensor, norm: str, generator: torch.Generator) -> Tensor:
-    """A uniform random point of the eps-ball (linf: cube, l2: ball), clipped to [0,1]."""
+def random_start(x: Tensor, eps: Tensor, norm: str, generator: torch.Generator,
+                 l2_radius: str = "uniform") -> Tensor:
+    """A random point of the eps-ball, clipped to [0,1].
+
+    linf: uniform in the cube. l2: a uniform direction at radius ``eps * U[0,1]``
+    (``l2_radius="uniform"``, as torchattacks' PGDL2; a point uniform in the ball would
+    sit on the sphere in high dimension, and its orthogonal part slows PGD down) or
+    exactly ``eps`` (``"sphere"``, as AutoAttack's APGD).
+    """
     if norm == "linf":
         u = rand(tuple(x.shape), generator, x).mul_(2.0).sub_(1.0)
         return (x + u * bview(eps, x)).clamp_(0.0, 1.0)
-    d = math.prod(x.shape[1:])
     g = rand(tuple(x.shape), generator, x, normal=True)
     g = g / bview(flat_norm(g, "l2") + _TINY, g)
-    r = rand((x.shape[0],), generator, x).pow_(1.0 / d) * eps
+    r = eps if l2_radius == "sphere" else rand((x.shape[0],), generator, x) * eps
     return (x + g * bview(r, g)).clamp_(0.0, 1.0)
 
 

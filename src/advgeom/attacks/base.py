@@ -66,6 +66,8 @@ class AttackInfo:
     one gradient step (for the "iterative >= single-step" sanity check).
     ``targeted``: accepts ``targeted=True``. ``losses``: accepted ``loss=`` values.
     ``needs``: extra keyword arguments that must be given (e.g. ``source_model``).
+    ``uses_loss``: False when ``loss`` is validated but the attack has its own
+    objective (C&W, DeepFool).
     """
 
     norms: tuple[str, ...] = ("linf",)
@@ -76,6 +78,7 @@ class AttackInfo:
     targeted: bool = True
     transfer: bool = False
     needs: tuple[str, ...] = field(default_factory=tuple)
+    uses_loss: bool = True
 
 
 def describe(**kw: Any) -> Callable[[F], F]:

@@ -2,67 +2,104 @@
 with the shared attack vocabulary. The algorithm lives in
 :mod:`advgeom.analysis.locally_linear`; these are thin wrappers.
 
-- ``locally_linear``: ``mode="semi_white"`` (default; ``A_SW``), ``"white"`` (``A_W``,
-  projects ``w_eq`` with the model's front end) or ``"exact"`` (Jacobian of the whole
-  defended model). ``steps=1`` is the single-step attack, ``steps > 1`` the iterative
-  version with ``delta = step_size``.
+Single step (``steps``/``step_size`` accepted and ignored, like ``fgsm``):
+
+- ``locally_linear``: ``mode="semi_white"`` (default; ``A_SW = eps sgn(w_eq)``),
+  ``"white"`` (``A_W = eps sgn(P_K w_eq)``, projecting with the model's front end) or
+  ``"exact"`` (Jacobian of the whole defended model, through the kept support);
 - ``locally_linear_white``: the same with ``mode="white"``.
 
-The attack is deterministic: ``restarts`` and ``generator`` are accepted and unused.
-Only ``norm="linf"`` and untargeted attacks exist; its objective is the logit
-difference of the worst pair, so ``loss`` must be ``"ce"`` or ``"margin"`` (both mean
-that objective here).
+Iterative (``e <- clip_eps(e + A(x + e, delta))``, ``delta = step_size``, default
+``eps/20`` from 20 steps on, else ``eps/steps``): ``locally_linear_iterative`` and
+``locally_linear_white_iterative`` (default 80 steps, as Table 1's iterative attacks).
+
+All return, per sample, the candidate with the largest worst-pair logit difference
+``max_{i != t} y_i - y_t`` seen. The attack is deterministic: ``restarts`` and
+``generator`` are accepted and unused. l_inf only, untargeted; ``loss`` may be
+``"ce"`` or ``"margin"`` (both mean the worst-pair objective here).
 """
 from __future__ import annotations
 
-import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from advgeom.analysis.locally_linear import locally_linear_attack
-from advgeom.errors import AdvgeomError
+from advgeom.attacks._common import check_int, prepare
+from advgeom.attacks.base import PassCounter, describe
 from advgeom.registry import register
-from advgeom.types import Eps, check_eps, check_inputs
+
+INFO = dict(norms=("linf",), losses=("ce", "margin"), targeted=False)
 
 
-def _run(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Eps, norm: str, steps: int,
-         step_size: float | None, targeted: bool, loss: str, mode: str, projection: str) -> Tensor:
-    check_inputs(inputs, labels, getattr(model, "num_classes", None))
-    check_eps(eps, inputs.shape[0])
-    if norm != "linf":
-        raise AdvgeomError(f"locally linear attack is an l_inf attack, got norm={norm!r}")
-    if targeted:
-        raise AdvgeomError("locally linear attack is untargeted (worst pair); targeted=True is not supported")
-    if loss not in ("ce", "margin"):
-        raise AdvgeomError(f"locally linear attack maximizes the worst logit pair; loss {loss!r} is not supported")
-    if step_size is not None and not float(step_size) > 0:
-        raise AdvgeomError(f"step_size must be > 0, got {step_size}")
-    if model.training:
-        warnings.warn("attacking a model in training mode (dropout/batch-norm active); "
-                      "call model.eval() first", stacklevel=3)
-    eps_t = eps.to(inputs) if isinstance(eps, Tensor) else float(eps)
-    return locally_linear_attack(model, inputs, labels, eps=eps_t, steps=int(steps),
-                                 step_size=step_size, mode=mode, projection=projection)
+def _run(fn: Any, model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str,
+         steps: int, step_size: float | None, restarts: int, targeted: bool, loss: str,
+         generator: torch.Generator | None, counter: PassCounter | None, mode: str,
+         projection: str, iterative: bool) -> Tensor:
+    check_int("steps", steps, 1 if iterative else 0)
+    s = prepare(model, inputs, labels, info=fn.info, eps=eps, norm=norm, loss=loss,
+                targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
+                counter=counter, generator=generator)
+    return locally_linear_attack(model, s.x, s.y, eps=s.eps, steps=steps if iterative else 1,
+                                 step_size=step_size if iterative else None, mode=mode,
+                                 projection=projection, counter=s.counter)
 
 
 @register("attack", "locally_linear")
-def locally_linear(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Eps,
+@describe(**INFO, single_step=True)
+def locally_linear(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                    norm: str = "linf", steps: int = 1, step_size: float | None = None,
                    restarts: int = 1, targeted: bool = False, loss: str = "ce",
-                   generator: torch.Generator | None = None, mode: str = "semi_white",
-                   projection: str = "adjoint") -> Tensor:
-    """Locally linear attack on the worst class pair (semi-white box by default)."""
-    return _run(model, inputs, labels, eps=eps, norm=norm, steps=steps, step_size=step_size,
-                targeted=targeted, loss=loss, mode=mode, projection=projection)
+                   generator: torch.Generator | None = None, counter: PassCounter | None = None,
+                   mode: str = "semi_white", projection: str = "adjoint") -> Tensor:
+    """Single-step locally linear attack on the worst class pair (semi-white box by default)."""
+    return _run(locally_linear, model, inputs, labels, eps=eps, norm=norm, steps=steps,
+                step_size=step_size, restarts=restarts, targeted=targeted, loss=loss,
+                generator=generator, counter=counter, mode=mode, projection=projection,
+                iterative=False)
 
 
 @register("attack", "locally_linear_white")
-def locally_linear_white(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Eps,
+@describe(**INFO, single_step=True)
+def locally_linear_white(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                          norm: str = "linf", steps: int = 1, step_size: float | None = None,
                          restarts: int = 1, targeted: bool = False, loss: str = "ce",
                          generator: torch.Generator | None = None,
-                         projection: str = "adjoint") -> Tensor:
-    """White-box locally linear attack: ``eps * sgn(P_K(w_eq))`` through the front end."""
-    return _run(model, inputs, labels, eps=eps, norm=norm, steps=steps, step_size=step_size,
-                targeted=targeted, loss=loss, mode="white", projection=projection)
+                         counter: PassCounter | None = None, projection: str = "adjoint") -> Tensor:
+    """Single-step white-box locally linear attack ``eps * sgn(P_K(w_eq))``."""
+    return _run(locally_linear_white, model, inputs, labels, eps=eps, norm=norm, steps=steps,
+                step_size=step_size, restarts=restarts, targeted=targeted, loss=loss,
+                generator=generator, counter=counter, mode="white", projection=projection,
+                iterative=False)
+
+
+@register("attack", "locally_linear_iterative")
+@describe(**INFO)
+def locally_linear_iterative(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
+                             norm: str = "linf", steps: int = 80, step_size: float | None = None,
+                             restarts: int = 1, targeted: bool = False, loss: str = "ce",
+                             generator: torch.Generator | None = None,
+                             counter: PassCounter | None = None, mode: str = "semi_white",
+                             projection: str = "adjoint") -> Tensor:
+    """Iterative locally linear attack (step ``delta = step_size``, clipped to the eps-ball)."""
+    return _run(locally_linear_iterative, model, inputs, labels, eps=eps, norm=norm, steps=steps,
+                step_size=step_size, restarts=restarts, targeted=targeted, loss=loss,
+                generator=generator, counter=counter, mode=mode, projection=projection,
+                iterative=True)
+
+
+@register("attack", "locally_linear_white_iterative")
+@describe(**INFO)
+def locally_linear_white_iterative(model: nn.Module, inputs: Tensor, labels: Tensor, *,
+                                   eps: Any, norm: str = "linf", steps: int = 80,
+                                   step_size: float | None = None, restarts: int = 1,
+                                   targeted: bool = False, loss: str = "ce",
+                                   generator: torch.Generator | None = None,
+                                   counter: PassCounter | None = None,
+                                   projection: str = "adjoint") -> Tensor:
+    """Iterative white-box locally linear attack (projected ``w_eq`` at every step)."""
+    return _run(locally_linear_white_iterative, model, inputs, labels, eps=eps, norm=norm,
+                steps=steps, step_size=step_size, restarts=restarts, targeted=targeted,
+                loss=loss, generator=generator, counter=counter, mode="white",
+                projection=projection, iterative=True)

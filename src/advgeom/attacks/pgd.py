@@ -59,23 +59,19 @@ def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: in
     return best
 
 
-def run_with_restarts(s: Setup, *, norm: str, steps: int, step: Tensor, restarts: int,
-                      random_init: bool, targeted: bool, loss_fn: LossFn | None = None,
-                      labels: Tensor | None = None, succ_labels: Tensor | None = None,
-                      succ_targeted: bool | None = None) -> BestTracker:
+def run_with_restarts(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: int,
+                      step: Tensor, restarts: int, random_init: bool, loss_fn: LossFn,
+                      succ_labels: Tensor, succ_targeted: bool) -> BestTracker:
     """PGD with restarts on the still-unbroken samples; the per-sample worst case."""
-    loss_fn = loss_fn or s.loss_fn
-    y = s.y if labels is None else labels
-    sl = y if succ_labels is None else succ_labels
-    st = targeted if succ_targeted is None else succ_targeted
-    best = pgd_run(s, s.x, y, s.eps, norm=norm, steps=steps, step=step, loss_fn=loss_fn,
-                   random_init=random_init, succ_labels=sl, succ_targeted=st)
+    best = pgd_run(s, x, y, eps, norm=norm, steps=steps, step=step, loss_fn=loss_fn,
+                   random_init=random_init, succ_labels=succ_labels, succ_targeted=succ_targeted)
     for _ in range(restarts - 1 if random_init else 0):
         idx = remaining(best)
         if idx.numel() == 0:
             break
-        sub = pgd_run(s, s.x[idx], y[idx], s.eps[idx], norm=norm, steps=steps, step=step[idx],
-                      loss_fn=loss_fn, random_init=True, succ_labels=sl[idx], succ_targeted=st)
+        sub = pgd_run(s, x[idx], y[idx], eps[idx], norm=norm, steps=steps, step=step[idx],
+                      loss_fn=loss_fn, random_init=True, succ_labels=succ_labels[idx],
+                      succ_targeted=succ_targeted)
         best.merge(idx, sub)
     return best
 
@@ -94,8 +90,9 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
     step = default_step(step_size, s.eps, 2.5 / max(steps, 1))
-    best = run_with_restarts(s, norm=norm, steps=steps, step=step, restarts=restarts,
-                             random_init=random_start, targeted=targeted)
+    best = run_with_restarts(s, s.x, s.y, s.eps, norm=norm, steps=steps, step=step,
+                             restarts=restarts, random_init=random_start, loss_fn=s.loss_fn,
+                             succ_labels=s.y, succ_targeted=targeted)
     return finalize(s.x, best.x, s.eps, norm)
 
 
@@ -112,6 +109,7 @@ def bim(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
     step = default_step(step_size, s.eps, 1.25 / max(steps, 1))
-    best = run_with_restarts(s, norm=norm, steps=steps, step=step, restarts=1,
-                             random_init=False, targeted=targeted)
+    best = run_with_restarts(s, s.x, s.y, s.eps, norm=norm, steps=steps, step=step, restarts=1,
+                             random_init=False, loss_fn=s.loss_fn, succ_labels=s.y,
+                             succ_targeted=targeted)
     return finalize(s.x, best.x, s.eps, norm)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import math
 import operator
 import os
 import pickle
 import shutil
 import struct
 import tarfile
+import tempfile
 import urllib.parse
 import urllib.request
 import warnings
@@ -89,11 +91,13 @@ def read_idx(path: Path) -> np.ndarray:
             if head[2] != _IDX_UBYTE:
                 raise DataError(f"{path}: unsupported IDX element type 0x{head[2]:02x} (need 0x08 ubyte)")
             ndim = head[3]
+            if ndim == 0:
+                raise DataError(f"{path}: IDX header declares 0 dimensions")
             raw_dims = f.read(4 * ndim)
-            if ndim == 0 or len(raw_dims) < 4 * ndim:
+            if len(raw_dims) < 4 * ndim:
                 raise DataError(f"{path}: truncated IDX header")
             dims = struct.unpack(f">{ndim}I", raw_dims)
-            size = int(np.prod(dims, dtype=np.int64))
+            size = math.prod(dims)
             if size > _MAX_IDX_BYTES:
                 raise DataError(f"{path}: IDX header claims an implausible {size} bytes")
             payload = f.read(size)
@@ -264,25 +268,27 @@ def fetch(remote: Remote, mirrors: Sequence[str], dest_dir: Path, *, timeout: fl
     if dest.is_file() and sha256_file(dest) == remote.sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     errors = []
     for base in mirrors:
         url = urllib.parse.urljoin(base if base.endswith("/") else base + "/", remote.name)
         if urllib.parse.urlparse(url).scheme not in _SCHEMES:
             errors.append(f"{url}: scheme not one of {', '.join(_SCHEMES)}")
             continue
+        fd, name = tempfile.mkstemp(prefix=remote.name + ".", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        part = Path(name)
         try:
             digest = _stream(url, part, remote.size, timeout)
+            if digest != remote.sha256:
+                errors.append(f"{url}: sha256 {digest} differs from the expected {remote.sha256} (file not kept)")
+                continue
+            os.chmod(part, 0o644)
+            os.replace(part, dest)
+            return dest
         except (OSError, ValueError) as exc:  # URLError, HTTPError and DataError included
-            part.unlink(missing_ok=True)
             errors.append(f"{url}: {_one_line(exc)}")
-            continue
-        if digest != remote.sha256:
-            part.unlink(missing_ok=True)
-            errors.append(f"{url}: sha256 {digest} differs from the expected {remote.sha256} (file not kept)")
-            continue
-        os.replace(part, dest)
-        return dest
+        finally:
+            part.unlink(missing_ok=True)  # gone already after a successful os.replace
     raise DataError(f"could not download {remote.name} into {dest.parent}: " + "; ".join(errors or ["no mirrors"]))
 
 
@@ -300,9 +306,12 @@ def extract_members(archive: Path, members: dict[str, str], dest_dir: Path) -> N
                 if src is None:
                     raise DataError(f"{archive}: {member} is not a regular file")
                 part = dest_dir / (out_name + ".part")
-                with src, open(part, "wb") as out:
-                    shutil.copyfileobj(src, out)
-                os.replace(part, dest_dir / out_name)
+                try:
+                    with src, open(part, "wb") as out:
+                        shutil.copyfileobj(src, out)
+                    os.replace(part, dest_dir / out_name)
+                finally:
+                    part.unlink(missing_ok=True)
     except DataError:
         raise
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
@@ -376,7 +385,13 @@ def check_split_args(dataset: str, split: str, val_size: int) -> str:
     """Validate ``split``/``val_size``; return the file split ("train" or "test") to read."""
     if split not in SPLITS:
         raise DataError(f"{dataset}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+    try:
+        if isinstance(val_size, bool):
+            raise TypeError
+        val_size = operator.index(val_size)
+    except TypeError:
+        raise DataError(f"{dataset}: val_size must be an int >= 0, got {val_size!r}") from None
+    if val_size < 0:
         raise DataError(f"{dataset}: val_size must be an int >= 0, got {val_size!r}")
     if split == "val" and val_size == 0:
         raise DataError(f"{dataset}: split 'val' needs val_size > 0 (images carved out of the train split)")

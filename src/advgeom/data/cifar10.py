@@ -29,6 +29,7 @@ from advgeom.data._files import (
     find_files, load_cifar_batches, resolve_classes, select, user_dirs,
 )
 from advgeom.data.base import TensorData
+from advgeom.errors import DataError
 from advgeom.registry import register
 
 NAME = "cifar10"
@@ -66,13 +67,16 @@ def load_split(file_split: str, *, root: str | os.PathLike | None, download: boo
     dirs = user_dirs(root, SUBDIR)
     if not dirs:
         looked.add("$ADVGEOM_DATA (not set)")
+    other = "test" if file_split == "train" else "train"
     for d in dirs:
         paths = find_batches(d, file_split)
         if paths is not None:
             return _load(paths, file_split, strict=False)
+        if find_batches(d, other) is not None:
+            raise DataError(f"{NAME}: {d} holds the {other} batches but not {first}")
         note = f"; {ARCHIVE.name} is there: pass download=True to verify and extract it" \
             if (d / ARCHIVE.name).is_file() else ""
-        looked.add(f"{d} (no {BATCH_DIR}/{first}{note})")
+        looked.add(f"{d} (no {BATCH_DIR}/{first}{note})" if d.is_dir() else f"{d} (does not exist)")
     cache = cache_dir(SUBDIR)
     paths = find_batches(cache, file_split)
     if paths is not None:

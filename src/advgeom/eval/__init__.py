@@ -1,1 +1,19 @@
-"""advgeom.eval."""
+"""advgeom.eval: honest robustness evaluation (DESIGN.md "Evaluating robustness honestly").
+
+``evaluate`` / ``run_evaluation`` run attacks at several eps with the per-sample worst
+case, rejection-aware metrics, sanity checks and batch-level resumability;
+``minimal_perturbations`` gives min-norm distributions; ``format_report`` prints it all.
+"""
+from advgeom.eval.checks import CheckConfig, CheckError, CheckReport, CheckResult
+from advgeom.eval.minnorm import MinNormResult, minimal_perturbations
+from advgeom.eval.rejection import RejectingModel, can_reject
+from advgeom.eval.report import format_checks, format_report, format_rows
+from advgeom.eval.runner import EvalResult, evaluate, run_evaluation
+from advgeom.eval.spec import AttackSpec, parse_attack_spec, parse_attacks, parse_eps
+
+__all__ = [
+    "AttackSpec", "CheckConfig", "CheckError", "CheckReport", "CheckResult", "EvalResult",
+    "MinNormResult", "RejectingModel", "can_reject", "evaluate", "format_checks",
+    "format_report", "format_rows", "minimal_perturbations", "parse_attack_spec",
+    "parse_attacks", "parse_eps", "run_evaluation",
+]

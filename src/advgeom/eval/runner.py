@@ -123,7 +123,7 @@ class _Units:
     def __init__(self, store: ResultStore | None, bar: Any) -> None:
         self.store, self.bar, self.run, self.skipped = store, bar, 0, 0
 
-    def __call__(self, key: str, compute: Any) -> dict[str, Any]:
+    def __call__(self, key: str, compute: Any, tick: bool = True) -> dict[str, Any]:
         payload = self.store.unit(key) if self.store is not None else None
         if payload is None:
             payload = compute()
@@ -132,7 +132,7 @@ class _Units:
             self.run += 1
         else:
             self.skipped += 1
-        if self.bar is not None:
+        if self.bar is not None and tick:
             self.bar.update(1)
         return payload
 
@@ -254,7 +254,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
             ps = adv_p[(spec.label, e)]
             attacked = sum(p["attacked"] for p in ps)
             rows.append(row(spec.label, e, "robust_accuracy", _pct(robust[(spec.label, e)]),
-                            kind=kind, base=spec.base_name,
+                            kind=kind, base=spec.base_name, loss=spec.loss,
                             max_norm=max(p["stats"]["max_norm"] for p in ps)))
             if attacked:
                 rows.append(row(spec.label, e, "forward_passes", sum(p["forwards"] for p in ps) / attacked))
@@ -319,8 +319,8 @@ def _unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str, seed: int,
     key = text_hash("unbounded", state_hash(model), tensor_hash(xs, ys), spec.fingerprint(), e, norm, seed)
 
     def run() -> float:
-        payload = _Units(units.store, None)(key, lambda: _attack_unit(model, spec, xs, ys, _clean_unit(model, xs, ys),
-                                                  e, norm, derive_seed(seed, "unbounded")))
+        payload = units(key, lambda: _attack_unit(model, spec, xs, ys, _clean_unit(model, xs, ys),
+                                                   e, norm, derive_seed(seed, "unbounded")), tick=False)
         return _pct(_tensor(payload["correct"]))
 
     return C.check_unbounded(run, cfg.unbounded_max_accuracy, f"{spec.label} at eps={e:g} ({norm})")

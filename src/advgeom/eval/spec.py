@@ -41,12 +41,16 @@ class AttackSpec:
     """A registered attack ``name`` with keyword arguments ``kwargs``.
 
     ``label`` is how the attack appears in result rows and reports; by default the
-    canonical spec string (``name`` or ``name:k=v,...`` with sorted keys).
+    canonical spec string (``name`` or ``name:k=v,...`` with sorted keys). ``attack``
+    may give the function itself (an unregistered, user-defined attack with the shared
+    signature); ``name`` then only labels it. Such a function may declare
+    ``attack_kind`` (see :attr:`kind`) for the sanity checks.
     """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    attack: Callable[..., Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -57,13 +61,13 @@ class AttackSpec:
 
     @property
     def fn(self) -> Callable[..., Any]:
-        """The registered attack function (after alias expansion)."""
-        return resolve(self.name)[0]
+        """The attack function (given, or registered after alias expansion)."""
+        return self.attack if self.attack is not None else resolve(self.name)[0]
 
     @property
     def base_name(self) -> str:
         """The registered name the spec resolves to (``apgd`` for ``apgd-dlr``)."""
-        return resolve(self.name)[2]
+        return self.name if self.attack is not None else resolve(self.name)[2]
 
     def accepts(self, keyword: str) -> bool:
         """Whether the attack function takes ``keyword`` (e.g. ``counter``)."""
@@ -77,6 +81,9 @@ class AttackSpec:
         from the attack's ``info`` (``AttackInfo``) or its registered name."""
         from advgeom.eval.checks import KINDS
 
+        declared = getattr(self.fn, "attack_kind", None)
+        if declared:
+            return str(declared)
         info = getattr(self.fn, "info", None)
         if info is None:
             return KINDS.get(self.base_name, "unknown")
@@ -90,13 +97,25 @@ class AttackSpec:
             return "min_norm"
         return "iterative"
 
+    @property
+    def loss(self) -> str | None:
+        """The loss the attack will use (spec, alias or the function's default)."""
+        kw = self.call_kwargs()
+        if "loss" in kw:
+            return str(kw["loss"])
+        p = inspect.signature(self.fn).parameters.get("loss")
+        return None if p is None or p.default is inspect.Parameter.empty else str(p.default)
+
     def call_kwargs(self) -> dict[str, Any]:
         """Alias defaults merged with the spec's own kwargs (spec wins)."""
+        if self.attack is not None:
+            return dict(self.kwargs)
         return {**resolve(self.name)[1], **self.kwargs}
 
     def fingerprint(self) -> str:
         """Stable text identifying the spec (modules in kwargs by their weights)."""
-        return f"{self.name}|{_stable_text(self.kwargs)}"
+        fn = "" if self.attack is None else f"|{self.attack.__module__}.{self.attack.__qualname__}"
+        return f"{self.name}|{_stable_text(self.kwargs)}{fn}"
 
 
 def canonical(name: str, kwargs: dict[str, Any]) -> str:
@@ -155,11 +174,21 @@ def resolve(name: str) -> tuple[Callable[..., Any], dict[str, Any], str]:
 
 def validate(spec: AttackSpec) -> AttackSpec:
     """Check that the attack exists and accepts every keyword of the spec."""
-    fn, alias_kwargs, _ = resolve(spec.name)
+    if spec.attack is not None:
+        if not callable(spec.attack):
+            raise ConfigError(f"attack {spec.name!r}: {spec.attack!r} is not callable")
+        fn, alias_kwargs = spec.attack, {}
+    else:
+        fn, alias_kwargs, _ = resolve(spec.name)
     bad = [k for k in spec.kwargs if k in RESERVED]
     if bad:
         raise ConfigError(f"attack {spec.label!r}: {', '.join(bad)} set by the evaluator, "
                           f"not in the attack spec")
+    missing = [k for k in getattr(getattr(fn, "info", None), "needs", ())
+               if k not in spec.kwargs and k not in alias_kwargs]
+    if missing:
+        raise ConfigError(f"attack {spec.name!r} needs {', '.join(missing)} "
+                          f"(pass it in AttackSpec({spec.name!r}, {{...}}))")
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return spec

@@ -150,8 +150,7 @@ def make_normalize(mean: Sequence[float], std: Sequence[float],
                    input_shape: Sequence[int]) -> Normalize:
     """Per-channel ``(x - mean) / std`` for inputs of shape ``(N, *input_shape)``;
     the channel axis is ``input_shape[0]`` and ``mean``/``std`` have 1 or
-    ``input_shape[0]`` entries. The buffers are shaped ``(1, C, 1, ..., 1)`` so they
-    broadcast over the spatial axes."""
+    ``input_shape[0]`` entries (broadcast over the spatial axes by :class:`Normalize`)."""
     channels = int(input_shape[0])
     vals = []
     for label, seq in (("mean", mean), ("std", std)):
@@ -168,11 +167,7 @@ def make_normalize(mean: Sequence[float], std: Sequence[float],
         vals.append(floats)
     if min(vals[1]) <= 0.0:
         raise ConfigError(f"std must be positive, got {std!r}")
-    norm = Normalize(vals[0], vals[1])
-    view = (1, -1) + (1,) * (len(input_shape) - 1)
-    norm.mean = norm.mean.reshape(view)  # assigning a registered buffer replaces it
-    norm.std = norm.std.reshape(view)
-    return norm
+    return Normalize(vals[0], vals[1])
 
 
 class PerImageStandardize(nn.Module):

@@ -58,27 +58,27 @@ def hyper_cnn(*, num_classes: int, input_shape: Sequence[int], mean: Sequence[fl
                       ("head_layer", head_layer)):
         check_layer_factory(name, fac)
     make_activation(activation)  # validate once before building anything
+    pooled = (height >> len(widths), width >> len(widths))  # one 2x2 pool per stage
+    check_spatial("this hyperspherical-defense CNN", shape, pooled)
 
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     c_in = channels
     for stage, c_out in enumerate(widths, start=1):
         for j in range(1, convs_per_stage + 1):
-            layers[f"conv{stage}_{j}"] = built("conv_layer", conv_layer(c_in, c_out, kernel_size=3, padding=1))
+            conv = conv_layer(c_in, c_out, kernel_size=3, padding=1)
+            layers[f"conv{stage}_{j}"] = built("conv_layer", conv)
             if batch_norm:
                 layers[f"bn{stage}_{j}"] = nn.BatchNorm2d(c_out)
             layers[f"act{stage}_{j}"] = make_activation(activation)
             c_in = c_out
         layers[f"pool{stage}"] = nn.MaxPool2d(kernel_size=2, stride=2)
-        height, width = height // 2, width // 2
-    check_spatial("this hyperspherical-defense CNN", shape, (height, width))
     layers["flatten"] = nn.Flatten()
-    layers["fc"] = built("linear_layer", linear_layer(c_in * height * width, fc_dim))
+    layers["fc"] = built("linear_layer", linear_layer(c_in * pooled[0] * pooled[1], fc_dim))
     if feature_activation:
         layers["act_fc"] = make_activation(activation)
     head = built("head_layer", head_layer(fc_dim, num_classes))
     return Classifier(nn.Sequential(layers), head, num_classes=num_classes,
-                      input_shape=shape, feature_dim=fc_dim,
-                      normalize=normalize)
+                      input_shape=shape, feature_dim=fc_dim, normalize=normalize)
 
 
 # ---------------------------------------------------------------------------

@@ -71,8 +71,8 @@ def fc2(*, num_classes: int = 2, input_shape: Sequence[int] = (1, 28, 28),
         mean: Sequence[float] = IDENTITY_MEAN, std: Sequence[float] = IDENTITY_STD,
         hidden: int = 10) -> Classifier:
     """One hidden ReLU layer of ``hidden`` units (sparsification-robustness.txt
-    Section 5, Table 2; Fig. 3 of the paper). ``mean``/``std`` apply to the first
-    axis of ``input_shape`` (the channels of an image, or a single entry)."""
+    Section 5, Table 2; Fig. 3 of the paper). ``mean``/``std`` run along the first
+    axis of ``input_shape``: an image's channels, or the entries of a vector input."""
     num_classes = positive_int("num_classes", num_classes)
     shape = int_tuple("input_shape", input_shape)
     normalize = make_normalize(mean, std, shape)

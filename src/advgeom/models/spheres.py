@@ -12,20 +12,23 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.errors import ConfigError
+from advgeom.models._layers import positive_int, register_model
 from advgeom.models.base import Classifier
-from advgeom.registry import register
 
 # ---------------------------------------------------------------------------
 # ReLU MLP (Section 3: 2 x 1000 with batch norm; Figure 5: also 8 x 2000)
 
 
-@register("model", "relu_mlp")
-def relu_mlp(input_dim: int = 500, width: int = 1000, depth: int = 2,
-             batch_norm: bool = True, num_outputs: int = 1, **_: object) -> Classifier:
+@register_model("relu_mlp")
+def relu_mlp(*, input_dim: int = 500, width: int = 1000, depth: int = 2,
+             batch_norm: bool = True, num_outputs: int = 1) -> Classifier:
     """``depth`` hidden layers Linear -> BatchNorm (optional) -> ReLU, then a linear
-    readout without batch norm (adversarial-spheres.txt Section 3)."""
-    if min(int(input_dim), int(width), int(depth), int(num_outputs)) < 1:
-        raise ConfigError("relu_mlp: input_dim, width, depth and num_outputs must be >= 1")
+    readout without batch norm (adversarial-spheres.txt Section 3). The paper's nets:
+    width 1000, depth 2 (Section 3) and width 2000, depth 8 (Figure 5, ~29M parameters)."""
+    input_dim, width = positive_int("input_dim", input_dim), positive_int("width", width)
+    depth, num_outputs = positive_int("depth", depth), positive_int("num_outputs", num_outputs)
+    if not isinstance(batch_norm, bool):
+        raise ConfigError(f"batch_norm must be true or false, got {batch_norm!r}")
     layers: list[nn.Module] = []
     fan_in = int(input_dim)
     for _i in range(int(depth)):
@@ -90,9 +93,9 @@ class QuadraticNet(Classifier):
         return self.head.bias
 
 
-@register("model", "quadratic_net")
-def quadratic_net(input_dim: int = 500, hidden: int = 1000, init_radius: float = 1.15,
-                  **_: object) -> QuadraticNet:
+@register_model("quadratic_net")
+def quadratic_net(*, input_dim: int = 500, hidden: int = 1000,
+                  init_radius: float = 1.15) -> QuadraticNet:
     """The quadratic network of Section 4 (h = ``hidden``, default 1000).
 
     W1 has PyTorch's default Linear init (rows ~ U(-1/sqrt(d), 1/sqrt(d)), so
@@ -100,8 +103,9 @@ def quadratic_net(input_dim: int = 500, hidden: int = 1000, init_radius: float =
     boundary near ||x|| = ``init_radius`` (the max-margin radius for R = 1.3). The paper
     does not state its initialization.
     """
-    if int(input_dim) < 1 or int(hidden) < 1:
-        raise ConfigError("quadratic_net: input_dim and hidden must be >= 1")
+    input_dim, hidden = positive_int("input_dim", input_dim), positive_int("hidden", hidden)
+    if isinstance(init_radius, bool) or not isinstance(init_radius, (int, float)) or not init_radius > 0:
+        raise ConfigError(f"init_radius must be a positive number, got {init_radius!r}")
     b = -float(hidden) / (3.0 * float(input_dim)) * float(init_radius) ** 2
     return QuadraticNet(int(input_dim), int(hidden), w=1.0, b=b)
 

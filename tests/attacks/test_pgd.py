@@ -1,0 +1,141 @@
+"""PGD and BIM: exact behaviour on linear models (oracle) and agreement with
+torchattacks on a trained MNIST CNN (peer)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advgeom.attacks.base import PassCounter
+from advgeom.registry import get
+from advgeom.seeding import make_generator
+
+pgd = get("attack", "pgd")
+bim = get("attack", "bim")
+
+
+def broken(model, adv, y):
+    with torch.no_grad():
+        z = model(adv)
+    pred = (z[:, 0] > 0).long() if z.shape[1] == 1 else z.argmax(1)
+    return pred != y
+
+
+# ----------------------------------------------------------------------------- oracle
+
+
+@pytest.mark.parametrize("classes", [1, 2])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("loss", ["ce", "margin"])
+def test_binary_linear_breaks_exactly_below_margin(classes, norm, loss, make_linear):
+    """On a binary affine model PGD succeeds iff the exact distance is below eps."""
+    p = make_linear(classes, n=200)
+    d = p.dist_linf if norm == "linf" else p.dist_l2
+    eps = float(d.detach().median()) * 1.001
+    adv = pgd(p.model, p.x, p.y, eps=eps, norm=norm, steps=20, loss=loss,
+              generator=make_generator(0))
+    hit = broken(p.model, adv, p.y)
+    band = 0.01 if norm == "linf" else 0.03  # l2: the random start's orthogonal part decays slowly
+    assert hit[d < eps * (1 - band)].all()
+    assert not hit[d > eps * (1 + 1e-9)].any()  # soundness: nothing beyond the exact distance
+    assert 0.3 < hit.double().mean() < 0.7
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_multiclass_linear_sound_and_strong(norm, make_linear):
+    """5 classes: never beyond the exact distance, always within half of it (PGD may
+    stall at the boundary of the highest-logit class; ``multi_target`` is exact)."""
+    p = make_linear(5, n=200)
+    d = p.dist_linf if norm == "linf" else p.dist_l2
+    eps = float(d.detach().median())
+    adv = pgd(p.model, p.x, p.y, eps=eps, norm=norm, steps=20, generator=make_generator(0))
+    hit = broken(p.model, adv, p.y)
+    assert not hit[d > eps * (1 + 1e-9)].any()
+    assert hit[d < 0.5 * eps].all()
+    assert hit[d < eps].double().mean() > 0.8
+
+
+def test_step_count_and_budget(tiny):
+    model, _, x, y = tiny
+    c = PassCounter()
+    pgd(model, x, y, eps=0.1, steps=7, counter=c)
+    n = x.shape[0]
+    assert c.backwards == 7 * n and c.backward_calls == 7
+    assert c.forward_calls == 1 + 7 + 1  # probe, 7 gradient steps, final iterate
+    c.reset()
+    pgd(model, x, y, eps=0.3, steps=5, restarts=3, counter=c)  # restarts only on survivors
+    assert c.backwards <= 3 * 5 * n
+
+
+def test_restarts_never_worse(tiny):
+    model, _, x, y = tiny
+    one = pgd(model, x, y, eps=0.05, steps=3, generator=make_generator(0))
+    many = pgd(model, x, y, eps=0.05, steps=3, restarts=4, generator=make_generator(0))
+    assert broken(model, many, y).sum() >= broken(model, one, y).sum()
+
+
+def test_returns_best_not_last_iterate(make_linear):
+    """A huge step oscillates across the boundary; the best iterate is kept."""
+    p = make_linear(1, n=100)
+    eps = float(p.dist_l2.median())
+    kw = dict(eps=eps, norm="l2", steps=1, step_size=100.0, random_start=False)
+    hit = broken(p.model, pgd(p.model, p.x, p.y, **kw), p.y)
+    assert hit[p.dist_l2 < eps * 0.99].all()
+
+
+def test_targeted_reaches_target(make_linear):
+    p = make_linear(5, n=100)
+    target = (p.y + 1) % 5
+    adv = pgd(p.model, p.x, target, eps=1.0, norm="linf", steps=30, targeted=True,
+              loss="margin", generator=make_generator(0))
+    with torch.no_grad():
+        assert (p.model(adv).argmax(1) == target).all()
+
+
+# ----------------------------------------------------------------------------- peers
+
+
+def test_pgd_matches_torchattacks(mnist_cnn, racc):
+    """Same eps/steps/step size and the same random start (a seed of 0 gives
+    torchattacks' uniform start and ours the same numbers): advgeom's robust accuracy
+    is at most torchattacks' + 1 point."""
+    torchattacks = pytest.importorskip("torchattacks")
+    m, x, y = mnist_cnn.model, mnist_cnn.x, mnist_cnn.y
+    eps, steps = 0.1, 10
+    alpha = 2.5 * eps / steps
+    ours = racc(m, x, pgd(m, x, y, eps=eps, steps=steps, step_size=alpha,
+                          generator=make_generator(0)), y)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        theirs = racc(m, x, torchattacks.PGD(m, eps=eps, alpha=alpha, steps=steps,
+                                             random_start=True)(x, y), y)
+    print(f"robust accuracy PGD-10 eps={eps}: advgeom {ours:.1f}% torchattacks {theirs:.1f}%")
+    assert ours <= theirs + 1.0
+    assert 10.0 < theirs < 90.0  # the setting discriminates
+
+
+def test_pgd_l2_matches_torchattacks(mnist_cnn, racc):
+    torchattacks = pytest.importorskip("torchattacks")
+    m, x, y = mnist_cnn.model, mnist_cnn.x, mnist_cnn.y
+    eps, steps = 1.5, 10
+    alpha = 2.5 * eps / steps
+    ours = racc(m, x, pgd(m, x, y, eps=eps, norm="l2", steps=steps, step_size=alpha,
+                          generator=make_generator(0)), y)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        theirs = racc(m, x, torchattacks.PGDL2(m, eps=eps, alpha=alpha, steps=steps)(x, y), y)
+    print(f"robust accuracy PGD-L2-10 eps={eps}: advgeom {ours:.1f}% torchattacks {theirs:.1f}%")
+    assert ours <= theirs + 1.0
+
+
+def test_bim_at_least_as_strong_as_torchattacks(mnist_cnn, racc):
+    """BIM is deterministic: same trajectory as torchattacks, plus best-iterate
+    tracking, so per-sample it can only break more."""
+    torchattacks = pytest.importorskip("torchattacks")
+    m, x, y = mnist_cnn.model, mnist_cnn.x, mnist_cnn.y
+    eps, steps, alpha = 0.1, 10, 0.02
+    ours = bim(m, x, y, eps=eps, steps=steps, step_size=alpha)
+    theirs = torchattacks.BIM(m, eps=eps, alpha=alpha, steps=steps)(x, y)
+    with torch.no_grad():
+        ok_ours = m(ours).argmax(1) == y
+        ok_theirs = m(theirs).argmax(1) == y
+    assert not (ok_ours & ~ok_theirs).any()

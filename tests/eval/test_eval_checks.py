@@ -1,0 +1,233 @@
+"""Sanity checks: each one catches the violation it exists for (advgeom.eval.checks)."""
+import pytest
+import torch
+from torch import nn
+
+from advgeom.eval import CheckConfig, CheckError, evaluate
+from advgeom.eval.checks import (check_gradient_masking, check_gradients, check_iterative_vs_single_step,
+                                 check_monotone, check_softmax_outputs, check_threat_model,
+                                 threat_model_stats)
+from advgeom.results import Row
+
+from eval_fakes import ThresholdModel, fake_attack, spec, threshold_data
+
+NO_UNBOUNDED = CheckConfig(unbounded_subset=0)
+
+
+def _row(attack, eps, value, metric="robust_accuracy", **extra):
+    return Row("e", "m", "none", attack, eps, 0, metric, value, norm="linf", extra=extra)
+
+
+def _run(model, attacks, eps=(0.1,), **kw):
+    x, y = threshold_data()
+    kw.setdefault("check_config", NO_UNBOUNDED)
+    return evaluate(model, (x, y), attacks, list(eps), progress=False, **kw)
+
+
+# -- monotonicity ------------------------------------------------------------------------
+
+
+def test_monotone_catches_increase():
+    rows = [_row("none", 0.0, 90.0, "clean_accuracy"), _row("pgd", 0.1, 50.0), _row("pgd", 0.2, 55.0),
+            _row("worst_case", 0.1, 40.0), _row("worst_case", 0.2, 30.0)]
+    r = check_monotone(rows)
+    assert r.status == "fail" and "pgd" in r.message and "worst_case" not in r.message
+    assert check_monotone(rows, tol=5.0).status == "pass"
+
+
+def test_monotone_uses_clean_accuracy_as_eps_zero():
+    rows = [_row("none", 0.0, 80.0, "clean_accuracy"), _row("pgd", 0.1, 85.0)]
+    assert check_monotone(rows).status == "fail"
+    assert check_monotone([_row("none", 0.0, 90.0, "clean_accuracy"), _row("pgd", 0.1, 85.0)]).status == "pass"
+
+
+def test_monotone_worst_case_with_rejection():
+    rows = [_row("worst_case", 0.1, 40.0, "robust_accuracy_with_rejection"),
+            _row("worst_case", 0.3, 41.0, "robust_accuracy_with_rejection")]
+    assert check_monotone(rows).status == "fail"
+
+
+def test_monotone_violation_found_in_a_real_evaluation(threshold_model):
+    # an attack that breaks more samples at the small eps than at the large one
+    def weird(model, inputs, labels, *, eps, norm="linf", generator=None, **kw):
+        flip = fake_attack(flip={0, 1, 2, 3} if eps < 0.2 else {0})
+        return flip(model, inputs, labels, eps=eps)
+
+    res = _run(threshold_model, [spec("weird", weird)], eps=(0.1, 0.2))
+    assert res.checks.get("monotone_in_eps").status == "fail"
+    assert not res.ok
+
+
+# -- iterative vs single step, gradient masking -------------------------------------------
+
+
+def test_iterative_weaker_than_single_step_fails():
+    rows = [_row("fgsm", 0.1, 40.0, kind="single_step"), _row("pgd:steps=2", 0.1, 45.0, kind="iterative")]
+    assert check_iterative_vs_single_step(rows).status == "fail"
+    rows[1] = _row("pgd:steps=2", 0.1, 30.0, kind="iterative")
+    assert check_iterative_vs_single_step(rows).status == "pass"
+    assert check_iterative_vs_single_step(rows[:1]).status == "skip"
+    # different losses are not compared; the same loss is
+    rows = [_row("fgsm", 0.1, 40.0, kind="single_step", loss="ce"),
+            _row("apgd-dlr", 0.1, 45.0, kind="iterative", loss="dlr")]
+    assert check_iterative_vs_single_step(rows).status == "skip"
+    rows.append(_row("pgd", 0.1, 41.0, kind="iterative", loss="ce"))
+    r = check_iterative_vs_single_step(rows)
+    assert r.status == "fail" and "pgd" in r.message and "apgd-dlr" not in r.message
+    # kind from the attack name when the row does not carry one
+    assert check_iterative_vs_single_step([_row("fgsm", 0.1, 40.0), _row("pgd", 0.1, 41.0)]).status == "fail"
+
+
+def test_gradient_masking_flag_from_rows():
+    rows = [_row("pgd", 0.1, 50.0, kind="iterative"), _row("fgsm", 0.1, 60.0, kind="single_step"),
+            _row("square", 0.1, 30.0, kind="black_box")]
+    r = check_gradient_masking(rows)
+    assert r.status == "fail" and "square" in r.message and "gradient masking" in r.message
+    rows[2] = _row("square", 0.1, 55.0, kind="black_box")
+    assert check_gradient_masking(rows).status == "pass"
+
+
+def test_gradient_masking_flag_from_fake_attacks(threshold_model):
+    white = spec("white", fake_attack(flip={0, 1}, kind="iterative"))
+    black = spec("black", fake_attack(flip={0, 1, 2, 3}, kind="black_box"))
+    transfer = spec("transfer_fake", fake_attack(flip={0}, kind="transfer"))
+    res = _run(threshold_model, [white, black, transfer])
+    c = res.checks.get("gradient_masking")
+    assert c.status == "fail" and "black" in c.message
+    res = _run(threshold_model, [spec("white", fake_attack(flip={0, 1, 2})), transfer])
+    assert res.checks.get("gradient_masking").status == "pass"
+
+
+# -- threat model ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overstep", [1.5, 3.0])
+def test_threat_model_catches_overstepping_attack(threshold_model, overstep):
+    bad = spec("bad", fake_attack(flip={0, 1}, overstep=overstep))
+    res = _run(threshold_model, [bad], eps=(0.05, 0.1))
+    c = res.checks.get("threat_model")
+    assert c.status == "fail" and "bad @ eps=0.1" in c.message
+    with pytest.raises(CheckError, match="threat_model"):
+        _run(threshold_model, [bad], strict=True)
+
+
+def test_threat_model_catches_range_and_nan():
+    x = torch.full((2, 3), 0.5)
+    assert check_threat_model([{"attack": "a", "eps": 0.1, **threat_model_stats(x, x + 0.1, 0.1, "linf")}],
+                              "linf").status == "pass"
+    out = x.clone()
+    out[0, 0] = 1.05
+    s = threat_model_stats(x * 1.9, out, 1.0, "linf")     # inside the ball, outside [0,1]
+    assert check_threat_model([{"attack": "a", "eps": 1.0, **s}], "linf").status == "fail"
+    out[0, 0] = float("nan")
+    s = threat_model_stats(x, out, 1.0, "linf")
+    r = check_threat_model([{"attack": "a", "eps": 1.0, **s}], "linf")
+    assert r.status == "fail" and "NaN" in r.message
+    # l2 ball: a perturbation of l2 norm 0.2 breaks eps=0.15 but not eps=0.25
+    d = torch.zeros(1, 4)
+    d[0, :] = 0.1
+    s = threat_model_stats(torch.full((1, 4), 0.5), 0.5 + d, 0.15, "l2")
+    assert check_threat_model([{"attack": "a", "eps": 0.15, **s}], "l2").status == "fail"
+    assert check_threat_model([{"attack": "a", "eps": 0.25, **s}], "l2").status == "pass"
+
+
+# -- model checks ------------------------------------------------------------------------
+
+
+class SoftmaxModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x).softmax(1)
+
+
+class QuantizedModel(nn.Module):
+    """Rounds its input first: the input gradient is exactly zero everywhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.lin(torch.round(x * 4) / 4)
+
+
+class StepModel(ThresholdModel):
+    """Class 1 iff x0 > 0.5 through a hard step: no input gradient anywhere."""
+
+    def forward(self, x):
+        z = self.k * ((x[:, 0] > 0.5).float() - 0.5)
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def test_softmax_outputs_flagged():
+    x, y = threshold_data()
+    torch.manual_seed(0)
+    assert check_softmax_outputs(SoftmaxModel()(x)).status == "warn"
+    assert check_softmax_outputs(SoftmaxModel().lin(x)).status == "pass"
+
+
+def test_zero_gradients_flagged():
+    x, y = threshold_data()
+    torch.manual_seed(0)
+    r = check_gradients(QuantizedModel().eval(), x, y)
+    assert r.status == "warn" and r.details["fraction"] == 1.0
+    r = check_gradients(ThresholdModel().eval(), x, y)
+    assert r.status == "pass" and r.details["fraction"] == 0.0
+
+
+def test_model_flags_in_the_report():
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="zero_gradients"):
+        res = _run(QuantizedModel().eval(), [spec("f", fake_attack())])
+    assert res.checks.get("zero_gradients").status == "warn"
+    with pytest.warns(UserWarning, match="softmax"):
+        res = _run(SoftmaxModel().eval(), [spec("f", fake_attack())])
+    assert res.checks.get("softmax_outputs").status == "warn"
+    assert res.ok   # warnings are not failures
+
+
+def test_model_modified_or_switched_to_training_is_caught(threshold_model):
+    def evil(model, inputs, labels, *, eps, norm="linf", generator=None, **kw):
+        with torch.no_grad():
+            model.k.add_(1.0)
+        return inputs.clone()
+
+    def trains(model, inputs, labels, *, eps, norm="linf", generator=None, **kw):
+        model.train()
+        return inputs.clone()
+
+    res = _run(threshold_model, [spec("evil", evil)])
+    assert res.checks.get("model_unchanged").status == "fail"
+    assert res.checks.get("model_eval_mode").status == "pass"
+    res = _run(ThresholdModel().eval(), [spec("trains", trains)])
+    assert res.checks.get("model_eval_mode").status == "fail"
+
+
+def test_clean_evaluation_passes_every_check(threshold_model):
+    res = _run(threshold_model, [spec("f", fake_attack(flip={0}))], eps=(0.05, 0.1), strict=True)
+    assert res.ok
+    assert {c.status for c in res.checks.results} <= {"pass", "skip"}
+    stored = [r for r in res.rows if r.metric.startswith("check:")]
+    assert stored and all(r.value == 1.0 for r in stored)
+
+
+def test_unbounded_attack_check():
+    x, y = threshold_data()
+    # real pgd with eps covering the box breaks the threshold model completely
+    res = evaluate(ThresholdModel().eval(), (x, y), [spec("f", fake_attack())], [0.1], progress=False)
+    c = res.checks.get("unbounded_attack")
+    assert c.status == "pass" and c.details["accuracy"] == 0.0
+    # a step-function model has no input gradient at all: pgd without random start cannot
+    # move, accuracy stays 100% at an eps covering the whole box -> flagged
+    with pytest.warns(UserWarning, match="unbounded_attack"):
+        res = evaluate(StepModel().eval(), (x, y), [spec("f", fake_attack())], [0.1], progress=False,
+                       check_config=CheckConfig(unbounded_attack="pgd:steps=5,random_start=false"))
+    c = res.checks.get("unbounded_attack")
+    assert c.status == "fail" and c.details["accuracy"] == 100.0
+    assert res.checks.get("zero_gradients").details["fraction"] == 1.0
+    with pytest.raises(CheckError, match="unbounded_attack"):
+        evaluate(StepModel().eval(), (x, y), [spec("f", fake_attack())], [0.1], progress=False, strict=True,
+                 check_config=CheckConfig(unbounded_attack="pgd:steps=5,random_start=false"))
