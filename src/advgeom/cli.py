@@ -117,6 +117,64 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     console.print(f"report: {rep.path}  ({rep.seconds:.0f} s)", highlight=False)
 
 
+@app.command()
+def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained checkpoint (.safetensors)."),
+             experiment: Optional[str] = typer.Option(None, help="Evaluate the models this experiment trains."),
+             profile: str = typer.Option("quick", help="Profile of --experiment's models."),
+             attacks: str = typer.Option("pgd,apgd-dlr,square",
+                                         help="Attack specs, e.g. 'pgd:steps=100,step_size=0.01,apgd-dlr,square'."),
+             eps: str = typer.Option("0.1,0.2,0.3", help="Comma-separated eps values (fractions like 8/255 allowed)."),
+             norm: str = typer.Option("linf", help="linf or l2."),
+             dataset: Optional[str] = typer.Option(None, help="Data set (default: the model's training set)."),
+             split: str = typer.Option("test"),
+             n: Optional[int] = typer.Option(1000, help="Number of test points (first n)."),
+             batch_size: int = typer.Option(250),
+             seed: int = typer.Option(0),
+             strict: bool = typer.Option(False, help="Exit non-zero when a sanity check fails."),
+             root: Path = typer.Option(Path("runs"), help="Run directory."),
+             db: Optional[Path] = typer.Option(None, help="Results database (default ROOT/results.sqlite)."),
+             device: str = typer.Option("cpu"),
+             progress: bool = typer.Option(True)) -> None:
+    """Attack a checkpoint (or an experiment's models) with every attack at every eps."""
+    from advgeom.config import from_dict
+    from advgeom.data import load
+    from advgeom.eval import format_report, run_evaluation
+    from advgeom.registry import get
+    from advgeom.results import ResultStore, environment
+    from advgeom.train import TrainConfig, fit, load_model
+    from advgeom.train.checkpoint import load_checkpoint
+
+    if (checkpoint is None) == (experiment is None):
+        _fail("give exactly one of --checkpoint PATH or --experiment NAME")
+    targets: list[tuple[str, object, TrainConfig]] = []
+    if checkpoint is not None:
+        model = _run(load_model, checkpoint, device)
+        cfg = _run(from_dict, TrainConfig, _run(load_checkpoint, checkpoint)[1]["config"])
+        targets.append((cfg.model, model, cfg))
+    else:
+        exp = _run(get, "experiment", experiment)
+        if exp.models is None:
+            _fail(f"experiment {experiment!r} declares no models to evaluate; use --checkpoint")
+        for label, cfg in exp.models(profile).items():
+            res = _run(fit, cfg, root=root, device=device, progress=progress)
+            targets.append((label, res.model.eval(), cfg))
+    store = _run(ResultStore, db or root / "results.sqlite")
+    store.start_run("advgeom evaluate " + " ".join(sys.argv[2:]), environment(device))
+    failed = False
+    for label, model, cfg in targets:
+        data = _run(load, dataset or cfg.dataset, split, **({} if dataset else cfg.dataset_kwargs))
+        result = _run(run_evaluation, model, data, attacks, eps, norm=norm, n=n, batch_size=batch_size,
+                      store=store, experiment=experiment or "evaluate", model_name=label,
+                      defense=cfg.objective, dataset=dataset or cfg.dataset, seed=seed,
+                      progress=progress, plot_dir=str(root / "reports" / "evaluate"))
+        console.print(format_report(result), highlight=False)
+        for fig in result.figures:
+            console.print(f"figure: {fig}", highlight=False)
+        failed |= not result.ok
+    if strict and failed:
+        _fail("a sanity check failed (see above)", 1)
+
+
 class Fmt(str, Enum):
     table = "table"
     csv = "csv"

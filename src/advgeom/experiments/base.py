@@ -66,15 +66,21 @@ class Experiment:
     reference: str | None
     fn: Callable[["Context"], Outcome]
     description: str = ""
+    models: Callable[[str], dict[str, TrainConfig]] | None = None
 
 
-def experiment(name: str, *, title: str, paper: str,
-               reference: str | None = None) -> Callable[[Callable], Callable]:
-    """Register ``fn(ctx) -> Outcome`` as experiment ``name`` (``advgeom reproduce NAME``)."""
+def experiment(name: str, *, title: str, paper: str, reference: str | None = None,
+               models: Callable[[str], dict[str, TrainConfig]] | None = None
+               ) -> Callable[[Callable], Callable]:
+    """Register ``fn(ctx) -> Outcome`` as experiment ``name`` (``advgeom reproduce NAME``).
+
+    ``models(profile) -> {label: TrainConfig}``, when given, names the models the
+    experiment trains, so ``advgeom evaluate --experiment NAME`` can attack them.
+    """
 
     def deco(fn: Callable[["Context"], Outcome]) -> Callable[["Context"], Outcome]:
         doc = (fn.__doc__ or "").strip()
-        register("experiment", name)(Experiment(name, title, paper, reference, fn, doc))
+        register("experiment", name)(Experiment(name, title, paper, reference, fn, doc, models))
         return fn
 
     return deco

@@ -33,7 +33,8 @@ def demo_config(profile: str) -> tuple[TrainConfig, int]:
 
 
 @experiment("demo", title="Baseline MNIST CNN, natural training, FGSM and PGD at eps 0.3",
-            paper="hyperspherical-defense.txt", reference="hyperspherical.mnist_whitebox")
+            paper="hyperspherical-defense.txt", reference="hyperspherical.mnist_whitebox",
+            models=lambda profile: {"hyper_mnist_cnn/natural": demo_config(profile)[0]})
 def demo(ctx: Context) -> Outcome:
     """Table 1 of hyperspherical-defense.txt, baseline rows, natural-training column."""
     cfg, n = demo_config(ctx.profile)
