@@ -61,8 +61,9 @@ class LinearProblem:
 def linear_problem(classes: int, dim: int = 20, n: int = 400, seed: int = 0,
                    dtype: torch.dtype = torch.float64) -> LinearProblem:
     """Random affine classifier and points in [0.35, 0.65]^dim; ``classes=1`` is a
-    single-logit binary model. Distances are exact (union of half-spaces) as long
-    as the optimal perturbations stay in the box, which the callers check."""
+    single-logit binary model. Distances are exact (union of half-spaces) when the
+    optimal perturbation stays in the box, i.e. for every distance below 0.35 (the
+    fixture's distances are all below 0.3; ``test_oracle_distances_inside_box``)."""
     g = make_generator(seed)
     out = 1 if classes == 1 else classes
     model = nn.Linear(dim, out).to(dtype)
@@ -73,7 +74,11 @@ def linear_problem(classes: int, dim: int = 20, n: int = 400, seed: int = 0,
     model.eval()
     x = 0.35 + 0.3 * torch.rand(n, dim, generator=g, dtype=dtype)
     with torch.no_grad():
-        z = model(x)
+        return _distances(model, x, out)
+
+
+def _distances(model: nn.Linear, x: Tensor, out: int) -> LinearProblem:
+    z = model(x)
     if out == 1:
         w = model.weight[0]
         y = (z[:, 0] > 0).long()

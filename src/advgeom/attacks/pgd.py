@@ -38,7 +38,8 @@ def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: in
     linf = norm == "linf"
     lo, hi = box_bounds(x, eps) if linf else (None, None)
     x_adv = random_start(x, eps, norm, s.generator) if random_init else x.clone()
-    alpha = bview(step, x)
+    uniform = bool((step == step[0]).all())   # one host sync per run
+    alpha = float(step[0]) if uniform else bview(step, x)
     best = BestTracker(x)
     for i in range(steps + 1):
         if i == steps:  # score the final iterate, no gradient needed
@@ -54,7 +55,10 @@ def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: in
         x_adv = x_adv.detach()
         with torch.no_grad():
             best.update(x_adv, loss, success_of(z.detach(), succ_labels, succ_targeted))
-            x_adv.add_(ascent_direction(g, norm).mul_(alpha))
+            if uniform:  # fused scalar step
+                x_adv.add_(ascent_direction(g, norm), alpha=alpha)
+            else:
+                x_adv.add_(ascent_direction(g, norm).mul_(alpha))
             x_adv = x_adv.clamp_(lo, hi) if linf else project_l2(x, x_adv, eps)
     return best
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
@@ -28,7 +29,7 @@ from advgeom.eval.spec import AttackSpec
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.nn.wavelet import SparsifyingFrontEnd
 from advgeom.registry import get
-from advgeom.results.plots import _save, plot_curves
+from advgeom.results.plots import plot_curves
 from advgeom.train import TrainConfig
 
 PAPER = "sparsification-robustness.txt"
@@ -251,6 +252,13 @@ def curves(ctx: Context) -> Outcome:
 
 
 # --------------------------------------------------------------------------- Figure 7
+def _save(fig: Figure, path: Any) -> Any:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def _histograms(d: dict[str, dict[str, np.ndarray]], path: Any) -> Any:
     fig = Figure(figsize=(9, 6.4))
     for i, (tag, dist) in enumerate(d.items()):

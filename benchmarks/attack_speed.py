@@ -1,0 +1,131 @@
+"""Speed of advgeom's PGD against the floor and against torchattacks (issue 3, "Speed").
+
+On the same model, batch and step count it times
+  - bare: a loop of ``steps`` forward + backward passes w.r.t. the input (the floor),
+  - advgeom: ``advgeom.attacks.pgd`` (random start, best-iterate tracking),
+  - torchattacks: ``torchattacks.PGD`` (when installed),
+interleaved, ``--repeats`` times, and prints min and median times and the ratios
+advgeom / bare and advgeom / torchattacks. Target on CPU: advgeom within 1.10x of
+the bare loop and no slower than torchattacks.
+
+    python benchmarks/attack_speed.py                       # CPU, small MNIST CNN
+    python benchmarks/attack_speed.py --model cw_mnist_cnn --steps 20
+    python benchmarks/attack_speed.py --device cuda --amp --channels-last --batch 1024
+
+The machine may be shared: compare minima (or medians) over several repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advgeom.registry import create, get
+from advgeom.seeding import make_generator
+
+
+def small_cnn() -> nn.Module:
+    """The MNIST CNN of the peer tests (2 strided convolutions, 2 linear layers)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(16, 32, 5, stride=2, padding=2), nn.ReLU(), nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
+def build_model(name: str) -> nn.Module:
+    if name == "small":
+        return small_cnn()
+    return create("model", name, num_classes=10)
+
+
+def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
+    """``steps`` forward+backward passes w.r.t. the input: the cost floor of PGD."""
+    for _ in range(steps):
+        xa = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(xa), y, reduction="sum")
+        torch.autograd.grad(loss, xa)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="small", help="'small' or a registered advgeom model")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--eps", type=float, default=0.3)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--amp", action="store_true", help="CUDA: autocast to float16")
+    ap.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    args = ap.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("CUDA requested but not available")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(args.model).to(device).eval()
+    g = make_generator(0)
+    shape = getattr(model, "input_shape", (1, 28, 28))
+    x = torch.rand(args.batch, *shape, generator=g).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    alpha = 2.5 * args.eps / args.steps
+    pgd = get("attack", "pgd")
+    runs: dict[str, Callable[[], object]] = {
+        "bare": lambda: bare_loop(model, x, y, args.steps),
+        "advgeom": lambda: pgd(model, x, y, eps=args.eps, steps=args.steps, step_size=alpha,
+                               generator=make_generator(1, device)),
+    }
+    try:
+        import torchattacks
+
+        ta = torchattacks.PGD(model, eps=args.eps, alpha=alpha, steps=args.steps,
+                              random_start=True)
+        runs["torchattacks"] = lambda: ta(x, y)
+    except ImportError:
+        print("torchattacks not installed: skipping it")
+
+    amp = torch.autocast("cuda", dtype=torch.float16) if args.amp and device.type == "cuda" \
+        else torch.autocast("cpu", enabled=False)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    with amp:
+        for fn in runs.values():  # warm-up
+            fn()
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                times[name].append(timed(fn, device))
+
+    print(f"model={args.model} device={device} batch={args.batch} steps={args.steps} "
+          f"threads={torch.get_num_threads()} amp={args.amp} channels_last={args.channels_last} "
+          f"repeats={args.repeats}")
+    for name, ts in times.items():
+        print(f"  {name:13s} min {min(ts) * 1e3:9.1f} ms   median {statistics.median(ts) * 1e3:9.1f} ms")
+    for ref in ("bare", "torchattacks"):
+        if ref in times:
+            r_min = min(times["advgeom"]) / min(times[ref])
+            r_med = statistics.median(times["advgeom"]) / statistics.median(times[ref])
+            print(f"  advgeom / {ref:12s} {r_min:5.3f} (min)  {r_med:5.3f} (median)")
+
+
+if __name__ == "__main__":
+    main()

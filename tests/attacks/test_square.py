@@ -1,0 +1,72 @@
+"""Square Attack: schedule, gradient-free budget, it breaks a model whose
+gradients are masked, and agreement with pyautoattack's SquareAttack."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advgeom.attacks.base import PassCounter
+from advgeom.attacks.square import p_schedule
+from advgeom.registry import get
+from advgeom.seeding import make_generator
+
+square = get("attack", "square")
+
+
+def test_p_schedule():
+    assert p_schedule(0.8, 0, 10000) == 0.8
+    assert p_schedule(0.8, 11, 10000) == 0.4
+    assert p_schedule(0.8, 9000, 10000) == pytest.approx(0.8 / 512)
+    assert p_schedule(0.8, 100, 1000) == pytest.approx(0.8 / 16)  # rescaled: 1000 of 10000
+    assert p_schedule(0.8, 50, 100) == pytest.approx(0.8 / 128)   # rescaled: 5000
+
+
+class Quantized(nn.Module):
+    """Rounds the input to 8 levels first: zero gradient almost everywhere."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(torch.round(x * 7) / 7)
+
+
+def test_breaks_gradient_masked_model(make_linear):
+    p = make_linear(2, n=100, dtype=torch.float32)
+    model = Quantized(p.model).eval()
+    with torch.no_grad():
+        y = model(p.x).argmax(1)
+    eps = 0.15
+    pgd_adv = get("attack", "pgd")(model, p.x, y, eps=eps, steps=10, random_start=False)
+    c = PassCounter()
+    sq_adv = square(model, p.x, y, eps=eps, steps=200, counter=c, generator=make_generator(0))
+    with torch.no_grad():
+        pgd_broken = (model(pgd_adv).argmax(1) != y).double().mean()
+        sq_broken = (model(sq_adv).argmax(1) != y).double().mean()
+    print(f"masked gradients: PGD breaks {pgd_broken:.2f}, Square {sq_broken:.2f}")
+    assert pgd_broken == 0.0 and sq_broken > 0.5
+    assert c.backwards == 0
+
+
+def test_vector_inputs_and_budget(make_linear):
+    p = make_linear(5, n=40, dtype=torch.float32)
+    c = PassCounter()
+    adv = square(p.model, p.x, p.y, eps=0.2, steps=30, counter=c)
+    assert c.forwards <= 2 + 40 * 31 and c.forward_calls <= 1 + 31
+    assert ((adv - p.x).abs().amax(1) <= 0.2 + 1e-6).all()
+
+
+def test_agrees_with_pyautoattack(mnist_cnn, racc):
+    sq = pytest.importorskip("pyautoattack.square")
+    m, x, y = mnist_cnn.model, mnist_cnn.x[:150], mnist_cnn.y[:150]
+    eps, queries = 0.15, 300
+    ours = racc(m, x, square(m, x, y, eps=eps, steps=queries, generator=make_generator(0)), y)
+    with torch.random.fork_rng(devices=[]):
+        ref = sq.SquareAttack(m, norm="Linf", n_queries=queries, eps=eps, p_init=0.8, seed=0,
+                              device=x.device)
+        theirs = racc(m, x, ref.perturb(x, y), y)
+    print(f"robust accuracy Square-{queries} eps={eps}: advgeom {ours:.1f}% "
+          f"pyautoattack {theirs:.1f}%")
+    assert ours <= theirs + 2.0
