@@ -1,0 +1,414 @@
+"""Experiments of adversarial-spheres.txt: ``spheres-relu`` (Section 3),
+``spheres-quadratic`` (Section 4, Figure 3), ``spheres-dimension`` (Figure 4),
+``spheres-bound`` (Theorem 5.1, Figure 5) and ``spheres-slices`` (Figures 1, 2).
+Settings per profile are in ``advgeom.experiments._spheres_setup``.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from advgeom.analysis import quadratic as Q  # noqa: E402
+from advgeom.analysis import spheres_theory as T  # noqa: E402
+from advgeom.analysis.slices import (accuracy_vs_norm, adversarial_errors_vs_norm,  # noqa: E402
+                                     circle_errors, orthonormal_pair, plot_slice, slice_logits)
+from advgeom.attacks.manifold import manifold_attack, predict  # noqa: E402
+from advgeom.attacks.off_manifold import nearest_in_shell  # noqa: E402
+from advgeom.data.spheres import sample_sphere  # noqa: E402
+from advgeom.experiments._spheres_setup import (SETTINGS, count_errors,  # noqa: E402
+                                                nearest_error_distances, one_thread, quad_config,
+                                                relu_config, worst_case_found)
+from advgeom.experiments.base import Comparison, Context, Outcome, experiment  # noqa: E402
+from advgeom.models.spheres import QuadraticNet  # noqa: E402
+
+PAPER = "adversarial-spheres.txt"
+
+
+def _mean(v: list[float]) -> float | None:
+    return float(np.mean(v)) if v else None
+
+
+def _save(fig, path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Section 3
+
+
+@experiment("spheres-relu", title="ReLU net: rare random errors, near errors on and off the manifold",
+            paper=PAPER, reference="spheres.relu_h1000_d2")
+def spheres_relu(ctx: Context) -> Outcome:
+    """Section 3: errors on random samples, manifold-attack distance to the nearest
+    error, nearest other-class point between the spheres, and the largest d at which
+    no error can be found adversarially."""
+    s, ref = SETTINGS[ctx.profile], ctx.reference("spheres.relu_h1000_d2")
+    with one_thread():
+        model = ctx.train(relu_config(s, seed=ctx.seed))
+        errs = ctx.cached("random_errors", lambda: {
+            name: count_errors(model, s.d, r, y, s.random_samples, ctx.generator(("random", name)))
+            for name, r, y in (("inner", 1.0, 0), ("outer", s.R, 1))})
+        near = ctx.cached("nearest", lambda: nearest_error_distances(
+            model, s, s.attack_points, ctx.generator("nearest")))
+
+        def shell() -> dict:
+            x = sample_sphere(s.shell_points, s.d, 1.0, generator=ctx.generator("shell"))
+            res = nearest_in_shell(model, x, torch.zeros(len(x), dtype=torch.int64), r_min=1.0, r_max=s.R)
+            return {"distance": res.distance[res.found].tolist(), "norm": res.norm[res.found].tolist(),
+                    "n": len(x)}
+
+        sh = ctx.cached("shell", shell)
+
+        def sweep_unit(d: int) -> dict:
+            m = ctx.train(relu_config(s, d=d, steps=s.sweep_steps, seed=ctx.seed))
+            return worst_case_found(m, d, s.R, s.sweep_points, ctx.generator(("sweep", d)))
+
+        sweep = {d: ctx.cached(f"sweep_d{d}", lambda d=d: sweep_unit(d)) for d in s.sweep_dims}
+
+    clean = [d for d in s.sweep_dims if sweep[d]["inner"] + sweep[d]["outer"] == 0]
+    highest = max(clean) if clean else None
+    total = errs["inner"] + errs["outer"]
+    name = f"relu_h{s.relu_width}_d{s.relu_depth}"
+    ctx.record([ctx.row(model=name, metric="random_errors", value=total, n=2 * s.random_samples),
+                ctx.row(model=name, metric="mean_nearest_error_l2", value=near["mean"] or math.nan,
+                        attack="manifold", n=near["found"]),
+                ctx.row(model=name, metric="mean_shell_l2", value=_mean(sh["distance"]) or math.nan,
+                        attack="shell", n=len(sh["distance"]))])
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].hist(near["distances"], bins=25, alpha=0.7, label="on the manifold (nearest error)")
+    ax[0].hist(sh["distance"], bins=25, alpha=0.7, label="between the spheres (other class)")
+    ax[0].set_xlabel("l2 distance from an inner-sphere point")
+    ax[0].legend(fontsize=8)
+    ax[0].set_title(f"{name}, d={s.d}")
+    ax[1].bar([str(d) for d in s.sweep_dims], [sweep[d]["inner"] + sweep[d]["outer"] for d in s.sweep_dims])
+    ax[1].set_xlabel("input dimension d")
+    ax[1].set_ylabel(f"worst-case attacks finding an error (of {2 * s.sweep_points})")
+    fig_path = _save(fig, ctx.figure_path("relu_errors"))
+
+    scale = math.sqrt(s.d / 500)
+    comps = [
+        Comparison("errors on random samples (both spheres)", total, ref["errors_on_20M_random_samples"],
+                   "count", f"{2 * s.random_samples:,} samples (paper 20M)"),
+        Comparison("mean l2 to nearest error on the manifold", near["mean"],
+                   ref["mean_l2_to_nearest_error_on_manifold"], "l2",
+                   f"{near['found']}/{near['n']} points found an error in {s.attack_steps} steps of "
+                   f"{s.attack_step}; d={s.d}"),
+        Comparison("mean l2 to nearest outer-classified point between spheres", _mean(sh["distance"]),
+                   ref["mean_l2_to_nearest_outer_classified_point_between_spheres"], "l2",
+                   f"{len(sh['distance'])}/{sh['n']} found"),
+        Comparison("mean norm of that point", _mean(sh["norm"]), ref["mean_norm_of_that_point"], "norm"),
+        Comparison("highest d without adversarial errors", highest,
+                   ref["highest_d_without_adversarial_errors"], "d",
+                   f"grid {list(s.sweep_dims)}, {s.sweep_steps} steps each"),
+    ]
+    notes = [f"ReLU net {s.relu_depth} x {s.relu_width} with batch norm, d={s.d}, R={s.R}, online, "
+             f"Adam {s.relu_lr}, batch 50, {s.relu_steps} steps (paper: d=500, 1e6 steps).",
+             f"Distances shrink like 1/sqrt(d): at d={s.d} the paper's 0.18 and 0.0796 would correspond "
+             f"to about {0.18 / scale:.3f} and {0.0796 / scale:.3f} if errors scaled like the cap bound.",
+             "Worst-case sweep: attack from random points of both spheres with no locality constraint; "
+             + ", ".join(f"d={d}: {sweep[d]['inner']}+{sweep[d]['outer']}" for d in s.sweep_dims)]
+    return Outcome(comps, [fig_path], notes)
+
+
+# ---------------------------------------------------------------------------
+# Section 4 and Figure 3
+
+
+def _quad_unit(model, s, mc_n: int, gen_inner, gen_outer) -> dict:
+    geom = Q.quadratic_geometry(model)
+    v = Q.alpha_verdict(geom, s.R)
+    out = {"alpha": geom.alpha.tolist(), "n_incorrect": v.n_incorrect, "n_above": v.n_above,
+           "n_below": v.n_below, "perfect": v.perfect, "b": geom.b}
+    if geom.b < 0:
+        out.update(Q.error_rates(geom, s.R))
+    out["mc_inner"] = count_errors(model, s.d, 1.0, 0, mc_n, gen_inner)
+    out["mc_outer"] = count_errors(model, s.d, s.R, 1, mc_n, gen_outer)
+    out["mc_n"] = mc_n
+    return out
+
+
+@experiment("spheres-quadratic", title="Quadratic net: alpha_i, CLT error estimate, perfect init",
+            paper=PAPER, reference="spheres.quadratic")
+def spheres_quadratic(ctx: Context) -> Outcome:
+    """Section 4 and Figure 3: alpha analysis of quadratic nets trained online and on a
+    finite sample, the CLT estimate of Proposition 4.1 against Monte Carlo, and
+    training from a perfect initialization (average vs worst-case loss)."""
+    s, ref = SETTINGS[ctx.profile], ctx.reference("spheres.quadratic")
+    units = {}
+    with one_thread():
+        for key, cfg in [("online", quad_config(s, seed=ctx.seed)),
+                         ("finite", quad_config(s, n=s.quad_n, seed=ctx.seed))] + \
+                        [(f"early{st}", quad_config(s, steps=st, n=s.quad_n, seed=ctx.seed))
+                         for st in s.quad_early_steps]:
+            units[key] = ctx.cached(key, lambda cfg=cfg, key=key: _quad_unit(
+                ctx.train(cfg), s, s.mc_samples, ctx.generator((key, "in")), ctx.generator((key, "out"))))
+        finite_model = ctx.train(quad_config(s, n=s.quad_n, seed=ctx.seed))
+        attack = ctx.cached("finite_attack", lambda: worst_case_found(
+            finite_model, s.d, s.R, 20, ctx.generator("attack")))
+
+        def perfect() -> dict:
+            m = QuadraticNet(s.perfect_d, s.perfect_hidden)
+            Q.perfect_init(m, s.R, generator=ctx.generator("perfect_init"))
+            x = sample_sphere(1000, s.perfect_d, 1.0, generator=ctx.generator("perfect_p"))
+            with torch.no_grad():
+                p = [float(torch.sigmoid(m(r * x)).mean()) for r in (1.0, s.R)]
+            rows = Q.track_training(m, R=s.R, steps=s.perfect_steps, lr=s.perfect_lr,
+                                    eval_every=s.perfect_eval_every, n_eval=s.perfect_n_eval,
+                                    generator=ctx.generator("perfect_train"))
+            return {"p": p, "rows": rows}
+
+        pf = ctx.cached("perfect", perfect)
+
+    fin, onl = units["finite"], units["online"]
+    reappear = next((r["step"] for r in pf["rows"] if r["n_incorrect"] > 0), None)
+    lo, hi = 1 / s.R ** 2, 1.0
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, lab in (("finite", f"N={s.quad_n:,}"), ("online", "online")):
+        ax[0].hist(units[key]["alpha"], bins=40, alpha=0.6, label=lab)
+    for v in (lo, hi):
+        ax[0].axvline(v, color="r")
+    ax[0].set_xlabel("alpha_i")
+    ax[0].legend(fontsize=8)
+    ax[0].set_title(f"Figure 3 left: d={s.d}, h={s.quad_hidden}")
+    steps = [r["step"] for r in pf["rows"]]
+    ax[1].semilogy(steps, [r["average_loss"] for r in pf["rows"]], label="average loss")
+    ax[1].semilogy(steps, [r["worst_loss"] for r in pf["rows"]], label="worst-case loss")
+    ax[1].set_xlabel("training step from the perfect initialization")
+    tw = ax[1].twinx()
+    tw.plot(steps, [r["n_incorrect"] for r in pf["rows"]], "k:", label="incorrect alpha_i")
+    tw.set_ylabel("incorrect alpha_i")
+    ax[1].legend(fontsize=8, loc="upper left")
+    ax[1].set_title(f"Figure 3 right: d={s.perfect_d}, h={s.perfect_hidden}, Adam {s.perfect_lr}")
+    fig_path = _save(fig, ctx.figure_path("quadratic_fig3"))
+
+    def clt_note(u: dict) -> str:
+        return (f"Imhof exact {u.get('imhof_inner', float('nan')):.3g}; Monte Carlo "
+                f"{u['mc_inner'] / u['mc_n']:.3g} ({u['mc_inner']} errors in {u['mc_n']:,})")
+
+    comps = [
+        Comparison("online: incorrect alpha_i", onl["n_incorrect"], 0, "count",
+                   f"of d={s.d}; paper: perfect after 1e6 steps; here {s.quad_steps} steps"),
+        Comparison("finite N: fraction of incorrect alpha_i", fin["n_incorrect"] / s.d,
+                   ref["incorrect_alphas"] / 500, "fraction",
+                   f"{fin['n_incorrect']}/{s.d} ({fin['n_above']} > 1, {fin['n_below']} < 1/R^2); "
+                   f"N={s.quad_n:,} (paper N=1e6, 394/500)"),
+        Comparison("finite N: CLT estimated inner error rate", fin.get("clt_inner"),
+                   ref["clt_estimated_error_rate"], "rate", clt_note(fin)),
+        Comparison("finite N: errors on random samples", fin["mc_inner"] + fin["mc_outer"], 0, "count",
+                   f"{2 * fin['mc_n']:,} samples (paper 20M)"),
+    ]
+    for st in s.quad_early_steps:
+        u = units[f"early{st}"]
+        comps.append(Comparison(f"snapshot at {st} steps: CLT inner error rate", u.get("clt_inner"),
+                                None, "rate", clt_note(u)))
+    comps += [
+        Comparison("perfect init: p(y=1) on the inner sphere", pf["p"][0], ref["perfect_init_probabilities"][0], "p"),
+        Comparison("perfect init: p(y=1) on the outer sphere", pf["p"][1], ref["perfect_init_probabilities"][1], "p"),
+        Comparison("steps until adversarial examples reappear", reappear,
+                   ref["adversarial_examples_reappear_after_steps"], "steps",
+                   f"first evaluation (every {s.perfect_eval_every}) with an incorrect alpha_i; "
+                   f"Adam lr {s.perfect_lr}" + ("" if reappear else f"; none within {s.perfect_steps}")),
+    ]
+    notes = [f"Quadratic net h={s.quad_hidden}, d={s.d}, Adam {s.quad_lr}, batch 50, {s.quad_steps} steps.",
+             f"Worst-case manifold attack on the finite-N model from 20 points per sphere found errors: "
+             f"inner {attack['inner']}/20, outer {attack['outer']}/20; the alpha verdict predicts "
+             f"inner errors={fin['n_above'] > 0}, outer errors={fin['n_below'] > 0}.",
+             f"Perfect-init run: average loss {pf['rows'][0]['average_loss']:.3g} -> "
+             f"{pf['rows'][-1]['average_loss']:.3g}, worst-case loss {pf['rows'][0]['worst_loss']:.3g} -> "
+             f"{pf['rows'][-1]['worst_loss']:.3g}, incorrect alpha_i at the end: {pf['rows'][-1]['n_incorrect']}.",
+             "The CLT estimate is applied in the far tail for accurate models; Imhof's value is exact "
+             "only to ~1e-12 absolute."]
+    ctx.record([ctx.row(model="quadratic_finite", metric="incorrect_alphas", value=fin["n_incorrect"], n=s.d),
+                ctx.row(model="quadratic_online", metric="incorrect_alphas", value=onl["n_incorrect"], n=s.d)])
+    return Outcome(comps, [fig_path], notes)
+
+
+# ---------------------------------------------------------------------------
+# Figure 4
+
+
+@experiment("spheres-dimension", title="Figure 4: fraction of dimensions needed for a target error",
+            paper=PAPER, reference="spheres.dimension_fraction")
+def spheres_dimension(ctx: Context) -> Outcome:
+    """Figure 4: the model "outer iff sum_{i<=k} x_i^2 > b" with b optimal; k/d needed
+    for a target (balanced) error rate, by the CLT (as in the paper) and exactly."""
+    s = SETTINGS[ctx.profile]
+
+    def curves() -> dict:
+        return {str(t): [T.fraction_needed(d, t, s.R, "clt") for d in s.dim_grid] for t in s.dim_targets}
+
+    cur = ctx.cached("curves", curves)
+    at = ctx.cached("d3000", lambda: {
+        "clt_half": T.best_threshold_error(1500, 3000, s.R, "clt")[1],
+        "exact_half": T.best_threshold_error(1500, 3000, s.R, "exact")[1],
+        "clt_frac": T.fraction_needed(3000, 1e-14, s.R, "clt"),
+        "exact_frac": T.fraction_needed(3000, 1e-14, s.R, "exact")})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for t in s.dim_targets:
+        ax.plot(s.dim_grid, cur[str(t)], label=f"error {t:g}")
+    ax.set_xlabel("input dimension d")
+    ax.set_ylabel("k/d needed (CLT)")
+    ax.legend(fontsize=8)
+    ax.set_title("Fraction of dimensions needed for a desired error rate")
+    fig_path = _save(fig, ctx.figure_path("fig4_dimension_fraction"))
+    comps = [Comparison("d=3000, k/d=0.5: estimated error (CLT)", at["clt_half"], 1e-14, "rate",
+                        "b optimal; balanced error over both spheres"),
+             Comparison("d=3000, k/d=0.5: exact error (Beta law)", at["exact_half"], 1e-14, "rate"),
+             Comparison("d=3000: k/d needed for 1e-14 (CLT)", at["clt_frac"], 0.5, "fraction"),
+             Comparison("d=3000: k/d needed for 1e-14 (exact)", at["exact_frac"], 0.5, "fraction")]
+    notes = ["The paper's example (1e-14 at 50% of d=3000) does not follow from its own CLT under our "
+             "reading (optimal threshold, balanced error): 50% gives far smaller errors.",
+             "Exact: sum_{i<=k} z_i^2 ~ Beta(k/2, (d-k)/2) on the unit sphere."]
+    return Outcome(comps, [fig_path], notes)
+
+
+# ---------------------------------------------------------------------------
+# Theorem 5.1 and Figure 5
+
+
+@experiment("spheres-bound", title="Theorem 5.1 / Figure 5: error rate vs distance to the nearest error",
+            paper=PAPER, reference="spheres.tradeoff")
+def spheres_bound(ctx: Context) -> Outcome:
+    """Figure 5: (error rate on the inner sphere, average manifold distance to the
+    nearest error) of three architectures at several training-set sizes and training
+    snapshots, against the cap bound of Theorem 5.1."""
+    s = SETTINGS[ctx.profile]
+    archs = {f"relu_h{s.relu_width}_d{s.relu_depth}": lambda st, n: relu_config(s, steps=st, n=n, seed=ctx.seed),
+             f"quad_h{s.quad_hidden}": lambda st, n: quad_config(s, steps=st, n=n, seed=ctx.seed),
+             f"relu_h{s.large_width}_d{s.large_depth}":
+                 lambda st, n: relu_config(s, steps=st, n=n, large=True, seed=ctx.seed)}
+
+    def unit(arch: str, n: int, st: int) -> dict:
+        model = ctx.train(archs[arch](st, n))
+        errors = count_errors(model, s.d, 1.0, 0, s.bound_error_samples, ctx.generator((arch, n, st, "err")))
+        near = nearest_error_distances(model, s, s.bound_points, ctx.generator((arch, n, st, "near")))
+        return {"errors": errors, "n": s.bound_error_samples, "mean": near["mean"], "found": near["found"],
+                "points": near["n"]}
+
+    pts = []
+    with one_thread():
+        for arch in archs:
+            for n in s.bound_sizes:
+                for st in s.bound_snapshots:
+                    u = ctx.cached(f"{arch}/N{n}/step{st}", lambda a=arch, n=n, st=st: unit(a, n, st))
+                    pts.append((arch, n, st, u))
+    plotted, ratios = [], []
+    for arch, n, st, u in pts:
+        mu = u["errors"] / u["n"]
+        if u["errors"] > 0 and u["mean"] is not None and u["found"] >= 0.9 * u["points"]:
+            plotted.append((arch, n, st, mu, u["mean"]))
+            ratios.append(u["mean"] / T.cap_bound(mu, s.d))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    grid = np.logspace(-8, math.log10(0.5), 80)
+    ax.semilogx(grid, [T.cap_bound(m, s.d) for m in grid], "k-", label="cap bound (Theorem 5.1)")
+    ax.semilogx(grid, [T.cap_bound_gaussian(m, s.d) for m in grid], "k--", lw=0.8, label="Gaussian approx.")
+    markers = dict(zip(s.bound_sizes, "os^vD"))
+    for i, arch in enumerate(archs):
+        for n in s.bound_sizes:
+            sel = [(mu, dist) for a, nn_, _st, mu, dist in plotted if a == arch and nn_ == n]
+            if sel:
+                ax.scatter(*zip(*sel), color=f"C{i}", marker=markers[n], s=25,
+                           label=f"{arch}, N={'online' if n == 0 else n}")
+    ax.set_xlabel("error rate on the inner sphere")
+    ax.set_ylabel("average l2 distance to nearest error")
+    ax.set_title(f"d={s.d}")
+    ax.legend(fontsize=6)
+    fig_path = _save(fig, ctx.figure_path("fig5_tradeoff"))
+    ctx.record([ctx.row(model=f"{a}/N{n}/step{st}", metric="distance_over_bound",
+                        value=dist / T.cap_bound(mu, s.d), attack="manifold", n=s.bound_points)
+                for a, n, st, mu, dist in plotted])
+    comps = [Comparison("median d(E) / cap bound over plotted snapshots",
+                        float(np.median(ratios)) if ratios else None, None, "ratio",
+                        f"{len(plotted)}/{len(pts)} snapshots plotted; paper: close to 1"),
+             Comparison("snapshots above the bound", sum(r > 1 for r in ratios) if ratios else None, None,
+                        "count", "paper: a few, from estimation noise"),
+             Comparison(f"cap bound at mu=1e-2, d={s.d}", T.cap_bound(1e-2, s.d), None, "l2",
+                        f"Appendix A Gaussian form with its sqrt(2): {math.sqrt(2) * T.cap_bound_gaussian(1e-2, s.d):.4f}")]
+    notes = [f"Error rate from {s.bound_error_samples:,} inner-sphere samples; distance from "
+             f"{s.bound_points} points, manifold attack {s.attack_steps} steps of {s.attack_step}.",
+             "Snapshots with no sampled error or with < 90% of points reaching an error are not plotted.",
+             "Snapshots are separate runs of the same seed (identical to the longer run's prefix).",
+             "Appendix A writes d(x, E) = sqrt(2)(t - x_1); the exact cap distance matches the form "
+             "without sqrt(2) for large d (tests check both)."]
+    return Outcome(comps, [fig_path], notes)
+
+
+# ---------------------------------------------------------------------------
+# Figures 1 and 2
+
+
+@experiment("spheres-slices", title="Figures 1 and 2: decision-boundary slices, accuracy vs norm",
+            paper=PAPER, reference="spheres.relu_h1000_d2")
+def spheres_slices(ctx: Context) -> Outcome:
+    """Figure 1: slices through random and worst-case adversarial directions; Figure 2:
+    accuracy and adversarial errors as a function of ||x||, and a d = 2 net."""
+    s, ref = SETTINGS[ctx.profile], ctx.reference("spheres.relu_h1000_d2")
+    norms = [round(float(r), 4) for r in np.arange(0.2, 2.6 + 1e-9, s.norm_step)]
+    with one_thread():
+        model = ctx.train(relu_config(s, seed=ctx.seed))
+
+        def directions() -> dict:
+            g = ctx.generator("directions")
+            x = sample_sphere(2, s.d, s.R, generator=g)
+            res = manifold_attack(model, x, torch.ones(2, dtype=torch.int64), steps=2000,
+                                  step_size=0.05, mode="worst")
+            rnd = torch.randn(2, s.d, generator=g)
+            return {"adv": res.adv.tolist(), "success": res.success.tolist(), "random": rnd.tolist()}
+
+        dirs = ctx.cached("directions", directions)
+        adv, rnd = torch.tensor(dirs["adv"]), torch.tensor(dirs["random"])
+        planes = [("2 random directions", rnd[0], rnd[1]), ("random + adversarial", adv[0], rnd[0]),
+                  ("2 adversarial directions", adv[0], adv[1])]
+        slices = [slice_logits(model, *orthonormal_pair(u, v), extent=2.5, resolution=s.slice_resolution)
+                  for _t, u, v in planes]
+        acc = ctx.cached("accuracy", lambda: accuracy_vs_norm(model, s.d, norms, R=s.R, n=s.norm_samples,
+                                                              generator=ctx.generator("acc")))
+        found = ctx.cached("adv_norms", lambda: adversarial_errors_vs_norm(
+            model, s.d, norms, R=s.R, n=s.norm_attack_points, generator=ctx.generator("advnorm")))
+        m2 = ctx.train(relu_config(s, d=2, n=s.d2_n, steps=s.d2_steps, seed=ctx.seed))
+        e_in, e_out = circle_errors(m2, s.R, points=100_000)
+        sl2 = slice_logits(m2, torch.eye(2)[0], torch.eye(2)[1], extent=2.0, resolution=301)
+
+    fig, ax = plt.subplots(1, 3, figsize=(12, 4))
+    for a, (title, _u, _v), sl in zip(ax, planes, slices):
+        plot_slice(a, sl, s.R, title=title)
+    f1 = _save(fig, ctx.figure_path("fig1_slices"))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot(norms, acc, "o-", ms=3, label="accuracy on random points")
+    errs = [r for r, f in zip(norms, found) if f]
+    ax[0].scatter(errs, [0.0] * len(errs), color="r", marker="x", label="error found adversarially")
+    ax[0].axvline((1 + s.R) / 2, color="gray", lw=0.8)
+    ax[0].set_xlabel("||x||")
+    ax[0].set_ylabel("accuracy (theoretical boundary)")
+    ax[0].legend(fontsize=8)
+    plot_slice(ax[1], sl2, s.R, title=f"d=2, N={s.d2_n}")
+    f2 = _save(fig, ctx.figure_path("fig2_norms_d2"))
+
+    # fraction of the outer circle misclassified in the adversarial-adversarial slice
+    th = torch.linspace(0, 2 * math.pi, 721)[:-1]
+    e1, e2 = orthonormal_pair(adv[0], adv[1])
+    circ = s.R * (th.cos()[:, None] * e1 + th.sin()[:, None] * e2)
+    with torch.no_grad():
+        outer_frac = float((predict(model, circ) == 0).double().mean())
+    paper_norms = ref["errors_found_adversarially_at_norms"]
+    comps = [Comparison("smallest ||x|| with an adversarial error", min(errs) if errs else None,
+                        paper_norms[0], "norm", f"grid step {s.norm_step}, {s.norm_attack_points} starts per norm"),
+             Comparison("largest ||x|| with an adversarial error", max(errs) if errs else None,
+                        paper_norms[1], "norm"),
+             Comparison("adversarial slice: outer circle classified inner", outer_frac, 1.0, "fraction",
+                        f"worst-case attacks succeeded: {dirs['success']}"),
+             Comparison("d=2 net: errors on both circles", e_in + e_out, 0, "count",
+                        f"100,000 points per circle; N={s.d2_n}, {s.d2_steps} steps")]
+    notes = [f"Same ReLU net as spheres-relu (d={s.d}). Accuracy from {s.norm_samples:,} points per norm.",
+             "Random accuracy by norm: " + ", ".join(f"{r:g}:{a:.3f}" for r, a in zip(norms, acc))]
+    return Outcome(comps, [f1, f2], notes)
