@@ -59,3 +59,20 @@ def test_bad_base(tiny):
     model, _, x, y = tiny
     with pytest.raises(AdvgeomError, match="base"):
         mta(model, x, y, eps=0.1, base="square")
+
+
+def test_apgd_t_matches_pyautoattack(mnist_cnn, racc):
+    """APGD-T (targeted DLR, top-3 targets) against pyautoattack's APGDAttack_targeted
+    with the same iterations and targets: at most + 1 point robust accuracy."""
+    base = pytest.importorskip("pyautoattack.autopgd_base")
+    m, x, y = mnist_cnn.model, mnist_cnn.x[:150], mnist_cnn.y[:150]
+    eps, steps = 0.1, 30
+    ours = racc(m, x, get("attack", "apgd-t")(m, x, y, eps=eps, steps=steps, num_targets=3,
+                                              generator=make_generator(0)), y)
+    with torch.random.fork_rng(devices=[]):
+        ref = base.APGDAttack_targeted(m, n_iter=steps, norm="Linf", eps=eps,
+                                       n_target_classes=3, seed=0, device=x.device)
+        theirs = racc(m, x, ref.perturb(x, y), y)
+    print(f"robust accuracy APGD-T-{steps} (3 targets) eps={eps}: advgeom {ours:.1f}% "
+          f"pyautoattack {theirs:.1f}%")
+    assert ours <= theirs + 1.0

@@ -80,7 +80,7 @@ def test_real_sigkill_then_rerun(tmp_path):
             "model_kwargs.depth=2", "objective=\"bce\"", "batch_size=64", "iterations=1000",
             "checkpoint_every=50", "seed=1"]
     cmd = [sys.executable, "-m", "advgeom.cli", "train", "--no-progress", "--root"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     killed_root = tmp_path / "killed"
     proc = subprocess.Popen(cmd + [str(killed_root)] + args, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

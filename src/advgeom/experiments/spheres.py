@@ -78,11 +78,14 @@ def spheres_relu(ctx: Context) -> Outcome:
     highest = max(clean) if clean else None
     total = errs["inner"] + errs["outer"]
     name = f"relu_h{s.relu_width}_d{s.relu_depth}"
-    ctx.record([ctx.row(model=name, metric="random_errors", value=total, n=2 * s.random_samples),
-                ctx.row(model=name, metric="mean_nearest_error_l2", value=near["mean"] or math.nan,
-                        attack="manifold", n=near["found"]),
-                ctx.row(model=name, metric="mean_shell_l2", value=_mean(sh["distance"]) or math.nan,
-                        attack="shell", n=len(sh["distance"]))])
+    rows = [ctx.row(model=name, metric="random_errors", value=total, n=2 * s.random_samples)]
+    if near["mean"] is not None:
+        rows.append(ctx.row(model=name, metric="mean_nearest_error_l2", value=near["mean"],
+                            attack="manifold", n=near["found"]))
+    if sh["distance"]:
+        rows.append(ctx.row(model=name, metric="mean_shell_l2", value=_mean(sh["distance"]),
+                            attack="shell", n=len(sh["distance"])))
+    ctx.record(rows)
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     ax[0].hist(near["distances"], bins=25, alpha=0.7, label="on the manifold (nearest error)")
