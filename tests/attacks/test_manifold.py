@@ -3,12 +3,9 @@ nearest vs worst-case modes, and the attack contract (input gradients only, mode
 mode untouched)."""
 from __future__ import annotations
 
-import math
-import warnings
 
 import pytest
 import torch
-from torch import nn
 
 from advgeom.attacks.manifold import correct_margin, manifold_attack, predict
 from advgeom.data.spheres import sample_sphere

@@ -62,6 +62,8 @@ def test_online_sampler_gives_fresh_balanced_batches():
     torch.testing.assert_close(x1.norm(dim=1), torch.where(y1 == 1, 1.5, 1.0), rtol=0, atol=1e-5)
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     assert torch.equal(ds.sample_batch(8, g1)[0], ds.sample_batch(8, g2)[0])
+    empty = load("spheres", "train", d=4, n=0)  # n = 0: online only
+    assert len(empty) == 0 and empty.sample_batch(6, g)[0].shape == (6, 4)
     sub = ds.subset(5)
     assert len(sub) == 5 and hasattr(sub, "sample_batch") and sub.d == 30
 

@@ -140,3 +140,17 @@ def test_bpda_identity_backward_same_forward() -> None:
 
 def test_checkpoint_state_has_no_matrices() -> None:
     assert SparsifyingFrontEnd().state_dict() == {}
+
+
+def test_float32_front_end_matches_independent_pywt_top_k() -> None:
+    fe = SparsifyingFrontEnd()  # CDF 9/7, one level, rho = 3%
+    x = torch.rand(5, 1, 28, 28, generator=_gen(6)) ** 3
+    out = fe(x)
+    for b in range(5):
+        arr, slices = pywt.coeffs_to_array(pywt.wavedec2(x[b, 0].double().numpy(), "bior4.4",
+                                                         mode="periodization", level=1))
+        flat = arr.ravel().copy()
+        flat[np.argsort(-np.abs(flat))[23:]] = 0.0
+        ref = pywt.waverec2(pywt.array_to_coeffs(flat.reshape(arr.shape), slices,
+                                                 output_format="wavedec2"), "bior4.4", mode="periodization")
+        np.testing.assert_allclose(out[b, 0].numpy(), np.clip(ref, 0, 1), atol=2e-6)

@@ -165,7 +165,8 @@ def perfect_init(model: nn.Module, R: float = 1.3, *, p_inner: float = 0.0016,
     if not (b < 0 and 1 / R**2 <= alpha <= 1):
         raise AdvgeomError(f"probabilities ({p_inner}, {p_outer}) give alpha={alpha:.4g}, "
                            f"not in [1/R^2, 1]")
-    g = torch.randn(h, d, generator=generator, dtype=torch.float64)
+    g = torch.randn(h, d, generator=generator, dtype=torch.float64,
+                    device=generator.device if generator is not None else "cpu")
     q, _ = torch.linalg.qr(g)
     model.W1.copy_((math.sqrt(s2) * q).to(model.W1.dtype))
     model.w.fill_(1.0)
@@ -180,8 +181,8 @@ def track_training(model: nn.Module, *, R: float = 1.3, steps: int = 2000, lr: f
     of incorrect alpha_i every ``eval_every`` steps (Figure 3 right). Trains in place."""
     from advgeom.data.spheres import sample_spheres
 
-    d = model.W1.shape[1]
-    xe, ye = sample_spheres(n_eval, d, R, generator=generator)
+    d, dev = model.W1.shape[1], model.W1.device
+    xe, ye = sample_spheres(n_eval, d, R, generator=generator, device=dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     rows: list[dict[str, float]] = []
 
@@ -195,7 +196,7 @@ def track_training(model: nn.Module, *, R: float = 1.3, steps: int = 2000, lr: f
 
     record(0)
     for step in range(1, steps + 1):
-        x, y = sample_spheres(batch_size, d, R, generator=generator)
+        x, y = sample_spheres(batch_size, d, R, generator=generator, device=dev)
         loss = F.binary_cross_entropy_with_logits(model(x).squeeze(-1), y.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -72,10 +72,11 @@ def plot_slice(ax, sl: Slice, R: float = 1.3, *, title: str = "",
     ax.set_ylabel(ylabel, fontsize=8)
 
 
-def circle_errors(model: nn.Module, R: float = 1.3, points: int = 10000) -> tuple[int, int]:
+def circle_errors(model: nn.Module, R: float = 1.3, points: int = 10000,
+                  device: str | torch.device = "cpu") -> tuple[int, int]:
     """Errors on dense circles of radius 1 (label 0) and R (label 1) for a d = 2 model
     (Figure 2 right)."""
-    th = torch.linspace(0, 2 * np.pi, points + 1)[:-1]
+    th = torch.linspace(0, 2 * np.pi, points + 1, device=device)[:-1]
     circ = torch.stack([th.cos(), th.sin()], dim=1)
     with torch.no_grad():
         e_in = int((predict(model, circ) != 0).sum())
@@ -108,7 +109,7 @@ def adversarial_errors_vs_norm(model: nn.Module, d: int, norms: list[float], *, 
     found = []
     for r in norms:
         x = sample_sphere(n, d, r, generator=generator)
-        y = torch.full((n,), 1 if r > (1 + R) / 2 else 0, dtype=torch.int64)
+        y = torch.full((n,), 1 if r > (1 + R) / 2 else 0, dtype=torch.int64, device=x.device)
         res = manifold_attack(model, x, y, steps=steps, step_size=step_size * r, mode="worst")
         found.append(bool(res.success.any()))
     return found

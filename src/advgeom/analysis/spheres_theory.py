@@ -96,11 +96,12 @@ def monte_carlo_error_rate(alpha: ArrayLike, sphere: str = "inner", R: float = 1
                            batch: int = 100_000) -> tuple[float, int]:
     """Monte Carlo error rate from ``n`` uniform sphere points (via u ~ N(0, I));
     returns (rate, number of errors)."""
-    lam = torch.as_tensor(error_coefficients(alpha, sphere, R), dtype=torch.float64)
+    dev = generator.device if generator is not None else torch.device("cpu")
+    lam = torch.as_tensor(error_coefficients(alpha, sphere, R), dtype=torch.float64, device=dev)
     errors, done = 0, 0
     while done < n:
         m = min(batch, n - done)
-        u = torch.randn(m, lam.numel(), generator=generator, dtype=torch.float64)
+        u = torch.randn(m, lam.numel(), generator=generator, dtype=torch.float64, device=dev)
         q = (u * u) @ lam
         errors += int((q > 0).sum()) if sphere == "inner" else int((q >= 0).sum())
         done += m

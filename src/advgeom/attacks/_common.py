@@ -185,7 +185,7 @@ class BestTracker:
     def update(self, x: Tensor, loss: Tensor, succ: Tensor) -> None:
         loss = loss.detach().to(self.loss.dtype)
         upd = (succ & ~self.broken) | ((succ == self.broken) & (loss > self.loss))
-        self.x = torch.where(bview(upd, x), x.detach(), self.x)
+        torch.where(bview(upd, x), x.detach(), self.x, out=self.x)  # in place: no new buffer
         self.loss = torch.where(upd, loss, self.loss)
         self.broken = self.broken | succ
 

@@ -10,6 +10,11 @@ per-sample binary search over ``c`` (``search_steps`` rounds, starting at
 successful perturbation. A point counts as successful when it is misclassified
 (targeted: classified as the target) with logit margin >= kappa.
 
+Known limit (of the C&W objective, checked in tests/attacks/test_cw.py): the margin
+term pulls toward the highest-logit wrong class, so with many classes the search can
+settle on that class's boundary rather than the nearest one; on binary tasks the
+result is within a few percent of the exact minimal distance.
+
 It is a minimum-norm attack: ``eps`` is only an optional bound (default ``inf``).
 With a finite ``eps`` the found perturbation is projected onto the l2 ball.
 Samples never broken are returned unchanged. ``loss`` and ``restarts`` are unused

@@ -34,14 +34,22 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # sampling
 
 
+def _device(generator: torch.Generator | None, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def sample_sphere(n: int, d: int, radius: float | Tensor = 1.0, *,
                   generator: torch.Generator | None = None,
                   dtype: torch.dtype = torch.float32,
-                  device: str | torch.device = "cpu") -> Tensor:
+                  device: str | torch.device | None = None) -> Tensor:
     """``n`` points uniform on the sphere of radius ``radius`` in R^d (x = r z/||z||).
 
-    ``radius`` may be a float or a tensor of shape (n,) (one radius per point).
+    ``radius`` may be a float or a tensor of shape (n,) (one radius per point). The
+    points live on ``device``, by default the generator's device (else the CPU).
     """
+    device = _device(generator, device)
     if n < 0 or d < 1:
         raise DataError(f"spheres: need n >= 0 and d >= 1, got n={n}, d={d}")
     z = torch.randn(n, d, generator=generator, dtype=dtype, device=device)
@@ -54,8 +62,9 @@ def sample_sphere(n: int, d: int, radius: float | Tensor = 1.0, *,
 
 def sample_spheres(n: int, d: int, R: float, *, generator: torch.Generator | None = None,
                    dtype: torch.dtype = torch.float32,
-                   device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+                   device: str | torch.device | None = None) -> tuple[Tensor, Tensor]:
     """A balanced, shuffled sample of both spheres: ``n//2`` inner (y=0), the rest outer (y=1)."""
+    device = _device(generator, device)
     labels = torch.zeros(n, dtype=torch.int64, device=device)
     labels[n // 2:] = 1
     labels = labels[torch.randperm(n, generator=generator, device=device)]
@@ -116,9 +125,10 @@ def spheres(split: str = "train", *, d: int = 500, R: float = 1.3, n: int = 1000
     """Concentric spheres (adversarial-spheres.txt): ``n`` points, balanced, seeded.
 
     ``split`` selects an independent seed stream (train, val and test never share
-    points for the same ``seed``). ``online=True`` returns an :class:`OnlineSphereData`
-    whose ``sample_batch`` gives fresh samples every training step. Coordinates are in
-    [-R, R], not [0,1].
+    points for the same ``seed``). ``online=True`` (or ``n=0``) returns an
+    :class:`OnlineSphereData` whose ``sample_batch`` gives fresh samples every training
+    step (its fixed ``images`` then hold ``n`` points, possibly none). Coordinates are
+    in [-R, R], not [0,1].
     """
     if split not in _SPLIT_OFFSET:
         raise DataError(f"spheres: unknown split {split!r}; use train, val or test")
@@ -132,6 +142,6 @@ def spheres(split: str = "train", *, d: int = 500, R: float = 1.3, n: int = 1000
         raise DataError(f"spheres: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     gen = make_generator(1_000_003 * int(seed) + 7919 * _SPLIT_OFFSET[split] + 17)
     x, y = sample_spheres(int(n), int(d), float(R), generator=gen, dtype=_DTYPES[dtype])
-    cls = OnlineSphereData if online else SphereData
+    cls = OnlineSphereData if online or int(n) == 0 else SphereData
     return cls(x, y, 2, name="spheres", split=split, classes=("inner", "outer"),
                d=int(d), R=float(R))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -87,6 +88,16 @@ QUICK = SphereSettings(
 SETTINGS: dict[str, SphereSettings] = {"quick": QUICK, "paper": PAPER}
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Run with one intra-op thread (these nets and batches are small; two threads on a
@@ -150,7 +161,7 @@ def nearest_error_distances(model: nn.Module, s: SphereSettings, n: int,
     average distance: ``attack_steps`` steps of ``attack_step``)."""
     d = s.d if d is None else d
     x = sample_sphere(n, d, 1.0, generator=generator)
-    y = torch.zeros(n, dtype=torch.int64)
+    y = torch.zeros(n, dtype=torch.int64, device=x.device)
     res = manifold_attack(model, x, y, steps=s.attack_steps, step_size=s.attack_step, mode="nearest")
     found = res.success
     return {"distances": res.distance[found].tolist(), "found": int(found.sum()), "n": n,
@@ -163,7 +174,7 @@ def worst_case_found(model: nn.Module, d: int, R: float, n: int, generator: torc
     out = {}
     for name, r, y in (("inner", 1.0, 0), ("outer", R, 1)):
         x = sample_sphere(n, d, r, generator=generator)
-        res = manifold_attack(model, x, torch.full((n,), y), steps=steps,
+        res = manifold_attack(model, x, torch.full((n,), y, device=x.device), steps=steps,
                               step_size=step_size * r, mode="worst")
         out[name] = int(res.success.sum())
     return out

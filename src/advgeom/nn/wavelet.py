@@ -182,12 +182,13 @@ class SparsifyingFrontEnd(nn.Module):
                 f"(rho={self.rho:.4f}), bpda={self.bpda}, clip={self.clip}")
 
     def mask(self, x: Tensor) -> Tensor:
-        """0/1 mask of the K largest-magnitude coefficients per (sample, channel) image."""
-        coeffs = self.transform.analysis(x.detach())
+        """0/1 mask of the K largest-magnitude coefficients per (sample, channel) image
+        (selected in float64 so that float32 inputs pick the same support as PyWavelets)."""
+        coeffs = self.transform.analysis(x.detach().to(torch.float64))
         flat = coeffs.abs().flatten(-2)
         idx = flat.topk(self.k, dim=-1).indices
         m = torch.zeros_like(flat).scatter_(-1, idx, 1.0)
-        return m.view_as(coeffs)
+        return m.view_as(coeffs).to(x.dtype)
 
     def project(self, v: Tensor, x: Tensor, *, adjoint: bool = False) -> Tensor:
         """``P_K(v, x) = S diag(m(x)) A v`` (or its adjoint ``A^T diag(m) S^T v``).
