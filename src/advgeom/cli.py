@@ -168,8 +168,6 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
                       defense=cfg.objective, dataset=dataset or cfg.dataset, seed=seed,
                       progress=progress, plot_dir=str(root / "reports" / "evaluate"))
         console.print(format_report(result), highlight=False)
-        for fig in result.figures:
-            console.print(f"figure: {fig}", highlight=False)
         failed |= not result.ok
     if strict and failed:
         _fail("a sanity check failed (see above)", 1)
