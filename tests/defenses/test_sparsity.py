@@ -59,7 +59,9 @@ def test_sparse_frontend_model_forward_and_state() -> None:
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(model(x), model.base(model.front_end(x)))
     torch.testing.assert_close(model.head(model.features(x)), model(x))
-    assert all(k.startswith("base.") for k in model.state_dict())
+    assert set(model.state_dict()) == {"normalize.1." + k for k in model.base.normalize.state_dict()} | {
+        f"{part}.{k}" for part in ("body", "head") for k in getattr(model.base, part).state_dict()}
+    assert model.normalize[0] is model.front_end and model.base.body is model.body
     bp = model.with_bpda()
     assert bp.front_end.bpda and not model.front_end.bpda and bp.base is model.base
     torch.testing.assert_close(bp(x), model(x))

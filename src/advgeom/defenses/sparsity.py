@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from advgeom.errors import ConfigError
 from advgeom.models._layers import register_model
-from advgeom.models.base import create_model
+from advgeom.models.base import Classifier, create_model
 from advgeom.nn.wavelet import SparsifyingFrontEnd
 from advgeom.registry import register
 
@@ -64,28 +64,35 @@ def l1(lam: float = 1e-3) -> Objective:
 
 
 # --------------------------------------------------------------------------- front-end model
-class SparseFrontendModel(nn.Module):
-    """``forward(x) = base(front_end(x))``; ``features``/``head`` pass through to the base
-    so that head-level tools keep working. Attributes ``front_end`` and ``base`` are what
-    the locally linear white-box attack uses (:mod:`advgeom.analysis.locally_linear`)."""
+class SparseFrontendModel(Classifier):
+    """``forward(x) = base(front_end(x))`` as a :class:`Classifier` whose ``normalize`` is
+    ``Sequential(front_end, base.normalize)`` (the front end sees the raw [0,1] input, then
+    the base network's own normalization), with ``body``/``head`` those of the base, so
+    that ``features``/``head`` and head-level tools keep working. ``front_end`` and
+    ``base`` (the network without front end, sharing the same modules) are what the
+    locally linear white-box attack uses (:mod:`advgeom.analysis.locally_linear`).
+    A base that is not a Classifier becomes the body, with an identity head."""
 
     def __init__(self, base: nn.Module, front_end: SparsifyingFrontEnd) -> None:
-        super().__init__()
-        self.front_end = front_end
-        self.base = base
-        self.num_classes = int(getattr(base, "num_classes", 0)) or None
-        self.input_shape = tuple(getattr(base, "input_shape", ()))
-        self.feature_dim = getattr(base, "feature_dim", None)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.base(self.front_end(x))
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.base.features(self.front_end(x))
+        if isinstance(base, Classifier):
+            norm, body, head, feat = base.normalize, base.body, base.head, base.feature_dim
+        else:
+            norm, body, head = nn.Identity(), base, nn.Identity()
+            feat = int(getattr(base, "num_classes", 0) or 0)
+        shape = tuple(getattr(base, "input_shape", ())) or (1, *front_end.transform.size)
+        super().__init__(body, head, num_classes=int(getattr(base, "num_classes", 0) or 0),
+                         input_shape=shape, feature_dim=feat,
+                         normalize=nn.Sequential(front_end, norm))
+        self.__dict__["_base_net"] = base  # shares modules with self; not registered twice
 
     @property
-    def head(self) -> nn.Module:
-        return self.base.head
+    def front_end(self) -> SparsifyingFrontEnd:
+        return self.normalize[0]
+
+    @property
+    def base(self) -> nn.Module:
+        """The network without the front end (same parameters)."""
+        return self.__dict__["_base_net"]
 
     def with_bpda(self, bpda: bool = True) -> "SparseFrontendModel":
         """The same weights behind a front end whose backward pass is the identity (BPDA)."""

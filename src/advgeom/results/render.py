@@ -16,7 +16,7 @@ def _fmt(v: float | None, unit: str = "") -> str:
         return "—"
     if unit == "fraction":
         return f"{v:.4f}"
-    if abs(v) != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+    if abs(v) != 0 and (abs(v) < 0.1 or abs(v) >= 1e5):
         return f"{v:.3g}"
     return f"{v:.2f}"
 
