@@ -4,7 +4,8 @@ On the same model, batch and step count it times
   - bare: a loop of ``steps`` forward + backward passes w.r.t. the input (the floor),
   - advgeom: ``advgeom.attacks.pgd`` (random start, best-iterate tracking),
   - torchattacks: ``torchattacks.PGD`` (when installed),
-interleaved, ``--repeats`` times, and prints min and median times and the ratios
+interleaved, ``--repeats`` times, on random inputs labelled with the model's own clean
+predictions (so every sample starts correctly classified), and prints min and median times and the ratios
 advgeom / bare and advgeom / torchattacks. Target on CPU: advgeom within 1.10x of
 the bare loop and no slower than torchattacks.
 
@@ -18,8 +19,11 @@ the process CPU time is printed as well (it does not count time spent deschedule
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -63,15 +67,32 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]
     return time.perf_counter() - t, time.process_time() - c
 
 
-def report(times: dict[str, list[float]], what: str) -> None:
-    print(f" {what}:")
+def report(times: dict[str, list[float]], what: str) -> list[str]:
+    """Print (and return) the timing lines and the ratios against the floor and the peer."""
+    lines = [f" {what}:"]
     for name, ts in times.items():
-        print(f"  {name:13s} min {min(ts) * 1e3:9.1f} ms   median {statistics.median(ts) * 1e3:9.1f} ms")
+        lines.append(f"  {name:13s} min {min(ts) * 1e3:9.1f} ms   "
+                     f"median {statistics.median(ts) * 1e3:9.1f} ms")
     for ref in ("bare", "torchattacks"):
         if ref in times:
             r_min = min(times["advgeom"]) / min(times[ref])
             r_med = statistics.median(times["advgeom"]) / statistics.median(times[ref])
-            print(f"  advgeom / {ref:12s} {r_min:5.3f} (min)  {r_med:5.3f} (median)")
+            lines.append(f"  advgeom / {ref:12s} {r_min:5.3f} (min)  {r_med:5.3f} (median)")
+    print("\n".join(lines))
+    return lines
+
+
+def append_record(path: Path, lines: list[str], device: torch.device) -> None:
+    """Append this run (command, environment, timings) to a Markdown file under results/."""
+    from advgeom.results.env import environment
+
+    env = ", ".join(f"{k} {v}" for k, v in environment(device).items())
+    cmd = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    text = (f"\n## `{cmd}`\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — {env}\n\n"
+            "```\n" + "\n".join(lines) + "\n```\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(text)
 
 
 def main() -> None:
@@ -85,6 +106,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--amp", action="store_true", help="CUDA: autocast to float16")
     ap.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="append the run (command, environment, timings) to this Markdown file")
     args = ap.parse_args()
 
     if args.threads:
@@ -98,7 +121,8 @@ def main() -> None:
     g = make_generator(0)
     shape = getattr(model, "input_shape", (1, 28, 28))
     x = torch.rand(args.batch, *shape, generator=g).to(device)
-    y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    with torch.no_grad():  # the model's own predictions: every sample starts "correct"
+        y = model(x).argmax(1)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -131,12 +155,15 @@ def main() -> None:
                 wall[name].append(w)
                 cpu[name].append(c)
 
-    print(f"model={args.model} device={device} batch={args.batch} steps={args.steps} "
-          f"threads={torch.get_num_threads()} amp={args.amp} channels_last={args.channels_last} "
-          f"repeats={args.repeats}")
-    report(wall, "wall clock")
+    head = (f"model={args.model} device={device} batch={args.batch} steps={args.steps} "
+            f"threads={torch.get_num_threads()} amp={args.amp} "
+            f"channels_last={args.channels_last} repeats={args.repeats}")
+    print(head)
+    lines = [head] + report(wall, "wall clock")
     if device.type == "cpu":
-        report(cpu, "process CPU time (less sensitive to other processes on a shared machine)")
+        lines += report(cpu, "process CPU time (less sensitive to other processes on a shared machine)")
+    if args.out is not None:
+        append_record(args.out, lines, device)
 
 if __name__ == "__main__":
     main()

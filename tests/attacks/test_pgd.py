@@ -57,10 +57,21 @@ def test_multiclass_linear_sound_and_strong(norm, make_linear):
 def test_step_count_and_budget(tiny):
     model, _, x, y = tiny
     c = PassCounter()
-    pgd(model, x, y, eps=0.1, steps=7, counter=c)
+    best = pgd(model, x, y, eps=0.1, steps=7, counter=c)
     n = x.shape[0]
     assert c.backwards == 7 * n and c.backward_calls == 7
-    assert c.forward_calls == 1 + 7 + 1  # probe, 7 gradient steps, final iterate
+    # probe, 7 gradient steps, then the final iterate only on samples no iterate broke
+    with torch.no_grad():
+        survivors = int((model(best).argmax(1) == y).sum())
+    assert survivors == 0 and c.forward_calls == 1 + 7  # probe + steps; no final forward
+    probe = c.forwards - 7 * n
+    assert 0 < probe <= n
+    c.reset()
+    pgd(model, x, y, eps=1e-6, steps=2, counter=c)  # eps too small to break anything:
+    with torch.no_grad():                             # the final forward runs on exactly
+        correct = int((model(x).argmax(1) == y).sum())  # the clean-correct samples
+    assert 0 < correct < n
+    assert c.forwards == probe + 2 * n + correct and c.forward_calls == 1 + 2 + 1
     c.reset()
     pgd(model, x, y, eps=0.3, steps=5, restarts=3, counter=c)  # restarts only on survivors
     assert c.backwards <= 3 * 5 * n

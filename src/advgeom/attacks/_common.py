@@ -189,13 +189,33 @@ class BestTracker:
         self.loss = torch.where(upd, loss, self.loss)
         self.broken = self.broken | succ
 
+    def update_at(self, idx: Tensor, x: Tensor, loss: Tensor, succ: Tensor) -> None:
+        """``update`` on the samples ``idx`` only (``x``, ``loss``, ``succ`` for those)."""
+        loss = loss.detach().to(self.loss.dtype)
+        b, l, xs = self.broken[idx], self.loss[idx], self.x[idx]
+        upd = (succ & ~b) | ((succ == b) & (loss > l))
+        self.x[idx] = torch.where(bview(upd, xs), x.detach(), xs)
+        self.loss[idx] = torch.where(upd, loss, l)
+        self.broken[idx] = b | succ
+
     def merge(self, idx: Tensor, other: "BestTracker") -> None:
         """Fold in a run on the subset ``idx`` (restarts keep the worst case)."""
-        b, l, xs = self.broken[idx], self.loss[idx], self.x[idx]
-        upd = (other.broken & ~b) | ((other.broken == b) & (other.loss > l))
-        self.x[idx] = torch.where(bview(upd, xs), other.x, xs)
-        self.loss[idx] = torch.where(upd, other.loss, l)
-        self.broken[idx] = b | other.broken
+        self.update_at(idx, other.x, other.loss, other.broken)
+
+
+@torch.no_grad()
+def score_final(fwd: Forward, best: BestTracker, x_adv: Tensor, y: Tensor, loss_fn: LossFn,
+                succ_labels: Tensor, targeted: bool) -> None:
+    """Feed the last iterate to ``best``, forwarding only the samples not yet broken:
+    a broken sample already holds a successful point (one host sync)."""
+    idx = remaining(best)
+    if idx.numel() == x_adv.shape[0]:
+        z = fwd(x_adv)
+        best.update(x_adv, loss_fn(z, y), success_of(z, succ_labels, targeted))
+    elif idx.numel():
+        xs = x_adv[idx]
+        z = fwd(xs)
+        best.update_at(idx, xs, loss_fn(z, y[idx]), success_of(z, succ_labels[idx], targeted))
 
 
 def remaining(tracker: BestTracker) -> Tensor:

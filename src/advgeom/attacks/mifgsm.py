@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import BestTracker, default_step, input_grad, prepare, success_of
+from advgeom.attacks._common import (BestTracker, default_step, input_grad, prepare, score_final,
+                                     success_of)
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize,
                                        flat_norm, project_l2)
 from advgeom.attacks.base import PassCounter, describe
@@ -38,10 +39,8 @@ def mifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: 
     x_adv = x.clone()
     best = BestTracker(x)
     for i in range(steps + 1):
-        if i == steps:
-            with torch.no_grad():
-                z = s.forward(x_adv)
-                best.update(x_adv, s.loss_fn(z, y), success_of(z, y, targeted))
+        if i == steps:  # the final iterate needs no gradient
+            score_final(s.forward, best, x_adv, y, s.loss_fn, y, targeted)
             break
         x_adv.requires_grad_(True)
         with torch.enable_grad():

@@ -4,7 +4,8 @@ weight-penalization-classification-layer.txt (Table 1) and
 spectral-norm-adversarial-training.txt (l2 PGA).
 
 Each step is one forward and one input-gradient; the forward also feeds the
-best-iterate tracker, and one extra gradient-free forward scores the final iterate.
+best-iterate tracker, and one extra gradient-free forward scores the final iterate
+on the samples not yet broken (a broken sample already holds a successful point).
 Restarts run only on the samples that are still unbroken and keep the worst case.
 Default step size: ``2.5 * eps / steps`` (Madry et al.).
 """
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.attacks._common import (BestTracker, Setup, default_step, input_grad, prepare,
-                                     remaining, success_of)
+                                     remaining, score_final, success_of)
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize,
                                        project_l2, random_start)
 from advgeom.attacks._losses import LossFn
@@ -42,10 +43,8 @@ def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: in
     alpha = float(step[0]) if uniform else bview(step, x)
     best = BestTracker(x)
     for i in range(steps + 1):
-        if i == steps:  # score the final iterate, no gradient needed
-            with torch.no_grad():
-                z = fwd(x_adv)
-                best.update(x_adv, loss_fn(z, y), success_of(z, succ_labels, succ_targeted))
+        if i == steps:  # the final iterate needs no gradient
+            score_final(fwd, best, x_adv, y, loss_fn, succ_labels, succ_targeted)
             break
         x_adv.requires_grad_(True)
         with torch.enable_grad():

@@ -47,7 +47,7 @@ def comparison_markdown(comparisons: Sequence) -> str:
     lines = ["| " + " | ".join(COMPARISON_HEADER) + " |",
              "|" + "|".join("---" for _ in COMPARISON_HEADER) + "|"]
     for c in comparisons:
-        lines.append("| " + " | ".join(x.replace("|", "/") for x in comparison_cells(c)) + " |")
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in comparison_cells(c)) + " |")
     return "\n".join(lines)
 
 
