@@ -1,5 +1,4 @@
 """The CLI end to end on a tiny config: list, train (cache), results, errors as one line."""
-import json
 import subprocess
 import sys
 

@@ -16,16 +16,6 @@ from advgeom.errors import AdvgeomError
 from advgeom.models.spheres import QuadraticNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread (two threads on a loaded 2-core machine make each tiny
-    matmul wait ~15 ms on the other thread)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 R = 1.3
 
 

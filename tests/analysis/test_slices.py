@@ -16,14 +16,6 @@ from advgeom.errors import AdvgeomError  # noqa: E402
 from advgeom.models.spheres import MaxMarginSphere, QuadraticNet  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_orthonormal_pair():
     g = torch.Generator().manual_seed(0)
     u, v = torch.randn(9, generator=g), torch.randn(9, generator=g)

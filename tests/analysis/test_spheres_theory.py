@@ -14,15 +14,6 @@ from advgeom.analysis import spheres_theory as T
 from advgeom.errors import AdvgeomError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread (two threads on a loaded 2-core machine make each tiny
-    matmul wait ~15 ms on the other thread)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # ---------------------------------------------------------------------------
 # Proposition 4.1
 

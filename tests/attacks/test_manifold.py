@@ -14,14 +14,6 @@ from advgeom.models import create_model
 from advgeom.models.spheres import MaxMarginSphere
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def relu():
     torch.manual_seed(0)

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from advgeom.attacks.manifold import predict
 from advgeom.attacks.off_manifold import nearest_in_shell, project_ball_shell
 from advgeom.data.spheres import sample_sphere
 from advgeom.models.spheres import MaxMarginSphere, QuadraticNet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_max_margin_answer_is_the_margin():

@@ -16,16 +16,6 @@ from advgeom.data.spheres import (OnlineSphereData, SphereData, max_margin_predi
 from advgeom.errors import DataError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread (two threads on a loaded 2-core machine make each tiny
-    matmul wait ~15 ms on the other thread)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_fixed_split_radii_labels_and_balance():
     ds = load("spheres", "train", d=20, R=1.3, n=1001, seed=3)
     assert isinstance(ds, SphereData) and not hasattr(ds, "sample_batch")

@@ -4,24 +4,13 @@ import pytest
 from eval_fakes import ThresholdModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run much faster on one thread when the cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def threshold_model() -> ThresholdModel:
     return ThresholdModel().eval()
 
 
 @pytest.fixture(scope="session")
-def blobs_mlp(_one_thread_session):
+def blobs_mlp():
     """A small MLP trained (seeded, 200 Adam steps) on 3 Gaussian blobs in [0,1]^20:
     ``(model in eval mode, x, y)`` with 384 points."""
     import torch
@@ -40,12 +29,3 @@ def blobs_mlp(_one_thread_session):
         opt.step()
     return model.eval(), x, y
 
-
-@pytest.fixture(scope="session")
-def _one_thread_session():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

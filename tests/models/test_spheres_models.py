@@ -10,16 +10,6 @@ from advgeom.models import create_model
 from advgeom.models.spheres import MaxMarginSphere, QuadraticNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread (two threads on a loaded 2-core machine make each tiny
-    matmul wait ~15 ms on the other thread)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_relu_mlp_structure_and_shapes():
     torch.manual_seed(0)
     m = create_model("relu_mlp", input_dim=12, width=16, depth=3)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.errors import AdvgeomError
+from advgeom.analysis.switches import forward_with_hooks
 from advgeom.models.base import Normalize
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -79,12 +80,7 @@ def layer_outputs(model: nn.Module, x: Tensor) -> list[tuple[str, Tensor]]:
     got: list[tuple[str, Tensor]] = []
     handles = [m.register_forward_hook(lambda _m, _a, out, n=name: got.append((n, out.flatten(1))))
                for name, m in layers]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, x, handles)
     if [n for n, _ in got] != [n for n, _ in layers]:
         raise AdvgeomError("Theorem 2 bound: layers are not called once each in registration order "
                            "(not a feed-forward chain)")

@@ -19,6 +19,17 @@ from advgeom.errors import AdvgeomError
 
 
 # --------------------------------------------------------------------------- trained models
+def forward_with_hooks(model: nn.Module, x: Tensor, handles: list) -> None:
+    """One gradient-free forward of ``model`` on ``x``; the hooks ``handles`` are removed
+    afterwards, also when the forward fails."""
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def switch_states(model: nn.Module, x: Tensor, *, max_pool: bool = True) -> list[Tensor]:
     """Per call of every ``nn.ReLU`` (and ``nn.MaxPool2d``) in ``model``, in execution
     order, the switch state of each unit flattened per sample: ReLU ``input > 0`` (bool),
@@ -41,12 +52,7 @@ def switch_states(model: nn.Module, x: Tensor, *, max_pool: bool = True) -> list
             handles.append(m.register_forward_hook(pool_hook))
     if not any(isinstance(m, nn.ReLU) for m in model.modules()):
         raise AdvgeomError("switch analysis needs nn.ReLU modules in the model (functional relu is invisible)")
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, x, handles)
     return states
 
 

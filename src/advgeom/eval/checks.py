@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +156,16 @@ def _groups(rows: Iterable[Row]) -> dict[tuple, list[Row]]:
     return g
 
 
+def _robust_by_eps(rows: Iterable[Row]) -> Iterator[tuple[float, list[Row]]]:
+    """Per run group and eps (ascending), the robust-accuracy rows of every attack."""
+    for rs in _groups(rows).values():
+        by_eps: dict[float, list[Row]] = defaultdict(list)
+        for r in rs:
+            if r.metric == "robust_accuracy":
+                by_eps[float(r.eps)].append(r)
+        yield from sorted(by_eps.items())
+
+
 def check_monotone(rows: Iterable[Row], tol: float = 0.0) -> CheckResult:
     """Robust accuracy never increases with eps (per attack and for the worst case);
     the clean accuracy counts as the value at eps = 0."""
@@ -186,22 +196,17 @@ def check_iterative_vs_single_step(rows: Iterable[Row], tol: float = 0.0) -> Che
     losses are not compared: a DLR attack may legitimately lose a few samples to
     FGSM-CE, and the per-sample worst case covers that)."""
     bad, compared = [], 0
-    for key, rs in _groups(rows).items():
-        by_eps: dict[float, list[Row]] = defaultdict(list)
-        for r in rs:
-            if r.metric == "robust_accuracy":
-                by_eps[float(r.eps)].append(r)
-        for eps, er in sorted(by_eps.items()):
-            single = [r for r in er if attack_kind(r) == "single_step"]
-            iterative = [r for r in er if attack_kind(r) == "iterative"]
-            for s in single:
-                for it in iterative:
-                    ls, li = s.extra.get("loss"), it.extra.get("loss")
-                    if ls and li and ls != li:
-                        continue
-                    compared += 1
-                    if it.value > s.value + tol:
-                        bad.append(f"{it.attack} {it.value:.2f}% > {s.attack} {s.value:.2f}% at eps={eps:g}")
+    for eps, er in _robust_by_eps(rows):
+        single = [r for r in er if attack_kind(r) == "single_step"]
+        iterative = [r for r in er if attack_kind(r) == "iterative"]
+        for s in single:
+            for it in iterative:
+                ls, li = s.extra.get("loss"), it.extra.get("loss")
+                if ls and li and ls != li:
+                    continue
+                compared += 1
+                if it.value > s.value + tol:
+                    bad.append(f"{it.attack} {it.value:.2f}% > {s.attack} {s.value:.2f}% at eps={eps:g}")
     if not compared:
         return CheckResult("iterative_vs_single_step", "skip", "needs a single-step and an iterative attack")
     if bad:
@@ -214,22 +219,17 @@ def check_iterative_vs_single_step(rows: Iterable[Row], tol: float = 0.0) -> Che
 def check_gradient_masking(rows: Iterable[Row], tol: float = 0.0) -> CheckResult:
     """Flag eps where a gradient-free or transfer attack beats every white-box attack."""
     bad, compared = [], 0
-    for key, rs in _groups(rows).items():
-        by_eps: dict[float, list[Row]] = defaultdict(list)
-        for r in rs:
-            if r.metric == "robust_accuracy":
-                by_eps[float(r.eps)].append(r)
-        for eps, er in sorted(by_eps.items()):
-            white = [r for r in er if attack_kind(r) in WHITE_BOX]
-            black = [r for r in er if attack_kind(r) in BLACK_BOX]
-            if not white or not black:
-                continue
-            compared += 1
-            best_w = min(white, key=lambda r: r.value)
-            best_b = min(black, key=lambda r: r.value)
-            if best_b.value < best_w.value - tol:
-                bad.append(f"{best_b.attack} {best_b.value:.2f}% < best white-box "
-                           f"{best_w.attack} {best_w.value:.2f}% at eps={eps:g}")
+    for eps, er in _robust_by_eps(rows):
+        white = [r for r in er if attack_kind(r) in WHITE_BOX]
+        black = [r for r in er if attack_kind(r) in BLACK_BOX]
+        if not white or not black:
+            continue
+        compared += 1
+        best_w = min(white, key=lambda r: r.value)
+        best_b = min(black, key=lambda r: r.value)
+        if best_b.value < best_w.value - tol:
+            bad.append(f"{best_b.attack} {best_b.value:.2f}% < best white-box "
+                       f"{best_w.attack} {best_w.value:.2f}% at eps={eps:g}")
     if not compared:
         return CheckResult("gradient_masking", "skip", "needs a white-box and a black-box/transfer attack")
     if bad:
