@@ -66,6 +66,19 @@ def format_checks(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
+def summarize_checks(report: CheckReport) -> str:
+    """One line: the count per status, then every failed or warning check in full."""
+    if not report.results:
+        return "checks not run"
+    counts: dict[str, int] = {}
+    for r in report.results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    head = ", ".join(f"{n} {status}" for status, n in counts.items())
+    flagged = [f"{_MARK[r.status]} {r.name}: {r.message}" for r in report.results
+               if r.status in ("fail", "warn")]
+    return "; ".join([head, *flagged])
+
+
 def format_report(result: Any) -> str:
     """Text report of an :class:`~advgeom.eval.runner.EvalResult` (or anything with
     ``rows`` and ``checks``), check rows excluded from the tables."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -86,16 +85,6 @@ QUICK = SphereSettings(
     slice_resolution=161, norm_step=0.1, norm_samples=2000, norm_attack_points=8,
     d2_steps=3000, dim_grid=tuple(range(100, 5001, 300)), checkpoint_every=1000)
 SETTINGS: dict[str, SphereSettings] = {"quick": QUICK, "paper": PAPER}
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Save a matplotlib figure as PNG and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 @contextlib.contextmanager

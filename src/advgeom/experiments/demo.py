@@ -4,8 +4,8 @@ FGSM (eps 0.3) and PGD (eps 0.3, step 0.01, 100 iterations) as in Table 1."""
 from __future__ import annotations
 
 from advgeom.data import load
-from advgeom.eval.runner import evaluate
 from advgeom.eval.report import format_checks
+from advgeom.eval.runner import evaluate
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.results.plots import plot_accuracy_vs_eps
 from advgeom.train import TrainConfig

@@ -1,7 +1,7 @@
 """Experiments of sparsification-robustness.txt: Table 1 (4-layer CNN, MNIST), Table 2
 (binary 2-layer networks, MNIST 3-vs-7 and Fashion-MNIST T-shirt-vs-Pullover), the
-accuracy-vs-eps curves of Figures 5/6, the C&W histograms of Figure 7 and the theory
-checks (Theorem 1 switches, Theorem 2 layer bounds, K/N attenuation).
+accuracy-vs-eps curves of Figures 5/6 and the C&W histograms of Figure 7; the theory
+checks live in ``sparsity_theory``.
 
 Every table also carries a "beyond the paper" adaptive evaluation of the same models:
 exact gradients through the front end's kept support, BPDA (identity backward), APGD,
@@ -14,22 +14,19 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 import advgeom.defenses.sparsity  # noqa: F401  (registers model "sparse_frontend", defense "l1")
 from advgeom.analysis import layer_bounds as LB
-from advgeom.analysis import switches as SW
-from advgeom.analysis.locally_linear import linear_attenuation
 from advgeom.config import config_hash
 from advgeom.data import load
-from advgeom.eval.report import format_checks
+from advgeom.eval.report import summarize_checks
 from advgeom.eval.runner import EvalResult, evaluate
 from advgeom.eval.spec import AttackSpec
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
-from advgeom.nn.wavelet import SparsifyingFrontEnd
 from advgeom.registry import get
+from advgeom.results.plots import save_figure
 from advgeom.train import TrainConfig
 
 PAPER = "sparsification-robustness.txt"
@@ -157,7 +154,7 @@ def table1(ctx: Context) -> Outcome:
         comps += [Comparison(f"{tag}: [beyond] {sp.label}", acc(res, sp.label), None) for sp in extra]
         comps.append(Comparison(f"{tag}: worst case, paper attacks", acc(res, [p.label for p in paper]), None))
         comps.append(Comparison(f"{tag}: [beyond] worst case, all attacks", res.accuracy("worst_case", EPS), None))
-        notes.append(f"{tag} checks: " + format_checks(res.checks).replace("\n", "; "))
+        notes.append(f"{tag} checks: " + summarize_checks(res.checks))
     notes.insert(0, f"{len(y)} MNIST test points; CNN trained {s['cnn_iters']} Adam iterations (batch 64). "
                  "Gradient attacks on the front end use exact gradients through the kept support "
                  "(the paper's footnote 2); *_bpda use the identity backward pass.")
@@ -201,7 +198,7 @@ def table2(ctx: Context) -> Outcome:
                 gam = [round(g, 2) for _, g in LB.layer_gammas(model)]
                 kept = [round(100 * k, 1) for k in advgeom.defenses.sparsity.weight_sparsity(model)]
                 notes.append(f"{task}/{defense}: gamma per layer {gam}; weights above 1% of the layer max: {kept} %")
-            notes.append(f"{task}/{defense} checks: " + format_checks(res.checks).replace("\n", "; "))
+            notes.append(f"{task}/{defense} checks: " + summarize_checks(res.checks))
     notes.insert(0, f"Test points per task: {s['n_bin'] or 'all'}; fc2 trained {s['fc_iters']} Adam iterations "
                  f"(batch 64, weight decay 1e-3); sparse network: l1 weight lam={L1_LAM} (the paper gives none); "
                  "front end: CDF 9/7, one level, rho=3%. FGSM equals the semi-white locally linear attack "
@@ -229,7 +226,7 @@ def _curve_figure(eps: list[float], lines: dict[str, list[float]], path: Any, ti
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=6.5, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @experiment("sparsity-curves", title="Binary tasks: accuracy vs eps (Figures 5 and 6)", paper=PAPER,
@@ -274,13 +271,6 @@ def curves(ctx: Context) -> Outcome:
 
 
 # --------------------------------------------------------------------------- Figure 7
-def _save(fig: Figure, path: Any) -> Any:
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
-
-
 def _histograms(d: dict[str, dict[str, np.ndarray]], path: Any) -> Any:
     fig = Figure(figsize=(9, 6.4))
     for i, (tag, dist) in enumerate(d.items()):
@@ -291,7 +281,7 @@ def _histograms(d: dict[str, dict[str, np.ndarray]], path: Any) -> Any:
             if norm == "linf":
                 ax.axvline(EPS, color="black", linestyle="--")
             ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @experiment("sparsity-cw", title="C&W L2 distances with and without the front end (Figure 7)",
@@ -339,117 +329,3 @@ def cw(ctx: Context) -> Outcome:
              "The paper's 'l2' means (0.076, 0.196) are below its linf means, impossible for raw l2: "
              "we read them as l2/sqrt(N) (RMS per pixel) and report raw l2 too."]
     return Outcome(comps, [fig], notes)
-
-
-# --------------------------------------------------------------------------- theory
-def _bar_bounds(cases: dict[str, list[LB.LayerBound]], path: Any) -> Any:
-    fig = Figure(figsize=(4.0 * len(cases), 3.8))
-    for i, (title, rows) in enumerate(cases.items(), start=1):
-        ax = fig.add_subplot(1, len(cases), i)
-        pos = np.arange(len(rows))
-        ax.bar(pos - 0.2, [r.bound for r in rows], 0.4, label="eps * prod gamma (Thm 2)")
-        ax.bar(pos + 0.2, [max(r.measured, 1e-12) for r in rows], 0.4, label="measured max ||e_j||_inf")
-        ax.set_xticks(pos, [r.name or "?" for r in rows], rotation=30, fontsize=7)
-        ax.set_yscale("log")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def _lines(panels: dict[str, tuple[list[float], dict[str, list[float]], str, bool]], path: Any) -> Any:
-    fig = Figure(figsize=(4.6 * len(panels), 3.8))
-    for i, (title, (xs, ys, xlabel, logx)) in enumerate(panels.items(), start=1):
-        ax = fig.add_subplot(1, len(panels), i)
-        for label, v in ys.items():
-            ax.plot(xs, v, marker="o", label=label)
-        if logx:
-            ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def _worst_ratio(rows: list[LB.LayerBound]) -> float:
-    """Largest measured/bound over the weight layers (a normalization layer is trivially tight)."""
-    return max(r.ratio for r in rows if not r.name.endswith("normalize"))
-
-
-def _sign_noise(gen: torch.Generator) -> Callable[[Tensor, float], Tensor]:
-    return lambda x, e: (x + e * (torch.randint(0, 2, x.shape, generator=gen).to(x) * 2 - 1)).clamp(0, 1)
-
-
-@experiment("sparsity-theory", title="Theorem 1 switches, Theorem 2 layer bounds, K/N attenuation",
-            paper=PAPER, reference=None)
-def theory(ctx: Context) -> Outcome:
-    """Numerical checks of Sections 3.1, 3.4 and 4 on trained and random networks."""
-    s = SETTINGS[ctx.profile]
-    comps, figs, notes = [], [], []
-    x, y = test_points("mnist", s["theory_n"])
-    ll = get("attack", "locally_linear")
-    # Theorem 2: trained fc2 (no defense vs l1) and a random deep ReLU network
-    cases: dict[str, list[LB.LayerBound]] = {}
-    for defense in ("none", "sparse_network"):
-        model = ctx.train(fc2_config(ctx.profile, "mnist", defense))
-        for how, xa in (("locally linear", ll(model, x, y, eps=EPS)),
-                        ("random signs", _sign_noise(ctx.generator(defense))(x, EPS))):
-            rows = LB.theorem2(model, x, xa)
-            cases[f"fc2/{defense}, {how}"] = rows
-            comps.append(Comparison(f"Thm 2 fc2/{defense} {how}: max measured/bound", _worst_ratio(rows),
-                                    None, unit="", note="weight layers; <= 1 required"))
-        comps.append(Comparison(f"fc2/{defense}: prod gamma (output layer)",
-                                float(np.prod([g for _, g in LB.layer_gammas(model)])), None, unit=""))
-    net = LB.random_relu_network([784, 256, 128, 64, 10], generator=ctx.generator("net"), keep=0.2, scale=2.0)
-    rows = LB.theorem2(net, x.flatten(1), _sign_noise(ctx.generator("net-e"))(x, EPS).flatten(1))
-    cases["random 784-256-128-64-10 (20% weights)"] = rows
-    comps.append(Comparison("Thm 2 random network: max measured/bound", _worst_ratio(rows), None,
-                            unit="", note="<= 1 required"))
-    figs.append(_bar_bounds(cases, ctx.figure_path("theorem2_layer_bounds")))
-
-    # Theorem 1 / switches: trained networks vs eps, random layers vs dimension
-    eps = [0.01, 0.05, 0.1, 0.2, 0.3]
-    cnn = ctx.train(cnn_config(ctx.profile, False))
-    fc = ctx.train(fc2_config(ctx.profile, "mnist", "none"))
-    xc, yc = test_points("cnn", s["theory_n"])
-    trained = {}
-    for name, model, xx, yy in (("cnn", cnn, xc, yc), ("fc2", fc, x, y)):
-        for how, fn in (("LL", lambda a, e, m=model, t=yy: ll(m, a, t, eps=e)),
-                        ("random", _sign_noise(ctx.generator(name)))):
-            for kind, v in SW.flip_curve(model, xx, fn, eps).items():
-                trained[f"{name} {kind}, {how}"] = v
-    dims = [16, 64, 256, 1024, 4096]
-    gen = ctx.generator("thm1")
-    rand = {label: [SW.theorem1_trial(n, 100, 0.05, bias_margin=bm, samples=200, generator=gen)["flip_fraction"]
-                    for n in dims] for label, bm in (("Assumption 2 biases (C=0.02)", 0.02), ("N(0,1) biases", None))}
-    figs.append(_lines({"trained nets: flipped switch fraction": (eps, trained, "eps", False),
-                        "random layer, delta=0.05, worst-case e": (dims, rand, "input dimension N", True)},
-                       ctx.figure_path("switch_flips")))
-    comps += [Comparison(f"flipped fraction {k} at eps 0.1", v[eps.index(0.1)], None, unit="")
-              for k, v in trained.items() if "relu" in k]
-    comps += [Comparison(f"random layer {k}, N={dims[-1]}: flipped fraction", v[-1], None, unit="")
-              for k, v in rand.items()]
-
-    # Section 3.1: linear classifier behind a K-term projection, attenuation vs K/N
-    rhos = [0.01, 0.03, 0.1, 0.3]
-    w = torch.randn(x.shape, generator=ctx.generator("w"), dtype=torch.float64)
-    att: dict[str, list[float]] = {}
-    for wav in ("db4", "bior4.4"):
-        for rho in rhos:
-            fe = SparsifyingFrontEnd(wav, 1, rho)
-            xd = x.double()
-            r = linear_attenuation(lambda v: fe.project(v, xd), w,
-                                   adjoint_project=lambda v: fe.project(v, xd, adjoint=True))
-            att.setdefault(f"{wav} semi-white", []).append(float(r["semi_white"].mean()))
-            att.setdefault(f"{wav} white", []).append(float(r["white"].mean()))
-            if rho == RHO:
-                comps.append(Comparison(f"{wav}: semi-white attenuation at rho 3% (paper: K/N)",
-                                        att[f"{wav} semi-white"][-1], fe.k / fe.n, unit=""))
-                comps.append(Comparison(f"{wav}: white-box attenuation at rho 3%", att[f"{wav} white"][-1],
-                                        None, unit="", note="O(K polylog N / N)"))
-    att["K/N"] = [num / 784 for num in [SparsifyingFrontEnd(rho=r).k for r in rhos]]
-    figs.append(_lines({"linear classifier: Delta / (eps ||w||_1)": (att["K/N"], att, "K/N", True)},
-                       ctx.figure_path("attenuation")))
-    notes.append(f"{len(y)} MNIST test points (3-vs-7 for fc2, 10 classes for the CNN) and their wavelet "
-                 "supports; random Gaussian w for the linear classifier; Theorem 1 layers with M=100 units.")
-    return Outcome(comps, figs, notes)

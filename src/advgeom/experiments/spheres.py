@@ -16,16 +16,29 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from advgeom.analysis import quadratic as Q  # noqa: E402
-from advgeom.analysis.slices import (accuracy_vs_norm, adversarial_errors_vs_norm,  # noqa: E402
-                                     circle_errors, orthonormal_pair, plot_slice, slice_logits)
+from advgeom.analysis.slices import (  # noqa: E402
+    accuracy_vs_norm,
+    adversarial_errors_vs_norm,
+    circle_errors,
+    orthonormal_pair,
+    plot_slice,
+    slice_logits,
+)
 from advgeom.attacks.manifold import manifold_attack, predict  # noqa: E402
 from advgeom.attacks.off_manifold import nearest_in_shell  # noqa: E402
 from advgeom.data.spheres import sample_sphere  # noqa: E402
-from advgeom.experiments._spheres_setup import (SETTINGS, count_errors,  # noqa: E402
-                                                nearest_error_distances, one_thread, quad_config,
-                                                relu_config, save_figure, worst_case_found)
+from advgeom.experiments._spheres_setup import (  # noqa: E402
+    SETTINGS,
+    count_errors,
+    nearest_error_distances,
+    one_thread,
+    quad_config,
+    relu_config,
+    worst_case_found,
+)
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment  # noqa: E402
 from advgeom.models.spheres import QuadraticNet  # noqa: E402
+from advgeom.results.plots import save_figure
 
 PAPER = "adversarial-spheres.txt"
 

@@ -15,10 +15,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from advgeom.analysis import spheres_theory as T  # noqa: E402
-from advgeom.experiments._spheres_setup import (SETTINGS, count_errors,  # noqa: E402
-                                                nearest_error_distances, one_thread, quad_config,
-                                                relu_config, save_figure)
+from advgeom.experiments._spheres_setup import (  # noqa: E402
+    SETTINGS,
+    count_errors,
+    nearest_error_distances,
+    one_thread,
+    quad_config,
+    relu_config,
+)
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment  # noqa: E402
+from advgeom.results.plots import save_figure
 
 PAPER = "adversarial-spheres.txt"
 

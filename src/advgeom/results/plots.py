@@ -4,6 +4,7 @@ adversarial perturbations."""
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -16,14 +17,19 @@ from advgeom.errors import AdvgeomError
 from advgeom.results.rows import Row
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (parents created) and release it from pyplot if it was
+    made there; returns the path."""
     p = Path(path)
     if p.suffix.lower() != ".png":
         raise AdvgeomError(f"plot path must end in .png, got {p}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
+    if fig.canvas is None or type(fig.canvas).__name__ == "FigureCanvasBase":
+        FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(p, dpi=120)
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(fig)
     return p
 
 
@@ -57,7 +63,7 @@ def plot_curves(eps: Sequence[float], curves: Mapping[str, Sequence[float]], pat
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_curves(rows: Iterable[Row], metric: str = "robust_accuracy"
@@ -97,7 +103,7 @@ def plot_accuracy_vs_eps(rows: Iterable[Row], path: str | Path, *, metric: str =
     ax.grid(alpha=0.3)
     ax.set_title(title or metric.replace("_", " ") + " vs eps")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------
@@ -127,7 +133,7 @@ def plot_min_norm_histogram(distances: Mapping[str, object], path: str | Path, *
         ax.set_ylabel("samples")
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def min_norm_curve(distances: object, eps: Sequence[float]) -> list[float]:
