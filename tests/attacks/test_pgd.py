@@ -56,9 +56,9 @@ def test_multiclass_linear_sound_and_strong(norm, make_linear):
 
 def test_step_count_and_budget(tiny):
     model, _, x, y = tiny
-    c = PassCounter()
-    best = pgd(model, x, y, eps=0.1, steps=7, counter=c)
     n = x.shape[0]
+    c = PassCounter()
+    best = pgd(model, x, y, eps=0.1, steps=7, counter=c, early_stop=False)
     assert c.backwards == 7 * n and c.backward_calls == 7
     # probe, 7 gradient steps, then the final iterate only on samples no iterate broke
     with torch.no_grad():
@@ -67,14 +67,37 @@ def test_step_count_and_budget(tiny):
     probe = c.forwards - 7 * n
     assert 0 < probe <= n
     c.reset()
-    pgd(model, x, y, eps=1e-6, steps=2, counter=c)  # eps too small to break anything:
-    with torch.no_grad():                             # the final forward runs on exactly
-        correct = int((model(x).argmax(1) == y).sum())  # the clean-correct samples
+    pgd(model, x, y, eps=1e-6, steps=2, counter=c)  # eps too small to break anything: after
+    with torch.no_grad():                             # step 1 only the clean-correct samples
+        correct = int((model(x).argmax(1) == y).sum())  # are attacked and scored
     assert 0 < correct < n
+    assert c.forwards == probe + n + correct + correct and c.forward_calls == 1 + 2 + 1
+    c.reset()  # without early stop the second step still runs on the whole batch
+    pgd(model, x, y, eps=1e-6, steps=2, counter=c, early_stop=False)
     assert c.forwards == probe + 2 * n + correct and c.forward_calls == 1 + 2 + 1
     c.reset()
     pgd(model, x, y, eps=0.3, steps=5, restarts=3, counter=c)  # restarts only on survivors
     assert c.backwards <= 3 * 5 * n
+
+
+def test_early_stop_spends_nothing_on_broken_samples(tiny):
+    """A sample leaves the batch at its first success: after the first gradient step
+    (random start, all n samples) only the still-unbroken ones are forwarded again."""
+    model, _, x, y = tiny
+    n = x.shape[0]
+    c = PassCounter()
+    g = make_generator(5)
+    adv = pgd(model, x, y, eps=0.3, steps=6, counter=c, generator=g)
+    with torch.no_grad():
+        broken = int((model(adv).argmax(1) != y).sum())
+    assert broken == n  # eps 0.3 breaks the tiny model everywhere ...
+    assert c.backwards < 6 * n  # ... and the broken samples stopped costing passes
+    c2 = PassCounter()
+    full = pgd(model, x, y, eps=0.3, steps=6, counter=c2, generator=make_generator(5),
+               early_stop=False)
+    assert c2.backwards == 6 * n
+    with torch.no_grad():  # same verdict per sample either way
+        assert torch.equal(model(adv).argmax(1) != y, model(full).argmax(1) != y)
 
 
 def test_restarts_never_worse(tiny):

@@ -6,6 +6,8 @@ spectral-norm-adversarial-training.txt (l2 PGA).
 Each step is one forward and one input-gradient; the forward also feeds the
 best-iterate tracker, and one extra gradient-free forward scores the final iterate
 on the samples not yet broken (a broken sample already holds a successful point).
+By default a sample leaves the batch at its first success (``early_stop``): the
+robust accuracy is the same, and broken samples stop costing passes.
 Restarts run only on the samples that are still unbroken and keep the worst case.
 Default step size: ``2.5 * eps / steps`` (Madry et al.).
 """
@@ -29,11 +31,14 @@ ITERATIVE = dict(norms=("linf", "l2"), losses=("ce", "margin", "dlr"))
 
 def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: int,
             step: Tensor, loss_fn: LossFn, random_init: bool, succ_labels: Tensor,
-            succ_targeted: bool) -> BestTracker:
+            succ_targeted: bool, early_stop: bool = True) -> BestTracker:
     """One PGD run on ``x`` (a subset of ``s.x`` is allowed); returns the tracker.
 
     ``succ_labels``/``succ_targeted`` define success, so a targeted run can still be
-    scored as "misclassified" (used by ``multi_target``).
+    scored as "misclassified" (used by ``multi_target``). With ``early_stop`` a sample
+    leaves the batch at its first successful iterate (one host sync per step), so
+    broken samples cost nothing; without it every sample takes all ``steps`` and keeps
+    its highest-loss successful iterate (what transfer attacks want).
     """
     fwd, counter = s.forward, s.counter
     linf = norm == "linf"
@@ -42,9 +47,16 @@ def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: in
     uniform = bool((step == step[0]).all())   # one host sync per run
     alpha = float(step[0]) if uniform else bview(step, x)
     best = BestTracker(x)
+    act: Tensor | None = None  # indices of the samples still attacked (None: all of them)
     for i in range(steps + 1):
         if i == steps:  # the final iterate needs no gradient
-            score_final(fwd, best, x_adv, y, loss_fn, succ_labels, succ_targeted)
+            if act is None:
+                score_final(fwd, best, x_adv, y, loss_fn, succ_labels, succ_targeted)
+            else:  # every active sample is unbroken: score them all
+                with torch.no_grad():
+                    z = fwd(x_adv)
+                    best.update_at(act, x_adv, loss_fn(z, y),
+                                   success_of(z, succ_labels, succ_targeted))
             break
         x_adv.requires_grad_(True)
         with torch.enable_grad():
@@ -53,28 +65,45 @@ def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: in
         g = input_grad(loss, x_adv, counter)
         x_adv = x_adv.detach()
         with torch.no_grad():
-            best.update(x_adv, loss, success_of(z.detach(), succ_labels, succ_targeted))
+            succ = success_of(z.detach(), succ_labels, succ_targeted)
+            if act is None:
+                best.update(x_adv, loss, succ)
+            else:
+                best.update_at(act, x_adv, loss, succ)
             if uniform:  # fused scalar step
                 x_adv.add_(ascent_direction(g, norm), alpha=alpha)
             else:
                 x_adv.add_(ascent_direction(g, norm).mul_(alpha))
             x_adv = x_adv.clamp_(lo, hi) if linf else project_l2(x, x_adv, eps)
+            if early_stop and bool(succ.any()):  # drop the samples that just broke
+                keep = (~succ).nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                act = keep if act is None else act[keep]
+                x_adv, x, y, eps, succ_labels = (x_adv[keep], x[keep], y[keep], eps[keep],
+                                                 succ_labels[keep])
+                if linf:
+                    lo, hi = lo[keep], hi[keep]
+                if not uniform:
+                    alpha = alpha[keep]
     return best
 
 
 def run_with_restarts(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: int,
                       step: Tensor, restarts: int, random_init: bool, loss_fn: LossFn,
-                      succ_labels: Tensor, succ_targeted: bool) -> BestTracker:
+                      succ_labels: Tensor, succ_targeted: bool,
+                      early_stop: bool = True) -> BestTracker:
     """PGD with restarts on the still-unbroken samples; the per-sample worst case."""
     best = pgd_run(s, x, y, eps, norm=norm, steps=steps, step=step, loss_fn=loss_fn,
-                   random_init=random_init, succ_labels=succ_labels, succ_targeted=succ_targeted)
+                   random_init=random_init, succ_labels=succ_labels, succ_targeted=succ_targeted,
+                   early_stop=early_stop)
     for _ in range(restarts - 1 if random_init else 0):
         idx = remaining(best)
         if idx.numel() == 0:
             break
         sub = pgd_run(s, x[idx], y[idx], eps[idx], norm=norm, steps=steps, step=step[idx],
                       loss_fn=loss_fn, random_init=True, succ_labels=succ_labels[idx],
-                      succ_targeted=succ_targeted)
+                      succ_targeted=succ_targeted, early_stop=early_stop)
         best.merge(idx, sub)
     return best
 
@@ -84,10 +113,12 @@ def run_with_restarts(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str,
 def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, restarts: int = 1,
         targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,
-        random_start: bool = True, counter: PassCounter | None = None) -> Tensor:
+        random_start: bool = True, early_stop: bool = True,
+        counter: PassCounter | None = None) -> Tensor:
     """PGD (Madry et al. 2018): random start in the eps-ball, ``steps`` signed (linf)
     or normalized (l2) gradient steps on ``loss`` ("ce", "margin", "dlr"), projection
-    onto the ball and [0,1]; returns per sample the successful / highest-loss iterate
+    onto the ball and [0,1]; returns per sample a successful iterate if any (the first
+    one with ``early_stop``, the highest-loss one without), else the highest-loss one,
     over all steps and restarts."""
     s = prepare(model, inputs, labels, info=pgd.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
@@ -95,7 +126,7 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     step = default_step(step_size, s.eps, 2.5 / max(steps, 1))
     best = run_with_restarts(s, s.x, s.y, s.eps, norm=norm, steps=steps, step=step,
                              restarts=restarts, random_init=random_start, loss_fn=s.loss_fn,
-                             succ_labels=s.y, succ_targeted=targeted)
+                             succ_labels=s.y, succ_targeted=targeted, early_stop=bool(early_stop))
     return finalize(s.x, best.x, s.eps, norm)
 
 
@@ -104,7 +135,7 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
 def bim(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, restarts: int = 1,
         targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,
-        counter: PassCounter | None = None) -> Tensor:
+        early_stop: bool = True, counter: PassCounter | None = None) -> Tensor:
     """Basic iterative method (Kurakin et al. 2017): PGD from the clean input (no
     random start, so ``restarts`` has nothing to vary and is not repeated);
     default step ``1.25 * eps / steps`` (Kurakin et al.'s budget of 1.25 eps)."""
@@ -114,5 +145,5 @@ def bim(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     step = default_step(step_size, s.eps, 1.25 / max(steps, 1))
     best = run_with_restarts(s, s.x, s.y, s.eps, norm=norm, steps=steps, step=step, restarts=1,
                              random_init=False, loss_fn=s.loss_fn, succ_labels=s.y,
-                             succ_targeted=targeted)
+                             succ_targeted=targeted, early_stop=bool(early_stop))
     return finalize(s.x, best.x, s.eps, norm)

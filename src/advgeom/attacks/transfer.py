@@ -42,8 +42,11 @@ def transfer(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm
                 counter=counter, generator=generator)
     fn = get("attack", attack)
     extra = dict(attack_kwargs or {})
-    if "counter" in inspect.signature(fn).parameters:
+    params = inspect.signature(fn).parameters
+    if "counter" in params:
         extra.setdefault("counter", s.counter)
+    if "early_stop" in params:  # keep pushing past the source's boundary: transfers better
+        extra.setdefault("early_stop", False)
     adv = fn(source_model, inputs, labels, eps=eps, norm=norm, steps=steps,
              step_size=step_size, restarts=restarts, targeted=targeted, loss=loss,
              generator=generator, **extra)
