@@ -145,6 +145,21 @@ def make_linear():
     return linear_problem
 
 
+def is_broken(model: nn.Module, adv: Tensor, y: Tensor) -> Tensor:
+    """Per sample: the model's prediction on ``adv`` differs from ``y`` (one logit:
+    class 1 iff the logit is positive)."""
+    with torch.no_grad():
+        z = model(adv)
+    pred = (z[:, 0] > 0).long() if z.shape[1] == 1 else z.argmax(1)
+    return pred != y
+
+
+@pytest.fixture(scope="session")
+def broken():
+    """The :func:`is_broken` helper."""
+    return is_broken
+
+
 @pytest.fixture(scope="session")
 def racc():
     """The :func:`robust_accuracy` helper."""

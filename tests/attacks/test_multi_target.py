@@ -13,14 +13,9 @@ from advgeom.seeding import make_generator
 mta = get("attack", "multi_target")
 
 
-def broken(model, adv, y):
-    with torch.no_grad():
-        return model(adv).argmax(1) != y
-
-
 @pytest.mark.parametrize("base", ["pgd", "apgd"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_multiclass_linear_breaks_exactly_below_margin(base, norm, make_linear):
+def test_multiclass_linear_breaks_exactly_below_margin(base, norm, make_linear, broken):
     """With the targeted margin loss every run climbs w_t - w_y exactly, so the
     attack succeeds iff the exact distance (nearest of the C-1 half-spaces) < eps."""
     p = make_linear(5, n=200)
@@ -44,7 +39,7 @@ def test_targets_tried_only_on_survivors(tiny):
     assert c.backwards < 4 * 4 * x.shape[0]  # 4 targets, most samples broken early
 
 
-def test_apgd_t(tiny, make_linear):
+def test_apgd_t(tiny, make_linear, broken):
     p = make_linear(5, n=100)
     eps = float(p.dist_linf.median())
     adv = get("attack", "apgd-t")(p.model, p.x, p.y, eps=eps, steps=20, num_targets=4)

@@ -13,20 +13,13 @@ pgd = get("attack", "pgd")
 bim = get("attack", "bim")
 
 
-def broken(model, adv, y):
-    with torch.no_grad():
-        z = model(adv)
-    pred = (z[:, 0] > 0).long() if z.shape[1] == 1 else z.argmax(1)
-    return pred != y
-
-
 # ----------------------------------------------------------------------------- oracle
 
 
 @pytest.mark.parametrize("classes", [1, 2])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("loss", ["ce", "margin"])
-def test_binary_linear_breaks_exactly_below_margin(classes, norm, loss, make_linear):
+def test_binary_linear_breaks_exactly_below_margin(classes, norm, loss, make_linear, broken):
     """On a binary affine model PGD succeeds iff the exact distance is below eps."""
     p = make_linear(classes, n=200)
     d = p.dist_linf if norm == "linf" else p.dist_l2
@@ -41,7 +34,7 @@ def test_binary_linear_breaks_exactly_below_margin(classes, norm, loss, make_lin
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_multiclass_linear_sound_and_strong(norm, make_linear):
+def test_multiclass_linear_sound_and_strong(norm, make_linear, broken):
     """5 classes: never beyond the exact distance, always within half of it (PGD may
     stall at the boundary of the highest-logit class; ``multi_target`` is exact)."""
     p = make_linear(5, n=200)
@@ -100,14 +93,14 @@ def test_early_stop_spends_nothing_on_broken_samples(tiny):
         assert torch.equal(model(adv).argmax(1) != y, model(full).argmax(1) != y)
 
 
-def test_restarts_never_worse(tiny):
+def test_restarts_never_worse(tiny, broken):
     model, _, x, y = tiny
     one = pgd(model, x, y, eps=0.05, steps=3, generator=make_generator(0))
     many = pgd(model, x, y, eps=0.05, steps=3, restarts=4, generator=make_generator(0))
     assert broken(model, many, y).sum() >= broken(model, one, y).sum()
 
 
-def test_returns_best_not_last_iterate(make_linear):
+def test_returns_best_not_last_iterate(make_linear, broken):
     """A huge step oscillates across the boundary; the best iterate is kept."""
     p = make_linear(1, n=100)
     eps = float(p.dist_l2.median())
