@@ -22,12 +22,26 @@ def git_sha(cwd: str | Path | None = None) -> str:
     return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
 
 
+def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU model (``model name`` of /proc/cpuinfo on Linux, else the platform's
+    processor string, else ``cpu``): seeded CPU runs agree bit for bit only on the
+    same kind of CPU, so results record it."""
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def environment(device: str | torch.device = "cpu") -> dict[str, str]:
     """A small dict describing where a result was produced."""
     from advgeom import __version__
 
     dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     return {
         "advgeom": __version__,
         "git_sha": git_sha(),
