@@ -15,13 +15,13 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from advgeom.errors import AdvgeomError
 from advgeom.eval.bookkeeping import delta_norms, derive_seed, state_hash, tensor_hash, text_hash
 from advgeom.eval.rejection import predict
 from advgeom.eval.runner import _device, _Units, _unpack
 from advgeom.eval.spec import AttackSpec, parse_attacks
+from advgeom.progress import progress_bar
 from advgeom.results.rows import Row
 from advgeom.results.store import ResultStore
 from advgeom.seeding import make_generator
@@ -147,7 +147,7 @@ def minimal_perturbations(model: nn.Module, data: Any, attack: str | AttackSpec 
     fp = (state_hash(model), tensor_hash(x, y), batch_size, spec.fingerprint(), norm, seed)
     starts = list(range(0, len(y), batch_size))
     payloads = []
-    with tqdm(total=len(starts), desc=f"min-norm {spec.label}", disable=not progress, leave=False) as bar:
+    with progress_bar(len(starts), f"min-norm {spec.label}", enabled=progress) as bar:
         units = _Units(store, bar)
         for b, s0 in enumerate(starts):
             xb, yb = x[s0:s0 + batch_size].to(device), y[s0:s0 + batch_size].to(device)

@@ -19,7 +19,6 @@ from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from advgeom.errors import AdvgeomError
 from advgeom.eval import checks as C
@@ -27,6 +26,7 @@ from advgeom.eval.bookkeeping import HookCounter, derive_seed, state_hash, tenso
 from advgeom.eval.rejection import (adversarial_rejection_metrics, can_reject,
                                     clean_rejection_metrics, defended, predict)
 from advgeom.eval.spec import AttackSpec, parse_attack_spec, parse_attacks, parse_eps
+from advgeom.progress import progress_bar
 from advgeom.results.env import environment
 from advgeom.results.rows import Row
 from advgeom.results.store import ResultStore
@@ -208,7 +208,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
 
     starts = list(range(0, len(y), batch_size))
     total = len(starts) * (1 + len(specs) * len(eps_list))
-    bar = tqdm(total=total, desc=f"evaluate {model_name}", disable=not progress, leave=False)
+    bar = progress_bar(total, f"evaluate {model_name}", enabled=progress)
     units = _Units(store, bar)
     clean_p: list[dict[str, Any]] = []
     adv_p: dict[tuple[str, float], list[dict[str, Any]]] = {(s.label, e): [] for s in specs for e in eps_list}

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from advgeom.errors import AdvgeomError
+from advgeom.progress import progress_bar
 from advgeom.registry import register
 from advgeom.results import ResultStore, Row
 from advgeom.seeding import make_generator
@@ -177,8 +178,4 @@ class Context:
         return self.out_dir / (name if name.endswith(".png") else name + ".png")
 
     def progress(self, iterable: Iterable[T], desc: str = "", total: int | None = None) -> Iterator[T]:
-        if not self.show_progress:
-            yield from iterable
-            return
-        from tqdm.auto import tqdm
-        yield from tqdm(iterable, desc=desc, total=total, leave=False)
+        yield from progress_bar(total, desc, enabled=self.show_progress, iterable=iterable)

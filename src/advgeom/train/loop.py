@@ -21,6 +21,7 @@ from advgeom.config import config_hash, to_dict
 from advgeom.data import load
 from advgeom.errors import CheckpointError
 from advgeom.models import create_model
+from advgeom.progress import progress_bar
 from advgeom.registry import create
 from advgeom.train.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from advgeom.train.config import TrainConfig
@@ -172,10 +173,7 @@ def fit(cfg: TrainConfig, *, root: str | Path = "runs", device: str | torch.devi
         opt.load_state_dict(unflatten_state("optim/", tensors, meta))
         start, history = int(side["step"]), list(side.get("history", []))
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=start, desc=f"train {cfg.model}", unit="step", leave=False)
+    bar = progress_bar(total, f"train {cfg.model}", enabled=progress, initial=start, unit="step")
     model.train()
     t0, running, count = time.time(), 0.0, 0
     for step in range(start, total):
@@ -192,8 +190,7 @@ def fit(cfg: TrainConfig, *, root: str | Path = "runs", device: str | torch.devi
             opt.step()
         running, count = running + float(loss.detach()), count + 1
         done = step + 1
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
         if done % cfg.checkpoint_every == 0 or done == total:
             history.append({"step": done, "loss": running / count, "lr": lr,
                             "seconds": round(time.time() - t0, 2)})
@@ -201,8 +198,7 @@ def fit(cfg: TrainConfig, *, root: str | Path = "runs", device: str | torch.devi
             _save_state(last, model, opt, _sidecar(cfg, done, total, history, final=False))
         if on_step is not None:
             on_step(done)
-    if bar is not None:
-        bar.close()
+    bar.close()
     model.eval()
     _save_state(final, model, None, _sidecar(cfg, total, total, history, final=True))
     return TrainResult(model, final, cfg, history, resumed_from=start)
