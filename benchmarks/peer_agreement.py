@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from advgeom.data import load
 from advgeom.registry import get
+from advgeom.results import environment
 from advgeom.seeding import make_generator
 
 pgd, apgd = get("attack", "pgd"), get("attack", "apgd")
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         with args.out.open("a") as f:
             f.write(f"$ python benchmarks/peer_agreement.py {' '.join(argv or sys.argv[1:])}\n")
-            f.write(f"torch {torch.__version__}, torchattacks {torchattacks.__version__}\n")
+            env = ", ".join(f"{k} {v}" for k, v in environment().items())
+            f.write(f"{env}, torchattacks {torchattacks.__version__}\n")
             f.write("\n".join(lines) + "\n\n")
 
 
