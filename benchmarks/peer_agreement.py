@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         print(line, flush=True)
         lines.append(line)
 
-    worst = 0.0
+    worst = float("-inf")
     for name, build, steps, adversarial in (("mlp", mlp, 600, False), ("mlp-at", mlp, 600, True),
                                             ("cnn-at", cnn, 300, True)):
         t = time.time()
