@@ -8,8 +8,9 @@ never change ``model.training``; they warn when the model is in training mode.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -38,15 +39,64 @@ def as_logits(out: Any, batch: int) -> Tensor:
     return out
 
 
+def norm_stat_layers(model: Any) -> list[nn.Module]:
+    """Normalization layers of ``model`` that keep running statistics (BatchNorm & co.)."""
+    if not isinstance(model, nn.Module):
+        return []
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
+
+
+@contextmanager
+def frozen_norm_stats(model: Any) -> Iterator[None]:
+    """Run the body without changing any running statistic of ``model``: the buffers of
+    every BatchNorm-like layer in training mode are saved and written back afterwards
+    (in eval mode nothing changes them, and nothing is copied)."""
+    layers = [m for m in norm_stat_layers(model) if m.training]
+    saved = [(m, {k: b.detach().clone() for k, b in m.named_buffers(recurse=False) if b is not None})
+             for m in layers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, bufs in saved:
+                for k, v in bufs.items():
+                    getattr(m, k).copy_(v)
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """``model.eval()`` for the body, then the previous mode of every submodule back."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 class Forward:
-    """``model`` called on a batch, counted in ``counter``, returning lifted logits."""
+    """``model`` called on a batch, counted in ``counter``, returning lifted logits.
+
+    A model left in training mode keeps its BatchNorm running statistics: no attack
+    forward may change them (DESIGN.md "Contracts")."""
 
     def __init__(self, model: nn.Module, counter: PassCounter) -> None:
         self.model = model
         self.counter = counter
+        self.guard = bool(isinstance(model, nn.Module) and model.training
+                          and norm_stat_layers(model))
 
     def __call__(self, x: Tensor) -> Tensor:
-        out = self.model(x)
+        if self.guard:
+            with frozen_norm_stats(self.model):
+                out = self.model(x)
+        else:
+            out = self.model(x)
         self.counter.add_forward(x.shape[0])
         return as_logits(out, x.shape[0])
 
@@ -148,8 +198,9 @@ def prepare(model: nn.Module, inputs: Tensor, labels: Tensor, *, info: AttackInf
     x = inputs.detach().clone()
     y = labels.detach().to(torch.int64)
     fwd = Forward(model, counter)
-    with torch.no_grad():
-        num_classes = fwd(x[: min(2, x.shape[0])]).shape[1]
+    with torch.no_grad(), eval_mode(model):  # a shape probe: no statistics, any batch size
+        num_classes = as_logits(model(x[:1]), 1).shape[1]
+    counter.add_forward(1)
     if int(y.max()) >= num_classes:
         raise AdvgeomError(
             f"label {int(y.max())} out of range for a model with {num_classes} classes"
