@@ -1,4 +1,4 @@
-"""The ``advgeom`` command line: list, train, evaluate, reproduce, results.
+"""The ``advgeom`` command line: list, train, evaluate, reproduce, results, report.
 
 Every error from bad input is printed as one line on stderr with exit status 2.
 """
@@ -108,6 +108,7 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     seed_everything(seed)
     rep = _run(run_experiment, name, profile, root=root, store_path=db, device=device, seed=seed,
                progress=progress, log=lambda m: console.print(m, highlight=False))
+    _run(_keep_report, db or root / "results.sqlite", rep, profile, seed)
     console.print(comparison_table(rep.outcome.comparisons,
                                    title=f"{name} ({profile}): measured vs paper"))
     for note in rep.outcome.notes:
@@ -173,6 +174,14 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         _fail("a sanity check failed (see above)", 1)
 
 
+def _keep_report(db: Path, rep, profile: str, seed: int) -> None:
+    """Store an experiment's report in the database, for `advgeom report`."""
+    from advgeom.results import ResultStore
+    from advgeom.results.site import record_report
+
+    record_report(ResultStore(db), rep, profile=profile, seed=seed)
+
+
 class Fmt(str, Enum):
     table = "table"
     csv = "csv"
@@ -182,21 +191,53 @@ class Fmt(str, Enum):
 @app.command()
 def results(experiment: Optional[str] = typer.Option(None, help="Only this experiment."),
             fmt: Fmt = typer.Option(Fmt.table, "--format", help="table, csv or json."),
+            long: bool = typer.Option(False, "--long", help="One line per stored row (the tidy table)."),
             db: Path = typer.Option(Path("runs") / "results.sqlite", help="Results database.")) -> None:
-    """Query stored result rows."""
-    from advgeom.results import ResultStore
-    from advgeom.results.render import rows_csv, rows_json, rows_table
+    """Stored results: per evaluation, attacks down and eps across (--long: tidy rows)."""
+    from advgeom.results.pivot import pivot
+    from advgeom.results.render import pivot_tables, rows_csv, rows_json, rows_table
 
-    if not db.is_file():
-        _fail(f"no results database at {db} (run `advgeom reproduce` or `advgeom evaluate` first)")
-    store = _run(ResultStore, db)
-    rows = _run(store.query, **({"experiment": experiment} if experiment else {}))
+    rows = _stored_rows(db, experiment)
     if fmt is Fmt.csv:
         sys.stdout.write(rows_csv(rows))
     elif fmt is Fmt.json:
         sys.stdout.write(rows_json(rows) + "\n")
-    else:
+    elif long:
         console.print(rows_table(rows, title=f"{len(rows)} rows from {db}"))
+    else:
+        for part in pivot_tables(pivot(rows), width=min(console.width, 100)):
+            console.print(part, soft_wrap=False, width=min(console.width, 100))
+
+
+def _open_store(db: Path):
+    """The results database at ``db``; a missing one is an error (never created here)."""
+    from advgeom.results import ResultStore
+
+    if not db.is_file():
+        _fail(f"no results database at {db} (run `advgeom reproduce` or `advgeom evaluate` first)")
+    return _run(ResultStore, db)
+
+
+def _stored_rows(db: Path, experiment: Optional[str] = None) -> list:
+    """The rows of ``db`` (one experiment's with ``experiment``); missing or empty is an error."""
+    rows = _run(_open_store(db).query, **({"experiment": experiment} if experiment else {}))
+    if not rows:
+        _fail(f"no results for experiment {experiment!r} in {db}" if experiment else f"{db} holds no results yet")
+    return rows
+
+
+@app.command()
+def report(db: Path = typer.Option(Path("runs") / "results.sqlite", help="Results database."),
+           out: Path = typer.Option(Path("runs") / "site", help="Directory of the static site."),
+           open_: bool = typer.Option(False, "--open", help="Print the path of index.html to open.")) -> None:
+    """Write a static HTML report (leaderboard + one page per experiment) from the database alone."""
+    from advgeom.results.site import build_site
+
+    index = _run(build_site, _open_store(db), out)
+    if open_:
+        typer.echo(str(index.resolve()))
+    else:
+        console.print(f"report: {index}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,9 @@ import io
 import json
 from typing import Iterable, Sequence
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from advgeom.results.rows import COLUMNS, Row
 
@@ -74,3 +76,23 @@ def rows_csv(rows: Iterable[Row]) -> str:
 
 def rows_json(rows: Iterable[Row]) -> str:
     return json.dumps([r.as_dict() for r in rows], indent=1)
+
+
+def pivot_tables(pivots: Sequence, width: int = 100) -> list:
+    """Rich renderables of :func:`advgeom.results.pivot.pivot` (the default ``advgeom
+    results`` view): per evaluation a heading (clean accuracy, checks' verdict) and a
+    table of attacks down, eps across, with as many eps columns per table as fit ``width``."""
+    out: list = []
+    for p in pivots:
+        label_w = min(max([12] + [len(lab) for lab, _ in p.lines]), 30)
+        per = max(1, (width - label_w - 4) // 9)
+        out.append(Text(p.title, style="bold red" if p.verdict.status == "fail" else "bold"))
+        for start in range(0, max(len(p.eps), 1), per):
+            t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+            t.add_column("attack \\ eps", overflow="fold", min_width=label_w, max_width=label_w)
+            for e in p.eps[start:start + per]:
+                t.add_column(f"{e:.4g}", justify="right", no_wrap=True)
+            for lab, vals in p.lines:
+                t.add_row(lab, *[_fmt(v) for v in vals[start:start + per]])
+            out.append(t)
+    return out

@@ -3,10 +3,14 @@
 Rows are written in one transaction per call, so a killed run never leaves a
 half-written batch. A row's identity (``Row.key``) is unique: writing it again
 replaces the old value (reruns update, never duplicate). Finished units of work
-are recorded in a ``units`` table so that runs can skip them on resume.
+are recorded in a ``units`` table so that runs can skip them on resume. An
+experiment's report (comparisons with the paper, notes, figures as PNG bytes) is
+kept in a ``reports`` table so that ``advgeom report`` needs nothing but the database.
+Tables are only ever added (``CREATE TABLE IF NOT EXISTS``): older databases open as is.
 """
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import time
@@ -36,6 +40,11 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE TABLE IF NOT EXISTS units (
     key TEXT PRIMARY KEY, payload TEXT NOT NULL, run_id INTEGER, written REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reports (
+    experiment TEXT NOT NULL, profile TEXT NOT NULL, seed INTEGER NOT NULL,
+    payload TEXT NOT NULL, run_id INTEGER, written REAL NOT NULL,
+    UNIQUE (experiment, profile, seed)
 );
 """
 
@@ -96,6 +105,10 @@ class ResultStore:
 
     def query(self, **filters: Any) -> list[Row]:
         """Rows whose columns equal the given values (e.g. ``experiment="demo"``)."""
+        return [row for row, _ in self.query_with_runs(**filters)]
+
+    def query_with_runs(self, **filters: Any) -> list[tuple[Row, int | None]]:
+        """Like :meth:`query`, each row with the id of the run that wrote it (see :meth:`runs`)."""
         bad = [k for k in filters if k not in COLUMNS]
         if bad:
             raise AdvgeomError(f"unknown result column(s) {bad}; columns: {', '.join(COLUMNS)}")
@@ -106,11 +119,39 @@ class ResultStore:
                 f"SELECT * FROM results WHERE {where} ORDER BY experiment, model, defense, attack, eps, metric",
                 tuple(filters.values()),
             ).fetchall()
-        return [row_from_record(dict(r)) for r in recs]
+        return [(row_from_record(dict(r)), r["run_id"]) for r in recs]
 
     def experiments(self) -> list[str]:
         with self._connect() as con:
             return [r[0] for r in con.execute("SELECT DISTINCT experiment FROM results ORDER BY 1")]
+
+    # -- experiment reports -------------------------------------------------
+    def save_report(self, experiment: str, profile: str, seed: int, payload: dict[str, Any],
+                    figures: dict[str, bytes] | None = None, run_id: int | None = None) -> None:
+        """Store an experiment's report (JSON ``payload``: comparisons, notes, ...) and its
+        figures (``{file name: PNG bytes}``), replacing the one of the same
+        (experiment, profile, seed)."""
+        data = dict(payload, figures={k: base64.b64encode(v).decode("ascii")
+                                      for k, v in (figures or {}).items()})
+        with self._connect() as con:
+            con.execute("INSERT OR REPLACE INTO reports (experiment, profile, seed, payload, run_id, written) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (experiment, profile, int(seed), json.dumps(data, sort_keys=True),
+                         self.run_id if run_id is None else run_id, time.time()))
+
+    def reports(self) -> list[dict[str, Any]]:
+        """Stored reports: ``experiment``, ``profile``, ``seed``, ``run_id``, ``written``,
+        ``payload`` (dict) and ``figures`` (``{file name: PNG bytes}``)."""
+        with self._connect() as con:
+            recs = con.execute("SELECT experiment, profile, seed, payload, run_id, written FROM reports "
+                               "ORDER BY experiment, profile, seed").fetchall()
+        out = []
+        for exp, profile, seed, payload, run_id, written in recs:
+            data = json.loads(payload)
+            figs = {k: base64.b64decode(v) for k, v in data.pop("figures", {}).items()}
+            out.append({"experiment": exp, "profile": profile, "seed": seed, "run_id": run_id,
+                        "written": written, "payload": data, "figures": figs})
+        return out
 
     # -- resumable units ----------------------------------------------------
     def unit(self, key: str) -> Any | None:

@@ -1,0 +1,215 @@
+"""Pivoted views of tidy rows, as pure functions of rows: one table per stored
+evaluation (rows attacks with the worst case last, columns eps) and a leaderboard per
+(dataset, threat model, eps) in the manner of RobustBench (Croce et al. 2021), every
+number with the verdict of the evaluation's sanity checks (Carlini et al. 2019).
+
+An evaluation is identified by :data:`ENTRY` (plus dataset and norm). Issue 15 will
+key rows by the identity of the weights as well: adding that column to ``ENTRY`` (and
+to :class:`~advgeom.results.rows.Row`) is all the views here need.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from advgeom.results.rows import Row
+
+ENTRY: tuple[str, ...] = ("experiment", "model", "defense", "profile", "seed")
+GROUP: tuple[str, ...] = ENTRY + ("dataset", "norm")
+WORST = "worst_case"
+CHECK_PREFIX = "check:"
+COST_METRICS = frozenset({"forward_passes", "backward_passes"})
+SUITE_PREFIXES = ("standard", "suite")
+WHITE_BOX_KINDS = frozenset({"single_step", "iterative", "unknown", ""})
+
+
+def group_key(row: Row) -> tuple:
+    """The evaluation a row belongs to (values of :data:`GROUP`)."""
+    return tuple(getattr(row, c) for c in GROUP)
+
+
+def is_suite(attack: str) -> bool:
+    """Whether an attack label names the standard suite (AutoAttack's "standard")."""
+    return attack.lower().startswith(SUITE_PREFIXES)
+
+
+# ---------------------------------------------------------------------------
+# checks' verdict
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The sanity checks of one evaluation: ``status`` is pass, warn, fail or none."""
+
+    status: str
+    failed: tuple[str, ...] = ()
+    warned: tuple[str, ...] = ()
+    count: int = 0
+    messages: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        if self.status == "fail":
+            return "✗ failed: " + ", ".join(self.failed)
+        if self.status == "warn":
+            return f"warn: {', '.join(self.warned)} ({self.count} checks)"
+        if self.status == "pass":
+            return f"pass ({self.count} checks)"
+        return "no checks"
+
+
+def verdict(rows: Iterable[Row]) -> Verdict:
+    """The verdict of the ``check:*`` rows (value 1 pass, 0.5 warn, 0 fail)."""
+    checks = sorted((r for r in rows if r.metric.startswith(CHECK_PREFIX)), key=lambda r: r.metric)
+    if not checks:
+        return Verdict("none")
+    name = lambda r: r.metric[len(CHECK_PREFIX):]  # noqa: E731
+    failed = tuple(name(r) for r in checks if r.value < 0.25)
+    warned = tuple(name(r) for r in checks if 0.25 <= r.value < 0.75)
+    msgs = tuple(f"{name(r)}: {r.extra.get('message', '')}" for r in checks if r.value < 0.75)
+    status = "fail" if failed else "warn" if warned else "pass"
+    return Verdict(status, failed, warned, len(checks), msgs)
+
+
+# ---------------------------------------------------------------------------
+# one table per evaluation
+
+
+@dataclass
+class Pivot:
+    """One evaluation: ``lines`` are (label, value per eps), worst case last."""
+
+    key: dict[str, Any]
+    eps: list[float]
+    lines: list[tuple[str, list[float | None]]]
+    clean: float | None
+    verdict: Verdict
+
+    @property
+    def title(self) -> str:
+        k = self.key
+        where = " ".join(x for x in (k["dataset"], k["norm"]) if x)
+        head = " · ".join(str(x) for x in (k["experiment"], k["model"], k["defense"], where) if x)
+        run = f"{k['profile'] or 'no profile'}, seed {k['seed']}"
+        clean = "—" if self.clean is None else f"{self.clean:.2f}%"
+        return f"{head} ({run})\nclean {clean} · checks: {self.verdict.text}"
+
+
+def _line_label(row: Row) -> str:
+    if row.metric == "robust_accuracy":
+        return row.attack
+    return row.metric if row.attack == "none" else f"{row.attack} · {row.metric}"
+
+
+def _order(label: str) -> tuple:
+    """Attacks by name, then the standard suite, then the worst case."""
+    return (2 if label.startswith(WORST) else 1 if is_suite(label) else 0, label)
+
+
+def pivot(rows: Iterable[Row]) -> list[Pivot]:
+    """One :class:`Pivot` per evaluation (:data:`GROUP`), cells robust accuracy (other
+    metrics as their own lines); clean accuracy and checks go to the title, cost
+    metrics (forward/backward passes) are left to the long view."""
+    groups: dict[tuple, list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[group_key(r)].append(r)
+    out = []
+    for key, rs in groups.items():
+        cells: dict[str, dict[float, float]] = defaultdict(dict)
+        for r in rs:
+            if r.metric == "clean_accuracy" or r.metric.startswith(CHECK_PREFIX) or r.metric in COST_METRICS:
+                continue
+            cells[_line_label(r)][float(r.eps)] = float(r.value)
+        eps = sorted({e for c in cells.values() for e in c})
+        lines = [(lab, [cells[lab].get(e) for e in eps]) for lab in sorted(cells, key=_order)]
+        clean = next((r.value for r in rs if r.metric == "clean_accuracy"), None)
+        out.append(Pivot(dict(zip(GROUP, key)), eps, lines, clean, verdict(rs)))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# leaderboard
+
+
+@dataclass
+class Cell:
+    """A leaderboard number and the attack label(s) it comes from."""
+
+    value: float | None = None
+    label: str = ""
+
+
+@dataclass
+class Entry:
+    """One evaluation on a leaderboard."""
+
+    key: dict[str, Any]
+    clean: float | None
+    paper: Cell
+    suite: Cell
+    worst: Cell
+    verdict: Verdict
+    commit: str
+
+
+@dataclass
+class Board:
+    """The leaderboard of one (dataset, norm, eps), best worst case first."""
+
+    dataset: str
+    norm: str
+    eps: float
+    entries: list[Entry] = field(default_factory=list)
+
+
+def _min_cell(rows: list[Row]) -> Cell:
+    if not rows:
+        return Cell()
+    best = min(rows, key=lambda r: r.value)
+    return Cell(best.value, ", ".join(r.attack for r in rows) if len(rows) > 1 and is_suite(best.attack)
+                else best.attack)
+
+
+def paper_attack(rows: list[Row]) -> Cell:
+    """The paper's attack among robust-accuracy rows at one eps: the rows whose
+    ``extra`` says ``paper``, else the strongest white-box attack (single step or
+    iterative) outside the standard suite and the worst case."""
+    cand = [r for r in rows if r.attack != WORST and not is_suite(r.attack)]
+    marked = [r for r in cand if r.extra.get("paper")]
+    return _min_cell(marked or [r for r in cand if str(r.extra.get("kind", "")) in WHITE_BOX_KINDS])
+
+
+def _commit(run_ids: Iterable[int | None], runs: Mapping[int, Mapping[str, Any]]) -> str:
+    shas = sorted({str(runs[i]["env"].get("git_sha", "unknown")) if i in runs else "unknown"
+                   for i in run_ids})
+    return ", ".join(shas) if shas else "unknown"
+
+
+def leaderboard(rows: Iterable[tuple[Row, int | None]], runs: Mapping[int, Mapping[str, Any]]) -> list[Board]:
+    """Boards per (dataset, norm, eps > 0) from ``(row, run_id)`` pairs
+    (:meth:`ResultStore.query_with_runs`) and ``{run_id: run}`` (:meth:`ResultStore.runs`)."""
+    groups: dict[tuple, list[tuple[Row, int | None]]] = defaultdict(list)
+    for r, run_id in rows:
+        groups[group_key(r)].append((r, run_id))
+    boards: dict[tuple, Board] = {}
+    for key, pairs in groups.items():
+        rs = [r for r, _ in pairs]
+        k = dict(zip(GROUP, key))
+        clean = next((r.value for r in rs if r.metric == "clean_accuracy"), None)
+        check = verdict(rs)
+        by_eps: dict[float, list[tuple[Row, int | None]]] = defaultdict(list)
+        for r, run_id in pairs:
+            if r.metric == "robust_accuracy" and r.eps > 0:
+                by_eps[float(r.eps)].append((r, run_id))
+        for e, eps_pairs in by_eps.items():
+            at = [r for r, _ in eps_pairs]
+            entry = Entry({c: k[c] for c in ENTRY}, clean, paper_attack(at),
+                          _min_cell([r for r in at if is_suite(r.attack)]),
+                          _min_cell([r for r in at if r.attack == WORST]), check,
+                          _commit((i for _, i in eps_pairs), runs))
+            bkey = (k["dataset"], k["norm"], e)
+            boards.setdefault(bkey, Board(*bkey)).entries.append(entry)
+    for b in boards.values():
+        b.entries.sort(key=lambda x: -1.0 if x.worst.value is None else x.worst.value, reverse=True)
+    return [boards[k] for k in sorted(boards)]

@@ -1,0 +1,149 @@
+"""``advgeom report``: a static HTML site regenerated from the results database alone.
+
+``index.html`` holds a leaderboard per (dataset, threat model, eps) of every stored
+evaluation (clean accuracy, the paper's attack, the standard suite, the per-sample
+worst case, the checks' verdict, the commit), sortable by any column with a small
+inline script; ``experiments/NAME.html`` holds one experiment's paper-vs-measured
+tables, figures (written out of the database), notes, environment and stored results.
+Pages come from the Jinja2 templates in ``advgeom/results/templates``; nothing is
+fetched at view time.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from advgeom.errors import AdvgeomError
+from advgeom.results.pivot import Pivot, leaderboard, pivot
+from advgeom.results.render import COMPARISON_HEADER, _fmt, comparison_cells
+from advgeom.results.store import ResultStore
+
+DEFAULT_SITE = Path("runs") / "site"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of an experiment name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
+
+
+def number(v: float | None) -> str:
+    """A percentage cell (``—`` when absent)."""
+    return _fmt(v)
+
+
+@dataclass
+class Page:
+    """One experiment: its stored reports (paper vs measured) and its stored results."""
+
+    name: str
+    title: str = ""
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    pivots: list[Pivot] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def href(self) -> str:
+        return f"experiments/{slug(self.name)}.html"
+
+
+def _comparison_rows(payload: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for c in payload.get("comparisons", []):
+        m, p = c.get("measured"), c.get("paper")
+        gap = None if m is None or p is None else m - p
+        out.append(comparison_cells(SimpleNamespace(label=c.get("label", ""), measured=m, paper=p, gap=gap,
+                                                    unit=c.get("unit", "%"), note=c.get("note", ""))))
+    return out
+
+
+def _pages(store: ResultStore, runs: dict[int, dict[str, Any]]) -> list[Page]:
+    pages: dict[str, Page] = {}
+    by_exp: dict[str, list] = defaultdict(list)
+    run_ids: dict[str, set] = defaultdict(set)
+    for row, run_id in store.query_with_runs():
+        by_exp[row.experiment].append(row)
+        run_ids[row.experiment].add(run_id)
+    for rep in store.reports():
+        page = pages.setdefault(rep["experiment"], Page(rep["experiment"]))
+        page.title = page.title or rep["payload"].get("title", "")
+        rep["comparison_rows"] = _comparison_rows(rep["payload"])
+        rep["run"] = runs.get(rep["run_id"])
+        rep["dir"] = f"{slug(page.name)}/{slug(rep['profile'])}-seed{rep['seed']}"
+        page.reports.append(rep)
+        run_ids[page.name].add(rep["run_id"])
+    for name, rows in by_exp.items():
+        pages.setdefault(name, Page(name)).pivots = pivot(rows)
+    for name, page in pages.items():
+        page.runs = [runs[i] for i in sorted(i for i in run_ids[name] if i in runs)]
+    return [pages[k] for k in sorted(pages)]
+
+
+def _templates() -> Environment:
+    env = Environment(loader=PackageLoader("advgeom.results", "templates"),
+                      autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = number
+    env.filters["slug"] = slug
+    return env
+
+
+def build_site(store: ResultStore, out_dir: str | Path = DEFAULT_SITE) -> Path:
+    """Write the site for everything in ``store`` under ``out_dir``; returns ``index.html``.
+
+    The directory is rewritten from scratch (figures included) so that it mirrors the
+    database; raises :class:`AdvgeomError` when the database holds nothing to show or
+    ``out_dir`` cannot be written."""
+    runs = {r["run_id"]: r for r in store.runs()}
+    pages = _pages(store, runs)
+    if not pages:
+        raise AdvgeomError(f"{store.path} holds no results yet (run `advgeom reproduce` or `advgeom evaluate` first)")
+    boards = leaderboard(store.query_with_runs(), runs)
+    env = _templates()
+    out = Path(out_dir)
+    common = dict(database=str(store.path), header=COMPARISON_HEADER, pages=pages)
+    try:
+        if (out / "experiments").is_dir():
+            shutil.rmtree(out / "experiments")
+        (out / "experiments").mkdir(parents=True, exist_ok=True)
+        index = out / "index.html"
+        index.write_text(env.get_template("index.html").render(boards=boards, root="", **common))
+        for page in pages:
+            for rep in page.reports:
+                fig_dir = out / "experiments" / rep["dir"]
+                fig_dir.mkdir(parents=True, exist_ok=True)
+                for name, png in rep["figures"].items():
+                    (fig_dir / slug(name)).write_bytes(png)
+                rep["figure_files"] = [f"{rep['dir']}/{slug(n)}" for n in rep["figures"]]
+            html = env.get_template("experiment.html").render(page=page, root="../", **common)
+            (out / page.href).write_text(html)
+    except OSError as e:
+        raise AdvgeomError(f"cannot write the report to {out}: {e.strerror or e}") from None
+    return index
+
+
+def record_report(store: ResultStore, report: Any, *, profile: str, seed: int) -> None:
+    """Keep an experiment's report in ``store`` (what ``advgeom report`` renders):
+    ``report`` is what :func:`advgeom.experiments.runner.reproduce` returns (experiment,
+    outcome, path, seconds); its figures are stored as PNG bytes, attributed to the
+    latest run of ``advgeom reproduce NAME``."""
+    exp, outcome = report.experiment, report.outcome
+    mine = [r for r in store.runs() if r["command"].split()[:3] == ["advgeom", "reproduce", exp.name]]
+    figures = {}
+    for f in outcome.figures:
+        try:
+            figures[Path(f).name] = Path(f).read_bytes()
+        except OSError as e:
+            raise AdvgeomError(f"cannot read figure {f}: {e.strerror or e}") from None
+    payload = {"title": exp.title, "paper": exp.paper, "reference": exp.reference or "",
+               "description": exp.description, "seconds": float(report.seconds),
+               "report_path": str(report.path), "notes": list(outcome.notes),
+               "comparisons": [{"label": c.label, "measured": c.measured, "paper": c.paper,
+                                "unit": c.unit, "note": c.note} for c in outcome.comparisons]}
+    store.save_report(exp.name, profile, seed, payload, figures, run_id=mine[-1]["run_id"] if mine else None)
