@@ -1,0 +1,89 @@
+"""The pivoted views: one table per evaluation, the leaderboard, the checks' verdict."""
+from rich.console import Console
+
+from advgeom.results import ResultStore, Row
+from advgeom.results.pivot import ENTRY, leaderboard, paper_attack, pivot, verdict
+from advgeom.results.render import pivot_tables
+
+
+def _by_model(pivots):
+    return {p.key["model"]: p for p in pivots}
+
+
+def test_pivot_rows_attacks_worst_case_last_columns_eps(results_db):
+    pivots = _by_model(pivot(ResultStore(results_db).query()))
+    p = pivots["hyper_mnist_cnn"]
+    assert p.eps == [0.1, 0.3]
+    assert p.lines == [("fgsm", [71.25, 15.67]), ("pgd", [40.5, 0.0]), ("worst_case", [40.5, 0.0])]
+    assert p.clean == 97.67 and p.verdict.status == "pass" and p.verdict.count == 2
+    assert "clean 97.67%" in p.title and "checks: pass (2 checks)" in p.title
+    front = pivots["nielsen_cnn4"]
+    assert [lab for lab, _ in front.lines] == ["fgsm", "pgd", "square", "standard", "worst_case"]
+    assert front.verdict.status == "fail" and front.verdict.failed == ("gradient_masking",)
+    assert "✗ failed: gradient_masking" in front.title
+    # metrics other than robust accuracy keep their own line; cost metrics are left to --long
+    assert pivots["relu_mlp"].lines == [("random_errors", [5.0])] and pivots["relu_mlp"].clean is None
+    assert all("forward_passes" not in lab for q in pivots.values() for lab, _ in q.lines)
+
+
+def test_pivot_fits_100_columns_and_splits_many_eps():
+    rows = [Row("e", "a_model_with_a_long_name", "d", f"attack_{i}", eps / 255, 0, "robust_accuracy",
+                100.0 - eps, dataset="cifar10", norm="linf") for i in range(3) for eps in range(1, 21)]
+    parts = pivot_tables(pivot(rows), width=100)
+    console = Console(width=100, record=True)
+    for part in parts:
+        console.print(part)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "…" not in text and "attack_2" in text
+    assert len(parts) > 2  # a heading and the eps columns spread over several tables
+    assert "0.07843" in text and "80.00" in text  # eps 20/255, its value
+
+
+def test_verdict_levels():
+    r = lambda name, v: Row("e", "m", "d", "check", 0.0, 0, f"check:{name}", v)  # noqa: E731
+    assert verdict([]).status == "none" and verdict([]).text == "no checks"
+    assert verdict([r("a", 1.0), r("b", 0.5)]).text == "warn: b (2 checks)"
+    assert verdict([r("a", 0.0), r("b", 0.5)]).text == "✗ failed: a"
+
+
+def test_leaderboard_columns(results_db):
+    store = ResultStore(results_db)
+    runs = {r["run_id"]: r for r in store.runs()}
+    boards = leaderboard(store.query_with_runs(), runs)
+    assert [(b.dataset, b.norm, b.eps) for b in boards] == [("mnist", "linf", 0.1), ("mnist", "linf", 0.3)]
+    top, second = boards[1].entries  # best worst case first
+    assert top.key == {"experiment": "sparsity-table1", "model": "nielsen_cnn4", "defense": "front_end",
+                       "profile": "quick", "seed": 0}
+    assert (top.clean, top.worst.value, top.suite.value, top.suite.label) == (99.33, 14.67, 16.5, "standard")
+    # the paper's attack: strongest white-box attack outside the suite (Square is black-box)
+    assert (top.paper.value, top.paper.label) == (43.33, "pgd")
+    assert top.verdict.status == "fail" and top.commit == "abc123def456"
+    assert second.suite.value is None and second.worst.value == 0.0
+    assert set(top.key) == set(ENTRY)
+
+
+def test_paper_attack_prefers_marked_rows():
+    rows = [Row("e", "m", "d", "pgd", 0.3, 0, "robust_accuracy", 10.0, extra={"kind": "iterative"}),
+            Row("e", "m", "d", "fgsm", 0.3, 0, "robust_accuracy", 30.0, extra={"kind": "single_step", "paper": True})]
+    assert paper_attack(rows).label == "fgsm"
+    assert paper_attack(rows[:1]).label == "pgd"
+    assert paper_attack([]).value is None
+
+
+def test_store_reports_roundtrip_and_old_databases(tmp_path, results_db):
+    reps = ResultStore(results_db).reports()
+    assert [(r["experiment"], r["profile"], r["seed"]) for r in reps] == [("spheres-relu", "quick", 0)]
+    rep = reps[0]
+    assert rep["payload"]["comparisons"][0]["measured"] == 0.31
+    assert rep["figures"]["accuracy_vs_eps.png"].startswith(b"\x89PNG")
+    assert ResultStore(results_db).runs()[rep["run_id"] - 1]["command"].startswith("advgeom reproduce spheres-relu")
+    # a database written before the reports table existed opens and gains it
+    import sqlite3
+
+    old = tmp_path / "old.sqlite"
+    con = sqlite3.connect(old)
+    con.executescript("CREATE TABLE runs (run_id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, "
+                      "command TEXT NOT NULL, env TEXT NOT NULL);")
+    con.close()
+    assert ResultStore(old).reports() == []

@@ -1,0 +1,167 @@
+"""`advgeom report` (the static site) and `advgeom results`: page content from a small
+database, the CLI's views and errors, and the leaderboard in a real headless browser."""
+import html
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from advgeom.cli import app
+from advgeom.errors import AdvgeomError
+from advgeom.results import ResultStore
+from advgeom.results.site import build_site
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _text(page):
+    """The visible text of a page, whitespace collapsed."""
+    body = re.sub(r"<script.*?</script>|<style.*?</style>", "", page.read_text(), flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def test_index_leaderboard_content(results_db, tmp_path):
+    index = build_site(ResultStore(results_db), tmp_path / "site")
+    assert index == tmp_path / "site" / "index.html"
+    page = index.read_text()
+    text = _text(index)
+    assert "mnist · linf · eps 0.3" in text and "mnist · linf · eps 0.1" in text
+    # one leaderboard row: experiment, model, defense, profile, seed, clean, paper's attack, suite, worst, checks, commit
+    assert ("sparsity-table1 nielsen_cnn4 front_end quick 0 99.33 43.33 pgd 16.50 standard 14.67 ✗ "
+            "✗ failed: gradient_masking abc123def456") in text
+    assert "demo hyper_mnist_cnn natural quick 0 97.67 0.00 pgd — 0.00 pass (2 checks) abc123def456" in text
+    assert page.count('<tr class="failed">') == 1 and 'class="check-failed"' in page
+    assert 'href="experiments/spheres-relu.html"' in page and 'href="experiments/demo.html"' in page
+    # sortable with an inline script; nothing is fetched from the network
+    assert "<script>" in page and 'class="sortable leaderboard"' in page
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)
+
+
+def test_experiment_pages(results_db, tmp_path):
+    build_site(ResultStore(results_db), tmp_path / "site")
+    exp = tmp_path / "site" / "experiments" / "spheres-relu.html"
+    text, page = _text(exp), exp.read_text()
+    assert "spheres-relu: Rare random errors" in text
+    assert "nearest error l2 0.31 0.18 +0.13 d=100" in text and "random errors 5.00 — — count" in text
+    assert "200k random samples <b>escaped</b>" in text  # notes are escaped, not raw HTML
+    assert "advgeom reproduce spheres-relu --profile quick" in text and "fedcba987654" in text
+    img = re.search(r'<img src="([^"]+)"', page).group(1)
+    assert img == "spheres-relu/quick-seed0/accuracy_vs_eps.png"
+    assert (exp.parent / img).read_bytes().startswith(b"\x89PNG")  # written out of the database
+    demo = _text(tmp_path / "site" / "experiments" / "sparsity-table1.html")
+    assert "clean accuracy 99.33% · checks: ✗ failed: gradient_masking" in demo
+    assert "square 17.33 standard 16.50 worst_case 14.67" in demo  # worst case last
+    assert "advgeom evaluate --experiment demo" in demo  # environment of the rows' run
+
+
+def test_site_regenerates_from_the_database_alone(results_db, tmp_path):
+    out = tmp_path / "site"
+    build_site(ResultStore(results_db), out)
+    (out / "experiments" / "stale.html").write_text("old")
+    shutil.rmtree(tmp_path / "figs")  # the experiment's own figure files are gone
+    build_site(ResultStore(results_db), out)
+    assert not (out / "experiments" / "stale.html").exists()
+    assert (out / "experiments" / "spheres-relu" / "quick-seed0" / "accuracy_vs_eps.png").is_file()
+
+
+def test_results_command_views(results_db):
+    out = _run("results", "--db", results_db)
+    assert out.exit_code == 0, out.output
+    assert "demo · hyper_mnist_cnn · natural · mnist linf (quick, seed 0)" in out.output
+    assert "clean 97.67% · checks: pass (2 checks)" in out.output
+    assert re.search(r"worst_case\s+40\.50\s+0\.00", out.output)
+    assert max(len(line) for line in out.output.splitlines()) <= 100
+    assert out.output.index(" pgd ") < out.output.index(" worst_case ")
+    long = _run("results", "--db", results_db, "--long", "--experiment", "demo")
+    assert long.exit_code == 0 and long.output.startswith("15 rows from")
+    csv = _run("results", "--db", results_db, "--format", "csv")
+    assert csv.output.startswith("experiment,model,defense,attack,eps")
+    report = _run("report", "--db", results_db, "--out", results_db.parent / "site", "--open")
+    assert report.exit_code == 0, report.output
+    assert report.output.strip() == str((results_db.parent / "site" / "index.html").resolve())
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, results_db):
+    empty = tmp_path / "empty.sqlite"
+    ResultStore(empty)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [(["results", "--db", tmp_path / "none.sqlite"], "no results database"),
+             (["report", "--db", tmp_path / "none.sqlite"], "no results database"),
+             (["results", "--db", empty], "holds no results"),
+             (["report", "--db", empty, "--out", tmp_path / "s"], "holds no results"),
+             (["results", "--db", results_db, "--experiment", "nope"], "no results for experiment 'nope'"),
+             (["report", "--db", results_db, "--out", blocker / "site"], "cannot write the report")]
+    for args, msg in cases:
+        out = _run(*args)
+        assert out.exit_code == 2, (args, out.output)
+        assert msg in out.output and out.output.strip().count("\n") == 0, out.output
+    assert not (tmp_path / "none.sqlite").exists()
+    with pytest.raises(AdvgeomError, match="holds no results"):
+        build_site(ResultStore(empty), tmp_path / "s")
+    for cmd in ("results", "report"):
+        assert "Usage" in _run(cmd, "--help").output
+
+
+# ---------------------------------------------------------------------------
+# a real browser
+
+BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
+
+
+def _browser():
+    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    if found is None:
+        msg = ("no headless Chromium found (" + ", ".join(BROWSERS) + "); `make setup` installs Debian's "
+               "chromium-headless-shell when run as root")
+        if os.environ.get("CI"):
+            pytest.fail("browser test must run in CI: " + msg)
+        pytest.skip(msg)
+    return found
+
+
+def _chromium(browser, tmp_path, *args):
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--allow-file-access-from-files", f"--user-data-dir={tmp_path / 'profile'}", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+HARNESS = """<!DOCTYPE html><html><body><div id="out">pending</div>
+<iframe id="f" src="site/index.html" width="1200" height="800"></iframe>
+<script>
+document.getElementById("f").addEventListener("load", function () {
+  var t = this.contentDocument.querySelectorAll("table.leaderboard")[1];
+  var order = function () { return Array.prototype.map.call(t.tBodies[0].rows,
+                                     function (r) { return r.cells[1].textContent; }).join(","); };
+  var worst = t.querySelectorAll("th")[8];
+  worst.click(); var up = order(); worst.click();
+  document.getElementById("out").textContent = "asc=" + up + ";desc=" + order();
+});
+</script></body></html>"""
+
+
+def test_leaderboard_in_headless_chromium(results_db, tmp_path):
+    browser = _browser()
+    index = build_site(ResultStore(results_db), tmp_path / "site")
+    dom = _chromium(browser, tmp_path, "--dump-dom", index.as_uri())
+    for number in ("99.33", "43.33", "16.50", "14.67", "97.67", "abc123def456"):
+        assert number in dom
+    assert 'class="check-failed"' in dom and "✗ failed: gradient_masking" in dom
+    assert re.search(r'<tr class="failed">\s*<td><a href="experiments/sparsity-table1.html"', dom)
+    shot = tmp_path / "leaderboard.png"
+    _chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1280,1000", index.as_uri())
+    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+    # the inline script sorts by a clicked column (worst case: 0.00 before 14.67, then reversed)
+    (tmp_path / "harness.html").write_text(HARNESS)
+    dom = _chromium(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom",
+                    (tmp_path / "harness.html").as_uri())
+    assert "asc=hyper_mnist_cnn,nielsen_cnn4;desc=nielsen_cnn4,hyper_mnist_cnn" in dom
