@@ -8,13 +8,14 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.advgeom-installed
 FMNIST  := /usr/share/datasets/fashion-mnist
+BROWSERS := chromium-headless-shell chromium chromium-browser google-chrome
 
-.PHONY: demo test setup data-packages clean bench
+.PHONY: demo test setup data-packages browser clean bench
 
 demo: setup
 	$(BIN)/advgeom reproduce demo --profile quick
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q tests
 
 bench: setup
@@ -38,6 +39,16 @@ data-packages:
 	  apt-get update -qq >/dev/null 2>&1; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
 	    || echo "warning: could not install dataset-fashion-mnist"; \
+	fi
+
+# Headless Chromium for the browser test of `advgeom report` (tests/results/test_site.py),
+# the same way: best effort as root with apt; the test skips without it, except under CI
+# (CI=true), where it fails naming the missing browser.
+browser:
+	@if ! command -v $(BROWSERS) >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq >/dev/null 2>&1; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell >/dev/null 2>&1 \
+	    || echo "warning: could not install chromium-headless-shell"; \
 	fi
 
 clean:
