@@ -51,7 +51,7 @@ def results_db(tmp_path):
         outcome=SimpleNamespace(
             comparisons=[SimpleNamespace(label="nearest error l2", measured=0.31, paper=0.18, unit="", note="d=100"),
                          SimpleNamespace(label="random errors", measured=5.0, paper=None, unit="count", note="")],
-            figures=[fig], notes=["200k random samples <b>escaped</b>"]),
+            figures=[fig, tmp_path / "figs" / "gone.png"], notes=["200k random samples <b>escaped</b>"]),
         path=tmp_path / "report.md", seconds=12.0)
     record_report(store, rep, profile="quick", seed=0)
     return store.path

@@ -55,6 +55,7 @@ def test_experiment_pages(results_db, tmp_path):
     img = re.search(r'<img src="([^"]+)"', page).group(1)
     assert img == "spheres-relu/quick-seed0/accuracy_vs_eps.png"
     assert (exp.parent / img).read_bytes().startswith(b"\x89PNG")  # written out of the database
+    assert "figs/gone.png could not be read when the report was stored" in text
     demo = _text(tmp_path / "site" / "experiments" / "sparsity-table1.html")
     assert "clean accuracy 99.33% · checks: ✗ failed: gradient_masking" in demo
     assert "square 17.33 standard 16.50 worst_case 14.67" in demo  # worst case last

@@ -132,18 +132,19 @@ def record_report(store: ResultStore, report: Any, *, profile: str, seed: int) -
     """Keep an experiment's report in ``store`` (what ``advgeom report`` renders):
     ``report`` is what :func:`advgeom.experiments.runner.reproduce` returns (experiment,
     outcome, path, seconds); its figures are stored as PNG bytes, attributed to the
-    latest run of ``advgeom reproduce NAME``."""
+    latest run of ``advgeom reproduce NAME`` (a figure file that cannot be read is
+    listed as missing)."""
     exp, outcome = report.experiment, report.outcome
     mine = [r for r in store.runs() if r["command"].split()[:3] == ["advgeom", "reproduce", exp.name]]
-    figures = {}
+    figures, missing = {}, []
     for f in outcome.figures:
         try:
             figures[Path(f).name] = Path(f).read_bytes()
-        except OSError as e:
-            raise AdvgeomError(f"cannot read figure {f}: {e.strerror or e}") from None
+        except OSError:
+            missing.append(str(f))  # the run's result stands; the page says the figure is missing
     payload = {"title": exp.title, "paper": exp.paper, "reference": exp.reference or "",
                "description": exp.description, "seconds": float(report.seconds),
-               "report_path": str(report.path), "notes": list(outcome.notes),
+               "report_path": str(report.path), "notes": list(outcome.notes), "missing_figures": missing,
                "comparisons": [{"label": c.label, "measured": c.measured, "paper": c.paper,
                                 "unit": c.unit, "note": c.note} for c in outcome.comparisons]}
     store.save_report(exp.name, profile, seed, payload, figures, run_id=mine[-1]["run_id"] if mine else None)
