@@ -27,17 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.errors import AdvgeomError
+from advgeom.logits import two_logits  # noqa: F401 (re-exported for callers)
 
 MODES = ("semi_white", "white", "exact")
 PROJECTIONS = ("adjoint", "paper")
 
 
 # --------------------------------------------------------------------------- model
-def two_logits(logits: Tensor) -> Tensor:
-    """Logits of a binary model with one output ``z`` become ``[0, z]`` (label 1 <=> z > 0)."""
-    return torch.cat([torch.zeros_like(logits), logits], dim=1) if logits.shape[1] == 1 else logits
-
-
 def equivalent_weights(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """``(w_eq, b_eq)`` at ``x``: ``w_eq`` (B, L, *x.shape[1:]) the input Jacobian of each
     logit and ``b_eq`` (B, L) with ``y_i(x) = <w_eq^i, x> - b_eq^i`` (paper Fig. 4)."""

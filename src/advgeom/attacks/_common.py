@@ -7,6 +7,7 @@ never change ``model.training``; they warn when the model is in training mode.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from advgeom.attacks._geometry import bview, check_norm, fix_generator
 from advgeom.attacks._losses import LossFn, check_loss_name, get_loss, success
 from advgeom.attacks.base import AttackInfo, PassCounter
 from advgeom.errors import AdvgeomError
+from advgeom.logits import two_logits
 from advgeom.types import check_eps, check_inputs
 
 # ----------------------------------------------------------------------------- forward / grad
@@ -34,9 +36,7 @@ def as_logits(out: Any, batch: int) -> Tensor:
     if out.dim() != 2 or out.shape[0] != batch:
         raise AdvgeomError(
             f"model output must have shape (N, classes) with N={batch}, got {tuple(out.shape)}")
-    if out.shape[1] == 1:
-        out = torch.cat([torch.zeros_like(out), out], dim=1)
-    return out
+    return two_logits(out)
 
 
 def norm_stat_layers(model: Any) -> list[nn.Module]:
@@ -147,13 +147,46 @@ def check_int(name: str, value: Any, minimum: int) -> int:
 
 
 def check_positive(name: str, value: Any) -> float:
-    try:
-        val = float(value)
-    except (TypeError, ValueError):
-        raise AdvgeomError(f"{name} must be a positive number, got {value!r}") from None
-    if not (val > 0.0) or val == float("inf"):
-        raise AdvgeomError(f"{name} must be a positive finite number, got {value!r}")
+    """``value`` as a positive finite float, else :class:`AdvgeomError`."""
+    return check_number(name, value, low=0.0, open_low=True)
+
+
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 open_low: bool = False, open_high: bool = False) -> float:
+    """``value`` as a finite float in the stated range, else :class:`AdvgeomError`
+    (NaN, inf, booleans and strings are refused: an option that would make an attack a
+    no-op must be an error, never a silently "robust" number)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    val = float(value) if ok else math.nan
+    if ok and math.isfinite(val):
+        ok = not ((low is not None and (val < low or (open_low and val == low)))
+                  or (high is not None and (val > high or (open_high and val == high))))
+    else:
+        ok = False
+    if not ok:
+        lo = "" if low is None else ("(" if open_low else "[") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + (")" if open_high else "]")
+        where = f" in {lo or '(-inf'}, {hi or 'inf)'}" if (lo or hi) else ""
+        raise AdvgeomError(f"{name} must be a finite number{where}, got {value!r}")
     return val
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a bool (``targeted="maybe"`` is an error, not True)."""
+    if not isinstance(value, bool):
+        raise AdvgeomError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def refuse_unused(attack: str, **given: tuple[Any, Any]) -> None:
+    """Raise :class:`AdvgeomError` for every shared-vocabulary option ``attack`` does not
+    use that was given a value other than its no-op default: ``name=(value, default)``
+    (``deepfool:loss=dlr`` is an error, not a silently ignored option)."""
+    bad = [f"{k}={v!r}" for k, (v, default) in given.items()
+           if not (v is default or (v == default and type(v) is type(default)))]
+    if bad:
+        raise AdvgeomError(f"{attack} does not use {', '.join(bad)} "
+                           "(see its docstring for the options it takes)")
 
 
 @dataclass
@@ -186,6 +219,7 @@ def prepare(model: nn.Module, inputs: Tensor, labels: Tensor, *, info: AttackInf
     check_norm(norm, info.norms)
     if loss is not None:
         check_loss_name(loss, info.losses)
+    check_bool("targeted", targeted)
     if targeted and not info.targeted:
         raise AdvgeomError("this attack has no targeted mode")
     check_int("steps", steps, 0)

@@ -91,7 +91,19 @@ def get_loss(loss: str, *, targeted: bool, num_classes: int) -> LossFn:
     return _TABLE[(loss, bool(targeted))]
 
 
+SUCCESS_MARGIN = 1e-4
+
+
+def success_margin(z: Tensor) -> Tensor:
+    """The logit margin a success must clear, per row: ``1e-4 * max(1, max_j |z_j|)``
+    (float noise of another batch size, kernel or AMP is far below it)."""
+    return SUCCESS_MARGIN * z.detach().abs().amax(dim=1).clamp_min(1.0)
+
+
 def success(z: Tensor, labels: Tensor, targeted: bool) -> Tensor:
-    """Boolean (N,): misclassified (untargeted) or classified as the target."""
-    pred = z.argmax(dim=1)
-    return pred == labels if targeted else pred != labels
+    """Boolean (N,): misclassified (untargeted) or classified as the target, by a logit
+    margin above :func:`success_margin`, so that an attack stopping at its first success
+    returns a point past the decision boundary, not on it."""
+    z = z.detach()
+    m = margin_targeted(z, labels) if targeted else margin_loss(z, labels)
+    return m > success_margin(z)

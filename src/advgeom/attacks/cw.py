@@ -17,8 +17,10 @@ result is within a few percent of the exact minimal distance.
 
 It is a minimum-norm attack: ``eps`` is only an optional bound (default ``inf``).
 With a finite ``eps`` the found perturbation is projected onto the l2 ball.
-Samples never broken are returned unchanged. ``loss`` and ``restarts`` are unused
-(the objective is the C&W margin above); ``step_size`` overrides the Adam rate.
+Samples never broken are returned unchanged. ``steps``: Adam iterations per constant;
+``step_size``: the Adam learning rate (default 0.01). The objective is the C&W margin
+above, so ``loss`` is refused, and so is ``restarts`` other than 1 (the binary search
+plays that role); ``generator`` is unused (deterministic).
 """
 from __future__ import annotations
 
@@ -28,33 +30,32 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import check_positive, input_grad, prepare, success_of
+from advgeom.attacks._common import (check_bool, check_int, check_number, check_positive, input_grad, prepare,
+                                     refuse_unused, success_of)
 from advgeom.attacks._geometry import bview, finalize
-from advgeom.attacks._losses import LOSSES, check_loss_name, margin_loss, margin_targeted
+from advgeom.attacks._losses import margin_loss, margin_targeted
 from advgeom.attacks.base import PassCounter, describe
-from advgeom.errors import AdvgeomError
 from advgeom.registry import register
 
 
 @register("attack", "cw_l2")
-@describe(norms=("l2",), losses=LOSSES, min_norm=True, uses_loss=False)
+@describe(norms=("l2",), losses=(), min_norm=True, uses_loss=False)
 def cw_l2(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any = math.inf,
           norm: str = "l2", steps: int = 1000, step_size: float | None = None,
-          restarts: int = 1, targeted: bool = False, loss: str = "ce",
+          restarts: int = 1, targeted: bool = False, loss: str | None = None,
           generator: torch.Generator | None = None, confidence: float = 0.0,
           initial_const: float = 1e-3, search_steps: int = 9, abort_early: bool = True,
           counter: PassCounter | None = None) -> Tensor:
     """C&W L2 with binary search over the constant; returns, per sample, the
     successful point of smallest l2 distance found (the input if none)."""
+    refuse_unused("cw_l2", loss=(loss, None), restarts=(restarts, 1))
     s = prepare(model, inputs, labels, info=cw_l2.info, eps=eps, norm=norm, loss=None,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
-    check_loss_name(loss)  # validated for the shared vocabulary, otherwise unused
     check_positive("initial_const", initial_const)
-    if not float(confidence) >= 0.0:
-        raise AdvgeomError(f"confidence must be >= 0, got {confidence!r}")
-    if isinstance(search_steps, bool) or not isinstance(search_steps, int) or search_steps < 1:
-        raise AdvgeomError(f"search_steps must be an integer >= 1, got {search_steps!r}")
+    check_number("cw_l2 confidence", confidence, low=0.0)
+    check_int("search_steps", search_steps, 1)
+    check_bool("abort_early", abort_early)
     lr = 0.01 if step_size is None else float(step_size)
     kappa = float(confidence)
     margin = margin_targeted if targeted else margin_loss

@@ -13,8 +13,11 @@ the largest clean logits (all classes when there are at most ``candidates``).
 
 Minimum-norm attack: ``eps`` is an optional bound (default ``inf``); with a finite
 ``eps`` the final perturbation is projected onto the ball. Samples not broken
-within ``steps`` iterations return their last iterate. ``loss``, ``step_size``,
-``restarts`` and ``generator`` are unused; there is no targeted mode.
+within ``steps`` iterations return their last iterate. ``steps`` counts iterations;
+DeepFool has no loss (it linearizes the logit differences), no step size (the step is
+the projection) and nothing random: ``loss``, ``step_size`` and ``restarts`` other
+than 1 are refused, ``generator`` is unused; there is no targeted mode. ``overshoot``
+must be >= 0 (a negative one stops short of the boundary).
 """
 from __future__ import annotations
 
@@ -24,26 +27,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import check_int, prepare
+from advgeom.attacks._common import check_int, check_number, prepare, refuse_unused
 from advgeom.attacks._geometry import bview, dual_norm, finalize, flat_norm
-from advgeom.attacks._losses import LOSSES, check_loss_name
 from advgeom.attacks.base import PassCounter, describe
 from advgeom.registry import register
 
 
 @register("attack", "deepfool")
-@describe(norms=("l2", "linf"), losses=LOSSES, min_norm=True, targeted=False,
+@describe(norms=("l2", "linf"), losses=(), min_norm=True, targeted=False,
           uses_loss=False)
 def deepfool(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any = math.inf,
              norm: str = "l2", steps: int = 50, step_size: float | None = None,
-             restarts: int = 1, targeted: bool = False, loss: str = "ce",
+             restarts: int = 1, targeted: bool = False, loss: str | None = None,
              generator: torch.Generator | None = None, overshoot: float = 0.02,
              candidates: int = 10, counter: PassCounter | None = None) -> Tensor:
     """DeepFool; returns ``clip(x + (1 + overshoot) * r_tot)`` per sample."""
+    refuse_unused("deepfool", loss=(loss, None), step_size=(step_size, None),
+                  restarts=(restarts, 1))
     s = prepare(model, inputs, labels, info=deepfool.info, eps=eps, norm=norm, loss=None,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
-    check_loss_name(loss)  # validated for the shared vocabulary, otherwise unused
+    overshoot = check_number("deepfool overshoot", overshoot, low=0.0)
     check_int("candidates", candidates, 2)
     x, y = s.x, s.y
     n, k = x.shape[0], min(candidates, s.num_classes)

@@ -3,8 +3,9 @@ and the fast gradient method with an l2-normalized step (Miyato et al. 2016).
 
 One forward and one input-gradient at the clean input, one step of size ``eps``
 along the steepest-ascent direction of ``loss`` for the norm, then clipping to
-[0,1]. ``steps``, ``step_size``, ``restarts`` and ``generator`` are accepted for
-the shared vocabulary and have no effect.
+[0,1]. The step is ``eps`` itself: ``steps`` other than 1, ``step_size`` and
+``restarts`` other than 1 are refused (they would change nothing); ``generator`` is
+accepted and unused (the attack is deterministic).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import Setup, input_grad, prepare
+from advgeom.attacks._common import Setup, input_grad, prepare, refuse_unused
 from advgeom.attacks._geometry import ascent_direction, bview, finalize
 from advgeom.attacks.base import PassCounter, describe
 from advgeom.registry import register
@@ -39,6 +40,7 @@ def fgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: st
          counter: PassCounter | None = None) -> Tensor:
     """FGSM (Goodfellow et al. 2015): ``clip(x + eps * sign(grad loss))``; with
     ``norm="l2"`` the step is the normalized gradient (same as ``fgm``)."""
+    refuse_unused("fgsm", steps=(steps, 1), step_size=(step_size, None), restarts=(restarts, 1))
     s = prepare(model, inputs, labels, info=fgsm.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
@@ -52,6 +54,7 @@ def fgm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
         targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,
         counter: PassCounter | None = None) -> Tensor:
     """Fast gradient method, l2 by default: ``clip(x + eps * g / ||g||_2)``."""
+    refuse_unused("fgm", steps=(steps, 1), step_size=(step_size, None), restarts=(restarts, 1))
     s = prepare(model, inputs, labels, info=fgm.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)

@@ -2,7 +2,7 @@
 with the shared attack vocabulary. The algorithm lives in
 :mod:`advgeom.analysis.locally_linear`; these are thin wrappers.
 
-Single step (``steps``/``step_size`` accepted and ignored, like ``fgsm``):
+Single step (``steps`` other than 1 and ``step_size`` are refused, like ``fgsm``):
 
 - ``locally_linear``: ``mode="semi_white"`` (default; ``A_SW = eps sgn(w_eq)``),
   ``"white"`` (``A_W = eps sgn(P_K w_eq)``, projecting with the model's front end) or
@@ -14,9 +14,9 @@ Iterative (``e <- clip_eps(e + A(x + e, delta))``, ``delta = step_size``, defaul
 ``locally_linear_white_iterative`` (default 80 steps, as Table 1's iterative attacks).
 
 All return, per sample, the candidate with the largest worst-pair logit difference
-``max_{i != t} y_i - y_t`` seen. The attack is deterministic: ``restarts`` and
-``generator`` are accepted and unused. l_inf only, untargeted; ``loss`` may be
-``"ce"`` or ``"margin"`` (both mean the worst-pair objective here).
+``max_{i != t} y_i - y_t`` seen. The attack is deterministic: ``restarts`` other than 1
+is refused and ``generator`` is unused. l_inf only, untargeted; the objective is
+always that worst-pair difference, so ``loss`` is refused.
 """
 from __future__ import annotations
 
@@ -26,19 +26,23 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.analysis.locally_linear import locally_linear_attack
-from advgeom.attacks._common import check_int, prepare
+from advgeom.attacks._common import check_int, prepare, refuse_unused
 from advgeom.attacks.base import PassCounter, describe
 from advgeom.registry import register
 
-INFO = dict(norms=("linf",), losses=("ce", "margin"), targeted=False)
+INFO = dict(norms=("linf",), losses=(), targeted=False, uses_loss=False)
 
 
 def _run(fn: Any, model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str,
-         steps: int, step_size: float | None, restarts: int, targeted: bool, loss: str,
+         steps: int, step_size: float | None, restarts: int, targeted: bool, loss: str | None,
          generator: torch.Generator | None, counter: PassCounter | None, mode: str,
          projection: str, iterative: bool) -> Tensor:
+    name = fn.__name__
+    refuse_unused(name, loss=(loss, None), restarts=(restarts, 1))
+    if not iterative:
+        refuse_unused(name, steps=(steps, 1), step_size=(step_size, None))
     check_int("steps", steps, 1 if iterative else 0)
-    s = prepare(model, inputs, labels, info=fn.info, eps=eps, norm=norm, loss=loss,
+    s = prepare(model, inputs, labels, info=fn.info, eps=eps, norm=norm, loss=None,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
     return locally_linear_attack(model, s.x, s.y, eps=s.eps, steps=steps if iterative else 1,
@@ -50,7 +54,7 @@ def _run(fn: Any, model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
 @describe(**INFO, single_step=True)
 def locally_linear(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                    norm: str = "linf", steps: int = 1, step_size: float | None = None,
-                   restarts: int = 1, targeted: bool = False, loss: str = "ce",
+                   restarts: int = 1, targeted: bool = False, loss: str | None = None,
                    generator: torch.Generator | None = None, counter: PassCounter | None = None,
                    mode: str = "semi_white", projection: str = "adjoint") -> Tensor:
     """Single-step locally linear attack on the worst class pair (semi-white box by default)."""
@@ -64,7 +68,7 @@ def locally_linear(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any
 @describe(**INFO, single_step=True)
 def locally_linear_white(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                          norm: str = "linf", steps: int = 1, step_size: float | None = None,
-                         restarts: int = 1, targeted: bool = False, loss: str = "ce",
+                         restarts: int = 1, targeted: bool = False, loss: str | None = None,
                          generator: torch.Generator | None = None,
                          counter: PassCounter | None = None, projection: str = "adjoint") -> Tensor:
     """Single-step white-box locally linear attack ``eps * sgn(P_K(w_eq))``."""
@@ -78,7 +82,7 @@ def locally_linear_white(model: nn.Module, inputs: Tensor, labels: Tensor, *, ep
 @describe(**INFO)
 def locally_linear_iterative(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                              norm: str = "linf", steps: int = 80, step_size: float | None = None,
-                             restarts: int = 1, targeted: bool = False, loss: str = "ce",
+                             restarts: int = 1, targeted: bool = False, loss: str | None = None,
                              generator: torch.Generator | None = None,
                              counter: PassCounter | None = None, mode: str = "semi_white",
                              projection: str = "adjoint") -> Tensor:
@@ -94,7 +98,7 @@ def locally_linear_iterative(model: nn.Module, inputs: Tensor, labels: Tensor, *
 def locally_linear_white_iterative(model: nn.Module, inputs: Tensor, labels: Tensor, *,
                                    eps: Any, norm: str = "linf", steps: int = 80,
                                    step_size: float | None = None, restarts: int = 1,
-                                   targeted: bool = False, loss: str = "ce",
+                                   targeted: bool = False, loss: str | None = None,
                                    generator: torch.Generator | None = None,
                                    counter: PassCounter | None = None,
                                    projection: str = "adjoint") -> Tensor:

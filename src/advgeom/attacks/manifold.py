@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.errors import AdvgeomError
+from advgeom.logits import predicted_class
 
 # ---------------------------------------------------------------------------
 # margins and predictions
@@ -40,10 +41,7 @@ def correct_margin(model: nn.Module, x: Tensor, labels: Tensor) -> Tensor:
 
 def predict(model: nn.Module, x: Tensor) -> Tensor:
     """Class predictions (int64): logit > 0 for one logit, argmax for two."""
-    out = model(x)
-    if out.dim() == 1 or out.shape[-1] == 1:
-        return (out.reshape(-1) > 0).to(torch.int64)
-    return out.argmax(dim=-1)
+    return predicted_class(model(x))
 
 
 def _check(model: nn.Module, inputs: Tensor, labels: Tensor) -> None:

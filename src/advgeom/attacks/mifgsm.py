@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import (BestTracker, default_step, input_grad, prepare, score_final,
-                                     success_of)
+from advgeom.attacks._common import (BestTracker, check_number, default_step, input_grad, prepare,
+                                     refuse_unused, score_final, success_of)
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize,
                                        flat_norm, project_l2)
 from advgeom.attacks.base import PassCounter, describe
@@ -27,8 +27,12 @@ def mifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: 
            decay: float = 1.0, counter: PassCounter | None = None) -> Tensor:
     """MI-FGSM: ``g <- decay * g + grad / ||grad||_1``, ``x <- P(x + alpha * dir(g))``.
 
-    Deterministic (no random start); ``restarts`` and ``generator`` are unused.
+    ``steps``: iterations; ``step_size``: the step ``alpha`` (default ``eps / steps``);
+    ``decay``: the momentum factor, a finite number >= 0. Deterministic (no random
+    start): ``restarts`` other than 1 is refused, ``generator`` is unused.
     """
+    refuse_unused("mifgsm", restarts=(restarts, 1))
+    decay = check_number("mifgsm decay", decay, low=0.0)
     s = prepare(model, inputs, labels, info=mifgsm.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import (BestTracker, Setup, default_step, input_grad, prepare,
-                                     remaining, score_final, success_of)
+from advgeom.attacks._common import (BestTracker, Setup, check_bool, default_step, input_grad,
+                                     prepare, refuse_unused, remaining, score_final, success_of)
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize,
                                        project_l2, random_start)
 from advgeom.attacks._losses import LossFn
@@ -119,7 +119,13 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     or normalized (l2) gradient steps on ``loss`` ("ce", "margin", "dlr"), projection
     onto the ball and [0,1]; returns per sample a successful iterate if any (the first
     one with ``early_stop``, the highest-loss one without), else the highest-loss one,
-    over all steps and restarts."""
+    over all steps and restarts. ``steps``: gradient steps per restart; ``step_size``:
+    the step length in the norm (default ``2.5 eps / steps``); ``loss``: the maximized
+    objective."""
+    check_bool("random_start", random_start)
+    check_bool("early_stop", early_stop)
+    if not random_start:
+        refuse_unused("pgd without random_start", restarts=(restarts, 1))
     s = prepare(model, inputs, labels, info=pgd.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
@@ -138,7 +144,10 @@ def bim(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
         early_stop: bool = True, counter: PassCounter | None = None) -> Tensor:
     """Basic iterative method (Kurakin et al. 2017): PGD from the clean input (no
     random start, so ``restarts`` has nothing to vary and is not repeated);
-    default step ``1.25 * eps / steps`` (Kurakin et al.'s budget of 1.25 eps)."""
+    default step ``1.25 * eps / steps`` (Kurakin et al.'s budget of 1.25 eps);
+    ``restarts`` other than 1 is refused."""
+    check_bool("early_stop", early_stop)
+    refuse_unused("bim", restarts=(restarts, 1))
     s = prepare(model, inputs, labels, info=bim.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)

@@ -1,0 +1,182 @@
+"""FAB-T, the targeted Fast Adaptive Boundary attack (Croce & Hein 2020, "Minimally
+distorted adversarial examples with a fast adaptive boundary attack"), linf and l2:
+the third attack of AutoAttack's "standard" suite.
+
+Per target class ``t`` (the ``num_targets`` most likely wrong classes of the clean
+input, most likely first) and per sample, each of ``steps`` iterations
+
+1. linearizes ``f = z_t - z_y`` at the iterate ``x_k``: the boundary becomes the
+   hyperplane ``f(x_k) + <grad f(x_k), u - x_k> = 0``;
+2. projects both ``x_k`` and the clean ``x_0`` onto that hyperplane intersected with the
+   box [0,1]^d, with the smallest ``norm`` displacement (``d_k`` and ``d_0``);
+3. moves to ``clip((x_k + eta d_k)(1 - a) + (x_0 + eta d_0) a)``, with the bias toward
+   the clean point ``a = min(|d_k| / (|d_k| + |d_0|), alpha_max)``;
+4. when the new iterate is misclassified, keeps it if it is the closest adversarial so
+   far and steps back toward the clean point: ``x_k <- x_0 + beta (x_k - x_0)``.
+
+Defaults are the official ones (100 iterations, 9 targets, ``alpha_max = 0.1``,
+``eta = 1.05``, ``beta = 0.9``); restarts after the first start at a random point at
+distance ``eps / 2``. As in AutoAttack, a target or restart runs only on the samples
+without an adversarial inside the eps-ball yet, and with ``early_stop`` (default) a
+sample leaves the batch as soon as it has one (the robust accuracy at ``eps`` is the
+same; only the distances of points already broken stop shrinking). With ``eps=inf`` it is
+a minimum-norm attack (every iteration runs). Returns per sample the closest
+misclassified point found, projected onto the eps-ball (the clean input if none).
+
+``steps`` counts iterations (each: one forward and one input-gradient, plus one forward
+to test the new iterate); ``step_size`` and ``loss`` do not exist for FAB (its step is
+the projection) and are refused; ``targeted`` is refused too: FAB-T picks its own
+targets, the labels are the true classes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advgeom.attacks._common import (Setup, check_bool, check_int, check_number, input_grad,
+                                     prepare, refuse_unused)
+from advgeom.attacks._losses import success
+from advgeom.attacks._geometry import bview, finalize, flat_norm, rand
+from advgeom.attacks.base import PassCounter, describe
+from advgeom.registry import register
+
+
+def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor:
+    """Per row, the smallest ``norm`` displacement ``d`` ("linf" or "l2") with
+    ``<w, d> = r`` and ``p + d`` in [0,1]^d; the reachable ``d`` that comes closest
+    when the hyperplane misses the box. ``p``, ``w``: (N, d); ``r``: (N,).
+
+    Exact: with ``s = sign(w)`` and ``cap_i`` the room left in the box along ``s_i``,
+    the optimum is ``d_i = s_i min(lam c_i, cap_i)`` (``c_i = 1`` for linf, ``|w_i|``
+    for l2) for the smallest ``lam >= 0`` reaching ``r``; ``<w, d(lam)>`` is piecewise
+    linear in ``lam``, so one sort of the breakpoints finds it."""
+    flip = torch.where(r < 0, -1.0, 1.0).to(w.dtype)
+    w, r = w * flip[:, None], r.abs()
+    aw = w.abs()
+    cap = torch.where(w > 0, 1.0 - p, p).clamp_min(0.0) * (aw > 0)
+    a = aw if norm == "linf" else aw * aw          # slope of each term in lam
+    b = aw * cap                                   # its value once saturated
+    lam = torch.where(a > 0, b / a.clamp_min(1e-30), torch.full_like(a, math.inf))
+    lam_s, order = lam.sort(dim=1)
+    a_s, b_s = a.gather(1, order), b.gather(1, order)
+    suffix = a_s.flip(1).cumsum(1).flip(1)         # sum_{j >= k} a_j (exactly 0 past the last)
+    after = torch.nn.functional.pad(suffix[:, 1:], (0, 1))
+    cum_b = b_s.cumsum(1)
+    reach = cum_b + torch.where(after > 0, lam_s * after, torch.zeros_like(after))
+    k = (reach < r[:, None]).sum(1, keepdim=True)   # first breakpoint that reaches r
+    feasible = k[:, 0] < w.shape[1]
+    kk = k.clamp(max=w.shape[1] - 1)
+    before = torch.where(k > 0, cum_b.gather(1, (k - 1).clamp_min(0)), torch.zeros_like(r[:, None]))
+    denom = suffix.gather(1, kk)
+    lam_opt = torch.where(denom > 0, (r[:, None] - before) / denom.clamp_min(1e-30),
+                          torch.zeros_like(denom))
+    step = torch.minimum(lam_opt * (a / aw.clamp_min(1e-30)), cap)
+    d = torch.where(feasible[:, None], step, cap) * w.sign()
+    return d
+
+
+def _size(d: Tensor, norm: str) -> Tensor:
+    return flat_norm(d, norm)
+
+
+def within(dist: Tensor, eps: Tensor) -> Tensor:
+    """An adversarial was found (finite distance) inside the eps-ball."""
+    return torch.isfinite(dist) & (dist <= eps)
+
+
+def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor, eps: Tensor, *, norm: str,
+             steps: int, alpha_max: float, eta: float, beta: float, random_init: bool,
+             early_stop: bool) -> tuple[Tensor, Tensor]:
+    """One FAB-T run toward targets ``t``; returns (closest adversarial, its distance)."""
+    n = x0.shape[0]
+    flat0 = x0.reshape(n, -1)
+    x1 = x0.clone()
+    if random_init:  # official restart: a random point at distance eps/2 (finite eps)
+        radius = torch.where(torch.isfinite(eps), eps, torch.zeros_like(eps)) * 0.5
+        u = rand(tuple(x0.shape), s.generator, x0, normal=norm == "l2")
+        if norm == "linf":
+            u = u.mul_(2.0).sub_(1.0)
+        u = u / bview(_size(u, norm) + 1e-12, u)
+        x1 = (x0 + u * bview(radius, u)).clamp_(0.0, 1.0)
+    best = x0.clone()
+    dist = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
+    act = torch.arange(n, device=x0.device)
+    rows = torch.arange(n, device=x0.device)
+    for _ in range(steps):
+        xa = x1[act].requires_grad_(True)
+        ya, ta = y[act], t[act]
+        with torch.enable_grad():
+            z = s.forward(xa)
+            f = z[rows[:act.numel()], ta] - z[rows[:act.numel()], ya]
+        g = input_grad(f, xa, s.counter).reshape(act.numel(), -1)
+        with torch.no_grad():
+            xf, f = xa.detach().reshape(act.numel(), -1), f.detach()
+            # hyperplane f + <g, u - x_k> = 0: displacement r along g from x_k and from x_0
+            r1 = -f
+            r0 = -f - (g * (flat0[act] - xf)).sum(1)
+            d = project_to_hyperplane(torch.cat([xf, flat0[act]]), torch.cat([g, g]),
+                                      torch.cat([r1, r0]), norm)
+            d1, d0 = d[:act.numel()], d[act.numel():]
+            a1, a0 = _size(d1, norm).clamp_min(1e-8), _size(d0, norm).clamp_min(1e-8)
+            alpha = (a1 / (a1 + a0)).clamp(0.0, alpha_max)[:, None]
+            new = ((xf + eta * d1) * (1 - alpha) + (flat0[act] + eta * d0) * alpha).clamp_(0.0, 1.0)
+            new = new.view_as(xa)
+            z = s.forward(new)
+            adv = success(z, ya, False)
+            nd = _size(new - x0[act], norm)
+            closer = adv & (nd < dist[act])
+            best[act] = torch.where(bview(closer, new), new, best[act])
+            dist[act] = torch.where(closer, nd, dist[act])
+            back = x0[act] + beta * (new - x0[act])
+            x1[act] = torch.where(bview(adv, new), back, new)
+            if early_stop:
+                keep = ~(within(dist[act], eps[act]) & torch.isfinite(eps[act]))
+                if not bool(keep.all()):
+                    act = act[keep]
+                    if act.numel() == 0:
+                        break
+    return best, dist
+
+
+@register("attack", "fab")
+@describe(norms=("linf", "l2"), losses=(), min_norm=True, targeted=False, uses_loss=False)
+def fab(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
+        steps: int = 100, step_size: float | None = None, restarts: int = 1,
+        targeted: bool = False, loss: str | None = None,
+        generator: torch.Generator | None = None, num_targets: int = 9,
+        alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, early_stop: bool = True,
+        counter: PassCounter | None = None) -> Tensor:
+    """FAB-T (Croce & Hein 2020): ``steps`` boundary-projection iterations toward each
+    of the ``num_targets`` most likely wrong classes, ``restarts`` starts per target;
+    the closest adversarial found, inside the eps-ball (``eps=inf``: minimum-norm)."""
+    refuse_unused("fab", step_size=(step_size, None), loss=(loss, None), targeted=(targeted, False))
+    s = prepare(model, inputs, labels, info=fab.info, eps=eps, norm=norm, loss=None,
+                targeted=False, steps=steps, restarts=restarts, counter=counter,
+                generator=generator)
+    check_int("num_targets", num_targets, 1)
+    alpha_max = check_number("fab alpha_max", alpha_max, low=0.0, high=1.0)
+    eta = check_number("fab eta (overshoot)", eta, low=1.0)
+    beta = check_number("fab beta (backward step)", beta, low=0.0, high=1.0, open_high=True)
+    check_bool("early_stop", early_stop)
+    x, y, e = s.x, s.y, s.eps
+    with torch.no_grad():
+        z0 = s.forward(x)
+    best = x.clone()
+    dist = torch.where(z0.argmax(1) != y, torch.zeros_like(e), torch.full_like(e, math.inf))
+    k = min(int(num_targets), s.num_classes - 1)
+    order = z0.scatter(1, y[:, None], -math.inf).topk(k, dim=1).indices
+    for j in range(k):
+        for r in range(restarts):
+            idx = (~within(dist, e)).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            pts, d = _fab_run(s, x[idx], y[idx], order[idx, j], e[idx], norm=norm, steps=steps,
+                              alpha_max=alpha_max, eta=eta, beta=beta, random_init=r > 0,
+                              early_stop=early_stop)
+            closer = d < dist[idx]
+            best[idx] = torch.where(bview(closer, pts), pts, best[idx])
+            dist[idx] = torch.where(closer, d, dist[idx])
+    return finalize(x, best, e, norm)
