@@ -54,8 +54,16 @@ def test_monotone_violation_found_in_a_real_evaluation(threshold_model):
         return flip(model, inputs, labels, eps=eps)
 
     res = _run(threshold_model, [spec("weird", weird)], eps=(0.1, 0.2))
-    assert res.checks.get("monotone_in_eps").status == "fail"
-    assert not res.ok
+    # per sample, the adversarials found at 0.1 count at 0.2 too: monotone by construction,
+    # and the erratic attack is reported
+    assert res.accuracy("weird", 0.2) == res.accuracy("weird", 0.1)
+    assert torch.equal(res.robust[("weird", 0.2)], res.robust[("weird", 0.1)])
+    assert res.checks.get("monotone_in_eps").status == "pass"
+    check = res.checks.get("per_sample_monotone")
+    assert check.status == "warn" and "3 sample(s)" in check.message
+    row = next(r for r in res.rows if r.attack == "weird" and r.eps == 0.2
+               and r.metric == "robust_accuracy")
+    assert row.extra["counted_from_smaller_eps"] == 3
 
 
 # -- iterative vs single step, gradient masking -------------------------------------------

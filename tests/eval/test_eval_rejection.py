@@ -2,7 +2,8 @@
 import pytest
 
 from advgeom.eval import CheckConfig, can_reject, evaluate
-from advgeom.eval.rejection import adversarial_rejection_metrics, clean_rejection_metrics
+from advgeom.eval.rejection import (adversarial_rejection_metrics, clean_rejection_metrics,
+                                    defended)
 
 from eval_fakes import RejectingThresholdModel, ThresholdModel, fake_attack, spec, threshold_data
 
@@ -12,9 +13,9 @@ from eval_fakes import RejectingThresholdModel, ThresholdModel, fake_attack, spe
 # 2: T T  rejected only               -> defended
 # 3: T T  untouched                   -> defended
 # 4: T T  untouched                   -> defended
-# 5: T F  flipped and now accepted    -> not defended
-# 6: F T  not attacked (accepted & wrong) -> not defended
-# 7: F F  attacked, attack does nothing -> defended (rejected)
+# 5: T F  flipped and now accepted    -> not robust (clean rejected, and adversarial accepted & wrong)
+# 6: F T  not attacked (accepted & wrong) -> not robust
+# 7: F F  not attacked (clean wrong)    -> not robust (rejected clean inputs never count)
 
 
 @pytest.fixture
@@ -39,8 +40,11 @@ def test_clean_rejection_metrics(result):
 def test_adversarial_rejection_metrics(result):
     assert result.value("robust_accuracy", "joint", 0.1) == 37.5          # plain: {2, 3, 4}
     assert result.value("adv_rejection_rate", "joint", 0.1) == 37.5       # {1, 2, 7}
-    assert result.value("robust_accuracy_with_rejection", "joint", 0.1) == 62.5   # {1,2,3,4,7}
-    assert result.value("robust_accuracy_with_rejection", "worst_case", 0.1) == 62.5
+    # clean accepted and correct, adversarial rejected or correct: {1, 2, 3, 4}
+    assert result.value("robust_accuracy_with_rejection", "joint", 0.1) == 50.0
+    assert result.value("robust_accuracy_with_rejection", "worst_case", 0.1) == 50.0
+    row = next(r for r in result.rows if r.metric == "robust_accuracy_with_rejection")
+    assert row.extra["clean_rejection_rate"] == 25.0        # stated beside the number
     # rejection never leaks into plain accuracy rows
     assert result.value("robust_accuracy", "worst_case", 0.1) == 37.5
 
@@ -59,5 +63,9 @@ def test_metric_functions_exact():
     assert clean_rejection_metrics(t(1, 1, 0, 0), t(1, 0, 1, 0)) == {
         "clean_accuracy_accepted": 50.0, "clean_rejection_rate": 50.0}
     assert clean_rejection_metrics(t(1, 1), t(0, 0))["clean_accuracy_accepted"] == 0.0
-    m = adversarial_rejection_metrics(t(1, 1, 1, 0), t(1, 1, 1, 1), t(0, 1, 0, 0), t(1, 1, 0, 1))
+    adv_ok = defended(t(0, 1, 0, 0), t(1, 1, 0, 1))           # rejected or correct
+    m = adversarial_rejection_metrics(t(1, 1, 1, 0), t(1, 1, 1, 1), adv_ok, t(1, 1, 0, 1))
     assert m == {"adv_rejection_rate": 25.0, "robust_accuracy_with_rejection": 50.0}
+    # a model that rejects everything is robust on nothing
+    m = adversarial_rejection_metrics(t(1, 1), t(0, 0), defended(t(0, 0), t(0, 0)), t(0, 0))
+    assert m["robust_accuracy_with_rejection"] == 0.0

@@ -42,11 +42,12 @@ def test_resume_after_interruption(blobs_mlp, tmp_path):
     with pytest.raises(Interrupted):
         _eval(model, x, y, attack, store)
     assert store.query(experiment="resume") == []               # no partial rows
-    # 3 batches x (clean + 2 attacks x 2 eps) = 15 units; batch 2's pgd units were lost
+    # 3 batches x (clean + 2 eps x 2 attacks) = 15 units, run eps by eps within a batch;
+    # batch 2 died in pgd@0.05, so it and the units after it (fgsm@0.1, pgd@0.1) are missing
     n_before = len(calls)
     resumed = _eval(model, x, y, attack, store)
-    assert resumed.units_skipped == 13
-    assert resumed.units_run == 2 + 1                           # 2 lost units + the unbounded check
+    assert resumed.units_skipped == 12
+    assert resumed.units_run == 3 + 1                           # 3 missing units + the unbounded check
     assert len(calls) - n_before == 2                           # only the 2 lost units re-attacked
     assert resumed.rows == reference.rows                       # identical to the uninterrupted run
     assert sorted(store.query(experiment="resume"), key=lambda r: r.key()) == \

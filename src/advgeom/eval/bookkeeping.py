@@ -8,30 +8,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advgeom.seeding import derive_seed
+
 # ---------------------------------------------------------------------------
 # fingerprints and seeds
 
 
-def state_hash(model: nn.Module) -> str:
-    """SHA-256 of every parameter and buffer (names, dtypes, shapes, values)."""
+def _hash_tensors(items: Any) -> str:
     h = hashlib.sha256()
-    for name, t in model.state_dict().items():
+    for name, t in items:
         t = t.detach()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(f"{name}{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
                  if t.numel() else b"")
     return h.hexdigest()
+
+
+def state_hash(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes, values)."""
+    return _hash_tensors((f"{name}|", t) for name, t in model.state_dict().items())
 
 
 def tensor_hash(*tensors: Tensor) -> str:
     """SHA-256 of the given tensors' shapes, dtypes and values."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach()
-        h.update(f"{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
-    return h.hexdigest()
+    return _hash_tensors(("", t) for t in tensors)
 
 
 def text_hash(*parts: Any, length: int = 32) -> str:
@@ -39,10 +39,15 @@ def text_hash(*parts: Any, length: int = 32) -> str:
     return hashlib.sha256("\x1f".join(map(repr, parts)).encode()).hexdigest()[:length]
 
 
-def derive_seed(seed: int, *parts: Any) -> int:
-    """A 63-bit seed determined by ``seed`` and the parts (batch index, attack, eps):
-    the same unit always gets the same randomness, whatever else runs or was resumed."""
-    return int(text_hash(int(seed), *parts, length=16), 16) & ((1 << 63) - 1)
+def unit_seed(seed: int, *parts: Any) -> int:
+    """The seed of one evaluation unit: :func:`advgeom.seeding.derive_seed` of ``seed``
+    and the parts (batch index, attack, eps), in its evaluation encoding."""
+    return derive_seed(int(seed), *parts, joined=True)
+
+
+def percent(mask: Tensor) -> float:
+    """Percentage of True entries (0 for an empty mask)."""
+    return 100.0 * float(mask.float().mean()) if mask.numel() else 0.0
 
 
 # ---------------------------------------------------------------------------

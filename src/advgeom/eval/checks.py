@@ -91,6 +91,7 @@ class CheckConfig:
     unbounded_subset: int = 64          # 0 disables the unbounded-attack check
     unbounded_attack: str = "pgd:steps=100,loss=margin"
     unbounded_max_accuracy: float = 2.0
+    cascade_masking_tol: float = 0.5    # points the black-box stage of a cascade may add
 
 
 def attack_kind(row_or_name: Row | str) -> str:
@@ -128,7 +129,7 @@ def check_threat_model(stats: Iterable[dict[str, Any]], norm: str,
 
     ``stats``: dicts with ``attack``, ``eps`` and the keys of :func:`threat_model_stats`.
     """
-    bad = []
+    bad, cells = [], []
     for s in stats:
         limit = s["eps"] + tol + (1e-6 * s["eps"] if norm == "l2" else 0.0)
         why = []
@@ -140,8 +141,10 @@ def check_threat_model(stats: Iterable[dict[str, Any]], norm: str,
             why.append(f"values in [{s['min_value']:.4g}, {s['max_value']:.4g}] outside [0,1]")
         if why:
             bad.append(f"{s['attack']} @ eps={s['eps']:g}: {', '.join(why)}")
+            cells.append((s["attack"], s["eps"]))
     if bad:
-        return CheckResult("threat_model", "fail", "; ".join(sorted(set(bad))), {"violations": bad})
+        return CheckResult("threat_model", "fail", "; ".join(sorted(set(bad))),
+                           {"violations": bad, "cells": cells})
     return CheckResult("threat_model", "pass", f"all adversarials inside the {norm} ball and [0,1]")
 
 
@@ -169,7 +172,7 @@ def _robust_by_eps(rows: Iterable[Row]) -> Iterator[tuple[float, list[Row]]]:
 def check_monotone(rows: Iterable[Row], tol: float = 0.0) -> CheckResult:
     """Robust accuracy never increases with eps (per attack and for the worst case);
     the clean accuracy counts as the value at eps = 0."""
-    bad = []
+    bad, cells = [], []
     for key, rs in _groups(rows).items():
         clean = [r for r in rs if r.metric == "clean_accuracy"]
         for metric in ROBUST_METRICS:
@@ -184,9 +187,10 @@ def check_monotone(rows: Iterable[Row], tol: float = 0.0) -> CheckResult:
                 for (e0, a0), (e1, a1) in zip(pts, pts[1:]):
                     if a1 > a0 + tol:
                         bad.append(f"{attack} {metric}: {a0:.2f}% at eps={e0:g} < {a1:.2f}% at eps={e1:g}")
+                        cells.append((attack, e1))
     if bad:
         return CheckResult("monotone_in_eps", "fail", "accuracy increases with eps: " + "; ".join(bad),
-                           {"violations": bad})
+                           {"violations": bad, "cells": cells})
     return CheckResult("monotone_in_eps", "pass", "accuracy non-increasing in eps")
 
 
@@ -195,7 +199,7 @@ def check_iterative_vs_single_step(rows: Iterable[Row], tol: float = 0.0) -> Che
     eps and with the same loss (rows' ``extra["loss"]``; pairs with different known
     losses are not compared: a DLR attack may legitimately lose a few samples to
     FGSM-CE, and the per-sample worst case covers that)."""
-    bad, compared = [], 0
+    bad, compared, cells = [], 0, []
     for eps, er in _robust_by_eps(rows):
         single = [r for r in er if attack_kind(r) == "single_step"]
         iterative = [r for r in er if attack_kind(r) == "iterative"]
@@ -207,18 +211,19 @@ def check_iterative_vs_single_step(rows: Iterable[Row], tol: float = 0.0) -> Che
                 compared += 1
                 if it.value > s.value + tol:
                     bad.append(f"{it.attack} {it.value:.2f}% > {s.attack} {s.value:.2f}% at eps={eps:g}")
+                    cells.append((it.attack, eps))
     if not compared:
         return CheckResult("iterative_vs_single_step", "skip", "needs a single-step and an iterative attack")
     if bad:
         return CheckResult("iterative_vs_single_step", "fail",
                            "iterative attack weaker than single-step (attack too weak or "
-                           "gradient masking): " + "; ".join(bad), {"violations": bad})
+                           "gradient masking): " + "; ".join(bad), {"violations": bad, "cells": cells})
     return CheckResult("iterative_vs_single_step", "pass", "iterative attacks at least as strong as single-step")
 
 
 def check_gradient_masking(rows: Iterable[Row], tol: float = 0.0) -> CheckResult:
     """Flag eps where a gradient-free or transfer attack beats every white-box attack."""
-    bad, compared = [], 0
+    bad, compared, cells = [], 0, []
     for eps, er in _robust_by_eps(rows):
         white = [r for r in er if attack_kind(r) in WHITE_BOX]
         black = [r for r in er if attack_kind(r) in BLACK_BOX]
@@ -230,12 +235,81 @@ def check_gradient_masking(rows: Iterable[Row], tol: float = 0.0) -> CheckResult
         if best_b.value < best_w.value - tol:
             bad.append(f"{best_b.attack} {best_b.value:.2f}% < best white-box "
                        f"{best_w.attack} {best_w.value:.2f}% at eps={eps:g}")
+            cells += [(r.attack, eps) for r in white]
     if not compared:
         return CheckResult("gradient_masking", "skip", "needs a white-box and a black-box/transfer attack")
     if bad:
         return CheckResult("gradient_masking", "fail", "possible gradient masking, white-box numbers "
-                           "are not trustworthy: " + "; ".join(bad), {"violations": bad})
+                           "are not trustworthy: " + "; ".join(bad), {"violations": bad, "cells": cells})
     return CheckResult("gradient_masking", "pass", "no black-box/transfer attack beats the white-box ones")
+
+
+def check_per_sample_monotone(rows: Iterable[Row]) -> CheckResult:
+    """Report samples an attack broke at a smaller eps but not at a larger one (the
+    evaluator counts them broken at the larger eps too: rows'
+    ``extra["counted_from_smaller_eps"]``): the attack is erratic there."""
+    hits = [(r.attack, float(r.eps), int(r.extra.get("counted_from_smaller_eps", 0)))
+            for r in rows if r.metric == "robust_accuracy" and r.extra.get("counted_from_smaller_eps")]
+    if not hits:
+        return CheckResult("per_sample_monotone", "pass",
+                           "no sample robust at an eps after being broken at a smaller one")
+    msg = "; ".join(f"{a} at eps={e:g}: {k} sample(s)" for a, e, k in hits)
+    return CheckResult("per_sample_monotone", "warn", "adversarials found at a smaller eps were missed "
+                       f"at a larger one and counted from the smaller eps: {msg}",
+                       {"cells": [(a, e) for a, e, _ in hits]})
+
+
+def check_fragile(rows: Iterable[Row]) -> CheckResult:
+    """Fail when scored adversarials sit on the decision boundary (logit margin within
+    the success margin): float noise, another batch size or AMP could flip them, so the
+    numbers they enter are not reproducible to the stated precision."""
+    hits = [(r.attack, float(r.eps), int(r.extra.get("fragile", 0)))
+            for r in rows if r.metric == "robust_accuracy" and r.extra.get("fragile")]
+    if not hits:
+        return CheckResult("boundary_points", "pass", "no scored adversarial on the decision boundary")
+    msg = "; ".join(f"{a} at eps={e:g}: {k}" for a, e, k in hits)
+    return CheckResult("boundary_points", "fail", "adversarials within the success margin of the "
+                       f"decision boundary (could flip under float noise): {msg}",
+                       {"cells": [(a, e) for a, e, _ in hits]})
+
+
+def check_cascade_black_box(rows: Iterable[Row], tol: float = 0.5) -> CheckResult:
+    """In a cascade (standard suite), the points a black-box stage breaks after every
+    white-box stage failed on them: more than ``tol`` points flags gradient masking."""
+    bad, cells = [], []
+    for eps, er in _robust_by_eps(rows):
+        stages = sorted((r for r in er if r.extra.get("stage")), key=lambda r: r.extra["stage"])
+        white = [r for r in stages if r.extra.get("stage_kind") in WHITE_BOX]
+        for r in stages:
+            if r.extra.get("stage_kind") in BLACK_BOX and white and white[-1].extra["stage"] < r.extra["stage"]:
+                before = min(w.value for w in white if w.extra["stage"] < r.extra["stage"])
+                if before - r.value > tol:
+                    bad.append(f"{r.attack} breaks {before - r.value:.2f} more points after the "
+                               f"white-box stages at eps={eps:g}")
+                    cells += [(w.attack, eps) for w in white]
+    if bad:
+        return CheckResult("gradient_masking", "fail", "possible gradient masking: " + "; ".join(bad),
+                           {"violations": bad, "cells": cells})
+    return CheckResult("gradient_masking", "pass",
+                       f"the black-box stage adds at most {tol:g} points to the white-box ones")
+
+
+def mark_rows(rows: list[Row], report: "CheckReport") -> None:
+    """Write into each concerned row ``extra["failed_checks"]`` the failed checks that
+    concern it: those naming (attack, eps) cells mark those rows and the worst case at
+    that eps; the others (unbounded attack, model state) mark every robustness row."""
+    for r in report.failed:
+        cells = r.details.get("cells")
+        eps_hit = None if cells is None else {float(e) for _, e in cells}
+        names = None if cells is None else {a for a, _ in cells}
+        for row in rows:
+            if row.metric not in ROBUST_METRICS:
+                continue
+            if cells is None or (float(row.eps) in eps_hit and (row.attack in names
+                                                                or row.attack == "worst_case")):
+                row.extra.setdefault("failed_checks", [])
+                if r.name not in row.extra["failed_checks"]:
+                    row.extra["failed_checks"].append(r.name)
 
 
 # ---------------------------------------------------------------------------

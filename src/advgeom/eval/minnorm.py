@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.errors import AdvgeomError
-from advgeom.eval.bookkeeping import delta_norms, derive_seed, state_hash, tensor_hash, text_hash
+from advgeom.eval.bookkeeping import delta_norms, unit_seed, state_hash, tensor_hash, text_hash
 from advgeom.eval.rejection import predict
 from advgeom.eval.runner import _device, _Units, _unpack
 from advgeom.eval.spec import AttackSpec, parse_attacks
@@ -152,7 +152,7 @@ def minimal_perturbations(model: nn.Module, data: Any, attack: str | AttackSpec 
         for b, s0 in enumerate(starts):
             xb, yb = x[s0:s0 + batch_size].to(device), y[s0:s0 + batch_size].to(device)
             payloads.append(units(text_hash("min_norm", *fp, b), lambda: _unit(
-                model, spec, xb, yb, norm, derive_seed(seed, "min_norm", b, spec.fingerprint(), norm))))
+                model, spec, xb, yb, norm, unit_seed(seed, "min_norm", b, spec.fingerprint(), norm))))
     dec = lambda k: torch.tensor([v if v >= 0 else float("inf") for p in payloads for v in p[k]],  # noqa: E731
                                  dtype=torch.float64)
     correct = torch.tensor([v for p in payloads for v in p["correct"]], dtype=torch.bool)

@@ -17,10 +17,11 @@ plain clean/robust accuracy of such a model ignores the accept mask):
 * ``clean_accuracy_accepted``  correct among accepted clean inputs;
 * ``clean_rejection_rate``     rejected among clean inputs;
 * ``adv_rejection_rate``       rejected among adversarial inputs (one per sample);
-* ``robust_accuracy_with_rejection``  samples where neither the clean nor the
-  adversarial input is accepted *and* misclassified — a rejected input counts as
-  defended. Read it beside the clean rejection rate: a model rejecting everything
-  scores 100 here.
+* ``robust_accuracy_with_rejection``  samples whose clean input is accepted and
+  correct and whose adversarial is rejected or correct (Tramer 2022; Stutz et al.
+  2020): a rejected clean input is a loss, a rejected adversarial a defence. A model
+  rejecting everything scores 0 here. Rows carry the clean rejection rate the number
+  was measured at (``extra["clean_rejection_rate"]``).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.errors import AdvgeomError
+from advgeom.eval.bookkeeping import percent
+from advgeom.logits import predicted_class
 
 
 @runtime_checkable
@@ -45,8 +48,8 @@ def can_reject(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, inputs: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``(predicted labels, accept mask or None)`` for a batch."""
+def scores(model: nn.Module, inputs: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(logits, accept mask or None)`` for a batch."""
     if can_reject(model):
         out = model.predict_with_rejection(inputs)
         if not (isinstance(out, tuple) and len(out) == 2):
@@ -56,21 +59,14 @@ def predict(model: nn.Module, inputs: Tensor) -> tuple[Tensor, Tensor | None]:
         if accept.shape != logits.shape[:1]:
             raise AdvgeomError(f"accept mask has shape {tuple(accept.shape)}, "
                                f"expected ({logits.shape[0]},)")
-        return _argmax(logits), accept.bool()
-    return _argmax(model(inputs)), None
+        return logits, accept.bool()
+    return model(inputs), None
 
 
-def _argmax(logits: Tensor) -> Tensor:
-    """Predicted class; a single logit column is a binary classifier (logit > 0 -> 1)."""
-    if logits.dim() == 2 and logits.shape[1] == 1:
-        return (logits[:, 0] > 0).long()
-    if logits.dim() == 1:
-        return (logits > 0).long()
-    return logits.argmax(dim=1)
-
-
-def _pct(mask: Tensor) -> float:
-    return 100.0 * float(mask.float().mean()) if mask.numel() else 0.0
+def predict(model: nn.Module, inputs: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(predicted labels, accept mask or None)`` for a batch."""
+    logits, accept = scores(model, inputs)
+    return predicted_class(logits), accept
 
 
 def defended(correct: Tensor, accept: Tensor) -> Tensor:
@@ -82,11 +78,13 @@ def clean_rejection_metrics(correct: Tensor, accept: Tensor) -> dict[str, float]
     """``clean_accuracy_accepted`` and ``clean_rejection_rate`` (percent)."""
     n_acc = int(accept.sum())
     acc = 100.0 * float((correct & accept).sum()) / n_acc if n_acc else 0.0
-    return {"clean_accuracy_accepted": acc, "clean_rejection_rate": _pct(~accept)}
+    return {"clean_accuracy_accepted": acc, "clean_rejection_rate": percent(~accept)}
 
 
 def adversarial_rejection_metrics(clean_correct: Tensor, clean_accept: Tensor,
-                                  adv_correct: Tensor, adv_accept: Tensor) -> dict[str, float]:
-    """``adv_rejection_rate`` and ``robust_accuracy_with_rejection`` (percent)."""
-    ok = defended(clean_correct, clean_accept) & defended(adv_correct, adv_accept)
-    return {"adv_rejection_rate": _pct(~adv_accept), "robust_accuracy_with_rejection": _pct(ok)}
+                                  adv_defended: Tensor, adv_accept: Tensor) -> dict[str, float]:
+    """``adv_rejection_rate`` and ``robust_accuracy_with_rejection`` (percent):
+    clean input accepted and correct, adversarial defended (``adv_defended``: rejected
+    or correct, see :func:`defended`)."""
+    ok = clean_correct & clean_accept & adv_defended
+    return {"adv_rejection_rate": percent(~adv_accept), "robust_accuracy_with_rejection": percent(ok)}

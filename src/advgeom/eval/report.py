@@ -23,16 +23,20 @@ def _table(rows: list[Row], metric: str, fmt: str) -> list[str]:
     if not sel:
         return []
     eps = sorted({r.eps for r in sel})
-    cells: dict[str, dict[float, float]] = defaultdict(dict)
+    cells: dict[str, dict[float, str]] = defaultdict(dict)
+    flagged: set[str] = set()
     for r in sel:
-        cells[r.attack][r.eps] = r.value
+        failed = r.extra.get("failed_checks") or []
+        flagged.update(failed)
+        cells[r.attack][r.eps] = format(r.value, fmt) + ("!" if failed else "")
     order = sorted(cells, key=lambda a: (a == "worst_case", list(cells).index(a)))
     width = max(12, *(len(a) for a in order)) + 2
     head = "attack".ljust(width) + "".join(f"eps={e:g}".rjust(11) for e in eps)
     lines = [head, "-" * len(head)]
     for a in order:
-        lines.append(a.ljust(width) + "".join(
-            (format(cells[a][e], fmt) if e in cells[a] else "-").rjust(11) for e in eps))
+        lines.append(a.ljust(width) + "".join(cells[a].get(e, "-").rjust(11) for e in eps))
+    if flagged:
+        lines.append(f"! = not trustworthy as it stands: failed check(s) {', '.join(sorted(flagged))}")
     return lines
 
 

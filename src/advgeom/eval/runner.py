@@ -20,12 +20,15 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from advgeom.attacks._losses import margin_loss, success_margin
 from advgeom.errors import AdvgeomError
 from advgeom.eval import checks as C
-from advgeom.eval.bookkeeping import HookCounter, derive_seed, state_hash, tensor_hash, text_hash
+from advgeom.eval.bookkeeping import (HookCounter, percent, state_hash, tensor_hash, text_hash,
+                                      unit_seed)
 from advgeom.eval.rejection import (adversarial_rejection_metrics, can_reject,
-                                    clean_rejection_metrics, defended, predict)
+                                    clean_rejection_metrics, defended, predict, scores)
 from advgeom.eval.spec import AttackSpec, parse_attack_spec, parse_attacks, parse_eps
+from advgeom.logits import predicted_class, two_logits
 from advgeom.progress import progress_bar
 from advgeom.results.env import environment
 from advgeom.results.rows import Row
@@ -91,10 +94,6 @@ def _unpack(data: Any, n: int | None) -> tuple[Tensor, Tensor, int | None, str]:
     return x, y, k, name
 
 
-def _pct(mask: Tensor) -> float:
-    return 100.0 * float(mask.float().mean()) if mask.numel() else 0.0
-
-
 def _device(model: nn.Module, x: Tensor) -> torch.device:
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else x.device
@@ -143,16 +142,21 @@ def _clean_unit(model: nn.Module, xb: Tensor, yb: Tensor) -> dict[str, Any]:
 
 
 def _attack_unit(model: nn.Module, spec: AttackSpec, xb: Tensor, yb: Tensor, clean: dict[str, Any],
-                 eps: float, norm: str, seed: int) -> dict[str, Any]:
-    correct = _tensor(clean["correct"]).to(xb.device)
-    accept = _tensor(clean["accept"])
-    target = correct if accept is None else correct | ~accept.to(xb.device)
+                 eps: float, norm: str, seed: int, alive: Tensor | None = None) -> dict[str, Any]:
+    """Attack the clean-correct samples of a batch (``alive``: only those) and score
+    every returned adversarial again here, in this batch, whatever batch the attack
+    used: the stored outcome is the evaluator's verdict, not the attack's. ``fragile``
+    counts attacked samples whose scored logit margin is within
+    :func:`~advgeom.attacks._losses.success_margin` of the boundary (either side)."""
+    target = _tensor(clean["correct"]).to(xb.device)
+    if alive is not None:
+        target = target & alive.to(xb.device)
     idx = target.nonzero().flatten()
     adv = xb.clone()
     stats = {"max_norm": 0.0, "min_value": 0.0, "max_value": 1.0, "finite": True}
     fw = bw = 0
     if idx.numel():
-        gen = make_generator(derive_seed(seed, spec.fingerprint(), float(eps), norm), xb.device)
+        gen = make_generator(unit_seed(seed, spec.fingerprint(), float(eps), norm), xb.device)
         kwargs = spec.call_kwargs()
         with HookCounter(model) as pc:
             if spec.accepts("counter"):  # the attack counts its own passes
@@ -165,9 +169,25 @@ def _attack_unit(model: nn.Module, spec: AttackSpec, xb: Tensor, yb: Tensor, cle
         stats = C.threat_model_stats(xb[idx], out, eps, norm)
         adv[idx] = out.detach().to(adv.dtype)
         fw, bw = pc.forwards, pc.backwards
-    pred, adv_accept = predict(model, torch.nan_to_num(adv, nan=0.0))
-    return {"correct": _bools(pred == yb), "accept": _bools(adv_accept), "stats": stats,
-            "forwards": fw, "backwards": bw, "attacked": int(idx.numel())}
+    logits, adv_accept = scores(model, torch.nan_to_num(adv, nan=0.0))
+    z = two_logits(logits)
+    fragile = (margin_loss(z, yb).abs() <= success_margin(z))[idx]
+    return {"correct": _bools(predicted_class(z) == yb), "accept": _bools(adv_accept),
+            "stats": stats, "forwards": fw, "backwards": bw, "attacked": int(idx.numel()),
+            "fragile": int(fragile.sum())}
+
+
+def monotone_in_eps(outcomes: dict[float, Tensor]) -> tuple[dict[float, Tensor], dict[float, int]]:
+    """Per sample, an adversarial found at eps1 also counts at every larger eps (it lies
+    in the larger ball of the same norm): ``robust[e] &= robust[e']`` for all ``e' < e``.
+    Returns the corrected outcomes and, per eps, how many samples it changed."""
+    fixed, changed, running = {}, {}, None
+    for e in sorted(outcomes):
+        raw = outcomes[e]
+        fixed[e] = raw if running is None else raw & running
+        changed[e] = int((raw & ~fixed[e]).sum())
+        running = fixed[e]
+    return fixed, changed
 
 
 # ---------------------------------------------------------------------------
@@ -179,15 +199,23 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
              n: int | None = None, store: ResultStore | None = None, experiment: str = "adhoc",
              model_name: str | None = None, defense: str = "none", dataset: str | None = None,
              profile: str = "", seed: int = 0, checks: bool = True, strict: bool = False,
-             check_config: C.CheckConfig = C.CheckConfig(), progress: bool = True) -> EvalResult:
+             check_config: C.CheckConfig = C.CheckConfig(), progress: bool = True,
+             cascade: bool = False) -> EvalResult:
     """Evaluate ``model`` on ``data`` (TensorData or ``(x, y)``, first ``n`` samples)
     against every attack at every eps; returns tidy rows (clean accuracy, robust
     accuracy per attack and eps, the per-sample ``worst_case`` over attacks, pass
     counts, rejection metrics for models that can abstain) and a check report.
 
+    Per sample, an adversarial found at a smaller eps counts at every larger one.
+    With ``cascade`` (the standard suite), the attacks run in the given order, each on
+    the points every earlier attack left robust at that eps; an attack's row is then
+    the robust accuracy after it and all earlier ones (AutoAttack's protocol).
+
     Batches are moved to the model's device. With ``store``, finished units are
     reused and the rows written at the end; ``strict=True`` raises
     :class:`~advgeom.eval.checks.CheckError` when a check fails (after storing).
+    A failed check names the numbers it concerns in their rows (``extra["failed_checks"]``)
+    and the printed tables mark them.
     """
     if norm not in NORMS:
         raise AdvgeomError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
@@ -201,6 +229,9 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     device = _device(model, x)
     model_name = model_name or type(model).__name__
     rejecting = can_reject(model)
+    if cascade and rejecting:
+        raise AdvgeomError("the cascade (standard suite) attacks the class only; a model that can "
+                           "reject needs every attack on every point: evaluate without --suite")
     hash_before = state_hash(model)
     data_fp = tensor_hash(x, y)
     if store is not None and store.run_id is None:
@@ -218,11 +249,19 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
             base = (hash_before, data_fp, batch_size, b)
             clean = units(text_hash("clean", *base), lambda: _clean_unit(model, xb, yb))
             clean_p.append(clean)
-            for spec in specs:
-                for e in eps_list:
-                    key = text_hash("attack", *base, spec.fingerprint(), e, norm, seed)
-                    adv_p[(spec.label, e)].append(units(key, lambda: _attack_unit(
-                        model, spec, xb, yb, clean, e, norm, derive_seed(seed, b))))
+            for e in eps_list:
+                alive: Tensor | None = None
+                chain: list[str] = []   # cascade: the attacks run before, in order
+                for spec in specs:
+                    key = text_hash("attack", *base, spec.fingerprint(), e, norm, seed,
+                                    *(("cascade", *chain) if cascade else ()))
+                    p = units(key, lambda: _attack_unit(model, spec, xb, yb, clean, e, norm,
+                                                        unit_seed(seed, b), alive))
+                    adv_p[(spec.label, e)].append(p)
+                    if cascade:
+                        chain.append(spec.fingerprint())
+                        now = _tensor(p["correct"])
+                        alive = now if alive is None else alive & now
     finally:
         bar.close()
 
@@ -232,10 +271,25 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     clean_accept = cat(clean_p, "accept") if rejecting else None
     robust: dict[tuple[str, float], Tensor] = {}
     adv_accept: dict[tuple[str, float], Tensor] = {}
-    for (label, e), ps in adv_p.items():
-        robust[(label, e)] = clean_correct & cat(ps, "correct")
+    defended_rej: dict[tuple[str, float], Tensor] = {}
+    rescued: dict[tuple[str, float], int] = {}
+    prev_label: str | None = None
+    for spec in specs:
+        raw = {e: clean_correct & cat(adv_p[(spec.label, e)], "correct") for e in eps_list}
+        if cascade and prev_label is not None:  # cumulative: after this attack and the earlier ones
+            raw = {e: raw[e] & robust[(prev_label, e)] for e in eps_list}
+        fixed, changed = monotone_in_eps(raw)
+        for e in eps_list:
+            robust[(spec.label, e)] = fixed[e]
+            rescued[(spec.label, e)] = changed[e]
         if rejecting:
-            adv_accept[(label, e)] = cat(ps, "accept")
+            ok = {e: defended(cat(adv_p[(spec.label, e)], "correct"), cat(adv_p[(spec.label, e)], "accept"))
+                  for e in eps_list}
+            ok, _ = monotone_in_eps(ok)
+            for e in eps_list:
+                adv_accept[(spec.label, e)] = cat(adv_p[(spec.label, e)], "accept")
+                defended_rej[(spec.label, e)] = ok[e]
+        prev_label = spec.label
     for e in eps_list:
         robust[(WORST, e)] = torch.stack([robust[(s.label, e)] for s in specs]).all(0)
 
@@ -245,34 +299,39 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
                   profile=profile, seed=seed, n=len(y))
     row = lambda attack, e, metric, value, **extra: Row(  # noqa: E731
         attack=attack, eps=float(e), metric=metric, value=float(value), extra=extra, **common)
-    rows = [row("none", 0.0, "clean_accuracy", _pct(clean_correct))]
+    rows = [row("none", 0.0, "clean_accuracy", percent(clean_correct))]
     if rejecting:
         rows += [row("none", 0.0, m, v) for m, v in clean_rejection_metrics(clean_correct, clean_accept).items()]
+    rej_rate = percent(~clean_accept) if rejecting else None
     for spec in specs:
-        kind = spec.kind
+        kind = "cascade" if cascade else spec.kind
         for e in eps_list:
             ps = adv_p[(spec.label, e)]
             attacked = sum(p["attacked"] for p in ps)
-            rows.append(row(spec.label, e, "robust_accuracy", _pct(robust[(spec.label, e)]),
-                            kind=kind, base=spec.base_name, loss=spec.loss,
-                            max_norm=max(p["stats"]["max_norm"] for p in ps)))
+            extra = dict(kind=kind, base=spec.base_name, loss=spec.loss,
+                         max_norm=max(p["stats"]["max_norm"] for p in ps),
+                         fragile=sum(p.get("fragile", 0) for p in ps),
+                         counted_from_smaller_eps=rescued[(spec.label, e)])
+            if cascade:
+                extra.update(stage_kind=spec.kind, stage=[s.label for s in specs].index(spec.label) + 1)
+            rows.append(row(spec.label, e, "robust_accuracy", percent(robust[(spec.label, e)]), **extra))
             if attacked:
                 rows.append(row(spec.label, e, "forward_passes", sum(p["forwards"] for p in ps) / attacked))
                 rows.append(row(spec.label, e, "backward_passes", sum(p["backwards"] for p in ps) / attacked))
             if rejecting:
-                adv_correct = cat(ps, "correct")
-                for m, v in adversarial_rejection_metrics(clean_correct, clean_accept, adv_correct,
+                for m, v in adversarial_rejection_metrics(clean_correct, clean_accept,
+                                                          defended_rej[(spec.label, e)],
                                                           adv_accept[(spec.label, e)]).items():
-                    rows.append(row(spec.label, e, m, v))
+                    rows.append(row(spec.label, e, m, v, clean_rejection_rate=rej_rate))
     for e in eps_list:
-        rows.append(row(WORST, e, "robust_accuracy", _pct(robust[(WORST, e)]),
-                        attacks=[s.label for s in specs]))
+        rows.append(row(WORST, e, "robust_accuracy", percent(robust[(WORST, e)]),
+                        attacks=[s.label for s in specs], cascade=cascade))
         if rejecting:
-            ok = defended(clean_correct, clean_accept)
+            ok = clean_correct & clean_accept
             for s in specs:
-                ok = ok & defended(cat(adv_p[(s.label, e)], "correct"), adv_accept[(s.label, e)])
-            rows.append(row(WORST, e, "robust_accuracy_with_rejection", _pct(ok),
-                            attacks=[s.label for s in specs]))
+                ok = ok & defended_rej[(s.label, e)]
+            rows.append(row(WORST, e, "robust_accuracy_with_rejection", percent(ok),
+                            attacks=[s.label for s in specs], clean_rejection_rate=rej_rate))
 
     # -- checks --------------------------------------------------------------
     report = C.CheckReport()
@@ -281,8 +340,11 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
         report.results += [
             C.check_threat_model(stats, norm, check_config.threat_tol),
             C.check_monotone(rows, check_config.monotone_tol),
+            C.check_per_sample_monotone(rows),
             C.check_iterative_vs_single_step(rows, check_config.iterative_tol),
-            C.check_gradient_masking(rows, check_config.masking_tol),
+            C.check_cascade_black_box(rows, check_config.cascade_masking_tol) if cascade
+            else C.check_gradient_masking(rows, check_config.masking_tol),
+            C.check_fragile(rows),
         ]
         xg, yg = x[:batch_size].to(device), y[:batch_size].to(device)
         report.results.append(C.check_gradients(model, xg, yg, check_config.zero_grad_max_fraction))
@@ -291,6 +353,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
         if check_config.unbounded_subset > 0:
             report.results.append(_unbounded(model, x, y, norm, seed, check_config, units, device))
         report.results += C.check_model_state(False, model.training, hash_before, state_hash(model))
+        C.mark_rows(rows, report)
         rows += [row("check", 0.0, f"check:{r.name}", {"pass": 1.0, "warn": 0.5, "fail": 0.0}[r.status],
                      status=r.status, message=r.message)
                  for r in report.results if r.status != "skip"]
@@ -320,8 +383,8 @@ def _unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str, seed: int,
 
     def run() -> float:
         payload = units(key, lambda: _attack_unit(model, spec, xs, ys, _clean_unit(model, xs, ys),
-                                                   e, norm, derive_seed(seed, "unbounded")), tick=False)
-        return _pct(_tensor(payload["correct"]))
+                                                   e, norm, unit_seed(seed, "unbounded")), tick=False)
+        return percent(_tensor(payload["correct"]))
 
     return C.check_unbounded(run, cfg.unbounded_max_accuracy, f"{spec.label} at eps={e:g} ({norm})")
 

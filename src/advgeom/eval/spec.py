@@ -8,13 +8,13 @@ not a silently ignored option.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from advgeom.config import parse_value
+from advgeom.eval.bookkeeping import state_hash
 from advgeom.errors import ConfigError
 from advgeom.registry import get, names
 
@@ -138,11 +138,7 @@ def _stable_text(kwargs: dict[str, Any]) -> str:
 
     def conv(v: Any) -> Any:
         if isinstance(v, torch.nn.Module):
-            h = hashlib.sha256()
-            for k, t in v.state_dict().items():
-                h.update(k.encode())
-                h.update(t.detach().cpu().contiguous().numpy().tobytes())
-            return f"<{type(v).__name__}:{h.hexdigest()[:16]}>"
+            return f"<{type(v).__name__}:{state_hash(v)[:16]}>"
         if isinstance(v, (list, tuple)):
             return [conv(x) for x in v]
         if isinstance(v, dict):
