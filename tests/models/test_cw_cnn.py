@@ -59,3 +59,21 @@ def test_bad_options():
         create_model("cw_mnist_cnn", input_shape=(1, 12, 12))
     with pytest.raises(ConfigError, match="fc_dims"):
         create_model("cw_mnist_cnn", fc_dims=(200,))
+
+
+def test_small_cnn_is_the_trades_smallcnn():
+    """TRADES' SmallCNN: the C&W MNIST architecture, Kaiming convolutions with zero
+    biases and a zero classifier (so every logit is 0 before training)."""
+    from advgeom.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("small_cnn").eval()
+    shapes = [tuple(p.shape) for p in m.parameters()]
+    assert shapes == [(32, 1, 3, 3), (32,), (32, 32, 3, 3), (32,), (64, 32, 3, 3), (64,),
+                      (64, 64, 3, 3), (64,), (200, 1024), (200,), (200, 200), (200,),
+                      (10, 200), (10,)]
+    assert torch.equal(m(torch.rand(3, 1, 28, 28)), torch.zeros(3, 10))
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert all(float(c.bias.abs().max()) == 0.0 for c in convs)
+    # Kaiming normal (fan_in, gain sqrt 2): std = sqrt(2 / (64 * 9)) for conv4
+    assert abs(float(convs[3].weight.std()) - (2 / (64 * 9)) ** 0.5) < 0.005

@@ -30,7 +30,9 @@ MODEL_NAMES = names("model")
 # Reduced variants: WRN-34-10 is too big to run here (its size is checked in
 # test_resnet.py); the behavioural checks that only need the layer types also use a
 # narrow CNN7 to keep the suite fast.
-SMALL = {"wrn": {"depth": 10, "widen_factor": 1}}
+# TRADES' SmallCNN starts with a zero classifier (no gradient reaches the body before
+# its first update; test_cw_cnn.py checks that initialization): use the default one.
+SMALL = {"wrn": {"depth": 10, "widen_factor": 1}, "small_cnn": {"zero_head": False}}
 NARROW = SMALL | {"cnn7": {"width": 16}}
 
 

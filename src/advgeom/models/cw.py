@@ -87,3 +87,24 @@ def cw_cifar_cnn(*, num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 
     return cw_cnn(num_classes=num_classes, input_shape=input_shape, mean=mean, std=std,
                   widths=widths, fc_dims=fc_dims, dropout=dropout,
                   feature_activation=feature_activation)
+
+
+@register_model("small_cnn")
+def small_cnn(*, num_classes: int = 10, input_shape: Sequence[int] = (1, 28, 28),
+              widths: Sequence[int] = (32, 64), fc_dims: Sequence[int] = (200, 200),
+              dropout: float = 0.5, feature_activation: str = "relu",
+              zero_head: bool = True) -> Classifier:
+    """TRADES' SmallCNN (Zhang et al. 2019, official MNIST model): the architecture of
+    ``cw_mnist_cnn`` with TRADES' initialization (Kaiming-normal convolutions with
+    zero biases; the classifier layer zero unless ``zero_head=False``)."""
+    model = cw_cnn(num_classes=num_classes, input_shape=input_shape, mean=IDENTITY_MEAN,
+                   std=IDENTITY_STD, widths=widths, fc_dims=fc_dims, dropout=dropout,
+                   feature_activation=feature_activation)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+    if zero_head:
+        nn.init.zeros_(model.head.weight)
+        nn.init.zeros_(model.head.bias)
+    return model

@@ -8,12 +8,44 @@ from advgeom.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """The robust-accuracy monitor (Wong et al. 2020's guard against catastrophic
+    overfitting). Every ``every`` steps (0: off) ``attack`` runs on ``size`` held-out
+    training points (the last ``size`` of the training split, then left out of
+    training) at ``eps``/``norm`` (0 / "": the objective's ``eps``/``norm``); the
+    clean and robust accuracies go to the history. A robust accuracy ``overfit_drop``
+    below the best so far flags catastrophic overfitting; ``keep_best`` makes the
+    final weights those of the best robust accuracy (early stopping)."""
+
+    every: int = 0
+    size: int = 256
+    attack: str = "pgd:steps=10"
+    eps: float = 0.0
+    norm: str = ""
+    keep_best: bool = False
+    overfit_drop: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.size < 1:
+            raise ConfigError(f"monitor.every must be >= 0 and monitor.size >= 1, "
+                              f"got {self.every} and {self.size}")
+        if not self.eps >= 0.0 or self.eps == float("inf"):
+            raise ConfigError(f"monitor.eps must be finite and >= 0, got {self.eps}")
+        if self.norm not in ("", "linf", "l2"):
+            raise ConfigError(f"monitor.norm must be 'linf' or 'l2', got {self.norm!r}")
+        if not 0.0 < self.overfit_drop <= 1.0:
+            raise ConfigError(f"monitor.overfit_drop must be in (0, 1], got {self.overfit_drop}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a trained model; its hash keys the run cache.
 
     Train for ``iterations`` steps when > 0, else for ``epochs`` passes. ``milestones``
     divide the learning rate by ``1/gamma`` at those iterations (or epochs, per
     ``schedule_unit``). ``train_size`` > 0 uses the first that many training samples.
+    ``objective`` names a registered defense built with ``objective_kwargs``;
+    ``monitor`` configures the robust-accuracy monitor (:class:`MonitorConfig`).
     """
 
     dataset: str = "mnist"
@@ -35,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
     train_size: int = 0
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
@@ -49,7 +82,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.iterations == 0 and self.epochs == 0:
             raise ConfigError("set iterations > 0 or epochs > 0")
-        if not self.lr > 0:
+        if not self.lr > 0 or self.lr == float("inf"):
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")

@@ -7,11 +7,16 @@ checkpoint ends with exactly the weights of an uninterrupted run.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import inspect
+import math
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -19,7 +24,7 @@ from torch import nn
 from advgeom import __version__
 from advgeom.config import config_hash, to_dict
 from advgeom.data import load
-from advgeom.errors import CheckpointError
+from advgeom.errors import AdvgeomError, CheckpointError, ConfigError
 from advgeom.models import create_model
 from advgeom.progress import progress_bar
 from advgeom.registry import create
@@ -74,10 +79,25 @@ class _Batches:
         self.data = load(cfg.dataset, "train", **cfg.dataset_kwargs)
         self.online = callable(getattr(self.data, "sample_batch", None))
         n = len(self.data) if not self.online else 0
+        held = cfg.monitor.size if cfg.monitor.every > 0 else 0
+        if held and not self.online:
+            if held >= n:
+                raise ConfigError(f"monitor.size={held} leaves no training data ({n} points)")
+            n -= held  # the last ``held`` points are the monitor's, never trained on
         if cfg.train_size and not self.online:
             n = min(n, cfg.train_size)
         self.n = n
+        self.held = held
         self.per_epoch = max(1, n // cfg.batch_size) if not self.online else 1
+
+    def held_out(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The monitor's fixed points: the end of the split (or a seeded online draw)."""
+        if self.online:
+            g = torch.Generator().manual_seed(derive_seed("monitor-data", self.cfg.seed))
+            x, y = self.data.sample_batch(self.held, g)
+        else:
+            x, y = self.data.images[-self.held:], self.data.labels[-self.held:]
+        return x.to(self.device), y.to(self.device)
 
     def total_steps(self) -> int:
         if self.cfg.iterations > 0:
@@ -110,11 +130,15 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int = 0
     cached: bool = False
+    events: list[dict[str, Any]] = field(default_factory=list)
+    selected_step: int = 0
 
 
-def _sidecar(cfg: TrainConfig, step: int, total: int, history: list, final: bool) -> dict[str, Any]:
+def _sidecar(cfg: TrainConfig, step: int, total: int, history: list, final: bool,
+             **extra: Any) -> dict[str, Any]:
     return {"config": to_dict(cfg), "hash": config_hash(cfg), "step": step, "total_steps": total,
-            "final": final, "history": history, "advgeom": __version__, "torch": torch.__version__}
+            "final": final, "history": history, "advgeom": __version__, "torch": torch.__version__,
+            **extra}
 
 
 def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None, sidecar: dict) -> None:
@@ -145,25 +169,87 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     return model.to(device).eval()
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class _Meter:
+    """Running means of the loss and the objective's named terms between records."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, loss: float, terms: dict[str, torch.Tensor]) -> None:
+        self.sums["loss"] = self.sums.get("loss", 0.0) + loss
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def flush(self) -> dict[str, float]:
+        out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return out
+
+
+@contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """One process at a time per run directory: a second ``fit`` of the same config
+    waits, then finds the finished run in the cache."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def fit(cfg: TrainConfig, *, root: str | Path = "runs", device: str | torch.device = "cpu",
-        progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult:
+        progress: bool = True, on_step: Callable[[int], None] | None = None,
+        log: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``cfg`` (or load it from the cache), resuming from the last checkpoint.
 
-    ``on_step(step)`` is called after each completed step (tests use it to simulate kills).
+    The objective gets each step's :class:`~advgeom.defenses.base.StepContext`; the
+    history records the loss, the objective's named terms and, when the monitor is on,
+    its clean/robust accuracies. ``on_step(step)`` is called after each completed step
+    (tests use it to simulate kills); ``log`` receives warnings such as catastrophic
+    overfitting (default: ``warnings.warn``).
     """
     device = torch.device(device)
     out = run_dir(cfg, root)
-    final, last = out / "final.safetensors", out / "last.safetensors"
-    if final.is_file():
-        model = load_model(final, device)
-        return TrainResult(model, final, cfg, load_checkpoint(final)[1].get("history", []), cached=True)
+    final = out / "final.safetensors"
+    try:
+        with _run_lock(out):
+            if final.is_file():
+                model = load_model(final, device)
+                side = load_checkpoint(final)[1]
+                return TrainResult(model, final, cfg, side.get("history", []), cached=True,
+                                   events=list(side.get("events", [])))
+            return _train(cfg, out, device, progress, on_step, log)
+    except OSError as e:
+        raise AdvgeomError(f"cannot write the run directory {out}: {e.strerror or e}") from None
 
+
+def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
+           on_step: Callable[[int], None] | None, log: Callable[[str], None] | None) -> TrainResult:
+    from advgeom.defenses.base import StepContext, split_loss
+    from advgeom.train.monitor import Monitor, best_monitored, overfitting_steps
+
+    final, last, best_path = out / "final.safetensors", out / "last.safetensors", out / "best.safetensors"
+    say = log or (lambda msg: warnings.warn(msg, UserWarning, stacklevel=3))
     batches = _Batches(cfg, device)
     total = batches.total_steps()
     model = build_model(cfg).to(device)
     objective = create("defense", cfg.objective, **cfg.objective_kwargs)
+    with_context = _accepts(objective, "context")
+    monitor = Monitor(cfg, *batches.held_out()) if cfg.monitor.every > 0 else None
     opt = build_optimizer(cfg, model)
-    start, history = 0, []
+    start, history, events = 0, [], []
     if last.is_file():
         tensors, side = load_checkpoint(last)
         if side.get("hash") != config_hash(cfg):
@@ -172,33 +258,61 @@ def fit(cfg: TrainConfig, *, root: str | Path = "runs", device: str | torch.devi
         model.load_state_dict(unflatten_state("model/", tensors, meta))
         opt.load_state_dict(unflatten_state("optim/", tensors, meta))
         start, history = int(side["step"]), list(side.get("history", []))
+        events = list(side.get("events", []))
 
     bar = progress_bar(total, f"train {cfg.model}", enabled=progress, initial=start, unit="step")
     model.train()
-    t0, running, count = time.time(), 0.0, 0
+    t0, meter, pending = time.time(), _Meter(), {}
     for step in range(start, total):
         lr = learning_rate(cfg, step, batches.per_epoch)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = batches.batch(step)
+        ctx = StepContext(step, step // batches.per_epoch, total, batches.per_epoch)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(derive_seed("step", cfg.seed, step))
             g = torch.Generator(device=device).manual_seed(derive_seed("obj", cfg.seed, step))
-            loss = objective(model, x, y, generator=g)
+            extra = {"context": ctx} if with_context else {}
+            loss, terms = split_loss(objective(model, x, y, generator=g, **extra))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise AdvgeomError(f"training {cfg.model} with {cfg.objective}: the loss is {value} "
+                                   f"at step {step + 1} (lr {lr:g}); nothing of this step was "
+                                   f"saved: lower lr or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        running, count = running + float(loss.detach()), count + 1
+        meter.add(value, terms)
         done = step + 1
         bar.update(1)
-        if done % cfg.checkpoint_every == 0 or done == total:
-            history.append({"step": done, "loss": running / count, "lr": lr,
+        if monitor is not None and (done % cfg.monitor.every == 0 or done == total):
+            pending = monitor.measure(model, done)
+            prev_best = best_monitored(history)[0]
+            history_probe = history + [{"step": done, **pending}]
+            if cfg.monitor.keep_best and pending["monitor_robust"] > prev_best:
+                _save_state(best_path, model, None, _sidecar(cfg, done, total, history_probe, False))
+            if done in overfitting_steps(history_probe, cfg.monitor.overfit_drop) and not events:
+                events.append({"step": done, "event": "catastrophic_overfitting",
+                               "best_robust": prev_best, "robust": pending["monitor_robust"]})
+                say(f"catastrophic overfitting at step {done}: monitored robust accuracy "
+                    f"{pending['monitor_robust']:.1%} after a best of {prev_best:.1%} "
+                    f"({cfg.objective}); keep_best={cfg.monitor.keep_best}")
+        if done % cfg.checkpoint_every == 0 or done == total or pending:
+            history.append({"step": done, **meter.flush(), **pending, "lr": lr,
                             "seconds": round(time.time() - t0, 2)})
-            running, count = 0.0, 0
-            _save_state(last, model, opt, _sidecar(cfg, done, total, history, final=False))
+            pending = {}
+            _save_state(last, model, opt, _sidecar(cfg, done, total, history, final=False,
+                                                   events=events))
         if on_step is not None:
             on_step(done)
     bar.close()
+    selected = total
+    if monitor is not None and cfg.monitor.keep_best and best_path.is_file():
+        tensors, side = load_checkpoint(best_path)
+        model.load_state_dict(unflatten_state("model/", tensors, side.get("meta", {})))
+        selected = int(side["step"])
     model.eval()
-    _save_state(final, model, None, _sidecar(cfg, total, total, history, final=True))
-    return TrainResult(model, final, cfg, history, resumed_from=start)
+    _save_state(final, model, None, _sidecar(cfg, total, total, history, final=True, events=events,
+                                             selected_step=selected))
+    return TrainResult(model, final, cfg, history, resumed_from=start, events=events,
+                       selected_step=selected)

@@ -1,0 +1,232 @@
+"""Adversarial training: PGD-AT, fast FGSM-AT, TRADES and MART, each registered as a
+``defense`` with its paper's defaults and the loss of its official code.
+
+Every defense takes the training threat model as ``eps`` and ``norm`` (the attacks'
+vocabulary), ``warmup`` (a linear eps ramp over that share of training; 0 = the
+paper's constant eps), ``craft_mode`` ("eval" by default: examples are crafted with
+the model in eval mode, "train" crafts in training mode with BatchNorm statistics
+frozen) and ``attack``: the spec of any registered attack that crafts the training
+examples (``"pgd:steps=10,step_size=0.01,early_stop=false"``), or ``""`` for the
+paper's own crafting procedure (FGSM-AT, TRADES, MART). Defaults follow each paper's
+MNIST setting (eps 0.3, 40 steps of 0.01) where it has one.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advgeom.attacks._geometry import fix_generator, project, rand, random_start
+from advgeom.defenses.base import (Loss, SpecCrafter, StepContext, ThreatModel, check_count,
+                                   check_craft_mode, check_nonneg, crafting, logits_of)
+from advgeom.errors import ConfigError
+from advgeom.registry import register
+
+Crafter = Callable[..., Tensor]
+
+# ---------------------------------------------------------------------------
+# the papers' own crafting procedures
+
+
+def _signed_step(g: Tensor, norm: str) -> Tensor:
+    if norm == "linf":
+        return g.sign()
+    n = g.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return g / n.view(-1, *([1] * (g.dim() - 1)))
+
+
+def noise_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, steps: int,
+              step_size: float, generator: torch.Generator, loss: str = "ce") -> Tensor:
+    """The inner maximization of TRADES (Zhang et al. 2019, ``loss="kl"``: maximize
+    KL(p(x) || p(x'))) and MART (Wang et al. 2020, ``loss="ce"``): start at
+    ``x + 0.001 N(0, I)``, take ``steps`` signed (linf) or normalized (l2) gradient
+    steps of ``step_size``, project onto the eps-ball and [0,1]; the last iterate."""
+    if eps <= 0.0:
+        return x.detach()
+    eps_t = torch.full((x.shape[0],), float(eps), dtype=x.dtype, device=x.device)
+    x_adv = (x + 0.001 * rand(tuple(x.shape), generator, x, normal=True)).clamp_(0.0, 1.0)
+    target = None
+    if loss == "kl":
+        with torch.no_grad():
+            target = F.softmax(logits_of(model, x), dim=1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        z = logits_of(model, x_adv)
+        if target is None:
+            value = F.cross_entropy(z, y, reduction="sum")
+        else:
+            value = F.kl_div(F.log_softmax(z, dim=1), target, reduction="sum")
+        (g,) = torch.autograd.grad(value, x_adv)
+        x_adv = project(x, x_adv.detach() + step_size * _signed_step(g, norm), eps_t, norm)
+    return x_adv.detach()
+
+
+def fast_fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, alpha: float,
+              generator: torch.Generator) -> Tensor:
+    """FGSM with a random start (Wong et al. 2020): a uniform point of the eps-ball,
+    one signed gradient step of ``alpha``, projection onto the ball and [0,1]."""
+    if eps <= 0.0:
+        return x.detach()
+    eps_t = torch.full((x.shape[0],), float(eps), dtype=x.dtype, device=x.device)
+    x0 = random_start(x, eps_t, norm, generator).requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(logits_of(model, x0), y, reduction="sum"), x0)
+    return project(x, x0.detach() + alpha * _signed_step(g, norm), eps_t, norm).detach()
+
+
+class AdversarialSetup:
+    """Checked options every adversarial defense shares."""
+
+    def __init__(self, name: str, eps: float, norm: str, warmup: float, craft_mode: str,
+                 attack: str) -> None:
+        self.name = name
+        self.threat = ThreatModel.checked(name, eps, norm, warmup)
+        self.mode = check_craft_mode(name, craft_mode)
+        self.spec = SpecCrafter.parse(name, attack) if attack else None
+
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None,
+              context: StepContext | None, own: Crafter | None = None) -> Tensor:
+        """Training examples for this step: the attack spec's, else the paper's own."""
+        eps, norm = self.threat.at(context), self.threat.norm
+        gen = fix_generator(generator, x.device)
+        with crafting(model, self.mode):
+            if self.spec is not None or own is None:
+                return self.spec(model, x, y, eps=eps, norm=norm, generator=gen)
+            return own(model, x, y, eps=eps, norm=norm, generator=gen)
+
+
+# ---------------------------------------------------------------------------
+# defenses
+
+
+@register("defense", "pgd_at")
+def pgd_at(eps: float = 0.3, norm: str = "linf",
+           attack: str = "pgd:steps=40,step_size=0.01,early_stop=false", mix: float = 0.0,
+           warmup: float = 0.0, craft_mode: str = "eval") -> Callable[..., Loss]:
+    """PGD adversarial training (Madry et al. 2018): cross-entropy on PGD examples
+    (random start; MNIST: eps 0.3, 40 steps of 0.01). ``mix`` in [0, 1] weighs in the
+    clean cross-entropy, ``(1 - mix) CE(x') + mix CE(x)`` (Goodfellow et al. 2015 used
+    0.5; Madry et al. 0). advgeom's ``pgd`` returns its highest-loss iterate (a
+    misclassified one when any is) where Madry's code keeps the last."""
+    s = AdversarialSetup("pgd_at", eps, norm, warmup, craft_mode, attack)
+    mix = check_nonneg("pgd_at", "mix", mix)
+    if mix > 1.0:
+        raise ConfigError(f"defense 'pgd_at': mix must be in [0, 1], got {mix}")
+
+    def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
+                  generator: torch.Generator | None = None,
+                  context: StepContext | None = None) -> Loss:
+        x_adv = s.craft(model, inputs, labels, generator, context)
+        adv = F.cross_entropy(logits_of(model, x_adv), labels)
+        if mix == 0.0:
+            return Loss(adv, {"adv_ce": adv.detach()})
+        clean = F.cross_entropy(logits_of(model, inputs), labels)
+        return Loss((1 - mix) * adv + mix * clean, {"adv_ce": adv.detach(), "clean_ce": clean.detach()})
+
+    return objective
+
+
+@register("defense", "fgsm_at")
+def fgsm_at(eps: float = 0.3, norm: str = "linf", alpha: float | None = None, attack: str = "",
+            warmup: float = 0.0, craft_mode: str = "eval") -> Callable[..., Loss]:
+    """Fast adversarial training (Wong et al. 2020, "Fast is better than free"):
+    cross-entropy on FGSM examples from a uniform random start, step ``alpha`` (default
+    1.25 eps, scaled with the eps ramp). It is prone to catastrophic overfitting (PGD
+    accuracy collapsing within a few steps, Wong et al. Section 5): train it with the
+    robust-accuracy monitor (``monitor_every`` in the training config)."""
+    s = AdversarialSetup("fgsm_at", eps, norm, warmup, craft_mode, attack)
+    ratio = 1.25 if alpha is None else check_nonneg("fgsm_at", "alpha", alpha) / max(s.threat.eps, 1e-12)
+
+    def own(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str,
+            generator: torch.Generator) -> Tensor:
+        return fast_fgsm(model, x, y, eps=eps, norm=norm, alpha=ratio * eps, generator=generator)
+
+    def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
+                  generator: torch.Generator | None = None,
+                  context: StepContext | None = None) -> Loss:
+        x_adv = s.craft(model, inputs, labels, generator, context, own)
+        adv = F.cross_entropy(logits_of(model, x_adv), labels)
+        return Loss(adv, {"adv_ce": adv.detach()})
+
+    return objective
+
+
+def _own_pgd(name: str, steps: int, step_size: float, loss: str) -> Crafter:
+    steps = check_count(name, "steps", steps)
+    step_size = check_nonneg(name, "step_size", step_size)
+
+    def own(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str,
+            generator: torch.Generator) -> Tensor:
+        return noise_pgd(model, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size,
+                         generator=generator, loss=loss)
+
+    return own
+
+
+def trades_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor, beta: float) -> Loss:
+    """TRADES (Zhang et al. 2019, eq. 5 as in the official code): ``CE(f(x), y) +
+    beta * (1/B) sum_i KL(p(x_i) || p(x'_i))``; gradients flow through both terms."""
+    ce = F.cross_entropy(logits, labels)
+    kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1),
+                  reduction="sum") / logits.shape[0]
+    return Loss(ce + beta * kl, {"ce": ce.detach(), "kl": kl.detach()})
+
+
+@register("defense", "trades")
+def trades(eps: float = 0.3, norm: str = "linf", beta: float = 6.0, steps: int = 40,
+           step_size: float = 0.01, attack: str = "", warmup: float = 0.0,
+           craft_mode: str = "eval") -> Callable[..., Loss]:
+    """TRADES (Zhang et al. 2019): clean cross-entropy plus ``beta`` times the KL
+    divergence between clean and adversarial predictions, the adversarial example
+    maximizing that KL from ``x + 0.001 N(0, I)`` (``steps`` x ``step_size``; MNIST
+    script: 40 x 0.01 at eps 0.3 with beta 1; the paper's default beta is 6)."""
+    s = AdversarialSetup("trades", eps, norm, warmup, craft_mode, attack)
+    beta = check_nonneg("trades", "beta", beta)
+    own = _own_pgd("trades", steps, step_size, "kl")
+
+    def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
+                  generator: torch.Generator | None = None,
+                  context: StepContext | None = None) -> Loss:
+        x_adv = s.craft(model, inputs, labels, generator, context, own)
+        return trades_loss(logits_of(model, inputs), logits_of(model, x_adv), labels, beta)
+
+    return objective
+
+
+def mart_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor, beta: float) -> Loss:
+    """MART (Wang et al. 2020, eq. 9 as in the official code): the boosted cross-entropy
+    ``-log p'_y - log(1.0001 - max_{k != y} p'_k + 1e-12)`` on the adversarial example
+    plus ``beta * mean_i KL(p(x_i) || p(x'_i)) (1.0000001 - p_y(x_i))``."""
+    p_adv = F.softmax(logits_adv, dim=1)
+    top2 = p_adv.topk(2, dim=1).indices
+    other = torch.where(top2[:, 0] == labels, top2[:, 1], top2[:, 0])
+    bce = F.cross_entropy(logits_adv, labels) + F.nll_loss(torch.log(1.0001 - p_adv + 1e-12), other)
+    p_nat = F.softmax(logits, dim=1)
+    kl = F.kl_div(torch.log(p_adv + 1e-12), p_nat, reduction="none").sum(1)
+    p_true = p_nat.gather(1, labels.unsqueeze(1)).squeeze(1)
+    robust = (kl * (1.0000001 - p_true)).mean()
+    return Loss(bce + beta * robust, {"bce": bce.detach(), "kl": robust.detach()})
+
+
+@register("defense", "mart")
+def mart(eps: float = 0.3, norm: str = "linf", beta: float = 6.0, steps: int = 40,
+         step_size: float = 0.01, attack: str = "", warmup: float = 0.0,
+         craft_mode: str = "eval") -> Callable[..., Loss]:
+    """MART (Wang et al. 2020, "Improving adversarial robustness requires revisiting
+    misclassified examples"): boosted cross-entropy on PGD examples (cross-entropy
+    ascent from ``x + 0.001 N(0, I)``) plus ``beta`` (6) times the KL term weighted by
+    the clean misclassification ``1 - p_y(x)``. The official code is CIFAR-only
+    (eps 8/255, 10 x 0.007); 40 x 0.01 at eps 0.3 is advgeom's MNIST default."""
+    s = AdversarialSetup("mart", eps, norm, warmup, craft_mode, attack)
+    beta = check_nonneg("mart", "beta", beta)
+    own = _own_pgd("mart", steps, step_size, "ce")
+
+    def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
+                  generator: torch.Generator | None = None,
+                  context: StepContext | None = None) -> Loss:
+        x_adv = s.craft(model, inputs, labels, generator, context, own)
+        return mart_loss(logits_of(model, inputs), logits_of(model, x_adv), labels, beta)
+
+    return objective
+
