@@ -2,6 +2,8 @@
 gradients are masked, and agreement with pyautoattack's SquareAttack."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -58,15 +60,35 @@ def test_vector_inputs_and_budget(make_linear):
     assert ((adv - p.x).abs().amax(1) <= 0.2 + 1e-6).all()
 
 
-def test_agrees_with_pyautoattack(mnist_cnn, racc):
-    sq = pytest.importorskip("pyautoattack.square")
+def _peer_square():
+    """pyautoattack's Square; under CI a missing peer fails instead of skipping."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        import pyautoattack.square as sq
+
+        return sq
+    return pytest.importorskip("pyautoattack.square")
+
+
+def test_agrees_with_pyautoattack_two_sided(mnist_cnn, racc):
+    """With ``redraw=False`` (AutoAttack's query accounting) advgeom's Square agrees with
+    pyautoattack's within 4 points both ways (mean of two seeds, 150 points); by default
+    (no query spent on a candidate that changes nothing) it is stronger, by a bounded gap."""
+    sq = _peer_square()
     m, x, y = mnist_cnn.model, mnist_cnn.x[:150], mnist_cnn.y[:150]
-    eps, queries = 0.15, 300
-    ours = racc(m, x, square(m, x, y, eps=eps, steps=queries, generator=make_generator(0)), y)
-    with torch.random.fork_rng(devices=[]):
-        ref = sq.SquareAttack(m, norm="Linf", n_queries=queries, eps=eps, p_init=0.8, seed=0,
-                              device=x.device)
-        theirs = racc(m, x, ref.perturb(x, y), y)
-    print(f"robust accuracy Square-{queries} eps={eps}: advgeom {ours:.1f}% "
-          f"pyautoattack {theirs:.1f}%")
-    assert ours <= theirs + 2.0
+    eps, queries, seeds = 0.15, 300, (0, 1)
+    ours, faithful, theirs = [], [], []
+    for seed in seeds:
+        ours.append(racc(m, x, square(m, x, y, eps=eps, steps=queries,
+                                      generator=make_generator(seed)), y))
+        faithful.append(racc(m, x, square(m, x, y, eps=eps, steps=queries, redraw=False,
+                                          generator=make_generator(seed)), y))
+        with torch.random.fork_rng(devices=[]):
+            ref = sq.SquareAttack(m, norm="Linf", n_queries=queries, eps=eps, p_init=0.8,
+                                  seed=seed, device=x.device)
+            theirs.append(racc(m, x, ref.perturb(x, y), y))
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    print(f"robust accuracy Square-{queries} eps={eps}: advgeom {mean(ours):.1f}% "
+          f"(redraw=False {mean(faithful):.1f}%) pyautoattack {mean(theirs):.1f}%")
+    assert abs(mean(faithful) - mean(theirs)) <= 4.0
+    assert mean(theirs) - 20.0 <= mean(ours) <= mean(theirs) + 1.0
+    assert mean(ours) < mean(faithful)

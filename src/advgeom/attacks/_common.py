@@ -58,10 +58,10 @@ def frozen_norm_stats(model: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        with torch.no_grad():
-            for m, bufs in saved:
+        with torch.no_grad():  # through .data: no version bump, so a pending backward
+            for m, bufs in saved:  # through the batch-norm (training mode) still works
                 for k, v in bufs.items():
-                    getattr(m, k).copy_(v)
+                    getattr(m, k).data.copy_(v)
 
 
 @contextmanager

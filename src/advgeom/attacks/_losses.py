@@ -91,11 +91,11 @@ def get_loss(loss: str, *, targeted: bool, num_classes: int) -> LossFn:
     return _TABLE[(loss, bool(targeted))]
 
 
-SUCCESS_MARGIN = 1e-4
+SUCCESS_MARGIN = 1e-5
 
 
 def success_margin(z: Tensor) -> Tensor:
-    """The logit margin a success must clear, per row: ``1e-4 * max(1, max_j |z_j|)``
+    """The logit margin a success must clear, per row: ``1e-5 * max(1, max_j |z_j|)``
     (float noise of another batch size, kernel or AMP is far below it)."""
     return SUCCESS_MARGIN * z.detach().abs().amax(dim=1).clamp_min(1.0)
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.analysis.locally_linear import locally_linear_attack
-from advgeom.attacks._common import check_int, prepare, refuse_unused
+from advgeom.attacks._common import check_int, frozen_norm_stats, prepare, refuse_unused
 from advgeom.attacks.base import PassCounter, describe
 from advgeom.registry import register
 
@@ -45,9 +45,10 @@ def _run(fn: Any, model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
     s = prepare(model, inputs, labels, info=fn.info, eps=eps, norm=norm, loss=None,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
-    return locally_linear_attack(model, s.x, s.y, eps=s.eps, steps=steps if iterative else 1,
-                                 step_size=step_size if iterative else None, mode=mode,
-                                 projection=projection, counter=s.counter)
+    with frozen_norm_stats(model):  # the analysis code calls the model directly
+        return locally_linear_attack(model, s.x, s.y, eps=s.eps, steps=steps if iterative else 1,
+                                     step_size=step_size if iterative else None, mode=mode,
+                                     projection=projection, counter=s.counter)
 
 
 @register("attack", "locally_linear")

@@ -389,13 +389,21 @@ def _unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str, seed: int,
     return C.check_unbounded(run, cfg.unbounded_max_accuracy, f"{spec.label} at eps={e:g} ({norm})")
 
 
-def run_evaluation(model: nn.Module, data: Any, attack_specs: str | Sequence[str | AttackSpec],
+def run_evaluation(model: nn.Module, data: Any, attack_specs: str | Sequence[str | AttackSpec] | None,
                    eps_list: str | Sequence[float], *, plot_dir: str | None = None,
-                   **kwargs: Any) -> EvalResult:
+                   suite: str | None = None, **kwargs: Any) -> EvalResult:
     """The CLI entry point: :func:`evaluate` with spec/eps strings accepted
-    (``"pgd:steps=50,apgd-dlr,square"``, ``"0.1,0.2"`` or ``"2/255,8/255"``) and, with
+    (``"pgd:steps=50,apgd-dlr,square"``, ``"0.1,0.2"`` or ``"2/255,8/255"``), or with
+    ``suite`` ("standard", "plus", "rand") AutoAttack's suite as a cascade; with
     ``plot_dir``, an accuracy-vs-eps plot written there (paths in ``result.figures``)."""
-    result = evaluate(model, data, attack_specs, eps_list, **kwargs)
+    if suite is not None:
+        if attack_specs:
+            raise AdvgeomError("give either attacks or a suite, not both")
+        from advgeom.eval.suite import standard_suite
+
+        result = standard_suite(model, data, eps_list, version=suite, **kwargs)
+    else:
+        result = evaluate(model, data, attack_specs, eps_list, **kwargs)
     if plot_dir is not None:
         from pathlib import Path
 

@@ -197,7 +197,29 @@ def validate(spec: AttackSpec) -> AttackSpec:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"attack {spec.name!r} has no option {key!r}{hint}; "
                               f"options: {', '.join(accepted)}")
+    for key, value in spec.kwargs.items():
+        _check_type(spec, key, value, params[key].default)
+    if {**alias_kwargs, **spec.kwargs}.get("targeted") is True and "targeted" not in alias_kwargs:
+        raise ConfigError(f"attack {spec.label!r}: targeted=true would attack toward the true labels "
+                          "(the evaluator passes true labels; success would be immediate): use "
+                          "apgd-t, fab or multi_target, which pick their targets")
     return spec
+
+
+def _check_type(spec: AttackSpec, key: str, value: Any, default: Any) -> None:
+    """An option's value must have its default's type (bool, integer, finite number)."""
+    import math
+
+    what = None
+    if isinstance(default, bool):
+        what = None if isinstance(value, bool) else "true or false"
+    elif isinstance(default, int) and not isinstance(default, bool):
+        what = None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    elif isinstance(default, float) or (default is None and key == "step_size"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        what = None if ok else "a finite number"
+    if what:
+        raise ConfigError(f"attack {spec.label!r}: option {key} must be {what}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------
