@@ -73,12 +73,25 @@ def test_online_data_and_dropout_deterministic(tmp_path):
     assert _same(_weights(a.model), _weights(b.model))
 
 
-def test_real_sigkill_then_rerun(tmp_path):
-    """Kill a CLI training process with SIGKILL after its first checkpoint, rerun, compare."""
-    args = ["dataset=\"spheres\"", "dataset_kwargs.d=8", "dataset_kwargs.n=256",
+SIGKILL_RUNS = {
+    "bce": ["dataset=\"spheres\"", "dataset_kwargs.d=8", "dataset_kwargs.n=256",
             "model=\"relu_mlp\"", "model_kwargs.input_dim=8", "model_kwargs.width=64",
             "model_kwargs.depth=2", "objective=\"bce\"", "batch_size=64", "iterations=1000",
-            "checkpoint_every=50", "seed=1"]
+            "checkpoint_every=50", "seed=1"],
+    # adversarial training (BatchNorm model, crafting in eval mode) with the monitor on
+    "pgd_at": ["dataset=\"robust_features_2d\"", "model=\"relu_mlp\"", "model_kwargs.input_dim=2",
+               "model_kwargs.width=64", "model_kwargs.depth=2", "model_kwargs.num_outputs=2",
+               "objective=\"pgd_at\"", "objective_kwargs.eps=0.1",
+               "objective_kwargs.attack=\"pgd:steps=5,early_stop=false\"", "batch_size=64",
+               "iterations=600", "checkpoint_every=50", "monitor.every=100", "monitor.size=100",
+               "seed=1"],
+}
+
+
+@pytest.mark.parametrize("run", sorted(SIGKILL_RUNS))
+def test_real_sigkill_then_rerun(tmp_path, run):
+    """Kill a CLI training process with SIGKILL after its first checkpoint, rerun, compare."""
+    args = SIGKILL_RUNS[run]
     cmd = [sys.executable, "-m", "advgeom.cli", "train", "--no-progress", "--root"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     killed_root = tmp_path / "killed"

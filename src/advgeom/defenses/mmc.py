@@ -42,7 +42,7 @@ def _simplex_centers(dim: int, classes: int) -> Tensor:
     return mu[:, :dim]
 
 
-def _packed_centers(dim: int, classes: int, steps: int = 3000) -> Tensor:
+def _packed_centers(dim: int, classes: int, steps: int = 1000) -> Tensor:
     """Unit vectors minimizing the largest pairwise inner product (D < L - 1), by Adam
     on a smooth maximum (log-sum-exp with a growing sharpness), from a fixed seed."""
     g = torch.Generator().manual_seed(0)

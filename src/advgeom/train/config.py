@@ -70,6 +70,12 @@ class TrainConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.monitor, dict):  # TrainConfig(monitor={"every": 100}) from Python
+            from advgeom.config import from_dict
+
+            object.__setattr__(self, "monitor", from_dict(MonitorConfig, self.monitor, "monitor."))
+        if not isinstance(self.monitor, MonitorConfig):
+            raise ConfigError(f"monitor must be a table of monitor settings, got {self.monitor!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule_unit not in ("iteration", "epoch"):
