@@ -15,7 +15,11 @@ from advgeom.eval import parse_attacks
 from advgeom.registry import get, names
 from advgeom.seeding import make_generator
 
-from conftest import seeded
+
+def seeded(seed: int, build):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 ATTACKS = names("attack")
 

@@ -97,7 +97,7 @@ def _propose(s: Setup, x: Tensor, delta: Tensor, e: Tensor, p: float, redraw: bo
 
 @torch.no_grad()
 def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float,
-         targeted: bool, redraw: bool) -> tuple[Tensor, Tensor]:
+         targeted: bool, redraw: bool, horizon: int) -> tuple[Tensor, Tensor]:
     """One Square Attack run on image-shaped ``x``; returns (points, broken)."""
     n, c, h, w = x.shape
     ev = bview(e, x)
@@ -111,7 +111,7 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
         if act.numel() == 0:
             break
         xa, da, ea = x[act], delta[act], e[act]
-        cand = _propose(s, xa, da, ea, p_schedule(p_init, it, steps), redraw)
+        cand = _propose(s, xa, da, ea, p_schedule(p_init, it, horizon), redraw)
         xc = (xa + cand).clamp(0, 1)
         zc = s.forward(xc.view(act.numel(), *s.x.shape[1:]))
         fc = s.loss_fn(zc, y[act])
@@ -129,11 +129,13 @@ def square(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: 
            steps: int = 5000, step_size: float | None = None, restarts: int = 1,
            targeted: bool = False, loss: str = "margin",
            generator: torch.Generator | None = None, p_init: float = 0.8, redraw: bool = True,
-           counter: PassCounter | None = None) -> Tensor:
+           rescale_schedule: bool = True, counter: PassCounter | None = None) -> Tensor:
     """Square Attack, linf, with the margin loss (or "ce"); ``steps`` = model queries
     per restart (the p schedule is rescaled to it), restarts only on unbroken samples.
     ``p_init``: initial fraction of pixels in a square; ``redraw=False`` spends a query
-    on candidates that change nothing (AutoAttack's accounting). There is no step size
+    on candidates that change nothing (AutoAttack's accounting); ``rescale_schedule=False``
+    keeps the p schedule of a 10000-query run whatever ``steps`` is (as AutoAttack's
+    suite runs its 5000 queries). There is no step size
     (every square is set to +-eps): ``step_size`` is refused."""
     refuse_unused("square", step_size=(step_size, None))
     s = prepare(model, inputs, labels, info=square.info, eps=eps, norm=norm, loss=loss,
@@ -141,6 +143,7 @@ def square(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: 
                 generator=generator)
     p_init = check_number("square p_init", p_init, low=0.0, high=1.0, open_low=True)
     check_bool("redraw", redraw)
+    check_bool("rescale_schedule", rescale_schedule)
     x4 = _as_image(s.x)
     out = x4.clone()
     broken = torch.zeros(x4.shape[0], dtype=torch.bool, device=x4.device)
@@ -149,7 +152,8 @@ def square(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: 
         if idx.numel() == 0:
             break
         pts, br = _run(s, x4[idx], s.y[idx], s.eps[idx], steps=steps, p_init=p_init,
-                       targeted=targeted, redraw=redraw)
+                       targeted=targeted, redraw=redraw,
+                       horizon=steps if rescale_schedule else 10000)
         # keep the first run's points for unbroken samples; later runs only replace on success
         keep = br | torch.tensor(r == 0, device=br.device)
         out[idx] = torch.where(bview(keep, pts), pts, out[idx])

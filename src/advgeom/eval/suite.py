@@ -16,7 +16,8 @@ Versions, as AutoAttack names them:
 
 Differences from AutoAttack, stated: Square does not spend a query on a candidate that
 leaves the image unchanged (:mod:`advgeom.attacks.square`), so it is at least as strong
-at equal queries; under l2 there is no Square stage (advgeom's Square is linf).
+at equal queries. As in AutoAttack, Square's 5000 queries follow the p schedule of a
+10000-query run (not rescaled). Under l2 there is no Square stage (advgeom's Square is linf).
 """
 from __future__ import annotations
 
@@ -65,11 +66,12 @@ def suite_specs(version: str = "standard", norm: str = "linf",
     if version == "plus":
         specs.append(AttackSpec("apgd-dlr", {"steps": 100, "restarts": r}, label="apgd-dlr"))
         if norm == "linf":
-            specs.append(AttackSpec("square", {"steps": 5000, "restarts": r}, label="square"))
+            specs.append(AttackSpec("square", {"steps": 5000, "restarts": r,
+                                               "rescale_schedule": False}, label="square"))
     specs += [AttackSpec("apgd-t", {"steps": 100, "num_targets": 9}, label="apgd-t"),
               AttackSpec("fab", {"steps": 100, "num_targets": 9, "restarts": r}, label="fab-t")]
     if version == "standard" and norm == "linf":
-        specs.append(AttackSpec("square", {"steps": 5000}, label="square"))
+        specs.append(AttackSpec("square", {"steps": 5000, "rescale_schedule": False}, label="square"))
     if norm != "linf":
         warnings.warn(f"the {version} suite under {norm} has no Square stage (advgeom's Square "
                       "is linf only)", UserWarning, stacklevel=2)

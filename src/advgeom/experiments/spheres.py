@@ -231,8 +231,10 @@ def spheres_quadratic(ctx: Context) -> Outcome:
         comps.append(Comparison(f"snapshot at {st} steps: CLT inner error rate", u.get("clt_inner"),
                                 None, "rate", clt_note(u)))
     comps += [
-        Comparison("perfect init: p(y=1) on the inner sphere", pf["p"][0], ref["perfect_init_probabilities"][0], "fraction"),
-        Comparison("perfect init: p(y=1) on the outer sphere", pf["p"][1], ref["perfect_init_probabilities"][1], "fraction"),
+        Comparison("perfect init: p(y=1) on the inner sphere", pf["p"][0], ref["perfect_init_probabilities"][0],
+                   "fraction", "set by construction (the initialization is built to give it): an input, not a match"),
+        Comparison("perfect init: p(y=1) on the outer sphere", pf["p"][1], ref["perfect_init_probabilities"][1],
+                   "fraction", "set by construction (the initialization is built to give it): an input, not a match"),
         Comparison("steps until adversarial examples reappear", reappear,
                    ref["adversarial_examples_reappear_after_steps"], "steps",
                    f"first evaluation (every {s.perfect_eval_every}) with an incorrect alpha_i; "
