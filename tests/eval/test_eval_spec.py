@@ -75,3 +75,10 @@ def test_parse_eps():
     for bad in ("abc", "-0.1", "inf", ""):
         with pytest.raises(ConfigError):
             parse_eps(bad)
+
+
+def test_hyphen_and_underscore_names_are_one_name():
+    from advgeom.eval import parse_attacks
+
+    assert [s.base_name for s in parse_attacks("cw-l2,multi-target,apgd_ce")] == \
+        ["cw_l2", "multi_target", "apgd-ce"]

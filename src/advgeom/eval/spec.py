@@ -162,6 +162,9 @@ def resolve(name: str) -> tuple[Callable[..., Any], dict[str, Any], str]:
     if name in ALIASES and ALIASES[name][0] in known:
         base, extra = ALIASES[name]
         return get("attack", base), dict(extra), base
+    for variant in (name.replace("-", "_"), name.replace("_", "-")):  # cw-l2 = cw_l2
+        if variant != name and (variant in known or variant in ALIASES):
+            return resolve(variant)
     choices = sorted(set(known) | {a for a, (b, _) in ALIASES.items() if b in known})
     close = difflib.get_close_matches(name, choices, n=3)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
