@@ -85,7 +85,18 @@ def train(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TO
     cfg = _run(load_config, TrainConfig, config, overrides or [])
     res = _run(fit, cfg, root=root, device=device, progress=progress)
     state = "cached" if res.cached else (f"resumed at step {res.resumed_from}" if res.resumed_from else "trained")
-    console.print(f"{state}: {cfg.model} [{config_hash(cfg)}] -> {res.path}", highlight=False)
+    console.print(f"{state}: {cfg.model} [{config_hash(cfg)}] -> {res.path}", highlight=False, markup=False)
+    if res.history:
+        last = res.history[-1]
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "seconds", "lr"))
+        console.print(f"step {last['step']}: {terms}", highlight=False, markup=False)
+    for ev in res.events:
+        console.print(f"warning: {ev['event'].replace('_', ' ')} at step {ev['step']} (monitored robust "
+                      f"accuracy {ev['robust']:.1%} after a best of {ev['best_robust']:.1%})",
+                      highlight=False, markup=False)
+    if res.selected_step and res.selected_step != res.history[-1]["step"]:
+        console.print(f"final weights: step {res.selected_step} (monitor.keep_best)", highlight=False,
+                      markup=False)
 
 
 # ---------------------------------------------------------------------------

@@ -229,7 +229,8 @@ def fit(cfg: TrainConfig, *, root: str | Path = "runs", device: str | torch.devi
                 model = load_model(final, device)
                 side = load_checkpoint(final)[1]
                 return TrainResult(model, final, cfg, side.get("history", []), cached=True,
-                                   events=list(side.get("events", [])))
+                                   events=list(side.get("events", [])),
+                                   selected_step=int(side.get("selected_step", side.get("step", 0))))
             return _train(cfg, out, device, progress, on_step, log)
     except OSError as e:
         raise AdvgeomError(f"cannot write the run directory {out}: {e.strerror or e}") from None
