@@ -33,7 +33,7 @@ def bce(**_: object) -> Objective:
     """Sigmoid cross-entropy objective: mean BCE-with-logits of ``model(x)`` against ``y``."""
 
     def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, context: object = None) -> Tensor:
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 1):
             raise AdvgeomError("bce needs labels in {0, 1}")
         return F.binary_cross_entropy_with_logits(binary_logit(model, inputs), labels.float())

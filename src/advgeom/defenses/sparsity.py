@@ -57,7 +57,7 @@ def l1(lam: float = 1e-3) -> Objective:
         raise ConfigError(f"l1 defense: lam must be >= 0, got {lam}")
 
     def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, context: object = None) -> Tensor:
         return F.cross_entropy(model(inputs), labels) + lam * l1_penalty(model)
 
     return objective

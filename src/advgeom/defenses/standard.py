@@ -17,7 +17,7 @@ def cross_entropy(label_smoothing: float = 0.0) -> Objective:
     """Natural training: mean cross-entropy of the logits."""
 
     def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, context: object = None) -> Tensor:
         return F.cross_entropy(model(inputs), labels, label_smoothing=label_smoothing)
 
     return objective
