@@ -1,5 +1,6 @@
-"""A small results database written by the tests: two evaluations on MNIST linf (one
-with a failed check and a standard-suite row), one on spheres, and one stored report."""
+"""A small results database written by the tests: three evaluations on MNIST linf (one
+with a failed check and a row labelled `standard`, one of the standard suite's cascade),
+one on spheres, and one stored report."""
 from types import SimpleNamespace
 
 import pytest
@@ -35,12 +36,26 @@ def results_db(tmp_path):
                           ("pgd", "iterative"): {0.1: 40.5, 0.3: 0.0},
                           ("worst_case", None): {0.1: 40.5, 0.3: 0.0}},
                          {"monotone": 1.0, "threat_model": 1.0}))
-    store.add(_eval_rows("nielsen_cnn4", "front_end", 99.33,
-                         {("fgsm", "single_step"): {0.3: 80.0}, ("pgd", "iterative"): {0.3: 43.33},
-                          ("square", "black_box"): {0.3: 17.33},
-                          ("standard", "iterative"): {0.3: 16.5},
-                          ("worst_case", None): {0.3: 14.67}},
-                         {"monotone": 1.0, "gradient_masking": 0.0}, experiment="sparsity-table1"))
+    front = _eval_rows("nielsen_cnn4", "front_end", 99.33,
+                       {("fgsm", "single_step"): {0.3: 80.0}, ("pgd", "iterative"): {0.3: 43.33},
+                        ("square", "black_box"): {0.3: 17.33},
+                        ("standard", "iterative"): {0.3: 16.5},
+                        ("worst_case", None): {0.3: 14.67}},
+                       {"monotone": 1.0, "gradient_masking": 0.0}, experiment="sparsity-table1")
+    for r in front:  # the evaluation names the numbers its failed check concerns
+        if r.attack in ("square", "pgd", "worst_case") and r.metric == "robust_accuracy":
+            r.extra["failed_checks"] = ["gradient_masking"]
+    store.add(front)
+    # the standard suite as `advgeom evaluate --suite standard` stores it: a cascade of stages
+    suite = _eval_rows("madry_mnist_cnn", "pgd_at", 98.5,
+                       {("apgd-ce", "cascade"): {0.3: 91.0}, ("apgd-t", "cascade"): {0.3: 89.5},
+                        ("fab-t", "cascade"): {0.3: 89.5}, ("square", "cascade"): {0.3: 89.0},
+                        ("worst_case", None): {0.3: 89.0}},
+                       {"monotone": 1.0}, experiment="at-mnist")
+    for r in suite:
+        if r.extra.get("kind") == "cascade":
+            r.extra["stage"] = ["apgd-ce", "apgd-t", "fab-t", "square"].index(r.attack) + 1
+    store.add(suite)
     store.start_run("advgeom reproduce spheres-relu --profile quick", {"git_sha": "fedcba987654"})
     store.add([Row("spheres-relu", "relu_mlp", "none", "none", 0.0, 0, "random_errors", 5.0,
                    profile="quick", n=200000)])

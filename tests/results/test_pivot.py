@@ -2,7 +2,7 @@
 from rich.console import Console
 
 from advgeom.results import ResultStore, Row
-from advgeom.results.pivot import ENTRY, leaderboard, paper_attack, pivot, verdict
+from advgeom.results.pivot import ENTRY, leaderboard, paper_attack, pivot, verdict, worst_cell
 from advgeom.results.render import pivot_tables
 
 
@@ -19,6 +19,11 @@ def test_pivot_rows_attacks_worst_case_last_columns_eps(results_db):
     assert "clean 97.67%" in p.title and "checks: pass (2 checks)" in p.title
     front = pivots["nielsen_cnn4"]
     assert [lab for lab, _ in front.lines] == ["fgsm", "pgd", "square", "standard", "worst_case"]
+    assert front.flagged == {("pgd", 0.3), ("square", 0.3), ("worst_case", 0.3)}
+    assert front.cell("square", 0, str) == "17.33 ✗" and front.cell("fgsm", 0, str) == "80.0"
+    # the suite's stages in cascade order (not by name), the worst case last
+    assert [lab for lab, _ in pivots["madry_mnist_cnn"].lines] == ["apgd-ce", "apgd-t", "fab-t", "square",
+                                                                  "worst_case"]
     assert front.verdict.status == "fail" and front.verdict.failed == ("gradient_masking",)
     assert "✗ failed: gradient_masking" in front.title
     # metrics other than robust accuracy keep their own line; cost metrics are left to --long
@@ -52,15 +57,28 @@ def test_leaderboard_columns(results_db):
     runs = {r["run_id"]: r for r in store.runs()}
     boards = leaderboard(store.query_with_runs(), runs)
     assert [(b.dataset, b.norm, b.eps) for b in boards] == [("mnist", "linf", 0.1), ("mnist", "linf", 0.3)]
-    top, second = boards[1].entries  # best worst case first
+    at, top, second = boards[1].entries  # best worst case first
     assert top.key == {"experiment": "sparsity-table1", "model": "nielsen_cnn4", "defense": "front_end",
                        "profile": "quick", "seed": 0}
     assert (top.clean, top.worst.value, top.suite.value, top.suite.label) == (99.33, 14.67, 16.5, "standard")
     # the paper's attack: strongest white-box attack outside the suite (Square is black-box)
     assert (top.paper.value, top.paper.label) == (43.33, "pgd")
     assert top.verdict.status == "fail" and top.commit == "abc123def456"
+    assert top.paper.failed == ("gradient_masking",) and top.worst.failed == ("gradient_masking",)
+    assert top.suite.failed == ()
     assert second.suite.value is None and second.worst.value == 0.0
     assert set(top.key) == set(ENTRY)
+    # the suite's cascade: its last stage, labelled by its stages in order; no paper attack
+    assert (at.suite.value, at.suite.label) == (89.0, "apgd-ce → apgd-t → fab-t → square")
+    assert at.paper.value is None and at.worst.value == 89.0 and at.verdict.status == "pass"
+
+
+def test_worst_case_is_never_above_a_stored_attack():
+    row = lambda attack, v: Row("e", "m", "d", attack, 0.3, 0, "robust_accuracy", v)  # noqa: E731
+    assert worst_cell([row("pgd", 40.0), row("worst_case", 35.0)]).value == 35.0
+    # rows of two evaluations under one key: the lower number is an upper bound on the worst case
+    cell = worst_cell([row("pgd", 30.0), row("worst_case", 35.0)])
+    assert (cell.value, cell.label) == (30.0, "upper bound: pgd (separate evaluations)")
 
 
 def test_paper_attack_prefers_marked_rows():

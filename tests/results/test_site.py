@@ -34,8 +34,10 @@ def test_index_leaderboard_content(results_db, tmp_path):
     text = _text(index)
     assert "mnist · linf · eps 0.3" in text and "mnist · linf · eps 0.1" in text
     # one leaderboard row: experiment, model, defense, profile, seed, clean, paper's attack, suite, worst, checks, commit
-    assert ("sparsity-table1 nielsen_cnn4 front_end quick 0 99.33 43.33 pgd 16.50 standard 14.67 ✗ "
+    assert ("sparsity-table1 nielsen_cnn4 front_end quick 0 99.33 43.33 ✗ pgd 16.50 standard 14.67 ✗ "
             "✗ failed: gradient_masking abc123def456") in text
+    assert ("at-mnist madry_mnist_cnn pgd_at quick 0 98.50 — 89.00 apgd-ce → apgd-t → fab-t → square "
+            "89.00 pass (1 check)") in text
     assert "demo hyper_mnist_cnn natural quick 0 97.67 0.00 pgd — 0.00 pass (2 checks) abc123def456" in text
     assert page.count('<tr class="failed">') == 1 and 'class="check-failed"' in page
     assert 'href="experiments/spheres-relu.html"' in page and 'href="experiments/demo.html"' in page
@@ -58,7 +60,7 @@ def test_experiment_pages(results_db, tmp_path):
     assert "figs/gone.png could not be read when the report was stored" in text
     demo = _text(tmp_path / "site" / "experiments" / "sparsity-table1.html")
     assert "clean accuracy 99.33% · checks: ✗ failed: gradient_masking" in demo
-    assert "square 17.33 standard 16.50 worst_case 14.67" in demo  # worst case last
+    assert "square 17.33 ✗ standard 16.50 worst_case 14.67 ✗" in demo  # worst case last, flagged
     assert "advgeom evaluate --experiment demo" in demo  # environment of the rows' run
 
 
@@ -73,13 +75,16 @@ def test_site_regenerates_from_the_database_alone(results_db, tmp_path):
 
 
 def test_results_command_views(results_db):
-    out = _run("results", "--db", results_db)
+    out = _run("results", "--db", results_db, "--experiment", "demo")
     assert out.exit_code == 0, out.output
     assert "demo · hyper_mnist_cnn · natural · mnist linf (quick, seed 0)" in out.output
     assert "clean 97.67% · checks: pass (2 checks)" in out.output
     assert re.search(r"worst_case\s+40\.50\s+0\.00", out.output)
     assert max(len(line) for line in out.output.splitlines()) <= 100
     assert out.output.index(" pgd ") < out.output.index(" worst_case ")
+    full = _run("results", "--db", results_db)
+    assert full.exit_code == 0 and max(len(line) for line in full.output.splitlines()) <= 100
+    assert re.search(r"square\s+17\.33 ✗", full.output)  # a number a failed check concerns is marked
     long = _run("results", "--db", results_db, "--long", "--experiment", "demo")
     assert long.exit_code == 0 and long.output.startswith("15 rows from")
     csv = _run("results", "--db", results_db, "--format", "csv")
@@ -161,8 +166,9 @@ def test_leaderboard_in_headless_chromium(results_db, tmp_path):
     shot = tmp_path / "leaderboard.png"
     _chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1280,1000", index.as_uri())
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
-    # the inline script sorts by a clicked column (worst case: 0.00 before 14.67, then reversed)
+    # the inline script sorts by a clicked column (worst case: 0.00, 14.67, 89.00, then reversed)
     (tmp_path / "harness.html").write_text(HARNESS)
     dom = _chromium(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom",
                     (tmp_path / "harness.html").as_uri())
-    assert "asc=hyper_mnist_cnn,nielsen_cnn4;desc=nielsen_cnn4,hyper_mnist_cnn" in dom
+    assert ("asc=hyper_mnist_cnn,nielsen_cnn4,madry_mnist_cnn;desc=madry_mnist_cnn,nielsen_cnn4,hyper_mnist_cnn"
+            in dom)

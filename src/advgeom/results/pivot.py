@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from advgeom.results.rows import Row
 
@@ -34,6 +34,18 @@ def is_suite(attack: str) -> bool:
     return attack.lower().startswith(SUITE_PREFIXES)
 
 
+def suite_row(row: Row) -> bool:
+    """A stage of the standard suite (``advgeom evaluate --suite``: kind ``cascade``,
+    cumulative over the earlier stages) or an attack labelled ``standard…``/``suite…``."""
+    return row.attack != WORST and (row.extra.get("kind") == "cascade" or is_suite(row.attack))
+
+
+def failed_checks(row: Row) -> tuple[str, ...]:
+    """The failed checks that concern this number (``extra["failed_checks"]``, set by the
+    evaluation)."""
+    return tuple(row.extra.get("failed_checks", ()))
+
+
 # ---------------------------------------------------------------------------
 # checks' verdict
 
@@ -52,10 +64,11 @@ class Verdict:
     def text(self) -> str:
         if self.status == "fail":
             return "✗ failed: " + ", ".join(self.failed)
+        checks = f"{self.count} check{'s' if self.count != 1 else ''}"
         if self.status == "warn":
-            return f"warn: {', '.join(self.warned)} ({self.count} checks)"
+            return f"warn: {', '.join(self.warned)} ({checks})"
         if self.status == "pass":
-            return f"pass ({self.count} checks)"
+            return f"pass ({checks})"
         return "no checks"
 
 
@@ -78,13 +91,20 @@ def verdict(rows: Iterable[Row]) -> Verdict:
 
 @dataclass
 class Pivot:
-    """One evaluation: ``lines`` are (label, value per eps), worst case last."""
+    """One evaluation: ``lines`` are (label, value per eps), worst case last; ``flagged``
+    holds the (label, eps) cells a failed check concerns."""
 
     key: dict[str, Any]
     eps: list[float]
     lines: list[tuple[str, list[float | None]]]
     clean: float | None
     verdict: Verdict
+    flagged: set[tuple[str, float]] = field(default_factory=set)
+
+    def cell(self, label: str, i: int, fmt: Callable[[float | None], str]) -> str:
+        """The formatted value of line ``label`` at the ``i``-th eps, ``✗`` when flagged."""
+        value = dict(self.lines)[label][i]
+        return fmt(value) + (" ✗" if (label, self.eps[i]) in self.flagged else "")
 
     @property
     def title(self) -> str:
@@ -102,9 +122,11 @@ def _line_label(row: Row) -> str:
     return row.metric if row.attack == "none" else f"{row.attack} · {row.metric}"
 
 
-def _order(label: str) -> tuple:
-    """Attacks by name, then the standard suite, then the worst case."""
-    return (2 if label.startswith(WORST) else 1 if is_suite(label) else 0, label)
+def _order(rows: list[Row]) -> Callable[[str], tuple]:
+    """Attacks by name, then the standard suite's stages in their order, then the worst case."""
+    stage = {_line_label(r): (1, int(r.extra.get("stage", 0))) for r in rows if suite_row(r)}
+    return lambda label: (2 if label.startswith(WORST) else stage.get(label, (0, 0))[0],
+                          stage.get(label, (0, 0))[1], label)
 
 
 def pivot(rows: Iterable[Row]) -> list[Pivot]:
@@ -117,14 +139,17 @@ def pivot(rows: Iterable[Row]) -> list[Pivot]:
     out = []
     for key, rs in groups.items():
         cells: dict[str, dict[float, float]] = defaultdict(dict)
+        flagged = set()
         for r in rs:
             if r.metric == "clean_accuracy" or r.metric.startswith(CHECK_PREFIX) or r.metric in COST_METRICS:
                 continue
             cells[_line_label(r)][float(r.eps)] = float(r.value)
+            if failed_checks(r):
+                flagged.add((_line_label(r), float(r.eps)))
         eps = sorted({e for c in cells.values() for e in c})
-        lines = [(lab, [cells[lab].get(e) for e in eps]) for lab in sorted(cells, key=_order)]
+        lines = [(lab, [cells[lab].get(e) for e in eps]) for lab in sorted(cells, key=_order(rs))]
         clean = next((r.value for r in rs if r.metric == "clean_accuracy"), None)
-        out.append(Pivot(dict(zip(GROUP, key)), eps, lines, clean, verdict(rs)))
+        out.append(Pivot(dict(zip(GROUP, key)), eps, lines, clean, verdict(rs), flagged))
     return out
 
 
@@ -134,10 +159,12 @@ def pivot(rows: Iterable[Row]) -> list[Pivot]:
 
 @dataclass
 class Cell:
-    """A leaderboard number and the attack label(s) it comes from."""
+    """A leaderboard number, the attack label(s) it comes from and the failed checks
+    that concern it."""
 
     value: float | None = None
     label: str = ""
+    failed: tuple[str, ...] = ()
 
 
 @dataclass
@@ -163,19 +190,35 @@ class Board:
     entries: list[Entry] = field(default_factory=list)
 
 
-def _min_cell(rows: list[Row]) -> Cell:
+def _min_cell(rows: list[Row], label: str | None = None) -> Cell:
     if not rows:
         return Cell()
     best = min(rows, key=lambda r: r.value)
-    return Cell(best.value, ", ".join(r.attack for r in rows) if len(rows) > 1 and is_suite(best.attack)
-                else best.attack)
+    return Cell(best.value, best.attack if label is None else label, failed_checks(best))
+
+
+def suite_cell(rows: list[Row]) -> Cell:
+    """The standard suite at one eps: its last (cumulative) stage, labelled by its stages."""
+    suite = sorted((r for r in rows if suite_row(r)), key=lambda r: int(r.extra.get("stage", 0)))
+    return _min_cell(suite, " → ".join(r.attack for r in suite))
+
+
+def worst_cell(rows: list[Row]) -> Cell:
+    """The per-sample worst case at one eps. When rows of separate evaluations share a
+    key and an attack's number is below the stored worst case, that number is shown
+    instead, labelled as an upper bound (the per-sample worst case can only be lower)."""
+    worst = _min_cell([r for r in rows if r.attack == WORST])
+    lowest = _min_cell([r for r in rows if r.attack != WORST])
+    if lowest.value is not None and (worst.value is None or lowest.value < worst.value):
+        return Cell(lowest.value, f"upper bound: {lowest.label} (separate evaluations)", lowest.failed)
+    return Cell(worst.value, "", worst.failed)
 
 
 def paper_attack(rows: list[Row]) -> Cell:
     """The paper's attack among robust-accuracy rows at one eps: the rows whose
     ``extra`` says ``paper``, else the strongest white-box attack (single step or
     iterative) outside the standard suite and the worst case."""
-    cand = [r for r in rows if r.attack != WORST and not is_suite(r.attack)]
+    cand = [r for r in rows if r.attack != WORST and not suite_row(r)]
     marked = [r for r in cand if r.extra.get("paper")]
     return _min_cell(marked or [r for r in cand if str(r.extra.get("kind", "")) in WHITE_BOX_KINDS])
 
@@ -204,10 +247,8 @@ def leaderboard(rows: Iterable[tuple[Row, int | None]], runs: Mapping[int, Mappi
                 by_eps[float(r.eps)].append((r, run_id))
         for e, eps_pairs in by_eps.items():
             at = [r for r, _ in eps_pairs]
-            entry = Entry({c: k[c] for c in ENTRY}, clean, paper_attack(at),
-                          _min_cell([r for r in at if is_suite(r.attack)]),
-                          _min_cell([r for r in at if r.attack == WORST]), check,
-                          _commit((i for _, i in eps_pairs), runs))
+            entry = Entry({c: k[c] for c in ENTRY}, clean, paper_attack(at), suite_cell(at),
+                          worst_cell(at), check, _commit((i for _, i in eps_pairs), runs))
             bkey = (k["dataset"], k["norm"], e)
             boards.setdefault(bkey, Board(*bkey)).entries.append(entry)
     for b in boards.values():

@@ -92,7 +92,7 @@ def pivot_tables(pivots: Sequence, width: int = 100) -> list:
             t.add_column("attack \\ eps", overflow="fold", min_width=label_w, max_width=label_w)
             for e in p.eps[start:start + per]:
                 t.add_column(f"{e:.4g}", justify="right", no_wrap=True)
-            for lab, vals in p.lines:
-                t.add_row(lab, *[_fmt(v) for v in vals[start:start + per]])
+            for lab, _ in p.lines:
+                t.add_row(lab, *[p.cell(lab, i, _fmt) for i in range(start, min(start + per, len(p.eps)))])
             out.append(t)
     return out
