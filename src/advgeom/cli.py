@@ -17,12 +17,15 @@ from advgeom.errors import AdvgeomError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="advgeom: the geometry of adversarial robustness (five papers, one tool).")
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True, markup=False)  # user text is never markup
+err_console = Console(stderr=True, markup=False)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    from rich.text import Text
+
+    # user text (paths, overrides) may contain "[...]": never read it as markup
+    err_console.print(Text.assemble(("error:", "bold red"), " ", msg), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

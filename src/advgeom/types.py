@@ -76,3 +76,22 @@ def check_eps(eps: Eps, batch: int) -> None:
         raise AdvgeomError(f"eps must be a number, got {eps!r}") from None
     if not (val >= 0.0) or val == float("inf"):
         raise AdvgeomError(f"eps must be finite and >= 0, got {eps!r}")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, or one clear error for an unknown name or a
+    device this machine lacks (``cuda`` without CUDA, ``mps`` without MPS)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise AdvgeomError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AdvgeomError(f"device {device!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AdvgeomError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise AdvgeomError(f"device {device!r}: MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise AdvgeomError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return dev

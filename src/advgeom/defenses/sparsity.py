@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advgeom.defenses.base import check_nonneg
 from advgeom.errors import ConfigError
 from advgeom.models._layers import register_model
 from advgeom.models.base import Classifier, create_model
@@ -52,9 +53,7 @@ def weight_sparsity(model: nn.Module, rel_tol: float = 1e-2) -> list[float]:
 @register("defense", "l1")
 def l1(lam: float = 1e-3) -> Objective:
     """Cross-entropy plus ``lam`` times the l1 norm of every layer's weights (Sec. 4)."""
-    lam = float(lam)
-    if not lam >= 0.0:
-        raise ConfigError(f"l1 defense: lam must be >= 0, got {lam}")
+    lam = check_nonneg("l1", "lam", lam)
 
     def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
                   generator: torch.Generator | None = None, context: object = None) -> Tensor:

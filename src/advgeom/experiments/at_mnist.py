@@ -132,13 +132,14 @@ def at_mnist(ctx: Context) -> Outcome:
         curve = evaluate(model, test, attacks[:1] + ["apgd-ce"], list(settings["curve_eps"]), **common)
         res = evaluate(model, test, attacks, [EPS], **common)
         pub = _published(ref, defense)
+        label = [spec.label for spec in res.specs]  # canonical labels, in the order given
         comps += [
             Comparison(f"{defense}: clean", res.accuracy("none"), pub["clean"]),
-            Comparison(f"{defense}: PGD-40 (0.01)", res.accuracy(attacks[0], EPS), pub["pgd40"]),
-            Comparison(f"{defense}: PGD-100 (0.01)", res.accuracy(attacks[1], EPS), None),
-            Comparison(f"{defense}: APGD-CE", res.accuracy("apgd-ce", EPS), None),
-            Comparison(f"{defense}: APGD-T", res.accuracy("apgd-t", EPS), None),
-            Comparison(f"{defense}: Square", res.accuracy(attacks[4], EPS), None),
+            Comparison(f"{defense}: PGD-40 (0.01)", res.accuracy(label[0], EPS), pub["pgd40"]),
+            Comparison(f"{defense}: PGD-100 (0.01)", res.accuracy(label[1], EPS), None),
+            Comparison(f"{defense}: APGD-CE", res.accuracy(label[2], EPS), None),
+            Comparison(f"{defense}: APGD-T", res.accuracy(label[3], EPS), None),
+            Comparison(f"{defense}: Square", res.accuracy(label[4], EPS), None),
             Comparison(f"{defense}: worst case (all five)", res.accuracy("worst_case", EPS), pub["best"],
                        note="paper: its strongest reported attack"),
         ]

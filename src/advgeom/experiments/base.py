@@ -22,7 +22,7 @@ from advgeom.registry import register
 from advgeom.results import ResultStore, Row
 from advgeom.seeding import make_generator
 from advgeom.train import TrainConfig, fit
-from advgeom.train.loop import derive_seed
+from advgeom.seeding import derive_seed
 
 T = TypeVar("T")
 PROFILES = ("quick", "paper")

@@ -8,7 +8,6 @@ checkpoint ends with exactly the weights of an uninterrupted run.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import inspect
 import math
 import time
@@ -29,16 +28,12 @@ from advgeom.models import create_model
 from advgeom.progress import progress_bar
 from advgeom.registry import create
 from advgeom.train.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from advgeom.seeding import derive_seed
+from advgeom.types import check_device
 from advgeom.train.config import TrainConfig
 
 # ---------------------------------------------------------------------------
 # seeds and builders
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any tuple of values (stable across processes)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -53,6 +48,20 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def check_compatible(cfg: TrainConfig, model: nn.Module, data: Any) -> None:
+    """One clear error when the model cannot read the data set: another number of
+    classes or another input shape."""
+    classes, wanted = getattr(model, "num_classes", None), getattr(data, "num_classes", None)
+    if classes and wanted and int(classes) != int(wanted):
+        raise ConfigError(f"model {cfg.model!r} has {classes} classes but data set {cfg.dataset!r} "
+                          f"has {wanted}: set model_kwargs.num_classes={wanted}")
+    shape, images = tuple(getattr(model, "input_shape", ()) or ()), getattr(data, "images", None)
+    if shape and images is not None and images.dim() > 1 and tuple(images.shape[1:]) != shape:
+        raise ConfigError(f"model {cfg.model!r} takes inputs of shape {shape} but data set "
+                          f"{cfg.dataset!r} has {tuple(images.shape[1:])}: set model_kwargs.input_shape "
+                          f"(or input_dim)")
 
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -220,7 +229,7 @@ def fit(cfg: TrainConfig, *, root: str | Path = "runs", device: str | torch.devi
     (tests use it to simulate kills); ``log`` receives warnings such as catastrophic
     overfitting (default: ``warnings.warn``).
     """
-    device = torch.device(device)
+    device = check_device(device)
     out = run_dir(cfg, root)
     final = out / "final.safetensors"
     try:
@@ -246,7 +255,13 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
     batches = _Batches(cfg, device)
     total = batches.total_steps()
     model = build_model(cfg).to(device)
-    objective = create("defense", cfg.objective, **cfg.objective_kwargs)
+    check_compatible(cfg, model, batches.data)
+    try:
+        objective = create("defense", cfg.objective, **cfg.objective_kwargs)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, AdvgeomError):
+            raise
+        raise ConfigError(f"objective_kwargs of {cfg.objective!r}: {e}") from None
     with_context = _accepts(objective, "context")
     monitor = Monitor(cfg, *batches.held_out()) if cfg.monitor.every > 0 else None
     opt = build_optimizer(cfg, model)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from advgeom.attacks._common import as_logits, eval_mode
 from advgeom.errors import ConfigError
-from advgeom.seeding import make_generator
+from advgeom.seeding import derive_seed, make_generator
 from advgeom.train.config import TrainConfig
 
 
@@ -39,8 +39,6 @@ class Monitor:
 
     def measure(self, model: nn.Module, step: int) -> dict[str, float]:
         """``{"monitor_clean": .., "monitor_robust": ..}`` in [0, 1] at ``step``."""
-        from advgeom.train.loop import derive_seed
-
         g = make_generator(derive_seed("monitor", self.seed, step), self.x.device)
         with eval_mode(model):
             with torch.no_grad():

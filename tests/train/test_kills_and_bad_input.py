@@ -1,0 +1,119 @@
+"""Runs that cannot break: many SIGKILLs at random moments, concurrent runs of one
+config, and one-line errors (exit 2) for configs the model or machine cannot run."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from advgeom.train import load_model
+
+CMD = [sys.executable, "-m", "advgeom.cli", "train", "--no-progress", "--root"]
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+# adversarial training on the toy, a checkpoint every 3 steps: kills land in every phase
+ARGS = ["dataset=\"robust_features_2d\"", "model=\"relu_mlp\"", "model_kwargs.input_dim=2",
+        "model_kwargs.width=64", "model_kwargs.depth=2", "model_kwargs.num_outputs=2",
+        "objective=\"pgd_at\"", "objective_kwargs.eps=0.1",
+        "objective_kwargs.attack=\"pgd:steps=3,early_stop=false\"", "batch_size=64",
+        "iterations=300", "checkpoint_every=3", "seed=2"]
+
+
+def _final(root):
+    found = list(root.glob("train/*/final.safetensors"))
+    return found[0] if found else None
+
+
+def _same_weights(a, b):
+    sa, sb = load_model(a).state_dict(), load_model(b).state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_many_sigkills_at_random_moments_resume_bit_identical(tmp_path):
+    rng = random.Random(0)
+    root = tmp_path / "killed"
+    kills = 0
+    for _ in range(6):
+        proc = subprocess.Popen(CMD + [str(root)] + ARGS, env=ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None and not list(root.glob("train/*/.lock")):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if _final(root):
+            break
+    assert kills >= 3, "the run finished before enough kills; make it longer"
+    done = subprocess.run(CMD + [str(root)] + ARGS, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ref = subprocess.run(CMD + [str(tmp_path / "ref")] + ARGS, env=ENV, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    assert _same_weights(_final(root), _final(tmp_path / "ref"))
+    assert not list(root.glob("train/*/*.tmp"))  # killed writers leave hidden temporaries only
+    # a kill while final is written leaves either no final or a complete one: simulate the
+    # worst case (a stale temporary beside a readable final) and rerun: a cache hit
+    run = _final(root).parent
+    (run / ".final.safetensors.123.abcd.tmp").write_bytes(b"partial")
+    again = subprocess.run(CMD + [str(root)] + ARGS, env=ENV, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.startswith("cached"), again.stderr
+
+
+def test_two_concurrent_runs_of_one_config_both_end_well(tmp_path):
+    args = ARGS[:-3] + ["iterations=60", "checkpoint_every=5", "seed=3"]
+    procs = [subprocess.Popen(CMD + [str(tmp_path)] + args, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    states = sorted(o[0].split(":")[0] for o in outs)
+    assert states == ["cached", "trained"]
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--device", "nope"], "unknown device"),
+    (["--device", "cuda:7"], "CUDA"),
+])
+def test_bad_devices_are_one_line(tmp_path, extra, match):
+    out = subprocess.run(CMD + [str(tmp_path)] + extra + ARGS, env=ENV, capture_output=True, text=True)
+    assert out.returncode == 2 and match in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args,match", [
+    (["dataset=\"mnist\"", "model=\"fc2\"", "iterations=1"], "2 classes but data set 'mnist' has 10"),
+    (["dataset=\"robust_features_2d\"", "model=\"fc2\"", "iterations=1"], "shape"),
+    (["dataset=\"robust_features_2d\"", "model=\"relu_mlp\"", "model_kwargs.input_dim=2",
+      "objective=\"l1\"", "objective_kwargs.lam=\"abc\"", "iterations=1"], "lam"),
+    (["lr=inf"], "lr"),
+])
+def test_configs_the_model_cannot_run_are_one_line(tmp_path, args, match):
+    out = subprocess.run(CMD + [str(tmp_path)] + args, env=ENV, capture_output=True, text=True)
+    assert out.returncode == 2 and match in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unwritable_root_is_one_line(tmp_path):
+    if os.geteuid() == 0:
+        root = "/proc/advgeom-cannot-write-here"
+    else:
+        root = str(tmp_path / "ro")
+        os.mkdir(root, 0o500)
+    out = subprocess.run(CMD + [root] + ARGS[:-3] + ["iterations=1"], env=ENV, capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "cannot write" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_markup_in_user_text_is_printed_verbatim(tmp_path):
+    root = tmp_path / "[red]x[/red][/x]"
+    out = subprocess.run(CMD + [str(root)] + ARGS[:-3] + ["iterations=2", "checkpoint_every=1"],
+                         env=ENV, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "[red]x[/red][/x]" in out.stdout
+    bad = subprocess.run(CMD + [str(root), "model=\"[/x]nope\""], env=ENV, capture_output=True, text=True)
+    assert bad.returncode == 2 and "[/x]nope" in bad.stderr and "Traceback" not in bad.stderr
