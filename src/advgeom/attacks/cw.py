@@ -46,8 +46,14 @@ def cw_l2(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any = math.i
           generator: torch.Generator | None = None, confidence: float = 0.0,
           initial_const: float = 1e-3, search_steps: int = 9, abort_early: bool = True,
           counter: PassCounter | None = None) -> Tensor:
-    """C&W L2 with binary search over the constant; returns, per sample, the
-    successful point of smallest l2 distance found (the input if none)."""
+    """C&W L2 (Carlini & Wagner 2017) with binary search over the constant; returns,
+    per sample, the successful point of smallest l2 distance found (the input if none).
+
+    ``confidence``: the margin ``kappa`` >= 0 a success must clear (0: any
+    misclassification); ``initial_const``: the first constant ``c`` of the search;
+    ``search_steps``: rounds of the binary search over ``c``; ``abort_early``: stop
+    the Adam iterations of a constant when the summed objective has not dropped by
+    0.01% over the last ``steps / 10`` iterations, as in the authors' code."""
     refuse_unused("cw_l2", loss=(loss, None), restarts=(restarts, 1))
     s = prepare(model, inputs, labels, info=cw_l2.info, eps=eps, norm=norm, loss=None,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,

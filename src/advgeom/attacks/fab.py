@@ -151,7 +151,11 @@ def fab(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
         counter: PassCounter | None = None) -> Tensor:
     """FAB-T (Croce & Hein 2020): ``steps`` boundary-projection iterations toward each
     of the ``num_targets`` most likely wrong classes, ``restarts`` starts per target;
-    the closest adversarial found, inside the eps-ball (``eps=inf``: minimum-norm)."""
+    the closest adversarial found, inside the eps-ball (``eps=inf``: minimum-norm).
+
+    ``alpha_max``: the largest bias toward the clean point in each step (in [0, 1]);
+    ``eta``: the overshoot of the projection onto the linearized boundary (> 1 crosses
+    it); ``beta``: the backward step toward the clean input after a success (in [0, 1])."""
     refuse_unused("fab", step_size=(step_size, None), loss=(loss, None), targeted=(targeted, False))
     s = prepare(model, inputs, labels, info=fab.info, eps=eps, norm=norm, loss=None,
                 targeted=False, steps=steps, restarts=restarts, counter=counter,

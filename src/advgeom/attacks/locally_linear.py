@@ -58,7 +58,10 @@ def locally_linear(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any
                    restarts: int = 1, targeted: bool = False, loss: str | None = None,
                    generator: torch.Generator | None = None, counter: PassCounter | None = None,
                    mode: str = "semi_white", projection: str = "adjoint") -> Tensor:
-    """Single-step locally linear attack on the worst class pair (semi-white box by default)."""
+    """Single-step locally linear attack on the worst class pair (semi-white box by default).
+
+    ``mode``: "semi_white", "white" or "exact" (see the text); ``projection``: "adjoint"
+    (``P_K^T``, the exact maximizer) or "paper" (``P_K`` as the paper's code)."""
     return _run(locally_linear, model, inputs, labels, eps=eps, norm=norm, steps=steps,
                 step_size=step_size, restarts=restarts, targeted=targeted, loss=loss,
                 generator=generator, counter=counter, mode=mode, projection=projection,
@@ -72,7 +75,10 @@ def locally_linear_white(model: nn.Module, inputs: Tensor, labels: Tensor, *, ep
                          restarts: int = 1, targeted: bool = False, loss: str | None = None,
                          generator: torch.Generator | None = None,
                          counter: PassCounter | None = None, projection: str = "adjoint") -> Tensor:
-    """Single-step white-box locally linear attack ``eps * sgn(P_K(w_eq))``."""
+    """Single-step white-box locally linear attack ``eps * sgn(P_K(w_eq))``.
+
+    ``projection``: "adjoint" (``P_K^T``, the exact maximizer) or "paper" (``P_K`` as the
+    paper's code)."""
     return _run(locally_linear_white, model, inputs, labels, eps=eps, norm=norm, steps=steps,
                 step_size=step_size, restarts=restarts, targeted=targeted, loss=loss,
                 generator=generator, counter=counter, mode="white", projection=projection,
@@ -87,7 +93,10 @@ def locally_linear_iterative(model: nn.Module, inputs: Tensor, labels: Tensor, *
                              generator: torch.Generator | None = None,
                              counter: PassCounter | None = None, mode: str = "semi_white",
                              projection: str = "adjoint") -> Tensor:
-    """Iterative locally linear attack (step ``delta = step_size``, clipped to the eps-ball)."""
+    """Iterative locally linear attack (step ``delta = step_size``, clipped to the eps-ball).
+
+    ``mode``: "semi_white", "white" or "exact" (see the text); ``projection``: "adjoint"
+    (``P_K^T``, the exact maximizer) or "paper" (``P_K`` as the paper's code)."""
     return _run(locally_linear_iterative, model, inputs, labels, eps=eps, norm=norm, steps=steps,
                 step_size=step_size, restarts=restarts, targeted=targeted, loss=loss,
                 generator=generator, counter=counter, mode=mode, projection=projection,
@@ -103,7 +112,10 @@ def locally_linear_white_iterative(model: nn.Module, inputs: Tensor, labels: Ten
                                    generator: torch.Generator | None = None,
                                    counter: PassCounter | None = None,
                                    projection: str = "adjoint") -> Tensor:
-    """Iterative white-box locally linear attack (projected ``w_eq`` at every step)."""
+    """Iterative white-box locally linear attack (projected ``w_eq`` at every step).
+
+    ``projection``: "adjoint" (``P_K^T``, the exact maximizer) or "paper" (``P_K`` as the
+    paper's code)."""
     return _run(locally_linear_white_iterative, model, inputs, labels, eps=eps, norm=norm,
                 steps=steps, step_size=step_size, restarts=restarts, targeted=targeted,
                 loss=loss, generator=generator, counter=counter, mode="white",

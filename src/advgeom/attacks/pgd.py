@@ -121,7 +121,8 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     one with ``early_stop``, the highest-loss one without), else the highest-loss one,
     over all steps and restarts. ``steps``: gradient steps per restart; ``step_size``:
     the step length in the norm (default ``2.5 eps / steps``); ``loss``: the maximized
-    objective."""
+    objective; ``random_start``: start at a uniform point of the eps-ball (False: at the
+    clean input, as BIM)."""
     check_bool("random_start", random_start)
     check_bool("early_stop", early_stop)
     if not random_start:
