@@ -73,3 +73,76 @@ def test_renderers():
 
     md = comparison_markdown([Comparison("acc", 98.0, 99.36), Comparison("x", None, 1.0)])
     assert "| acc | 98.00 | 99.36 | -1.36 | % |" in md and "| x | — | 1.00 | — |" in md
+
+
+def test_two_checkpoints_of_one_architecture_keep_separate_rows(tmp_path):
+    from advgeom.results import ResultStore, Row
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    base = dict(experiment="e", model="cnn", defense="none", attack="pgd", eps=0.1, seed=0,
+                metric="robust_accuracy")
+    store.add([Row(value=10.0, weights="aaaa", **base), Row(value=70.0, weights="bbbb", **base)])
+    assert sorted(r.value for r in store.query(model="cnn")) == [10.0, 70.0]
+
+
+def test_a_weaker_rerun_does_not_replace_a_stronger_worst_case(tmp_path):
+    import pytest
+
+    from advgeom.results import ResultStore, Row
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    base = dict(experiment="e", model="cnn", defense="none", attack="worst_case", eps=0.1, seed=0,
+                metric="robust_accuracy", weights="aaaa")
+    store.add([Row(value=9.0, extra={"attacks": ["pgd", "fgsm"]}, **base)])
+    with pytest.warns(UserWarning, match="kept the stored worst case"):
+        notes = store.add([Row(value=38.0, extra={"attacks": ["fgsm"]}, **base)])
+    assert notes
+    rows = {r.attack: r.value for r in store.query(model="cnn")}
+    assert rows == {"worst_case": 9.0, "worst_case[fgsm]": 38.0}
+    store.add([Row(value=7.0, extra={"attacks": ["fgsm", "pgd", "square"]}, **base)])  # stronger
+    assert {r.attack: r.value for r in store.query(model="cnn")}["worst_case"] == 7.0
+
+
+def test_old_databases_gain_the_weights_column(tmp_path):
+    import sqlite3
+
+    from advgeom.results import ResultStore
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript("""
+    CREATE TABLE runs (run_id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL,
+                       command TEXT NOT NULL, env TEXT NOT NULL);
+    CREATE TABLE results (experiment TEXT NOT NULL, model TEXT NOT NULL, defense TEXT NOT NULL,
+        attack TEXT NOT NULL, eps REAL NOT NULL, seed INTEGER NOT NULL, metric TEXT NOT NULL,
+        value REAL NOT NULL, dataset TEXT NOT NULL, norm TEXT NOT NULL, profile TEXT NOT NULL,
+        n INTEGER NOT NULL, extra TEXT NOT NULL, run_id INTEGER, written REAL NOT NULL,
+        UNIQUE (experiment, model, defense, attack, eps, seed, metric, dataset, norm, profile));
+    INSERT INTO results VALUES ('e','m','d','pgd',0.1,0,'robust_accuracy',42.0,'','','',10,'{}',NULL,0);
+    """)
+    con.commit()
+    con.close()
+    rows = ResultStore(path).query()
+    assert len(rows) == 1 and rows[0].value == 42.0 and rows[0].weights == ""
+
+
+def test_a_database_locked_by_another_run_is_one_clear_error(tmp_path):
+    import sqlite3
+
+    import pytest
+
+    from advgeom.errors import AdvgeomError
+    from advgeom.results import ResultStore, Row
+
+    path = tmp_path / "r.sqlite"
+    store = ResultStore(path, timeout=0.2)
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(AdvgeomError, match="locked by another run"):
+            store.add([Row("e", "m", "d", "a", 0.1, 0, "robust_accuracy", 1.0)])
+    finally:
+        holder.rollback()
+        holder.close()
+    store.add([Row("e", "m", "d", "a", 0.1, 0, "robust_accuracy", 1.0)])  # free again
+    assert len(store.query()) == 1

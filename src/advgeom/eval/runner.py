@@ -296,7 +296,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     # -- rows ----------------------------------------------------------------
     common = dict(experiment=experiment, model=model_name, defense=defense,
                   dataset=data_name if dataset is None else dataset, norm=norm,
-                  profile=profile, seed=seed, n=len(y))
+                  profile=profile, seed=seed, n=len(y), weights=hash_before[:16])
     row = lambda attack, e, metric, value, **extra: Row(  # noqa: E731
         attack=attack, eps=float(e), metric=metric, value=float(value), extra=extra, **common)
     rows = [row("none", 0.0, "clean_accuracy", percent(clean_correct))]

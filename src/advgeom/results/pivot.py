@@ -3,9 +3,9 @@ evaluation (rows attacks with the worst case last, columns eps) and a leaderboar
 (dataset, threat model, eps) in the manner of RobustBench (Croce et al. 2021), every
 number with the verdict of the evaluation's sanity checks (Carlini et al. 2019).
 
-An evaluation is identified by :data:`ENTRY` (plus dataset and norm). Issue 15 will
-key rows by the identity of the weights as well: adding that column to ``ENTRY`` (and
-to :class:`~advgeom.results.rows.Row`) is all the views here need.
+An evaluation is identified by :data:`ENTRY` (plus dataset and norm), which includes
+the identity of the evaluated weights: two checkpoints of one architecture are two
+entries.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from advgeom.results.rows import Row
 
-ENTRY: tuple[str, ...] = ("experiment", "model", "defense", "profile", "seed")
+ENTRY: tuple[str, ...] = ("experiment", "model", "defense", "profile", "seed", "weights")
 GROUP: tuple[str, ...] = ENTRY + ("dataset", "norm")
 WORST = "worst_case"
 CHECK_PREFIX = "check:"
@@ -111,7 +111,8 @@ class Pivot:
         k = self.key
         where = " ".join(x for x in (k["dataset"], k["norm"]) if x)
         head = " · ".join(str(x) for x in (k["experiment"], k["model"], k["defense"], where) if x)
-        run = f"{k['profile'] or 'no profile'}, seed {k['seed']}"
+        run = f"{k['profile'] or 'no profile'}, seed {k['seed']}" + (
+            f", weights {k['weights'][:8]}" if k.get("weights") else "")
         clean = "—" if self.clean is None else f"{self.clean:.2f}%"
         return f"{head} ({run})\nclean {clean} · checks: {self.verdict.text}"
 

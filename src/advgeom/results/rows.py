@@ -1,4 +1,4 @@
-"""Tidy result rows: one per (experiment, model, defense, attack, eps, seed, metric)."""
+"""Tidy result rows: one per (experiment, model, defense, attack, eps, seed, metric, weights)."""
 from __future__ import annotations
 
 import json
@@ -24,11 +24,13 @@ class Row:
     profile: str = ""
     n: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    weights: str = ""  # identity of the evaluated weights (a hash); "" when not known
 
     def key(self) -> tuple:
-        """Identity of the row (everything but value, n and extra)."""
+        """Identity of the row (everything but value, n and extra): two checkpoints of one
+        architecture keep separate rows."""
         return (self.experiment, self.model, self.defense, self.attack, float(self.eps),
-                int(self.seed), self.metric, self.dataset, self.norm, self.profile)
+                int(self.seed), self.metric, self.dataset, self.norm, self.profile, self.weights)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

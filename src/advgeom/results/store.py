@@ -14,8 +14,10 @@ import base64
 import json
 import sqlite3
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from dataclasses import replace
 from typing import Any, Iterator
 
 from advgeom.errors import AdvgeomError
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS results (
     metric TEXT NOT NULL, value REAL NOT NULL, dataset TEXT NOT NULL,
     norm TEXT NOT NULL, profile TEXT NOT NULL, n INTEGER NOT NULL, extra TEXT NOT NULL,
     run_id INTEGER REFERENCES runs(run_id), written REAL NOT NULL,
-    UNIQUE (experiment, model, defense, attack, eps, seed, metric, dataset, norm, profile)
+    weights TEXT NOT NULL DEFAULT '',
+    UNIQUE (experiment, model, defense, attack, eps, seed, metric, dataset, norm, profile, weights)
 );
 CREATE TABLE IF NOT EXISTS units (
     key TEXT PRIMARY KEY, payload TEXT NOT NULL, run_id INTEGER, written REAL NOT NULL
@@ -52,22 +55,33 @@ CREATE TABLE IF NOT EXISTS reports (
 class ResultStore:
     """Tidy rows in SQLite with the environment of each run."""
 
-    def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
+    def __init__(self, path: str | Path = DEFAULT_PATH, timeout: float = 30.0) -> None:
         self.path = Path(path)
+        self.timeout = float(timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self._connect() as con:
+                _migrate(con)
                 con.executescript(_SCHEMA)
+        except sqlite3.OperationalError as e:
+            raise AdvgeomError(f"{self.path}: cannot open the results database ({e}; read-only, "
+                               f"locked by another run, or not writable)") from None
         except sqlite3.DatabaseError as e:
             raise AdvgeomError(f"{self.path}: not a usable results database ({e})") from None
         self.run_id: int | None = None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30)
+        try:
+            con = sqlite3.connect(self.path, timeout=self.timeout)
+        except sqlite3.Error as e:
+            raise AdvgeomError(f"{self.path}: cannot open the results database ({e})") from None
         try:
             with con:  # one transaction: commit on success, rollback on error
                 yield con
+        except sqlite3.OperationalError as e:
+            raise AdvgeomError(f"{self.path}: cannot write the results database ({e}; read-only, "
+                               f"or locked by another run for more than {self.timeout:g} s)") from None
         finally:
             con.close()
 
@@ -98,10 +112,18 @@ class ResultStore:
                 for c in COLUMNS], self.run_id, now) for r in rows],
         )
 
-    def add(self, rows: list[Row]) -> None:
-        """Insert or replace ``rows`` in one transaction (all or nothing)."""
+    def add(self, rows: list[Row]) -> list[str]:
+        """Insert or replace ``rows`` in one transaction (all or nothing).
+
+        A worst case never silently loses coverage: a ``worst_case`` row over attacks
+        that do not include every attack of the stored one is written under the label
+        ``worst_case[a+b]`` instead, and the returned notices (also warned) say so."""
         with self._connect() as con:
-            self._insert(con, list(rows))
+            rows, notices = _keep_stronger_worst_case(con, list(rows))
+            self._insert(con, rows)
+        for note in notices:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        return notices
 
     def query(self, **filters: Any) -> list[Row]:
         """Rows whose columns equal the given values (e.g. ``experiment="demo"``)."""
@@ -166,3 +188,43 @@ class ResultStore:
             self._insert(con, list(rows))
             con.execute("INSERT OR REPLACE INTO units (key, payload, run_id, written) VALUES (?, ?, ?, ?)",
                         (key, json.dumps(payload), self.run_id, time.time()))
+
+
+# ---------------------------------------------------------------------------
+# schema migration and worst-case coverage
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """Databases written before rows carried a ``weights`` column: rebuild ``results``
+    with it (old rows get ``weights = ''``) inside the opening transaction."""
+    cols = [r[1] for r in con.execute("PRAGMA table_info(results)")]
+    if not cols or "weights" in cols:
+        return
+    con.execute("ALTER TABLE results RENAME TO results_before_weights")
+    con.executescript(_SCHEMA.split("CREATE TABLE IF NOT EXISTS units")[0])
+    names = ", ".join(cols)
+    con.execute(f"INSERT INTO results ({names}, weights) SELECT {names}, '' FROM results_before_weights")
+    con.execute("DROP TABLE results_before_weights")
+
+
+WORST = "worst_case"
+
+
+def _keep_stronger_worst_case(con: sqlite3.Connection, rows: list[Row]) -> tuple[list[Row], list[str]]:
+    out, notices = [], []
+    for r in rows:
+        if r.attack == WORST and "attacks" in r.extra:
+            rec = con.execute(
+                "SELECT extra FROM results WHERE experiment=? AND model=? AND defense=? AND attack=? "
+                "AND eps=? AND seed=? AND metric=? AND dataset=? AND norm=? AND profile=? AND weights=?",
+                r.key()).fetchone()
+            old = set(json.loads(rec[0]).get("attacks", [])) if rec else set()
+            new = set(r.extra["attacks"])
+            if old and not old <= new:
+                label = f"{WORST}[{'+'.join(sorted(new))}]"
+                notices.append(f"kept the stored worst case over {', '.join(sorted(old))} for "
+                               f"{r.model}/{r.defense} at eps {r.eps:g}; this run's worst case over "
+                               f"{', '.join(sorted(new))} is stored as {label!r}")
+                r = replace(r, attack=label)
+        out.append(r)
+    return out, notices
