@@ -43,6 +43,8 @@ def _run(fn, *args, **kwargs):
 def main(data_dir: Optional[Path] = typer.Option(
         None, "--data-dir", help="Directory with data set files (same as ADVGEOM_DATA).")) -> None:
     if data_dir is not None:
+        if not data_dir.is_dir():
+            _fail(f"--data-dir {data_dir}: no such directory")
         os.environ["ADVGEOM_DATA"] = str(data_dir)
 
 

@@ -117,3 +117,11 @@ def test_markup_in_user_text_is_printed_verbatim(tmp_path):
     assert "[red]x[/red][/x]" in out.stdout
     bad = subprocess.run(CMD + [str(root), "model=\"[/x]nope\""], env=ENV, capture_output=True, text=True)
     assert bad.returncode == 2 and "[/x]nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_missing_data_dir_is_an_error_not_a_fallback(tmp_path):
+    cmd = [sys.executable, "-m", "advgeom.cli", "--data-dir", str(tmp_path / "nope"), "train",
+           "--no-progress", "--root", str(tmp_path)]
+    out = subprocess.run(cmd + ARGS[:-3] + ["iterations=1"], env=ENV, capture_output=True, text=True)
+    assert out.returncode == 2 and "no such directory" in out.stderr
+    assert not (tmp_path / "train").exists()
