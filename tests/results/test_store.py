@@ -146,3 +146,29 @@ def test_a_database_locked_by_another_run_is_one_clear_error(tmp_path):
         holder.close()
     store.add([Row("e", "m", "d", "a", 0.1, 0, "robust_accuracy", 1.0)])  # free again
     assert len(store.query()) == 1
+
+
+def test_units_of_another_code_version_are_recomputed_unless_reused(tmp_path):
+    from advgeom.results import ResultStore
+
+    path = tmp_path / "r.sqlite"
+    ResultStore(path, code="aaaa").finish_unit("u", {"x": 1})
+    assert ResultStore(path, code="aaaa").unit("u") == {"x": 1}
+    assert ResultStore(path, code="bbbb").unit("u") is None          # code changed: stale
+    assert ResultStore(path, code="bbbb", reuse=True).unit("u") == {"x": 1}
+
+
+def test_code_fingerprint_sees_edits_but_not_presentation(tmp_path):
+    from advgeom.results.env import code_fingerprint
+
+    pkg = tmp_path / "pkg"
+    (pkg / "results").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "cli.py").write_text("print('hi')\n")
+    first = code_fingerprint(str(pkg))
+    (pkg / "cli.py").write_text("print('hello')\n")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint(str(pkg)) == first
+    (pkg / "a.py").write_text("x = 2\n")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint(str(pkg)) != first

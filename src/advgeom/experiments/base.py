@@ -92,9 +92,15 @@ def experiment(name: str, *, title: str, paper: str, reference: str | None = Non
 
 
 def reference_table() -> dict[str, Any]:
-    """The papers' numbers (packaged copy of shared/reference-results.toml)."""
-    text = resources.files("advgeom.experiments").joinpath("reference_results.toml").read_text()
-    return tomllib.loads(text)
+    """The papers' numbers (packaged copy of shared/reference-results.toml) plus the
+    published numbers of the adversarial-training baselines (reference_baselines.toml)."""
+    files = resources.files("advgeom.experiments")
+    table = tomllib.loads(files.joinpath("reference_results.toml").read_text())
+    extra = tomllib.loads(files.joinpath("reference_baselines.toml").read_text())
+    overlap = set(table) & set(extra)
+    if overlap:
+        raise AdvgeomError(f"reference tables defined twice: {sorted(overlap)}")
+    return {**table, **extra}
 
 
 def reference(key: str) -> dict[str, Any]:

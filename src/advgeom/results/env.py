@@ -1,6 +1,8 @@
 """The environment recorded with every stored result: code version, torch, device."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import platform
 import subprocess
 import sys
@@ -20,6 +22,28 @@ def git_sha(cwd: str | Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+
+
+# Modules that only present results: editing them changes no number, so they are left
+# out of the code fingerprint (a change anywhere else recomputes cached work).
+PRESENTATION = ("cli.py", "progress.py", "results/render.py", "results/pivot.py",
+                "results/site.py", "results/plots.py", "results/templates/")
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(root: str | None = None) -> str:
+    """A short hash of advgeom's source (every ``.py`` file of the package except the
+    :data:`PRESENTATION` ones, by path and content): the code version that keys cached
+    units of work, so a code change recomputes instead of re-serving old numbers.
+    Works outside a git checkout (an installed package) and sees uncommitted edits."""
+    pkg = Path(root) if root else Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(pkg).as_posix()
+        if any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in PRESENTATION):
+            continue
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
@@ -45,6 +69,7 @@ def environment(device: str | torch.device = "cpu") -> dict[str, str]:
     return {
         "advgeom": __version__,
         "git_sha": git_sha(),
+        "code": code_fingerprint(),
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

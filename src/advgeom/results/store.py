@@ -55,9 +55,14 @@ CREATE TABLE IF NOT EXISTS reports (
 class ResultStore:
     """Tidy rows in SQLite with the environment of each run."""
 
-    def __init__(self, path: str | Path = DEFAULT_PATH, timeout: float = 30.0) -> None:
+    def __init__(self, path: str | Path = DEFAULT_PATH, timeout: float = 30.0, *,
+                 reuse: bool = False, code: str | None = None) -> None:
+        from advgeom.results.env import code_fingerprint
+
         self.path = Path(path)
         self.timeout = float(timeout)
+        self.code = code or code_fingerprint()   # the code version that keys finished units
+        self.reuse = bool(reuse)                 # True: accept units finished by other code
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self._connect() as con:
@@ -177,17 +182,28 @@ class ResultStore:
 
     # -- resumable units ----------------------------------------------------
     def unit(self, key: str) -> Any | None:
-        """The stored payload of a finished unit of work, or ``None``."""
+        """The stored payload of a finished unit of work, or ``None`` when there is none
+        or it was produced by another code version (:attr:`code`; a unit written before
+        units recorded it counts as another version) unless :attr:`reuse` is set."""
         with self._connect() as con:
             rec = con.execute("SELECT payload FROM units WHERE key = ?", (key,)).fetchone()
-        return None if rec is None else json.loads(rec[0])
+        if rec is None:
+            return None
+        data = json.loads(rec[0])
+        versioned = isinstance(data, dict) and set(data) == {"code", "payload"}
+        if versioned and data["code"] == self.code:
+            return data["payload"]
+        if self.reuse:
+            return data["payload"] if versioned else data
+        return None
 
     def finish_unit(self, key: str, payload: Any, rows: list[Row] = ()) -> None:
-        """Store a unit's payload and its rows atomically (one transaction)."""
+        """Store a unit's payload (with the code version) and its rows atomically."""
         with self._connect() as con:
             self._insert(con, list(rows))
             con.execute("INSERT OR REPLACE INTO units (key, payload, run_id, written) VALUES (?, ?, ?, ?)",
-                        (key, json.dumps(payload), self.run_id, time.time()))
+                        (key, json.dumps({"code": self.code, "payload": payload}), self.run_id,
+                         time.time()))
 
 
 # ---------------------------------------------------------------------------
