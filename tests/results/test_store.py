@@ -172,3 +172,13 @@ def test_code_fingerprint_sees_edits_but_not_presentation(tmp_path):
     (pkg / "a.py").write_text("x = 2\n")
     code_fingerprint.cache_clear()
     assert code_fingerprint(str(pkg)) != first
+
+
+def test_unwritable_location_is_one_clear_error():
+    import pytest
+
+    from advgeom.errors import AdvgeomError
+    from advgeom.results import ResultStore
+
+    with pytest.raises(AdvgeomError, match="cannot create the directory"):
+        ResultStore("/proc/advgeom-nope/results.sqlite")

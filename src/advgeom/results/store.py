@@ -61,9 +61,13 @@ class ResultStore:
 
         self.path = Path(path)
         self.timeout = float(timeout)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AdvgeomError(f"cannot create the directory of the results database "
+                               f"{self.path}: {e.strerror or e}") from None
         self.code = code or code_fingerprint()   # the code version that keys finished units
         self.reuse = bool(reuse)                 # True: accept units finished by other code
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self._connect() as con:
                 _migrate(con)
