@@ -42,19 +42,28 @@ def test_same_seed_same_weights_and_cache(tmp_path):
     assert not a.model.training and len(a.history) == 4
 
 
-@pytest.mark.parametrize("kill_at", [7, 10, 25])
-def test_resume_after_interrupt_matches_uninterrupted(tmp_path, kill_at):
-    ref = fit(CFG, root=tmp_path / "ref", progress=False)
+# adversarial training (crafting in eval mode on a BatchNorm model) with the monitor on
+AT_CFG = TrainConfig(dataset="robust_features_2d", model="relu_mlp",
+                     model_kwargs={"input_dim": 2, "width": 32, "depth": 2, "num_outputs": 2},
+                     objective="pgd_at", objective_kwargs={"eps": 0.1, "attack": "pgd:steps=5"},
+                     lr=3e-2, batch_size=64, iterations=40, checkpoint_every=10,
+                     monitor={"every": 20, "size": 100})
+
+
+@pytest.mark.parametrize("cfg,kill_at", [(CFG, 7), (CFG, 10), (CFG, 25), (AT_CFG, 13), (AT_CFG, 30)])
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path, cfg, kill_at):
+    ref = fit(cfg, root=tmp_path / "ref", progress=False)
 
     def bomb(step):
         if step == kill_at:
             raise Killed
 
     with pytest.raises(Killed):
-        fit(CFG, root=tmp_path / "k", on_step=bomb, progress=False)
-    res = fit(CFG, root=tmp_path / "k", progress=False)
+        fit(cfg, root=tmp_path / "k", on_step=bomb, progress=False)
+    res = fit(cfg, root=tmp_path / "k", progress=False)
     assert res.resumed_from == (kill_at // 10) * 10
     assert _same(_weights(ref.model), _weights(res.model))
+    assert [{**h, "seconds": 0} for h in res.history] == [{**h, "seconds": 0} for h in ref.history]
 
 
 def test_online_data_and_dropout_deterministic(tmp_path):

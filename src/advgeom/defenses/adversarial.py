@@ -164,6 +164,25 @@ def _own_pgd(name: str, steps: int, step_size: float, loss: str) -> Crafter:
     return own
 
 
+def _clean_and_adversarial(name: str, loss: Callable[..., Loss], inner: str, eps: float, norm: str,
+                           beta: float, steps: int, step_size: float, attack: str, warmup: float,
+                           craft_mode: str) -> Callable[..., Loss]:
+    """An objective ``loss(f(x), f(x'), y, beta)`` on the clean batch and examples crafted
+    by ``attack`` or by :func:`noise_pgd` on ``inner`` (TRADES and MART: two training
+    forwards, as in their official code)."""
+    s = AdversarialSetup(name, eps, norm, warmup, craft_mode, attack)
+    beta = check_nonneg(name, "beta", beta)
+    own = _own_pgd(name, steps, step_size, inner)
+
+    def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
+                  generator: torch.Generator | None = None,
+                  context: StepContext | None = None) -> Loss:
+        x_adv = s.craft(model, inputs, labels, generator, context, own)
+        return loss(logits_of(model, inputs), logits_of(model, x_adv), labels, beta)
+
+    return objective
+
+
 def trades_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor, beta: float) -> Loss:
     """TRADES (Zhang et al. 2019, eq. 5 as in the official code): ``CE(f(x), y) +
     beta * (1/B) sum_i KL(p(x_i) || p(x'_i))``; gradients flow through both terms."""
@@ -181,17 +200,8 @@ def trades(eps: float = 0.3, norm: str = "linf", beta: float = 6.0, steps: int =
     divergence between clean and adversarial predictions, the adversarial example
     maximizing that KL from ``x + 0.001 N(0, I)`` (``steps`` x ``step_size``; MNIST
     script: 40 x 0.01 at eps 0.3 with beta 1; the paper's default beta is 6)."""
-    s = AdversarialSetup("trades", eps, norm, warmup, craft_mode, attack)
-    beta = check_nonneg("trades", "beta", beta)
-    own = _own_pgd("trades", steps, step_size, "kl")
-
-    def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
-                  generator: torch.Generator | None = None,
-                  context: StepContext | None = None) -> Loss:
-        x_adv = s.craft(model, inputs, labels, generator, context, own)
-        return trades_loss(logits_of(model, inputs), logits_of(model, x_adv), labels, beta)
-
-    return objective
+    return _clean_and_adversarial("trades", trades_loss, "kl", eps, norm, beta, steps, step_size,
+                                  attack, warmup, craft_mode)
 
 
 def mart_loss(logits: Tensor, logits_adv: Tensor, labels: Tensor, beta: float) -> Loss:
@@ -218,15 +228,6 @@ def mart(eps: float = 0.3, norm: str = "linf", beta: float = 6.0, steps: int = 4
     ascent from ``x + 0.001 N(0, I)``) plus ``beta`` (6) times the KL term weighted by
     the clean misclassification ``1 - p_y(x)``. The official code is CIFAR-only
     (eps 8/255, 10 x 0.007); 40 x 0.01 at eps 0.3 is advgeom's MNIST default."""
-    s = AdversarialSetup("mart", eps, norm, warmup, craft_mode, attack)
-    beta = check_nonneg("mart", "beta", beta)
-    own = _own_pgd("mart", steps, step_size, "ce")
-
-    def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
-                  generator: torch.Generator | None = None,
-                  context: StepContext | None = None) -> Loss:
-        x_adv = s.craft(model, inputs, labels, generator, context, own)
-        return mart_loss(logits_of(model, inputs), logits_of(model, x_adv), labels, beta)
-
-    return objective
+    return _clean_and_adversarial("mart", mart_loss, "ce", eps, norm, beta, steps, step_size,
+                                  attack, warmup, craft_mode)
 
