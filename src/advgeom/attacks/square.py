@@ -37,11 +37,14 @@ from torch import Tensor, nn
 from advgeom.attacks._common import (Setup, check_bool, check_number, prepare, refuse_unused,
                                      success_of)
 from advgeom.attacks._geometry import bview, finalize, rand
+from advgeom.attacks._losses import margin_loss, margin_targeted, success_margin
 from advgeom.attacks.base import PassCounter, describe
 from advgeom.errors import AdvgeomError
 from advgeom.registry import register
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+REDRAWS = 10            # draws per iteration before a no-op candidate is queried anyway
+_CHUNK_ENTRIES = 1 << 22  # window entries drawn at once (bounds the memory of a redraw)
 
 
 def p_schedule(p_init: float, it: int, steps: int) -> float:
@@ -72,54 +75,80 @@ def _signs(shape: tuple[int, ...], s: Setup, like: Tensor) -> Tensor:
 
 
 def _propose(s: Setup, x: Tensor, delta: Tensor, e: Tensor, p: float, redraw: bool) -> Tensor:
-    """New perturbations: one redrawn square per sample (with ``redraw``, one that
-    changes the clipped image)."""
+    """New perturbations: one redrawn square per sample; with ``redraw``, the first of
+    up to ``REDRAWS`` draws that changes the clipped image (the last one if none does).
+
+    The draws are made together, ``chunk`` rounds at a time (fewer for large windows,
+    to bound memory), and only the window entries are read and written (``torch.take``
+    and ``scatter_`` on flat indices): an iteration costs O(rounds x window), not
+    O(rounds x image). A draw that changes nothing leaves every entry as it was (the
+    window already holds those signs), so only the chosen draw is written."""
     n, c, h, w = x.shape
     sh, sw = _window(p, h, w)
-    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    offs = (torch.arange(sh, device=x.device)[:, None] * w
+            + torch.arange(sw, device=x.device)[None, :]).flatten()
     new = delta.clone()
-    todo = torch.ones(n, dtype=torch.bool, device=x.device)
-    for _ in range(10 if redraw else 1):  # redraw windows that leave the image unchanged
-        r0 = (rand((n,), s.generator, x) * max(h - sh, 1)).long()
-        c0 = (rand((n,), s.generator, x) * max(w - sw, 1)).long()
-        mask = ((rows >= bview(r0, rows)) & (rows < bview(r0 + sh, rows))
-                & (cols >= bview(c0, cols)) & (cols < bview(c0 + sw, cols)))
-        mask = mask & bview(todo, mask)
-        vals = _signs((n, c, 1, 1), s, x) * bview(e, x)
-        new = torch.where(mask, vals.expand_as(x), new)
-        moved = ((x + new).clamp(0, 1) - (x + delta).clamp(0, 1)).abs().gt(1e-7)
-        todo = todo & ~moved.flatten(1).any(dim=1)
-        if not bool(todo.any()):
+    rows = torch.arange(n, device=x.device)     # samples still without a candidate
+    rounds = REDRAWS if redraw else 1
+    chunk = max(1, min(rounds, _CHUNK_ENTRIES // max(n * c * offs.numel(), 1)))
+    while rounds > 0:
+        m, r = rows.numel(), min(chunk, rounds)
+        rounds -= r
+        u = rand((r, m * (2 + c)), s.generator, x)   # per round: rows, columns, signs
+        corner = ((u[:, :m] * max(h - sh, 1)).long() * w + (u[:, m:2 * m] * max(w - sw, 1)).long())
+        base = ((rows * c)[:, None] + torch.arange(c, device=x.device)) * (h * w)
+        flat = base[None, :, :, None] + (corner[:, :, None, None] + offs)      # (r, m, c, k)
+        ev = e[rows].view(1, m, 1, 1)
+        vals = torch.where(u[:, 2 * m:].view(r, m, c, 1) < 0.5, ev, -ev)       # (r, m, c, 1)
+        if redraw:
+            xw = torch.take(x, flat)
+            moved = ((xw + vals).clamp_(0, 1) - (xw + torch.take(delta, flat)).clamp_(0, 1))
+            moved = moved.abs_().gt_(1e-7).flatten(2).any(dim=2)               # (r, m)
+            hit = moved.any(dim=0)
+            first = torch.where(hit, moved.to(torch.uint8).argmax(dim=0), r - 1)
+        else:
+            hit = torch.ones(m, dtype=torch.bool, device=x.device)
+            first = torch.zeros(m, dtype=torch.long, device=x.device)
+        pick = torch.arange(m, device=x.device)
+        sel = flat[first, pick]
+        new.view(-1).scatter_(0, sel.reshape(-1), vals[first, pick].expand_as(sel).reshape(-1))
+        if rounds == 0 or bool(hit.all()):
             break
+        rows = rows[~hit]
     return new
 
 
 @torch.no_grad()
 def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float,
          targeted: bool, redraw: bool, horizon: int) -> tuple[Tensor, Tensor]:
-    """One Square Attack run on image-shaped ``x``; returns (points, broken)."""
+    """One Square Attack run on image-shaped ``x``; returns (points, broken). The
+    unbroken samples are kept gathered (``act``) and regathered only when one breaks."""
     n, c, h, w = x.shape
+    shape = s.x.shape[1:]
     ev = bview(e, x)
     delta = _signs((n, c, 1, w), s, x).expand(n, c, h, w) * ev
     x_cur = (x + delta).clamp(0, 1)
-    z = s.forward(x_cur.view(n, *s.x.shape[1:]))
+    z = s.forward(x_cur.view(n, *shape))
     f = s.loss_fn(z, y)
     broken = success_of(z, y, targeted)
+    by_margin = s.loss_fn is (margin_targeted if targeted else margin_loss)  # success = loss > margin
+    act = (~broken).nonzero().squeeze(1)
+    xa, da, ea, fa, ya = x[act], delta[act], e[act], f[act], y[act]
     for it in range(steps):
-        act = (~broken).nonzero().squeeze(1)
         if act.numel() == 0:
             break
-        xa, da, ea = x[act], delta[act], e[act]
         cand = _propose(s, xa, da, ea, p_schedule(p_init, it, horizon), redraw)
-        xc = (xa + cand).clamp(0, 1)
-        zc = s.forward(xc.view(act.numel(), *s.x.shape[1:]))
-        fc = s.loss_fn(zc, y[act])
-        sc = success_of(zc, y[act], targeted)
-        take = (fc > f[act]) | sc
-        delta[act] = torch.where(bview(take, da), cand, da)
-        f[act] = torch.where(take, fc, f[act])
-        broken[act] = sc
+        zc = s.forward((xa + cand).clamp_(0, 1).view(act.numel(), *shape))
+        fc = s.loss_fn(zc, ya)
+        sc = fc > success_margin(zc) if by_margin else success_of(zc, ya, targeted)
+        take = (fc > fa) | sc
+        da = torch.where(bview(take, da), cand, da)
+        fa = torch.where(take, fc, fa)
+        if bool(sc.any()):
+            delta[act], broken[act] = da, sc
+            keep = ~sc
+            act, xa, da, ea, fa, ya = act[keep], xa[keep], da[keep], ea[keep], fa[keep], ya[keep]
+    delta[act] = da
     return (x + delta).clamp(0, 1), broken
 
 
