@@ -1,5 +1,6 @@
-"""Locally linear attacks (sparsification-robustness.txt, Sections 3.5-3.6), registered
-with the shared attack vocabulary. The algorithm lives in
+"""Locally linear attacks (Gopalakrishnan, Marzi, Madhow & Pedarsani 2018, "Toward Robust
+Neural Networks via Sparsification"; sparsification-robustness.txt, Sections 3.5-3.6),
+registered with the shared attack vocabulary. The algorithm lives in
 :mod:`advgeom.analysis.locally_linear`; these are thin wrappers.
 
 Single step (``steps`` other than 1 and ``step_size`` are refused, like ``fgsm``):

@@ -1,6 +1,7 @@
 """Transfer (black-box) attack: adversarial examples crafted on a ``source_model``
 with any registered attack and returned for evaluation on the target ``model``:
-the black-box protocol of hyperspherical-defense.txt (Table 3).
+the black-box protocol of hyperspherical-defense.txt (Table 3), after Papernot et al.
+2017, "Practical Black-Box Attacks against Machine Learning".
 
 The target model is only probed once to validate the labels; the crafting passes
 on the source model are counted in ``counter`` (when the named attack accepts

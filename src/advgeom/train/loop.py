@@ -4,9 +4,15 @@ Determinism without global state: model initialization and every step run inside
 ``torch.random.fork_rng`` seeded from ``(cfg.seed, step)``, data order comes from
 per-epoch generators, so a run killed at any point and restarted from its last
 checkpoint ends with exactly the weights of an uninterrupted run.
+
+A user's own ``nn.Module`` trains the same way (``fit(cfg, model=net)``): the run is
+keyed by the config and the module's fingerprint (class, ``repr`` and initial weights),
+so it is cached and resumable like a registered model; ``load_model(path, model=net)``
+reads its checkpoints back.
 """
 from __future__ import annotations
 
+import copy
 import fcntl
 import inspect
 import math
@@ -23,6 +29,7 @@ from torch import nn
 from advgeom import __version__
 from advgeom.config import config_hash, to_dict
 from advgeom.data import load
+from advgeom.eval.bookkeeping import state_hash, text_hash
 from advgeom.errors import AdvgeomError, CheckpointError, ConfigError
 from advgeom.models import create_model
 from advgeom.progress import progress_bar
@@ -50,16 +57,17 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def check_compatible(cfg: TrainConfig, model: nn.Module, data: Any) -> None:
+def check_compatible(cfg: TrainConfig, model: nn.Module, data: Any, name: str | None = None) -> None:
     """One clear error when the model cannot read the data set: another number of
-    classes or another input shape."""
+    classes or another input shape (``name``: the model's name in the message)."""
+    name = name or cfg.model
     classes, wanted = getattr(model, "num_classes", None), getattr(data, "num_classes", None)
     if classes and wanted and int(classes) != int(wanted):
-        raise ConfigError(f"model {cfg.model!r} has {classes} classes but data set {cfg.dataset!r} "
+        raise ConfigError(f"model {name!r} has {classes} classes but data set {cfg.dataset!r} "
                           f"has {wanted}: set model_kwargs.num_classes={wanted}")
     shape, images = tuple(getattr(model, "input_shape", ()) or ()), getattr(data, "images", None)
     if shape and images is not None and images.dim() > 1 and tuple(images.shape[1:]) != shape:
-        raise ConfigError(f"model {cfg.model!r} takes inputs of shape {shape} but data set "
+        raise ConfigError(f"model {name!r} takes inputs of shape {shape} but data set "
                           f"{cfg.dataset!r} has {tuple(images.shape[1:])}: set model_kwargs.input_shape "
                           f"(or input_dim)")
 
@@ -70,9 +78,34 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.lr * cfg.gamma ** sum(t >= m for m in cfg.milestones)
 
 
-def run_dir(cfg: TrainConfig, root: str | Path = "runs") -> Path:
-    """Cache directory of a config: ``root/train/<model>-<hash>``."""
-    return Path(root) / "train" / f"{cfg.model}-{config_hash(cfg)}"
+def architecture_hash(model: nn.Module) -> str:
+    """Hash of a module's architecture: its class (module and qualified name) and ``repr``."""
+    cls = type(model)
+    return text_hash(f"{cls.__module__}.{cls.__qualname__}", repr(model), length=16)
+
+
+def module_fingerprint(model: nn.Module) -> dict[str, str]:
+    """What identifies a user's module in the run cache: its class, architecture hash
+    and the hash of its initial weights (parameters and buffers)."""
+    cls = type(model)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "architecture": architecture_hash(model),
+            "weights": state_hash(model)}
+
+
+def run_key(cfg: TrainConfig, model: nn.Module | None = None) -> str:
+    """The cache key of a run: the config hash, folded with the fingerprint of a user's
+    module when one is given (``fit(cfg, model=...)``)."""
+    if model is None:
+        return config_hash(cfg)
+    fp = module_fingerprint(model)
+    return text_hash(config_hash(cfg), fp["class"], fp["architecture"], fp["weights"], length=12)
+
+
+def run_dir(cfg: TrainConfig, root: str | Path = "runs", model: nn.Module | None = None) -> Path:
+    """Cache directory of a run: ``root/train/<model>-<hash>`` (``<model>`` is the class
+    name of a user's module when one is given)."""
+    name = cfg.model if model is None else type(model).__name__
+    return Path(root) / "train" / f"{name}-{run_key(cfg, model)}"
 
 
 # ---------------------------------------------------------------------------
@@ -144,10 +177,14 @@ class TrainResult:
 
 
 def _sidecar(cfg: TrainConfig, step: int, total: int, history: list, final: bool,
-             **extra: Any) -> dict[str, Any]:
-    return {"config": to_dict(cfg), "hash": config_hash(cfg), "step": step, "total_steps": total,
+             custom: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    """The checkpoint record; ``custom`` is the fingerprint of a user's module, whose
+    run key replaces the config hash."""
+    key = config_hash(cfg) if custom is None else custom["key"]
+    more = {} if custom is None else {"custom_model": custom}
+    return {"config": to_dict(cfg), "hash": key, "step": step, "total_steps": total,
             "final": final, "history": history, "advgeom": __version__, "torch": torch.__version__,
-            **extra}
+            **more, **extra}
 
 
 def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None, sidecar: dict) -> None:
@@ -160,8 +197,13 @@ def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None,
     save_checkpoint(path, tensors, sidecar)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a trained model from a checkpoint (config in the sidecar), in eval mode."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", *,
+               model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a trained model from a checkpoint (config in the sidecar), in eval mode.
+
+    A checkpoint of a user's own module (``fit(cfg, model=net)``) needs ``model``: a
+    module of the same architecture (same class and ``repr``); its weights are loaded
+    into a copy, ``model`` itself is left unchanged."""
     from advgeom.config import from_dict
 
     tensors, side = load_checkpoint(path)
@@ -169,12 +211,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         cfg = from_dict(TrainConfig, side["config"])
     except Exception as e:  # config errors -> checkpoint error naming the file
         raise CheckpointError(f"{path}: sidecar config is invalid ({e})") from None
-    model = build_model(cfg)
+    custom = side.get("custom_model")
+    if custom is not None and model is None:
+        raise CheckpointError(f"{path}: trained from a user module ({custom.get('class')}); pass a "
+                              f"module of that architecture: load_model(path, model=net)")
+    if model is not None:
+        if custom is not None and custom.get("architecture") != architecture_hash(model):
+            raise CheckpointError(f"{path}: trained from another architecture ({custom.get('class')}) "
+                                  f"than the {type(model).__qualname__} given")
+        model, name = copy.deepcopy(model), type(model).__qualname__
+    else:
+        model, name = build_model(cfg), cfg.model
     state = unflatten_state("model/", tensors, side.get("meta", {}))
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: weights do not match model {cfg.model!r} ({str(e)[:200]})") from None
+        raise CheckpointError(f"{path}: weights do not match model {name!r} ({str(e)[:200]})") from None
     return model.to(device).eval()
 
 
@@ -218,10 +270,18 @@ def _run_lock(out: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def fit(cfg: TrainConfig, *, root: str | Path = "runs", device: str | torch.device = "cpu",
-        progress: bool = True, on_step: Callable[[int], None] | None = None,
+def fit(cfg: TrainConfig, *, model: nn.Module | None = None, root: str | Path = "runs",
+        device: str | torch.device = "cpu", progress: bool = True,
+        on_step: Callable[[int], None] | None = None,
         log: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``cfg`` (or load it from the cache), resuming from the last checkpoint.
+
+    ``model``: a user's own ``nn.Module`` (inputs in [0,1], logits out) to train instead
+    of the registered ``cfg.model``. It is trained as a copy (``model`` keeps its initial
+    weights; the trained module is ``result.model``), and the run is cached and resumed
+    under ``run_dir(cfg, root, model)``: the config hash folded with the module's class,
+    ``repr`` and initial weights (seed the module's initialization, e.g. with
+    ``torch.manual_seed``, so that a rerun finds the cache).
 
     The objective gets each step's :class:`~advgeom.defenses.base.StepContext`; the
     history records the loss, the objective's named terms and, when the monitor is on,
@@ -230,23 +290,27 @@ def fit(cfg: TrainConfig, *, root: str | Path = "runs", device: str | torch.devi
     overfitting (default: ``warnings.warn``).
     """
     device = check_device(device)
-    out = run_dir(cfg, root)
+    if model is not None and not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    custom = None if model is None else {"key": run_key(cfg, model), **module_fingerprint(model)}
+    out = run_dir(cfg, root, model)
     final = out / "final.safetensors"
     try:
         with _run_lock(out):
             if final.is_file():
-                model = load_model(final, device)
+                trained = load_model(final, device, model=model)
                 side = load_checkpoint(final)[1]
-                return TrainResult(model, final, cfg, side.get("history", []), cached=True,
+                return TrainResult(trained, final, cfg, side.get("history", []), cached=True,
                                    events=list(side.get("events", [])),
                                    selected_step=int(side.get("selected_step", side.get("step", 0))))
-            return _train(cfg, out, device, progress, on_step, log)
+            return _train(cfg, out, device, progress, on_step, log, model, custom)
     except OSError as e:
         raise AdvgeomError(f"cannot write the run directory {out}: {e.strerror or e}") from None
 
 
 def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
-           on_step: Callable[[int], None] | None, log: Callable[[str], None] | None) -> TrainResult:
+           on_step: Callable[[int], None] | None, log: Callable[[str], None] | None,
+           user_model: nn.Module | None = None, custom: dict[str, str] | None = None) -> TrainResult:
     from advgeom.defenses.base import StepContext, split_loss
     from advgeom.train.monitor import Monitor, best_monitored, overfitting_steps
 
@@ -254,8 +318,12 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
     say = log or (lambda msg: warnings.warn(msg, UserWarning, stacklevel=3))
     batches = _Batches(cfg, device)
     total = batches.total_steps()
-    model = build_model(cfg).to(device)
-    check_compatible(cfg, model, batches.data)
+    if user_model is None:
+        model, name, key = build_model(cfg).to(device), cfg.model, config_hash(cfg)
+    else:
+        model, name = copy.deepcopy(user_model).to(device), type(user_model).__name__
+        key = custom["key"]
+    check_compatible(cfg, model, batches.data, name)
     try:
         objective = create("defense", cfg.objective, **cfg.objective_kwargs)
     except (TypeError, ValueError) as e:
@@ -268,7 +336,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
     start, history, events = 0, [], []
     if last.is_file():
         tensors, side = load_checkpoint(last)
-        if side.get("hash") != config_hash(cfg):
+        if side.get("hash") != key:
             raise CheckpointError(f"{last}: belongs to another config (hash {side.get('hash')})")
         meta = side.get("meta", {})
         model.load_state_dict(unflatten_state("model/", tensors, meta))
@@ -276,7 +344,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
         start, history = int(side["step"]), list(side.get("history", []))
         events = list(side.get("events", []))
 
-    bar = progress_bar(total, f"train {cfg.model}", enabled=progress, initial=start, unit="step")
+    bar = progress_bar(total, f"train {name}", enabled=progress, initial=start, unit="step")
     model.train()
     t0, meter, pending = time.time(), _Meter(), {}
     for step in range(start, total):
@@ -292,7 +360,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
             loss, terms = split_loss(objective(model, x, y, generator=g, **extra))
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise AdvgeomError(f"training {cfg.model} with {cfg.objective}: the loss is {value} "
+                raise AdvgeomError(f"training {name} with {cfg.objective}: the loss is {value} "
                                    f"at step {step + 1} (lr {lr:g}); nothing of this step was "
                                    f"saved: lower lr or check the data")
             opt.zero_grad(set_to_none=True)
@@ -306,7 +374,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
             prev_best = best_monitored(history)[0]
             history_probe = history + [{"step": done, **pending}]
             if cfg.monitor.keep_best and pending["monitor_robust"] > prev_best:
-                _save_state(best_path, model, None, _sidecar(cfg, done, total, history_probe, False))
+                _save_state(best_path, model, None, _sidecar(cfg, done, total, history_probe, False, custom))
             if done in overfitting_steps(history_probe, cfg.monitor.overfit_drop) and not events:
                 events.append({"step": done, "event": "catastrophic_overfitting",
                                "best_robust": prev_best, "robust": pending["monitor_robust"]})
@@ -318,7 +386,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
                             "seconds": round(time.time() - t0, 2)})
             pending = {}
             _save_state(last, model, opt, _sidecar(cfg, done, total, history, final=False,
-                                                   events=events))
+                                                   custom=custom, events=events))
         if on_step is not None:
             on_step(done)
     bar.close()
@@ -328,7 +396,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
         model.load_state_dict(unflatten_state("model/", tensors, side.get("meta", {})))
         selected = int(side["step"])
     model.eval()
-    _save_state(final, model, None, _sidecar(cfg, total, total, history, final=True, events=events,
-                                             selected_step=selected))
+    _save_state(final, model, None, _sidecar(cfg, total, total, history, final=True, custom=custom,
+                                             events=events, selected_step=selected))
     return TrainResult(model, final, cfg, history, resumed_from=start, events=events,
                        selected_step=selected)
