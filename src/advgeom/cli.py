@@ -115,8 +115,13 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
               root: Path = typer.Option(Path("runs"), help="Run directory."),
               db: Optional[Path] = typer.Option(None, help="Results database (default ROOT/results.sqlite)."),
               device: str = typer.Option("cpu"),
-              progress: bool = typer.Option(True)) -> None:
-    """Train what is not cached, evaluate, compare with the paper, write a report."""
+              progress: bool = typer.Option(True),
+              strict: bool = typer.Option(True, help="Exit with status 1 when a sanity check of one "
+                                                     "of its evaluations fails (--no-strict: exit 0).")
+              ) -> None:
+    """Train what is not cached, evaluate, compare with the paper, write a report. The
+    report lists the sanity checks of every evaluation; a failed one makes the exit
+    status 1 (after the report and rows are written) unless --no-strict."""
     from advgeom.experiments.runner import reproduce as run_experiment
     from advgeom.results.render import comparison_table
     from advgeom.seeding import seed_everything
@@ -132,6 +137,11 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     for fig in rep.outcome.figures:
         console.print(f"figure: {fig}", highlight=False)
     console.print(f"report: {rep.path}  ({rep.seconds:.0f} s)", highlight=False)
+    for label, r in rep.outcome.failed_checks:
+        console.print(f"check failed: {r.name} in {label}: {r.message}", highlight=False)
+    if strict and not rep.ok:
+        _fail(f"{len(rep.outcome.failed_checks)} sanity check(s) failed: the numbers they concern "
+              "are marked in the report and tables (--no-strict to exit 0 anyway)", 1)
 
 
 @app.command()

@@ -62,3 +62,106 @@ def test_reference_copy_matches_shared():
 
     packaged = resources.files("advgeom.experiments").joinpath("reference_results.toml").read_text()
     assert packaged == shared.read_text()
+
+
+# ---------------------------------------------------------------------------
+# check verdicts: collected from every evaluate() of the experiment, reported, strict exit
+
+
+def _evaluating_experiment(leave_ball: bool):
+    """A stub experiment that evaluates a two-logit threshold model with one attack that
+    moves x0 by 0.5 eps, or (``leave_ball``) by 3 eps: outside the ball, so the
+    threat-model check fails."""
+    import torch
+    from torch import nn
+
+    from advgeom.eval import AttackSpec, CheckConfig, evaluate
+
+    class Threshold(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k = nn.Parameter(torch.tensor(20.0))
+
+        def forward(self, x):
+            z = self.k * (x[:, 0] - 0.5)
+            return torch.stack([torch.zeros_like(z), z], dim=1)
+
+    def attack(model, inputs, labels, *, eps, norm="linf", steps=10, step_size=None, restarts=1,
+               targeted=False, loss="ce", generator=None):
+        adv = inputs.clone()
+        adv[:, 0] += (3.0 if leave_ball else 0.5) * eps * (1 - 2 * labels.float())
+        return adv.clamp(0, 1)
+
+    def run(ctx: Context) -> Outcome:
+        y = torch.tensor([0, 1] * 8)
+        x = torch.full((16, 4), 0.5)
+        x[:, 0] = 0.5 + 0.04 * (2 * y.float() - 1)
+        res = evaluate(Threshold().eval(), (x, y), [AttackSpec("shift", {}, attack=attack)], [0.01],
+                       store=ctx.store, experiment=ctx.name, model_name="threshold", progress=False,
+                       check_config=CheckConfig(unbounded_subset=0))
+        return Outcome([Comparison("robust", res.accuracy(), None)])
+
+    return run
+
+
+@pytest.fixture
+def stub_experiment(monkeypatch):
+    """Register ``_test_checks`` (failing or passing evaluation) for one test only."""
+    from advgeom.experiments.base import Experiment
+    from advgeom.registry import _REGISTRY
+
+    def use(leave_ball: bool) -> str:
+        exp = Experiment("_test_checks", "checks", "adversarial-spheres.txt", None,
+                         _evaluating_experiment(leave_ball))
+        monkeypatch.setitem(_REGISTRY["experiment"], "_test_checks", exp)
+        return "_test_checks"
+
+    return use
+
+
+def test_outcome_carries_failed_checks_and_report_shows_them(tmp_path, stub_experiment):
+    with pytest.warns(UserWarning, match="threat_model fail"):
+        rep = reproduce(stub_experiment(True), "quick", root=tmp_path, progress=False)
+    assert not rep.ok and [r.name for _, r in rep.outcome.failed_checks] == ["threat_model"]
+    text = rep.path.read_text()
+    assert "## Checks" in text and "FAILED: 1 check(s) failed" in text
+    assert "| threshold: shift at linf eps 0.01 | fail | threat_model (fail)" in text
+
+
+def test_outcome_checks_pass(tmp_path, stub_experiment):
+    rep = reproduce(stub_experiment(False), "quick", root=tmp_path, progress=False)
+    assert rep.ok and len(rep.outcome.checks) == 1
+    assert "All checks passed in the 1 evaluation(s)." in rep.path.read_text()
+
+
+def test_experiment_may_add_its_own_reports(tmp_path, monkeypatch):
+    from advgeom.eval.checks import CheckReport, CheckResult
+    from advgeom.experiments.base import Experiment
+    from advgeom.registry import _REGISTRY
+
+    bad = CheckReport([CheckResult("custom", "fail", "made up")])
+    exp = Experiment("_test_own", "own", "adversarial-spheres.txt", None,
+                     lambda ctx: Outcome(checks=[("by hand", bad)]))
+    monkeypatch.setitem(_REGISTRY["experiment"], "_test_own", exp)
+    rep = reproduce("_test_own", "quick", root=tmp_path, progress=False)
+    assert not rep.ok and "| by hand | fail | custom (fail): made up |" in rep.path.read_text()
+
+
+@pytest.mark.filterwarnings("ignore:evaluation check")
+@pytest.mark.parametrize("leave_ball,flags,code", [(True, [], 1), (True, ["--no-strict"], 0),
+                                                   (False, [], 0)])
+def test_cli_reproduce_exit_status(tmp_path, stub_experiment, leave_ball, flags, code):
+    from typer.testing import CliRunner
+
+    from advgeom.cli import app
+
+    name = stub_experiment(leave_ball)
+    out = CliRunner().invoke(app, ["reproduce", name, "--root", str(tmp_path), "--no-progress",
+                                   *flags])
+    assert out.exit_code == code, out.output
+    assert (tmp_path / "reports" / name / "report.md").is_file()   # written before the exit
+    rows = ResultStore(tmp_path / "results.sqlite").query(experiment=name)
+    assert any(r.metric == "robust_accuracy" for r in rows)
+    if leave_ball:
+        assert "check failed: threat_model" in out.output
+        assert ("sanity check(s) failed" in out.output) == (code == 1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal
 
@@ -77,6 +79,30 @@ class CheckReport:
         if self.failed:
             raise CheckError("evaluation sanity check(s) failed: "
                              + "; ".join(f"{r.name}: {r.message}" for r in self.failed))
+
+
+_COLLECTED: ContextVar[list[tuple[str, CheckReport]] | None] = ContextVar(
+    "advgeom_check_reports", default=None)
+
+
+@contextmanager
+def collect_reports() -> Iterator[list[tuple[str, CheckReport]]]:
+    """Collect ``(label, report)`` of every evaluation run in the body (nested
+    collectors each get their own), e.g. all evaluations of one experiment, so that
+    ``advgeom reproduce`` can report their verdicts and fail on a failed check."""
+    bucket: list[tuple[str, CheckReport]] = []
+    token = _COLLECTED.set(bucket)
+    try:
+        yield bucket
+    finally:
+        _COLLECTED.reset(token)
+
+
+def collect(label: str, report: CheckReport) -> None:
+    """Hand one evaluation's report to the active :func:`collect_reports`, if any."""
+    bucket = _COLLECTED.get()
+    if bucket is not None:
+        bucket.append((label, report))
 
 
 @dataclass(frozen=True)

@@ -360,6 +360,8 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
         for r in report.failed + report.warnings:
             if not strict or r.status == "warn":
                 warnings.warn(f"evaluation check {r.name} {r.status}: {r.message}", stacklevel=2)
+        C.collect(f"{model_name}: {', '.join(s.label for s in specs)} at {norm} eps "
+                  f"{', '.join(f'{e:g}' for e in eps_list)}", report)
 
     if store is not None:
         store.add(rows)

@@ -50,11 +50,25 @@ class Comparison:
 
 @dataclass
 class Outcome:
-    """What an experiment returns: comparisons, figure files and notes for the report."""
+    """What an experiment returns: comparisons, figure files and notes for the report.
+
+    ``checks``: ``(label, CheckReport)`` of the evaluations behind the numbers; the
+    runner adds every :func:`advgeom.eval.evaluate` made while the experiment ran, and
+    ``advgeom reproduce`` exits 1 when one of them failed (unless ``--no-strict``)."""
 
     comparisons: list[Comparison] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    checks: list[tuple[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed_checks(self) -> list[tuple[str, Any]]:
+        """``(evaluation label, CheckResult)`` of every failed check."""
+        return [(label, r) for label, rep in self.checks for r in rep.failed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_checks
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from advgeom.eval.checks import collect_reports
 from advgeom.experiments.base import Context, Experiment, Outcome
 from advgeom.registry import get
 from advgeom.results import ResultStore, environment
@@ -23,6 +24,11 @@ class Report:
     path: Path
     seconds: float
 
+    @property
+    def ok(self) -> bool:
+        """No check of the experiment's evaluations failed."""
+        return self.outcome.ok
+
 
 def write_report(ctx: Context, exp: Experiment, outcome: Outcome, seconds: float,
                  env: dict[str, str], command: str) -> Path:
@@ -37,6 +43,7 @@ def write_report(ctx: Context, exp: Experiment, outcome: Outcome, seconds: float
     lines += ["## Measured vs paper", "", comparison_markdown(outcome.comparisons), ""]
     if outcome.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in outcome.notes] + [""]
+    lines += checks_markdown(outcome)
     if outcome.figures:
         lines += ["## Figures", ""]
         for f in outcome.figures:
@@ -47,6 +54,24 @@ def write_report(ctx: Context, exp: Experiment, outcome: Outcome, seconds: float
     path = ctx.out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def checks_markdown(outcome: Outcome) -> list[str]:
+    """The "Checks" section: one line per evaluation with its verdict, failed and
+    warned checks named (DESIGN.md: a number is reported only with the checks' verdict)."""
+    if not outcome.checks:
+        return ["## Checks", "", "No evaluation with sanity checks ran in this experiment.", ""]
+    failed = outcome.failed_checks
+    lines = ["## Checks", "",
+             (f"**FAILED: {len(failed)} check(s) failed**; the numbers they concern are marked "
+              "in the stored rows and tables." if failed else
+              f"All checks passed in the {len(outcome.checks)} evaluation(s)."), "",
+             "| evaluation | verdict | checks not passed |", "|---|---|---|"]
+    for label, rep in outcome.checks:
+        bad = [f"{r.name} ({r.status}): {r.message}" for r in rep.failed + rep.warnings]
+        verdict = "fail" if rep.failed else ("warn" if rep.warnings else "pass")
+        lines.append(f"| {label} | {verdict} | {'; '.join(bad).replace('|', '/') or '-'} |")
+    return lines + [""]
 
 
 def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
@@ -62,7 +87,10 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
     store.start_run(command, env)
     ctx = Context(name, profile, root, store, torch.device(device), seed, progress, log)
     t0 = time.time()
-    outcome = exp.fn(ctx)
+    with collect_reports() as reports:
+        outcome = exp.fn(ctx)
+    seen = {id(rep) for _, rep in outcome.checks}
+    outcome.checks += [(label, rep) for label, rep in reports if id(rep) not in seen]
     seconds = time.time() - t0
     path = write_report(ctx, exp, outcome, seconds, env, command)
     return Report(exp, outcome, path, seconds)
