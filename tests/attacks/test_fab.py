@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from advgeom.attacks.base import PassCounter
-from advgeom.attacks.fab import project_to_hyperplane
+from advgeom.attacks.fab import project_to_hyperplane, sort_rows
 from advgeom.registry import get
 from advgeom.seeding import make_generator
 
@@ -46,6 +46,20 @@ def test_projection_exact(norm):
         free = (r.abs() / w.abs().sum(1) <= torch.minimum(p, 1 - p).amin(1))
         assert torch.allclose(size[free], (r.abs() / w.abs().sum(1))[free], rtol=1e-9)
     assert free.any()
+
+
+def test_sort_rows_is_a_stable_sort():
+    g = make_generator(1)
+    v = torch.rand(40, 200, generator=g)
+    v[v < 0.3] = 0.0
+    v[v > 0.9] = math.inf
+    v[:, 5:9] = 0.5            # ties
+    v[:, 11] = math.nan        # w_i = 0 in the projection: sorted last
+    for t in (v, v.double()):  # float32: packed NumPy sort; float64: torch.sort
+        vals, order = sort_rows(t)
+        ref_vals, ref_order = t.sort(dim=1, stable=True)
+        assert torch.equal(order, ref_order) and torch.equal(vals.isnan(), ref_vals.isnan())
+        assert torch.equal(vals.nan_to_num(-1.0), ref_vals.nan_to_num(-1.0))
 
 
 def test_infinite_eps_is_minimum_norm(make_linear):

@@ -45,7 +45,7 @@ from advgeom.registry import register
 
 
 def sort_rows(v: Tensor) -> tuple[Tensor, Tensor]:
-    """``v.sort(dim=1, stable=True)`` for non-negative ``v`` (``inf`` allowed). For
+    """``v.sort(dim=1, stable=True)`` for non-negative ``v`` (``inf``, NaN allowed: last). For
     float32 on the CPU, each entry's bits (ordered like the values when non-negative)
     and its column are packed in one int64 and sorted by NumPy, about 3x faster than
     ``torch.sort`` (FAB sorts two input-sized rows per sample and iteration): the same
@@ -76,13 +76,13 @@ def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor:
     cap = torch.where(sw > 0, 1.0 - p, p).clamp_min_(0.0)
     a = aw if norm == "linf" else aw * aw          # slope of each term in lam
     b = aw * cap                                   # its value once saturated
-    lam = (b / a.clamp_min(1e-30)).masked_fill_(a == 0, math.inf)
+    lam = b / a   # 0/0 = NaN where w_i = 0: sorted last, like inf (no reach, no slope)
     lam_s, order = sort_rows(lam)
     a_s, b_s = a.gather(1, order), b.gather(1, order)
     suffix = a_s.flip(1).cumsum(1).flip(1)         # sum_{j >= k} a_j (exactly 0 past the last)
     after = torch.nn.functional.pad(suffix[:, 1:], (0, 1))
     cum_b = b_s.cumsum(1)
-    reach = cum_b + (lam_s * after).nan_to_num_(nan=0.0)   # inf * 0 (past the last) is 0
+    reach = cum_b + (lam_s * after).nan_to_num_(nan=0.0)   # NaN or inf times 0 (past the last) is 0
     k = (reach < r[:, None]).sum(1, keepdim=True)   # first breakpoint that reaches r
     feasible = k[:, 0] < w.shape[1]
     kk = k.clamp(max=w.shape[1] - 1)

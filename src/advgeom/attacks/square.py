@@ -44,7 +44,7 @@ from advgeom.registry import register
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 REDRAWS = 10            # draws per iteration before a no-op candidate is queried anyway
-_CHUNK_ENTRIES = 1 << 22  # window entries drawn at once (bounds the memory of a redraw)
+_CHUNK_ENTRIES = 1 << 16  # window entries drawn at once: large windows rarely need a redraw
 
 
 def p_schedule(p_init: float, it: int, steps: int) -> float:
