@@ -1,4 +1,5 @@
 """Training: determinism, caching, resume after a kill (in-process and a real SIGKILL)."""
+import json
 import os
 import signal
 import subprocess
@@ -154,3 +155,20 @@ def test_foreign_checkpoint_refused(tmp_path):
     (od / "last.json").write_text((d / "final.json").read_text())
     with pytest.raises(CheckpointError, match="another config"):
         fit(other, root=tmp_path, progress=False)
+
+
+def test_a_code_change_retrains_unless_reused(tmp_path, monkeypatch):
+    import advgeom.train.loop as loop
+
+    first = fit(CFG, root=tmp_path, progress=False)
+    side = json.loads(first.path.with_suffix(".json").read_text())
+    assert side["code"] == loop.training_code()
+    monkeypatch.setattr(loop, "training_code", lambda: "other-code")
+    reused = fit(CFG, root=tmp_path, progress=False, reuse=True)
+    assert reused.cached
+    again = fit(CFG, root=tmp_path, progress=False)   # stale: set aside, trained anew
+    assert not again.cached and again.resumed_from == 0
+    kept = sorted(p.name for p in first.path.parent.glob("*.code-*"))
+    assert f"final.code-{side['code']}.safetensors" in kept   # nothing written is lost
+    assert json.loads(again.path.with_suffix(".json").read_text())["code"] == "other-code"
+    assert _same(_weights(first.model), _weights(again.model))  # same code path, same weights

@@ -30,17 +30,28 @@ PRESENTATION = ("cli.py", "progress.py", "results/render.py", "results/pivot.py"
                 "results/site.py", "results/plots.py", "results/templates/")
 
 
+# What a training run executes (the training cache is keyed by these alone, so editing
+# an experiment or the evaluator does not retrain models).
+TRAINING = ("train/", "defenses/", "models/", "data/", "nn/", "attacks/", "config.py",
+            "registry.py", "seeding.py", "types.py", "logits.py", "errors.py")
+
+
+def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
+    return any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in patterns)
+
+
 @functools.lru_cache(maxsize=None)
-def code_fingerprint(root: str | None = None) -> str:
+def code_fingerprint(root: str | None = None, include: tuple[str, ...] | None = None) -> str:
     """A short hash of advgeom's source (every ``.py`` file of the package except the
-    :data:`PRESENTATION` ones, by path and content): the code version that keys cached
-    units of work, so a code change recomputes instead of re-serving old numbers.
-    Works outside a git checkout (an installed package) and sees uncommitted edits."""
+    :data:`PRESENTATION` ones, or only those matching ``include``, by path and content):
+    the code version that keys cached work, so a code change recomputes instead of
+    re-serving old numbers. Works outside a git checkout (an installed package) and
+    sees uncommitted edits."""
     pkg = Path(root) if root else Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
     for path in sorted(pkg.rglob("*.py")):
         rel = path.relative_to(pkg).as_posix()
-        if any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in PRESENTATION):
+        if _matches(rel, PRESENTATION) or (include is not None and not _matches(rel, include)):
             continue
         h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:12]

@@ -16,6 +16,7 @@ import copy
 import fcntl
 import inspect
 import math
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -184,7 +185,27 @@ def _sidecar(cfg: TrainConfig, step: int, total: int, history: list, final: bool
     more = {} if custom is None else {"custom_model": custom}
     return {"config": to_dict(cfg), "hash": key, "step": step, "total_steps": total,
             "final": final, "history": history, "advgeom": __version__, "torch": torch.__version__,
-            **more, **extra}
+            "code": training_code(), **more, **extra}
+
+
+def training_code() -> str:
+    """The code version of training (a fingerprint of the modules a run executes)."""
+    from advgeom.results.env import TRAINING, code_fingerprint
+
+    return code_fingerprint(include=TRAINING)
+
+
+def _current(path: Path, side: dict[str, Any], reuse: bool) -> bool:
+    """Whether a checkpoint may be used: written by this code version (or ``reuse``).
+    One of another version is set aside under ``<name>.code-<version>.safetensors``
+    (never deleted) and the work is redone."""
+    code = side.get("code", "unknown")
+    if reuse or code == training_code():
+        return True
+    for src in (path, path.with_suffix(".json")):
+        if src.exists():
+            os.replace(src, src.with_name(f"{path.stem}.code-{code}{src.suffix}"))
+    return False
 
 
 def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None, sidecar: dict) -> None:
@@ -273,8 +294,12 @@ def _run_lock(out: Path) -> Iterator[None]:
 def fit(cfg: TrainConfig, *, model: nn.Module | None = None, root: str | Path = "runs",
         device: str | torch.device = "cpu", progress: bool = True,
         on_step: Callable[[int], None] | None = None,
-        log: Callable[[str], None] | None = None) -> TrainResult:
+        log: Callable[[str], None] | None = None, reuse: bool = False) -> TrainResult:
     """Train ``cfg`` (or load it from the cache), resuming from the last checkpoint.
+
+    The cache and the resume point are keyed by the code version as well
+    (:func:`training_code`): a checkpoint written by other training code is set aside and
+    the run redone, unless ``reuse`` accepts it.
 
     ``model``: a user's own ``nn.Module`` (inputs in [0,1], logits out) to train instead
     of the registered ``cfg.model``. It is trained as a copy (``model`` keeps its initial
@@ -297,20 +322,21 @@ def fit(cfg: TrainConfig, *, model: nn.Module | None = None, root: str | Path = 
     final = out / "final.safetensors"
     try:
         with _run_lock(out):
-            if final.is_file():
+            if final.is_file() and _current(final, load_checkpoint(final)[1], reuse):
                 trained = load_model(final, device, model=model)
                 side = load_checkpoint(final)[1]
                 return TrainResult(trained, final, cfg, side.get("history", []), cached=True,
                                    events=list(side.get("events", [])),
                                    selected_step=int(side.get("selected_step", side.get("step", 0))))
-            return _train(cfg, out, device, progress, on_step, log, model, custom)
+            return _train(cfg, out, device, progress, on_step, log, model, custom, reuse)
     except OSError as e:
         raise AdvgeomError(f"cannot write the run directory {out}: {e.strerror or e}") from None
 
 
 def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
            on_step: Callable[[int], None] | None, log: Callable[[str], None] | None,
-           user_model: nn.Module | None = None, custom: dict[str, str] | None = None) -> TrainResult:
+           user_model: nn.Module | None = None, custom: dict[str, str] | None = None,
+           reuse: bool = False) -> TrainResult:
     from advgeom.defenses.base import StepContext, split_loss
     from advgeom.train.monitor import Monitor, best_monitored, overfitting_steps
 
@@ -334,10 +360,11 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
     monitor = Monitor(cfg, *batches.held_out()) if cfg.monitor.every > 0 else None
     opt = build_optimizer(cfg, model)
     start, history, events = 0, [], []
-    if last.is_file():
-        tensors, side = load_checkpoint(last)
-        if side.get("hash") != key:
-            raise CheckpointError(f"{last}: belongs to another config (hash {side.get('hash')})")
+    resume = load_checkpoint(last) if last.is_file() else None
+    if resume is not None and resume[1].get("hash") != key:
+        raise CheckpointError(f"{last}: belongs to another config (hash {resume[1].get('hash')})")
+    if resume is not None and _current(last, resume[1], reuse):
+        tensors, side = resume
         meta = side.get("meta", {})
         model.load_state_dict(unflatten_state("model/", tensors, meta))
         opt.load_state_dict(unflatten_state("optim/", tensors, meta))
