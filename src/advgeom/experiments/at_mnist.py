@@ -122,7 +122,8 @@ def at_mnist(ctx: Context) -> Outcome:
     for defense, cfg in at_configs(ctx.profile).items():
         from advgeom.train import fit
 
-        trained = fit(cfg, root=ctx.root, device=ctx.device, progress=ctx.show_progress)
+        trained = fit(cfg, root=ctx.root, device=ctx.device, progress=ctx.show_progress,
+                      reuse=ctx.reuse)
         model = trained.model.eval()
         common = dict(n=settings["n"], store=ctx.store, experiment=ctx.name, model_name=cfg.model,
                       defense=defense, dataset="mnist", profile=ctx.profile, seed=ctx.seed,

@@ -143,6 +143,7 @@ class Context:
     seed: int = 0
     show_progress: bool = True
     log: Callable[[str], None] = print
+    reuse: bool = False  # accept cached work of other code versions (``--reuse``)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -164,7 +165,8 @@ class Context:
 
     def train(self, cfg: TrainConfig) -> nn.Module:
         """Train (or load from cache / resume) ``cfg``; the model comes back in eval mode."""
-        return fit(cfg, root=self.root, device=self.device, progress=self.show_progress).model.eval()
+        return fit(cfg, root=self.root, device=self.device, progress=self.show_progress,
+                   reuse=self.reuse).model.eval()
 
     def generator(self, offset: Any = 0) -> torch.Generator:
         """A generator seeded by (experiment, seed, offset), on the context's device."""
