@@ -82,13 +82,15 @@ def train(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TO
           overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides."),
           root: Path = typer.Option(Path("runs"), help="Run directory (cache, checkpoints)."),
           device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
-          progress: bool = typer.Option(True, help="Show a progress bar.")) -> None:
-    """Train a model from a config; cached by config hash and resumable after a kill."""
+          progress: bool = typer.Option(True, help="Show a progress bar."),
+          reuse: bool = typer.Option(False, "--reuse", help="Accept a cached run or checkpoint "
+                                     "written by another code version.")) -> None:
+    """Train a model from a config; cached by config hash and code version, resumable after a kill."""
     from advgeom.config import config_hash, load_config
     from advgeom.train import TrainConfig, fit
 
     cfg = _run(load_config, TrainConfig, config, overrides or [])
-    res = _run(fit, cfg, root=root, device=device, progress=progress)
+    res = _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse)
     state = "cached" if res.cached else (f"resumed at step {res.resumed_from}" if res.resumed_from else "trained")
     console.print(f"{state}: {cfg.model} [{config_hash(cfg)}] -> {res.path}", highlight=False, markup=False)
     if res.history:
