@@ -131,7 +131,7 @@ def test_outcome_carries_failed_checks_and_report_shows_them(tmp_path, stub_expe
 def test_outcome_checks_pass(tmp_path, stub_experiment):
     rep = reproduce(stub_experiment(False), "quick", root=tmp_path, progress=False)
     assert rep.ok and len(rep.outcome.checks) == 1
-    assert "All checks passed in the 1 evaluation(s)." in rep.path.read_text()
+    assert "No check failed in the 1 evaluation(s) (0 warning(s))." in rep.path.read_text()
 
 
 def test_experiment_may_add_its_own_reports(tmp_path, monkeypatch):

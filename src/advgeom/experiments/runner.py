@@ -65,7 +65,8 @@ def checks_markdown(outcome: Outcome) -> list[str]:
     lines = ["## Checks", "",
              (f"**FAILED: {len(failed)} check(s) failed**; the numbers they concern are marked "
               "in the stored rows and tables." if failed else
-              f"All checks passed in the {len(outcome.checks)} evaluation(s)."), "",
+              f"No check failed in the {len(outcome.checks)} evaluation(s) "
+              f"({sum(len(rep.warnings) for _, rep in outcome.checks)} warning(s))."), "",
              "| evaluation | verdict | checks not passed |", "|---|---|---|"]
     for label, rep in outcome.checks:
         bad = [f"{r.name} ({r.status}): {r.message}" for r in rep.failed + rep.warnings]
