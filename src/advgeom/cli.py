@@ -119,8 +119,9 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
               device: str = typer.Option("cpu"),
               progress: bool = typer.Option(True),
               strict: bool = typer.Option(True, help="Exit with status 1 when a sanity check of one "
-                                                     "of its evaluations fails (--no-strict: exit 0).")
-              ) -> None:
+                                                     "of its evaluations fails (--no-strict: exit 0)."),
+              reuse: bool = typer.Option(False, "--reuse", help="Accept cached models and units of work "
+                                       "written by another code version.")) -> None:
     """Train what is not cached, evaluate, compare with the paper, write a report. The
     report lists the sanity checks of every evaluation; a failed one makes the exit
     status 1 (after the report and rows are written) unless --no-strict."""
@@ -130,7 +131,7 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
 
     seed_everything(seed)
     rep = _run(run_experiment, name, profile, root=root, store_path=db, device=device, seed=seed,
-               progress=progress, log=lambda m: console.print(m, highlight=False))
+               progress=progress, log=lambda m: console.print(m, highlight=False), reuse=reuse)
     _run(_keep_report, db or root / "results.sqlite", rep, profile, seed)
     console.print(comparison_table(rep.outcome.comparisons,
                                    title=f"{name} ({profile}): measured vs paper"))
@@ -168,7 +169,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
              root: Path = typer.Option(Path("runs"), help="Run directory."),
              db: Optional[Path] = typer.Option(None, help="Results database (default ROOT/results.sqlite)."),
              device: str = typer.Option("cpu"),
-             progress: bool = typer.Option(True)) -> None:
+             progress: bool = typer.Option(True),
+             reuse: bool = typer.Option(False, "--reuse", help="Accept cached models and units of work "
+                                      "written by another code version.")) -> None:
     """Attack a checkpoint (or an experiment's models) with every attack at every eps, or
     with AutoAttack's suite (--suite standard); numbers concerned by a failed check are
     marked '!' and the exit status is 1 unless --no-strict."""
@@ -198,9 +201,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         if exp.models is None:
             _fail(f"experiment {experiment!r} declares no models to evaluate; use --checkpoint")
         for label, cfg in exp.models(profile).items():
-            res = _run(fit, cfg, root=root, device=device, progress=progress)
+            res = _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse)
             targets.append((label, res.model.eval(), cfg))
-    store = _run(ResultStore, db or root / "results.sqlite")
+    store = _run(ResultStore, db or root / "results.sqlite", reuse=reuse)
     store.start_run("advgeom evaluate " + " ".join(sys.argv[2:]), environment(device))
     failed = False
     for label, model, cfg in targets:

@@ -43,6 +43,25 @@ def test_reproduce_writes_report_rows_and_skips_units(tmp_path):
     assert CALLS["n"] == n  # the cached unit was not recomputed
 
 
+def test_a_code_change_recomputes_units_and_models_unless_reused(tmp_path, monkeypatch):
+    import advgeom.results.env as env
+    import advgeom.train.loop as loop
+
+    quiet = dict(root=tmp_path, progress=False, log=lambda m: None)
+    reproduce("_test_tiny", "quick", **quiet)
+    n = CALLS["n"]
+    monkeypatch.setattr(env, "code_fingerprint", lambda *a, **k: "edited-code")
+    monkeypatch.setattr(loop, "training_code", lambda: "edited-training-code")
+    reproduce("_test_tiny", "quick", reuse=True, **quiet)
+    assert CALLS["n"] == n                        # --reuse: old units accepted
+    assert not list(tmp_path.glob("train/*/*.code-*"))
+    reproduce("_test_tiny", "quick", **quiet)
+    assert CALLS["n"] == n + 1                    # stale unit recomputed
+    assert list(tmp_path.glob("train/*/final.code-*.safetensors"))  # stale model set aside, retrained
+    runs = ResultStore(tmp_path / "results.sqlite").runs()
+    assert runs[-2]["command"].endswith("--reuse") and runs[-1]["env"]["code"] == "edited-code"
+
+
 def test_bad_profile_and_reference():
     with pytest.raises(AdvgeomError, match="unknown profile"):
         reproduce("_test_tiny", "fast")

@@ -77,16 +77,18 @@ def checks_markdown(outcome: Outcome) -> list[str]:
 
 def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
               store_path: str | Path | None = None, device: str = "cpu", seed: int = 0,
-              progress: bool = True, log=print) -> Report:
+              progress: bool = True, log=print, reuse: bool = False) -> Report:
     """Run experiment ``name`` under ``profile``; rows go to the store, the report to
-    ``root/reports/name/report.md``."""
+    ``root/reports/name/report.md``. Cached models and units of work count only when
+    the current code produced them, unless ``reuse``."""
     exp: Experiment = get("experiment", name)
     root = Path(root)
-    store = ResultStore(store_path or root / "results.sqlite")
+    store = ResultStore(store_path or root / "results.sqlite", reuse=reuse)
     env = environment(device)
-    command = f"advgeom reproduce {name} --profile {profile}" + (f" --seed {seed}" if seed else "")
+    command = (f"advgeom reproduce {name} --profile {profile}" + (f" --seed {seed}" if seed else "")
+               + (" --reuse" if reuse else ""))
     store.start_run(command, env)
-    ctx = Context(name, profile, root, store, torch.device(device), seed, progress, log)
+    ctx = Context(name, profile, root, store, torch.device(device), seed, progress, log, reuse)
     t0 = time.time()
     with collect_reports() as reports:
         outcome = exp.fn(ctx)
