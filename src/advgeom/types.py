@@ -95,3 +95,18 @@ def check_device(device: str | torch.device) -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise AdvgeomError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
     return dev
+
+
+def check_model_dtype(model: object, inputs: Tensor) -> None:
+    """One clear error when a model's floating-point parameters and the inputs differ in
+    dtype (torch would raise a bare RuntimeError deep inside the first layer)."""
+    params = getattr(model, "parameters", None)
+    if not callable(params):
+        return
+    for p in params():
+        if p.is_floating_point():
+            if p.dtype != inputs.dtype:
+                raise AdvgeomError(f"the model's parameters are {p.dtype} but the inputs are "
+                                   f"{inputs.dtype}: convert one (model.to({inputs.dtype}) or "
+                                   f"inputs.to({p.dtype}))")
+            return

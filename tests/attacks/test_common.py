@@ -68,3 +68,15 @@ def test_counter_and_info():
     assert info("transfer").needs == ("source_model",)
     for name in names("attack"):
         assert isinstance(info(name), AttackInfo)
+
+
+def test_model_and_input_dtype_mismatch_is_one_clear_error():
+    import torch
+
+    from advgeom.errors import AdvgeomError
+    from advgeom.registry import get
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).double().eval()
+    x, y = torch.rand(2, 4), torch.tensor([0, 1])
+    with pytest.raises(AdvgeomError, match="float64 but the inputs are torch.float32"):
+        get("attack", "pgd")(model, x, y, eps=0.1)

@@ -82,3 +82,14 @@ def test_hyphen_and_underscore_names_are_one_name():
 
     assert [s.base_name for s in parse_attacks("cw-l2,multi-target,apgd_ce")] == \
         ["cw_l2", "multi_target", "apgd-ce"]
+
+
+@pytest.mark.parametrize("text", ["0.1,,0.2", "1_0", "nan", "0x10", ",0.1"])
+def test_malformed_eps_lists_are_errors(text):
+    with pytest.raises(ConfigError):
+        parse_eps(text)
+
+
+def test_eps_list_forms():
+    assert parse_eps("0.2, 0.1,") == [0.1, 0.2]
+    assert parse_eps("8/255") == [pytest.approx(8 / 255)]

@@ -21,7 +21,7 @@ from advgeom.attacks._losses import LossFn, check_loss_name, get_loss, success
 from advgeom.attacks.base import AttackInfo, PassCounter
 from advgeom.errors import AdvgeomError
 from advgeom.logits import two_logits
-from advgeom.types import check_eps, check_inputs
+from advgeom.types import check_eps, check_inputs, check_model_dtype
 
 # ----------------------------------------------------------------------------- forward / grad
 
@@ -216,6 +216,7 @@ def prepare(model: nn.Module, inputs: Tensor, labels: Tensor, *, info: AttackInf
     if not isinstance(model, nn.Module) and not callable(model):
         raise AdvgeomError("model must be a torch.nn.Module (or callable) returning logits")
     check_inputs(inputs, labels)
+    check_model_dtype(model, inputs)
     check_norm(norm, info.norms)
     if loss is not None:
         check_loss_name(loss, info.losses)

@@ -34,7 +34,7 @@ from advgeom.results.env import environment
 from advgeom.results.rows import Row
 from advgeom.results.store import ResultStore
 from advgeom.seeding import make_generator
-from advgeom.types import check_inputs
+from advgeom.types import check_inputs, check_model_dtype
 
 NORMS = ("linf", "l2")
 WORST = "worst_case"
@@ -224,6 +224,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     specs, eps_list = parse_attacks(attacks), parse_eps(eps)
     x, y, num_classes, data_name = _unpack(data, n)
     check_inputs(x, y, num_classes or getattr(model, "num_classes", None))
+    check_model_dtype(model, x)
     if model.training:
         raise AdvgeomError("model is in training mode: call model.eval() before evaluating")
     device = _device(model, x)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -248,6 +249,12 @@ def parse_attack_spec(text: str) -> AttackSpec:
     return validate(AttackSpec(name, kwargs))
 
 
+# A plain decimal (no "1_0", "nan", "0x1p-3" that Python's float() would accept),
+# optionally a fraction of two of them ("8/255").
+_DECIMAL = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER = re.compile(rf"{_DECIMAL}(?:/{_DECIMAL})?|inf")
+
+
 def _fraction(text: str) -> float | None:
     """``"8/255"`` -> 0.0313..., else ``None``."""
     num, sep, den = text.partition("/")
@@ -304,13 +311,21 @@ def parse_attacks(attacks: str | AttackSpec | Iterable[str | AttackSpec]) -> lis
 def parse_eps(eps: str | float | Iterable[float]) -> list[float]:
     """``"0.1,0.2"`` / ``0.1`` / ``[0.1, 0.2]`` -> sorted unique non-negative floats."""
     if isinstance(eps, str):
-        items: list[Any] = [s for s in (t.strip() for t in eps.split(",")) if s]
+        items: list[Any] = [t.strip() for t in eps.split(",")]
+        if len(items) > 1 and items[-1] == "":
+            items.pop()   # one trailing comma is harmless
+        if any(t == "" for t in items):
+            raise ConfigError(f"eps list {eps!r} has an empty entry")
     elif isinstance(eps, (int, float)):
         items = [eps]
     else:
         items = list(eps)
     vals = []
     for v in items:
+        if isinstance(v, str) and not _NUMBER.fullmatch(v.replace(" ", "")):
+            raise ConfigError(f"eps {v!r} is not a number (a decimal or a fraction like 8/255)")
+        if isinstance(v, bool):
+            raise ConfigError(f"eps {v!r} is not a number")
         try:
             frac = _fraction(v) if isinstance(v, str) else None
             f = frac if frac is not None else float(v)
