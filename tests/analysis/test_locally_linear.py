@@ -148,8 +148,10 @@ def test_bad_arguments() -> None:
 def test_registered_wrappers_match_the_analysis_function() -> None:
     lin = nn.Sequential(nn.Flatten(), nn.Linear(784, 3), nn.ReLU(), nn.Linear(3, 3)).eval()
     x, y = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0])
-    one = get("attack", "locally_linear")(lin, x, y, eps=0.1, steps=7)  # steps ignored
+    one = get("attack", "locally_linear")(lin, x, y, eps=0.1)
     torch.testing.assert_close(one, locally_linear_attack(lin, x, y, eps=0.1), atol=0, rtol=0)
+    with pytest.raises(AdvgeomError, match="does not use steps"):  # single step: refused, not ignored
+        get("attack", "locally_linear")(lin, x, y, eps=0.1, steps=7)
     it = get("attack", "locally_linear_iterative")(lin, x, y, eps=0.1, steps=5, step_size=0.03)
     torch.testing.assert_close(it, locally_linear_attack(lin, x, y, eps=0.1, steps=5, step_size=0.03),
                                atol=0, rtol=0)
