@@ -93,3 +93,16 @@ def test_malformed_eps_lists_are_errors(text):
 def test_eps_list_forms():
     assert parse_eps("0.2, 0.1,") == [0.1, 0.2]
     assert parse_eps("8/255") == [pytest.approx(8 / 255)]
+
+
+def test_a_model_that_cannot_read_the_data_is_one_clear_error():
+    import torch
+    from torch import nn
+
+    from advgeom.errors import AdvgeomError
+    from advgeom.eval import evaluate
+
+    x, y = torch.rand(4, 2), torch.tensor([0, 1, 0, 1])
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(784, 2)).eval()
+    with pytest.raises(AdvgeomError, match="cannot read inputs of shape"):
+        evaluate(flat, (x, y), ["fgsm"], [0.1], progress=False)

@@ -125,3 +125,12 @@ def test_missing_data_dir_is_an_error_not_a_fallback(tmp_path):
     out = subprocess.run(cmd + ARGS[:-3] + ["iterations=1"], env=ENV, capture_output=True, text=True)
     assert out.returncode == 2 and "no such directory" in out.stderr
     assert not (tmp_path / "train").exists()
+
+
+def test_a_diverging_loss_stops_with_one_line_and_saves_nothing(tmp_path):
+    args = ARGS[:-6] + ["objective=\"ce\"", "optimizer=\"sgd\"", "lr=1e38", "momentum=0.0",
+                        "iterations=50", "checkpoint_every=1"]
+    out = subprocess.run(CMD + [str(tmp_path)] + args, env=ENV, capture_output=True, text=True)
+    assert out.returncode == 2 and "the loss is" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("train/*/final.safetensors"))

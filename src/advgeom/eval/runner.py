@@ -80,6 +80,19 @@ class EvalResult:
 # helpers
 
 
+def _check_readable(model: nn.Module, x1: Tensor) -> None:
+    """One clear error when the model cannot take these inputs (another input shape)."""
+    shape = tuple(getattr(model, "input_shape", ()) or ())
+    if shape and tuple(x1.shape[1:]) != shape:
+        raise AdvgeomError(f"the model takes inputs of shape {shape}, the data has {tuple(x1.shape[1:])}")
+    try:
+        with torch.no_grad():
+            model(x1)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AdvgeomError(f"the model cannot read inputs of shape {tuple(x1.shape[1:])}: {first}") from None
+
+
 def _unpack(data: Any, n: int | None) -> tuple[Tensor, Tensor, int | None, str]:
     if hasattr(data, "images") and hasattr(data, "labels"):
         x, y, k, name = data.images, data.labels, getattr(data, "num_classes", None), getattr(data, "name", "")
@@ -228,6 +241,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     if model.training:
         raise AdvgeomError("model is in training mode: call model.eval() before evaluating")
     device = _device(model, x)
+    _check_readable(model, x[:1].to(device))
     model_name = model_name or type(model).__name__
     rejecting = can_reject(model)
     if cascade and rejecting:
