@@ -19,7 +19,7 @@ ARGS = ["dataset=\"robust_features_2d\"", "model=\"relu_mlp\"", "model_kwargs.in
         "model_kwargs.width=64", "model_kwargs.depth=2", "model_kwargs.num_outputs=2",
         "objective=\"pgd_at\"", "objective_kwargs.eps=0.1",
         "objective_kwargs.attack=\"pgd:steps=3,early_stop=false\"", "batch_size=64",
-        "iterations=300", "checkpoint_every=3", "seed=2"]
+        "iterations=600", "checkpoint_every=3", "seed=2"]
 
 
 def _final(root):
