@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advgeom.attacks._geometry import fix_generator, project, rand, random_start
+from advgeom.attacks._geometry import (ascent_direction, fix_generator, project, rand,
+                                       random_start)
 from advgeom.defenses.base import (Loss, SpecCrafter, StepContext, ThreatModel, check_count,
                                    check_craft_mode, check_nonneg, crafting, logits_of)
 from advgeom.errors import ConfigError
@@ -28,13 +29,6 @@ Crafter = Callable[..., Tensor]
 
 # ---------------------------------------------------------------------------
 # the papers' own crafting procedures
-
-
-def _signed_step(g: Tensor, norm: str) -> Tensor:
-    if norm == "linf":
-        return g.sign()
-    n = g.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return g / n.view(-1, *([1] * (g.dim() - 1)))
 
 
 def noise_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, steps: int,
@@ -59,7 +53,7 @@ def noise_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, 
         else:
             value = F.kl_div(F.log_softmax(z, dim=1), target, reduction="sum")
         (g,) = torch.autograd.grad(value, x_adv)
-        x_adv = project(x, x_adv.detach() + step_size * _signed_step(g, norm), eps_t, norm)
+        x_adv = project(x, x_adv.detach() + step_size * ascent_direction(g, norm), eps_t, norm)
     return x_adv.detach()
 
 
@@ -72,7 +66,7 @@ def fast_fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, 
     eps_t = torch.full((x.shape[0],), float(eps), dtype=x.dtype, device=x.device)
     x0 = random_start(x, eps_t, norm, generator).requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(logits_of(model, x0), y, reduction="sum"), x0)
-    return project(x, x0.detach() + alpha * _signed_step(g, norm), eps_t, norm).detach()
+    return project(x, x0.detach() + alpha * ascent_direction(g, norm), eps_t, norm).detach()
 
 
 class AdversarialSetup:

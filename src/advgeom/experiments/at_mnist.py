@@ -23,7 +23,7 @@ from advgeom.eval.report import format_checks
 from advgeom.eval.runner import evaluate
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.results.plots import plot_curves
-from advgeom.train import TrainConfig
+from advgeom.train import TrainConfig, fit
 
 EPS = 0.3
 PGD = "pgd:steps={steps},step_size={step}"
@@ -120,8 +120,6 @@ def at_mnist(ctx: Context) -> Outcome:
     curves: dict[str, list[float]] = {}
     monitor_curves: dict[str, list[tuple[int, float]]] = {}
     for defense, cfg in at_configs(ctx.profile).items():
-        from advgeom.train import fit
-
         trained = fit(cfg, root=ctx.root, device=ctx.device, progress=ctx.show_progress,
                       reuse=ctx.reuse)
         model = trained.model.eval()
