@@ -117,3 +117,72 @@ def hyper_cifar_cnn(*, num_classes: int = 10, input_shape: Sequence[int] = (3, 3
                      batch_norm=batch_norm, activation=activation,
                      feature_activation=feature_activation, conv_layer=conv_layer,
                      linear_layer=linear_layer, head_layer=head_layer)
+
+
+# ---------------------------------------------------------------------------
+# D-SphereNets (Section 4): the same CNNs with SphereConv / SphereFC layers and a
+# SphereCorr head, one registered name per column of Table 1
+
+
+# variant suffix -> (default operator, head scale, annealed loss)
+DSPHERE_VARIANTS: dict[str, tuple[str, str, bool]] = {
+    "": ("cosine", "norm", False),                      # D-SphereNet (W-Softmax)
+    "_wm": ("cosine", "multiplier", False),             # + weight multiplier
+    "_wm_quadratic": ("quadratic", "multiplier", False),  # + WM + quadratic SphereCorr
+    "_annealing": ("cosine", "norm", True),             # + loss annealing (eq. 8)
+    "_wm_truncated": ("truncated", "multiplier", False),  # + WM + input-truncated SphereCorr
+}
+
+
+def dsphere_cnn(base: Callable[..., Classifier], *, scale: str, annealed: bool, operator: str,
+                a: float, k: float, learn_k: bool, alpha: float, **kwargs: object) -> Classifier:
+    """``base`` (hyper_mnist_cnn / hyper_cifar_cnn) with every convolution a
+    :class:`~advgeom.nn.sphere.SphereConv2d`, the FC layer a
+    :class:`~advgeom.nn.sphere.SphereLinear` and a :class:`~advgeom.nn.sphere.SphereHead`
+    (the SphereCorr ``operator`` in all of them; ReLU after each as in SphereNet)."""
+    from advgeom.nn.sphere import SphereConv2d, SphereHead, SphereLinear, check_operator
+
+    check_operator(operator, a, k)
+    if not isinstance(learn_k, bool):
+        raise ConfigError(f"learn_k must be True or False, got {learn_k!r}")
+    corr = dict(operator=operator, a=a, k=k, learn_k=learn_k)
+    return base(conv_layer=lambda cin, cout, kernel_size=3, padding=1: SphereConv2d(
+                    cin, cout, kernel_size, padding=padding, **corr),
+                linear_layer=lambda fin, fout: SphereLinear(fin, fout, **corr),
+                head_layer=lambda fin, classes: SphereHead(fin, classes, scale=scale, alpha=alpha,
+                                                           annealed=annealed, **corr),
+                **kwargs)
+
+
+def _dsphere_factory(base: Callable[..., Classifier], op: str, scale: str,
+                     annealed: bool) -> Callable[..., Classifier]:
+    def factory(*, num_classes: int = 10, input_shape: Sequence[int] | None = None,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                widths: Sequence[int] | None = None, convs_per_stage: int | None = None,
+                fc_dim: int | None = None, batch_norm: bool = False, feature_activation: bool = True,
+                operator: str = op, a: float = 1.0, k: float = 0.3, learn_k: bool = False,
+                alpha: float = 10.0) -> Classifier:
+        given = dict(input_shape=input_shape, mean=mean, std=std, widths=widths,
+                     convs_per_stage=convs_per_stage, fc_dim=fc_dim)
+        return dsphere_cnn(base, scale=scale, annealed=annealed, operator=operator, a=a, k=k,
+                           learn_k=learn_k, alpha=alpha, num_classes=num_classes,
+                           batch_norm=batch_norm, feature_activation=feature_activation,
+                           **{key: v for key, v in given.items() if v is not None})
+
+    return factory
+
+
+def _register_dsphere(prefix: str, base: Callable[..., Classifier], dataset: str) -> None:
+    for suffix, (op, scale, annealed) in DSPHERE_VARIANTS.items():
+        factory = _dsphere_factory(base, op, scale, annealed)
+        factory.__name__ = f"{prefix}{suffix}"
+        factory.__doc__ = (f"D-SphereNet{suffix.replace('_', ' + ')} on the {dataset} CNN of "
+                           f"hyperspherical-defense.txt Table 4 (operator {op!r}, head scale "
+                           f"{scale!r}{', loss annealing' if annealed else ''}; ``alpha``: the "
+                           "weight multiplier's initial value; ``a``, ``k``, ``learn_k``: see "
+                           "advgeom.nn.sphere).")
+        register_model(f"{prefix}{suffix}")(factory)
+
+
+_register_dsphere("dsphere_mnist", hyper_mnist_cnn, "MNIST")
+_register_dsphere("dsphere_cifar", hyper_cifar_cnn, "CIFAR-10")
