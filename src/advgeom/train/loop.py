@@ -19,7 +19,7 @@ import math
 import os
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,6 +30,8 @@ from torch import nn
 from advgeom import __version__
 from advgeom.config import config_hash, to_dict
 from advgeom.data import load
+from advgeom.distributed import (World, average_gradients, broadcast_module, broadcast_object, shard,
+                                 sum_tensor, world)
 from advgeom.eval.bookkeeping import state_hash, text_hash
 from advgeom.errors import AdvgeomError, CheckpointError, ConfigError
 from advgeom.models import create_model
@@ -52,7 +54,14 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Adam or SGD over the trainable parameters; with weight decay, parameters of
+    modules flagged ``no_weight_decay`` (SphereCorr layers) form a group without it."""
+    params: Any = [p for p in model.parameters() if p.requires_grad]
+    exempt = {id(p) for m in model.modules() if getattr(m, "no_weight_decay", False)
+              for p in m.parameters(recurse=False)}
+    if cfg.weight_decay and exempt:
+        params = [{"params": [p for p in params if id(p) not in exempt]},
+                  {"params": [p for p in params if id(p) in exempt], "weight_decay": 0.0}]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -132,6 +141,11 @@ class _Batches:
         self.n = n
         self.held = held
         self.per_epoch = max(1, n // cfg.batch_size) if not self.online else 1
+        # on a GPU the whole split moves to the device once (no host-to-device copy per step)
+        self.images = None if self.online else self.data.images
+        self.labels = None if self.online else self.data.labels
+        if device.type == "cuda" and not self.online:
+            self.images, self.labels = self.images.to(device), self.labels.to(device)
 
     def held_out(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The monitor's fixed points: the end of the split (or a seeded online draw)."""
@@ -139,7 +153,7 @@ class _Batches:
             g = torch.Generator().manual_seed(derive_seed("monitor-data", self.cfg.seed))
             x, y = self.data.sample_batch(self.held, g)
         else:
-            x, y = self.data.images[-self.held:], self.data.labels[-self.held:]
+            x, y = self.images[-self.held:], self.labels[-self.held:]
         return x.to(self.device), y.to(self.device)
 
     def total_steps(self) -> int:
@@ -156,8 +170,8 @@ class _Batches:
             epoch, k = divmod(step, self.per_epoch)
             g = torch.Generator().manual_seed(derive_seed("perm", cfg.seed, epoch))
             perm = torch.randperm(self.n, generator=g)
-            idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-            x, y = self.data.images[idx], self.data.labels[idx]
+            idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size].to(self.images.device)
+            x, y = self.images[idx], self.labels[idx]
         return x.to(self.device), y.to(self.device)
 
 
@@ -185,7 +199,7 @@ def _sidecar(cfg: TrainConfig, step: int, total: int, history: list, final: bool
     more = {} if custom is None else {"custom_model": custom}
     return {"config": to_dict(cfg), "hash": key, "step": step, "total_steps": total,
             "final": final, "history": history, "advgeom": __version__, "torch": torch.__version__,
-            "code": training_code(), **more, **extra}
+            "code": training_code(), "world_size": world().size, **more, **extra}
 
 
 def training_code() -> str:
@@ -225,9 +239,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     A checkpoint of a user's own module (``fit(cfg, model=net)``) needs ``model``: a
     module of the same architecture (same class and ``repr``); its weights are loaded
     into a copy, ``model`` itself is left unchanged."""
+    tensors, side = load_checkpoint(path)
+    return _model_from(tensors, side, path, device, model)
+
+
+def _model_from(tensors: dict[str, torch.Tensor], side: dict[str, Any], path: str | Path,
+                device: str | torch.device, model: nn.Module | None) -> nn.Module:
+    """The model a checkpoint's ``tensors`` and sidecar describe (see :func:`load_model`)."""
     from advgeom.config import from_dict
 
-    tensors, side = load_checkpoint(path)
     try:
         cfg = from_dict(TrainConfig, side["config"])
     except Exception as e:  # config errors -> checkpoint error naming the file
@@ -313,35 +333,76 @@ def fit(cfg: TrainConfig, *, model: nn.Module | None = None, root: str | Path = 
     its clean/robust accuracies. ``on_step(step)`` is called after each completed step
     (tests use it to simulate kills); ``log`` receives warnings such as catastrophic
     overfitting (default: ``warnings.warn``).
+
+    Under torchrun (an initialized process group, :mod:`advgeom.distributed`) every rank
+    calls ``fit`` with the same arguments: each trains on its shard of every global
+    batch with gradients averaged across ranks; rank 0 alone reads and writes the run
+    directory, and every rank returns the same weights.
     """
     device = check_device(device)
     if model is not None and not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    w = world()
     custom = None if model is None else {"key": run_key(cfg, model), **module_fingerprint(model)}
-    out = run_dir(cfg, root, model)
+    out = run_dir(cfg, root, model)  # read and written by rank 0 alone
     final = out / "final.safetensors"
     try:
-        with _run_lock(out):
-            if final.is_file() and _current(final, load_checkpoint(final)[1], reuse):
-                trained = load_model(final, device, model=model)
-                side = load_checkpoint(final)[1]
+        with _run_lock(out) if w.main else nullcontext():
+            hit = None
+            if w.main and final.is_file():
+                record = load_checkpoint(final)
+                hit = record if _current(final, record[1], reuse) else None
+            hit = broadcast_object(hit)
+            if hit is not None:
+                tensors, side = hit
+                trained = _model_from(tensors, side, final, device, model)
                 return TrainResult(trained, final, cfg, side.get("history", []), cached=True,
                                    events=list(side.get("events", [])),
                                    selected_step=int(side.get("selected_step", side.get("step", 0))))
-            return _train(cfg, out, device, progress, on_step, log, model, custom, reuse)
+            return _train(cfg, out, device, progress, on_step, log, model, custom, reuse, w)
     except OSError as e:
         raise AdvgeomError(f"cannot write the run directory {out}: {e.strerror or e}") from None
+
+
+# Steps between reading the loss back on a GPU (each read is a host synchronization);
+# on a CPU it is read every step, before the optimizer step it would poison.
+GPU_SYNC_EVERY = 25
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    """bf16 autocast for ``precision="bf16"`` (CPU or CUDA), else nothing."""
+    if cfg.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _drain(window: list[tuple[int, torch.Tensor, list[str]]], meter: _Meter, name: str,
+           cfg: TrainConfig, lr: float) -> None:
+    """Read the pending step losses back (one synchronization) into ``meter``; a
+    non-finite one stops the run before anything of it is saved."""
+    if not window:
+        return
+    values = torch.stack([v for _, v, _ in window]).double().cpu().tolist()
+    for (step, _, keys), vals in zip(window, values):
+        if not math.isfinite(vals[0]):
+            raise AdvgeomError(f"training {name} with {cfg.objective}: the loss is {vals[0]} "
+                               f"at step {step + 1} (lr {lr:g}); nothing of this step was "
+                               f"saved: lower lr or check the data")
+        meter.add(vals[0], dict(zip(keys, vals[1:])))
+    window.clear()
 
 
 def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
            on_step: Callable[[int], None] | None, log: Callable[[str], None] | None,
            user_model: nn.Module | None = None, custom: dict[str, str] | None = None,
-           reuse: bool = False) -> TrainResult:
+           reuse: bool = False, w: World = World()) -> TrainResult:
     from advgeom.defenses.base import StepContext, split_loss
     from advgeom.train.monitor import Monitor, best_monitored, overfitting_steps
 
     final, last, best_path = out / "final.safetensors", out / "last.safetensors", out / "best.safetensors"
     say = log or (lambda msg: warnings.warn(msg, UserWarning, stacklevel=3))
+    if not w.main:
+        say = lambda msg: None  # noqa: E731 - rank 0 speaks for the run
     batches = _Batches(cfg, device)
     total = batches.total_steps()
     if user_model is None:
@@ -349,6 +410,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
     else:
         model, name = copy.deepcopy(user_model).to(device), type(user_model).__name__
         key = custom["key"]
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     check_compatible(cfg, model, batches.data, name)
     try:
         objective = create("defense", cfg.objective, **cfg.objective_kwargs)
@@ -357,73 +420,97 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
             raise
         raise ConfigError(f"objective_kwargs of {cfg.objective!r}: {e}") from None
     with_context = _accepts(objective, "context")
-    monitor = Monitor(cfg, *batches.held_out()) if cfg.monitor.every > 0 else None
+    monitor = Monitor(cfg, *batches.held_out()) if cfg.monitor.every > 0 and w.main else None
     opt = build_optimizer(cfg, model)
     start, history, events = 0, [], []
-    resume = load_checkpoint(last) if last.is_file() else None
-    if resume is not None and resume[1].get("hash") != key:
-        raise CheckpointError(f"{last}: belongs to another config (hash {resume[1].get('hash')})")
-    if resume is not None and _current(last, resume[1], reuse):
+    resume = None
+    if w.main and last.is_file():
+        resume = load_checkpoint(last)
+        if resume[1].get("hash") != key:
+            raise CheckpointError(f"{last}: belongs to another config (hash {resume[1].get('hash')})")
+        resume = resume if _current(last, resume[1], reuse) else None
+    resume = broadcast_object(resume)
+    if resume is not None:
         tensors, side = resume
         meta = side.get("meta", {})
         model.load_state_dict(unflatten_state("model/", tensors, meta))
         opt.load_state_dict(unflatten_state("optim/", tensors, meta))
         start, history = int(side["step"]), list(side.get("history", []))
         events = list(side.get("events", []))
+    broadcast_module(model)  # one set of weights everywhere (a user's module included)
 
-    bar = progress_bar(total, f"train {name}", enabled=progress, initial=start, unit="step")
+    bar = progress_bar(total, f"train {name}", enabled=progress and w.main, initial=start, unit="step")
     model.train()
     t0, meter, pending = time.time(), _Meter(), {}
+    window: list[tuple[int, torch.Tensor, list[str]]] = []
+    monitoring = cfg.monitor.every > 0
     for step in range(start, total):
         lr = learning_rate(cfg, step, batches.per_epoch)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = batches.batch(step)
+        xs, ys = shard(x, w), shard(y, w)
+        done = step + 1
+        monitor_due = monitoring and (done % cfg.monitor.every == 0 or done == total)
+        save_due = done % cfg.checkpoint_every == 0 or done == total or monitor_due
         ctx = StepContext(step, step // batches.per_epoch, total, batches.per_epoch)
+        rank_part = ("rank", w.rank) if w.distributed else ()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(derive_seed("step", cfg.seed, step))
-            g = torch.Generator(device=device).manual_seed(derive_seed("obj", cfg.seed, step))
+            torch.manual_seed(derive_seed("step", cfg.seed, step, *rank_part))
+            g = torch.Generator(device=device).manual_seed(derive_seed("obj", cfg.seed, step, *rank_part))
             extra = {"context": ctx} if with_context else {}
-            loss, terms = split_loss(objective(model, x, y, generator=g, **extra))
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise AdvgeomError(f"training {name} with {cfg.objective}: the loss is {value} "
-                                   f"at step {step + 1} (lr {lr:g}); nothing of this step was "
-                                   f"saved: lower lr or check the data")
+            with _autocast(cfg, device):
+                loss, terms = split_loss(objective(model, xs, ys, generator=g, **extra))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            share = len(ys) / len(y)
+            scalars = torch.stack([loss.detach().float().reshape(()),
+                                   *[torch.as_tensor(v, device=loss.device).detach().float().reshape(())
+                                     for v in terms.values()]])
+            if w.distributed:
+                average_gradients(model, share)
+                scalars = sum_tensor(scalars * share)
+            window.append((step, scalars, list(terms)))
+            if device.type != "cuda" or done % GPU_SYNC_EVERY == 0 or save_due:
+                _drain(window, meter, name, cfg, lr)
             opt.step()
-        meter.add(value, terms)
-        done = step + 1
+        if w.distributed:
+            broadcast_module(model, buffers_only=True)
         bar.update(1)
-        if monitor is not None and (done % cfg.monitor.every == 0 or done == total):
-            pending = monitor.measure(model, done)
-            prev_best = best_monitored(history)[0]
-            history_probe = history + [{"step": done, **pending}]
-            if cfg.monitor.keep_best and pending["monitor_robust"] > prev_best:
-                _save_state(best_path, model, None, _sidecar(cfg, done, total, history_probe, False, custom))
-            if done in overfitting_steps(history_probe, cfg.monitor.overfit_drop) and not events:
-                events.append({"step": done, "event": "catastrophic_overfitting",
-                               "best_robust": prev_best, "robust": pending["monitor_robust"]})
-                say(f"catastrophic overfitting at step {done}: monitored robust accuracy "
-                    f"{pending['monitor_robust']:.1%} after a best of {prev_best:.1%} "
-                    f"({cfg.objective}); keep_best={cfg.monitor.keep_best}")
-        if done % cfg.checkpoint_every == 0 or done == total or pending:
+        if monitor_due:
+            if monitor is not None:
+                pending = monitor.measure(model, done)
+                prev_best = best_monitored(history)[0]
+                history_probe = history + [{"step": done, **pending}]
+                if cfg.monitor.keep_best and pending["monitor_robust"] > prev_best:
+                    _save_state(best_path, model, None, _sidecar(cfg, done, total, history_probe, False, custom))
+                if done in overfitting_steps(history_probe, cfg.monitor.overfit_drop) and not events:
+                    events.append({"step": done, "event": "catastrophic_overfitting",
+                                   "best_robust": prev_best, "robust": pending["monitor_robust"]})
+                    say(f"catastrophic overfitting at step {done}: monitored robust accuracy "
+                        f"{pending['monitor_robust']:.1%} after a best of {prev_best:.1%} "
+                        f"({cfg.objective}); keep_best={cfg.monitor.keep_best}")
+            pending, events = broadcast_object((pending, events))
+        if save_due:
             history.append({"step": done, **meter.flush(), **pending, "lr": lr,
                             "seconds": round(time.time() - t0, 2)})
             pending = {}
-            _save_state(last, model, opt, _sidecar(cfg, done, total, history, final=False,
-                                                   custom=custom, events=events))
+            if w.main:
+                _save_state(last, model, opt, _sidecar(cfg, done, total, history, final=False,
+                                                       custom=custom, events=events))
         if on_step is not None:
             on_step(done)
     bar.close()
     selected = total
-    if monitor is not None and cfg.monitor.keep_best and best_path.is_file():
+    if w.main and monitoring and cfg.monitor.keep_best and best_path.is_file():
         tensors, side = load_checkpoint(best_path)
         model.load_state_dict(unflatten_state("model/", tensors, side.get("meta", {})))
         selected = int(side["step"])
+    selected = broadcast_object(selected)
+    broadcast_module(model)
     model.eval()
-    _save_state(final, model, None, _sidecar(cfg, total, total, history, final=True, custom=custom,
-                                             events=events, selected_step=selected))
+    if w.main:
+        _save_state(final, model, None, _sidecar(cfg, total, total, history, final=True, custom=custom,
+                                                 events=events, selected_step=selected))
     return TrainResult(model, final, cfg, history, resumed_from=start, events=events,
                        selected_step=selected)

@@ -1,0 +1,106 @@
+"""An adaptive attack on robust geodesic inference (hyperspherical-defense.txt, Section
+4.3; the adaptive-attack protocol of Tramer et al. 2020 and Carlini & Wagner 2017,
+"Adversarial examples are not easily detected"): misclassify while staying accepted.
+
+The model rejects a sample predicted as class j when its feature's angle to W_j exceeds
+the class threshold (:class:`advgeom.inference.GeodesicRejector`, which exposes the
+differentiable ``angle_excess(x) -> (logits, angles - thresholds)``). Each step ascends
+
+    L(x') = class_loss(z(x'), y) - penalty * relu(excess_k(x'))
+
+where ``class_loss`` is ``loss`` ("margin" by default; "dlr" or "ce") and k is the
+strongest wrong class (untargeted) or the target (targeted): the class term pushes
+toward k, the penalty pulls the feature into k's acceptance cone. A point counts as a
+success only when it is misclassified (by the logit margin of ``advgeom.attacks``) AND
+accepted; per sample the best point over steps and restarts is kept (a successful one
+if any). On a model without ``angle_excess`` every point is accepted and the attack is
+PGD on ``loss``. Steps are PGD's (random start, signed linf / normalized l2 steps,
+projection onto the eps-ball and [0,1]); default step ``2.5 eps / steps``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advgeom.attacks._common import (BestTracker, Setup, check_bool, check_number, default_step,
+                                     input_grad, prepare, remaining)
+from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize, project_l2,
+                                       random_start)
+from advgeom.attacks._losses import success
+from advgeom.attacks.base import PassCounter, describe
+from advgeom.registry import register
+
+
+def _scores(model: nn.Module, s: Setup, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(logits, excess (N, C) or None)``, counted as one forward."""
+    fn = getattr(model, "angle_excess", None)
+    if not callable(fn):
+        return s.forward(x), None
+    s.counter.add_forward(x.shape[0])
+    logits, excess = fn(x)
+    return logits, excess
+
+
+def _objective(s: Setup, z: Tensor, excess: Tensor | None, y: Tensor, targeted: bool,
+               penalty: float) -> tuple[Tensor, Tensor]:
+    """Per sample: the ascended loss and success (misclassified/targeted and accepted)."""
+    loss = s.loss_fn(z, y)
+    succ = success(z, y, targeted)
+    if excess is None:
+        return loss, succ
+    k = y if targeted else z.detach().scatter(1, y.unsqueeze(1), float("-inf")).argmax(1)
+    loss = loss - penalty * torch.relu(excess.gather(1, k.unsqueeze(1)).squeeze(1))
+    pred = z.detach().argmax(1)
+    accepted = excess.detach().gather(1, pred.unsqueeze(1)).squeeze(1) <= 0
+    return loss, succ & accepted
+
+
+def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str,
+         steps: int, step: Tensor, targeted: bool, penalty: float, random_init: bool) -> BestTracker:
+    linf = norm == "linf"
+    lo, hi = box_bounds(x, eps) if linf else (None, None)
+    x_adv = random_start(x, eps, norm, s.generator) if random_init else x.clone()
+    best = BestTracker(x)
+    for i in range(steps + 1):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            z, excess = _scores(model, s, x_adv)
+            loss, succ = _objective(s, z, excess, y, targeted, penalty)
+        best.update(x_adv.detach(), loss.detach(), succ)
+        if i == steps:
+            break
+        g = input_grad(loss, x_adv, s.counter)
+        with torch.no_grad():
+            x_adv = x_adv.detach() + bview(step, x) * ascent_direction(g, norm)
+            x_adv = x_adv.clamp(lo, hi) if linf else project_l2(x, x_adv, eps)
+    return best
+
+
+@register("attack", "geodesic_adaptive")
+@describe(norms=("linf", "l2"), losses=("margin", "dlr", "ce"))
+def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
+                      norm: str = "linf", steps: int = 100, step_size: float | None = None,
+                      restarts: int = 1, targeted: bool = False, loss: str = "margin",
+                      generator: torch.Generator | None = None, penalty: float = 10.0,
+                      random_start: bool = True, counter: PassCounter | None = None) -> Tensor:
+    """Adaptive attack on geodesic rejection: ascend ``loss`` minus ``penalty`` (per
+    radian, default 10) times the angle above the threshold of the class pushed to;
+    success = misclassified and accepted. ``random_start``: start at a uniform point of
+    the eps-ball (False: at the clean input; restarts then repeat nothing and stop).
+    ``restarts`` run on the samples not yet broken."""
+    check_bool("random_start", random_start)
+    penalty = check_number("penalty", penalty, low=0.0)
+    s = prepare(model, inputs, labels, info=geodesic_adaptive.info, eps=eps, norm=norm, loss=loss,
+                targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
+                counter=counter, generator=generator)
+    step = default_step(step_size, s.eps, 2.5 / max(steps, 1))
+    kw = dict(norm=norm, steps=steps, targeted=targeted, penalty=penalty, random_init=random_start)
+    best = _run(model, s, s.x, s.y, s.eps, step=step, **kw)
+    for _ in range(restarts - 1 if random_start else 0):
+        idx = remaining(best)
+        if idx.numel() == 0:
+            break
+        best.merge(idx, _run(model, s, s.x[idx], s.y[idx], s.eps[idx], step=step[idx], **kw))
+    return finalize(s.x, best.x, s.eps, norm)
