@@ -46,6 +46,8 @@ class TrainConfig:
     ``schedule_unit``). ``train_size`` > 0 uses the first that many training samples.
     ``objective`` names a registered defense built with ``objective_kwargs``;
     ``monitor`` configures the robust-accuracy monitor (:class:`MonitorConfig`).
+    ``precision`` "bf16" runs each step's forward passes (crafting included) under bf16
+    autocast (parameters, gradients and the optimizer stay float32); "fp32" does not.
     """
 
     dataset: str = "mnist"
@@ -68,6 +70,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     train_size: int = 0
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if isinstance(self.monitor, dict):  # TrainConfig(monitor={"every": 100}) from Python
@@ -78,6 +81,8 @@ class TrainConfig:
             raise ConfigError(f"monitor must be a table of monitor settings, got {self.monitor!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.schedule_unit not in ("iteration", "epoch"):
             raise ConfigError(f"schedule_unit must be 'iteration' or 'epoch', got {self.schedule_unit!r}")
         for name in ("batch_size", "checkpoint_every"):
