@@ -92,6 +92,7 @@ class GeodesicRejector(nn.Module):
         self.register_buffer("p_factor", torch.tensor(check_p(p)))
         self.num_classes = getattr(model, "num_classes", mean.numel())
         self.input_shape = getattr(model, "input_shape", None)
+        self.train(model.training)  # the wrapped model's mode (eval for a trained model)
 
     @classmethod
     def fit(cls, model: nn.Module, inputs: Tensor, labels: Tensor, *, p: float = 1.0,
