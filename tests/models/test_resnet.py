@@ -88,3 +88,17 @@ def test_bad_depths():
         create_model("resnet32", shortcut="C")
     with pytest.raises(ConfigError, match="widen_factor"):
         create_model("wrn", widen_factor=0)
+
+
+def test_resnet_feature_activation_replaces_the_last_relu_only():
+    torch.manual_seed(0)
+    plain = create_model("resnet32", depth=8).eval()
+    torch.manual_seed(0)
+    tanh = create_model("resnet32", depth=8, feature_activation="tanh").eval()
+    assert isinstance(tanh.body.stage3[-1].relu2, nn.Tanh) and isinstance(plain.body.stage3[-1].relu2, nn.ReLU)
+    assert isinstance(tanh.body.stage3[0].relu1, nn.ReLU)
+    assert plain.state_dict().keys() == tanh.state_dict().keys()   # same parameters, same checkpoints
+    f = tanh.features(torch.rand(3, 3, 32, 32))
+    assert float(f.min()) > -1.0 and float(f.max()) < 1.0 and float(f.min()) < 0.0
+    with pytest.raises(ConfigError, match="feature_activation"):
+        create_model("resnet32", depth=8, feature_activation="softsign")

@@ -15,7 +15,9 @@ Section 4.2): a 3x3 convolution to 16 channels, three stages of n = (depth - 2) 
 post-activation basic blocks (conv-BN-ReLU-conv-BN, add, ReLU) of 16, 32, 64
 channels, global average pooling and a linear head. Shortcuts are parameter-free
 (option "A": stride-2 subsampling and zero channel padding) as in the paper, or
-1x1 projections (option "B"). ResNet-32 has 0.46M parameters.
+1x1 projections (option "B"). ResNet-32 has 0.46M parameters. ``feature_activation``
+replaces the last block's closing ReLU (the features' activation; "tanh" for the
+weight-penalization paper).
 
 Both default to per-channel CIFAR-10 standardization. Convolutions are initialised
 He-normal (fan-out) from torch's global RNG, as in the original code.
@@ -147,7 +149,7 @@ class BasicBlock(nn.Module):
 def resnet32(*, depth: int = 32, base_width: int = 16, shortcut: str = "A",
              num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32),
              mean: Sequence[float] = CIFAR10_MEAN,
-             std: Sequence[float] = CIFAR10_STD) -> Classifier:
+             std: Sequence[float] = CIFAR10_STD, feature_activation: str = "relu") -> Classifier:
     """CIFAR ResNet-``depth`` (depth = 6n + 2; 32 by default); see the module doc."""
     depth = positive_int("depth", depth)
     base_width = positive_int("base_width", base_width)
@@ -173,6 +175,8 @@ def resnet32(*, depth: int = 32, base_width: int = 16, shortcut: str = "A",
             blocks.append(BasicBlock(c_in, c_out, stride, shortcut))
             c_in = c_out
         layers[f"stage{stage + 1}"] = nn.Sequential(*blocks)
+    if feature_activation != "relu":
+        blocks[-1].relu2 = make_activation(feature_activation, "feature_activation")
     layers["pool"] = nn.AdaptiveAvgPool2d(1)
     layers["flatten"] = nn.Flatten()
     model = Classifier(nn.Sequential(layers), nn.Linear(widths[2], num_classes),
