@@ -29,6 +29,17 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _join(device: str) -> tuple[object, str]:
+    """Under torchrun, join the process group (gloo on CPU, NCCL on CUDA) and return the
+    world and this rank's device; ranks other than 0 print nothing (rank 0 speaks)."""
+    from advgeom.distributed import init_from_env
+
+    w, device = _run(init_from_env, device)
+    if not w.main:
+        console.quiet = True
+    return w, device
+
+
 def _run(fn, *args, **kwargs):
     """Call ``fn`` turning advgeom errors into one-line messages."""
     try:
@@ -90,6 +101,7 @@ def train(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TO
     from advgeom.train import TrainConfig, fit
 
     cfg = _run(load_config, TrainConfig, config, overrides or [])
+    _, device = _join(device)
     res = _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse)
     state = "cached" if res.cached else (f"resumed at step {res.resumed_from}" if res.resumed_from else "trained")
     console.print(f"{state}: {cfg.model} [{config_hash(cfg)}] -> {res.path}", highlight=False, markup=False)
@@ -130,9 +142,11 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     from advgeom.seeding import seed_everything
 
     seed_everything(seed)
+    w, device = _join(device)
     rep = _run(run_experiment, name, profile, root=root, store_path=db, device=device, seed=seed,
                progress=progress, log=lambda m: console.print(m, highlight=False), reuse=reuse)
-    _run(_keep_report, db or root / "results.sqlite", rep, profile, seed)
+    if w.main:
+        _run(_keep_report, db or root / "results.sqlite", rep, profile, seed)
     console.print(comparison_table(rep.outcome.comparisons,
                                    title=f"{name} ({profile}): measured vs paper"))
     for note in rep.outcome.notes:
@@ -170,6 +184,8 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
              db: Optional[Path] = typer.Option(None, help="Results database (default ROOT/results.sqlite)."),
              device: str = typer.Option("cpu"),
              progress: bool = typer.Option(True),
+             amp: bool = typer.Option(False, "--amp", help="Attacks' forward passes under bf16 "
+                                      "autocast (GPU speed; scoring stays float32)."),
              reuse: bool = typer.Option(False, "--reuse", help="Accept cached models and units of work "
                                       "written by another code version.")) -> None:
     """Attack a checkpoint (or an experiment's models) with every attack at every eps, or
@@ -191,6 +207,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         _fail(f"unknown --suite {suite!r}; choose standard, plus or rand")
     if suite is None and attacks is None:
         attacks = "pgd,apgd-dlr,square"
+    w, device = _join(device)
     targets: list[tuple[str, object, TrainConfig]] = []
     if checkpoint is not None:
         model = _run(load_model, checkpoint, device)
@@ -203,16 +220,27 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         for label, cfg in exp.models(profile).items():
             res = _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse)
             targets.append((label, res.model.eval(), cfg))
-    store = _run(ResultStore, db or root / "results.sqlite", reuse=reuse)
-    store.start_run("advgeom evaluate " + " ".join(sys.argv[2:]), environment(device))
+    from advgeom.distributed import barrier
+
+    store = _run(ResultStore, db or root / "results.sqlite", reuse=reuse) if w.main else None
+    barrier()  # other ranks open the database rank 0 created, to read finished units
+    if store is None:
+        store = _run(ResultStore, db or root / "results.sqlite", reuse=reuse)
+    else:
+        store.start_run("advgeom evaluate " + " ".join(sys.argv[2:]), environment(device))
     failed = False
     for label, model, cfg in targets:
+        if device.startswith("cuda"):
+            import torch
+
+            model = model.to(memory_format=torch.channels_last)
         data = _run(load, dataset or cfg.dataset, split, **({} if dataset else cfg.dataset_kwargs))
         result = _run(run_evaluation, model, data, attacks, eps, suite=suite, norm=norm, n=n,
                       batch_size=batch_size,
                       store=store, experiment=experiment or "evaluate", model_name=label,
                       defense=cfg.objective, dataset=dataset or cfg.dataset, seed=seed,
-                      progress=progress, plot_dir=str(root / "reports" / "evaluate"))
+                      progress=progress, plot_dir=str(root / "reports" / "evaluate") if w.main else None,
+                      amp=amp)
         console.print(format_report(result), highlight=False)
         failed |= not result.ok
     if strict and failed:

@@ -31,6 +31,7 @@ arithmetic, without DDP's overlap of communication and backward.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,14 @@ def init_from_env(device: str = "cpu") -> tuple[World, str]:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
+        atexit.register(_leave)
     return world(), device
+
+
+def _leave() -> None:
+    dist = _dist()
+    if dist is not None:
+        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.attacks._losses import margin_loss, success_margin
+from advgeom.distributed import all_gather_objects, world
 from advgeom.errors import AdvgeomError
 from advgeom.eval import checks as C
 from advgeom.eval.bookkeeping import (HookCounter, percent, state_hash, tensor_hash, text_hash,
@@ -130,17 +132,22 @@ def unbounded_eps(norm: str, inputs: Tensor) -> float:
 
 
 class _Units:
-    """Runs units of work, reusing stored payloads when a store is given."""
+    """Runs units of work, reusing stored payloads when a store is given; with
+    ``write=False`` (ranks other than 0) finished units are kept in :attr:`fresh` for
+    rank 0 to store instead of being written."""
 
-    def __init__(self, store: ResultStore | None, bar: Any) -> None:
+    def __init__(self, store: ResultStore | None, bar: Any, write: bool = True) -> None:
         self.store, self.bar, self.run, self.skipped = store, bar, 0, 0
+        self.write = write
+        self.fresh: list[tuple[str, Any]] = []
 
     def __call__(self, key: str, compute: Any, tick: bool = True) -> dict[str, Any]:
         payload = self.store.unit(key) if self.store is not None else None
         if payload is None:
             payload = compute()
-            if self.store is not None:
+            if self.store is not None and self.write:
                 self.store.finish_unit(key, payload, [])
+            self.fresh.append((key, payload))
             self.run += 1
         else:
             self.skipped += 1
@@ -155,12 +162,15 @@ def _clean_unit(model: nn.Module, xb: Tensor, yb: Tensor) -> dict[str, Any]:
 
 
 def _attack_unit(model: nn.Module, spec: AttackSpec, xb: Tensor, yb: Tensor, clean: dict[str, Any],
-                 eps: float, norm: str, seed: int, alive: Tensor | None = None) -> dict[str, Any]:
+                 eps: float, norm: str, seed: int, alive: Tensor | None = None,
+                 amp: bool = False) -> dict[str, Any]:
     """Attack the clean-correct samples of a batch (``alive``: only those) and score
     every returned adversarial again here, in this batch, whatever batch the attack
     used: the stored outcome is the evaluator's verdict, not the attack's. ``fragile``
     counts attacked samples whose scored logit margin is within
-    :func:`~advgeom.attacks._losses.success_margin` of the boundary (either side)."""
+    :func:`~advgeom.attacks._losses.success_margin` of the boundary (either side).
+    ``amp``: the attack's forward passes run under bf16 autocast (its inputs, input
+    gradients and projections stay float32); scoring is always float32."""
     target = _tensor(clean["correct"]).to(xb.device)
     if alive is not None:
         target = target & alive.to(xb.device)
@@ -176,7 +186,8 @@ def _attack_unit(model: nn.Module, spec: AttackSpec, xb: Tensor, yb: Tensor, cle
                 from advgeom.attacks.base import PassCounter
 
                 pc = kwargs["counter"] = PassCounter()
-            out = spec.fn(model, xb[idx], yb[idx], eps=eps, norm=norm, generator=gen, **kwargs)
+            with torch.autocast(xb.device.type, dtype=torch.bfloat16) if amp else nullcontext():
+                out = spec.fn(model, xb[idx], yb[idx], eps=eps, norm=norm, generator=gen, **kwargs)
         if not isinstance(out, Tensor):
             raise AdvgeomError(f"attack {spec.label!r} returned {type(out).__name__}, not a tensor")
         stats = C.threat_model_stats(xb[idx], out, eps, norm)
@@ -213,7 +224,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
              model_name: str | None = None, defense: str = "none", dataset: str | None = None,
              profile: str = "", seed: int = 0, checks: bool = True, strict: bool = False,
              check_config: C.CheckConfig = C.CheckConfig(), progress: bool = True,
-             cascade: bool = False) -> EvalResult:
+             cascade: bool = False, amp: bool = False) -> EvalResult:
     """Evaluate ``model`` on ``data`` (TensorData or ``(x, y)``, first ``n`` samples)
     against every attack at every eps; returns tidy rows (clean accuracy, robust
     accuracy per attack and eps, the per-sample ``worst_case`` over attacks, pass
@@ -228,7 +239,14 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     reused and the rows written at the end; ``strict=True`` raises
     :class:`~advgeom.eval.checks.CheckError` when a check fails (after storing).
     A failed check names the numbers it concerns in their rows (``extra["failed_checks"]``)
-    and the printed tables mark them.
+    and the printed tables mark them. ``amp``: attacks run under bf16 autocast (a GPU
+    speed-up; the evaluator still scores every adversarial in float32).
+
+    Under torchrun (:mod:`advgeom.distributed`) every rank calls ``evaluate`` with the
+    same arguments: batch ``b`` is attacked by rank ``b % world size`` with the seeds of
+    a single-process run, the outcomes are gathered on every rank after each round of
+    batches, and rank 0 alone stores units and rows and runs the sanity checks (other
+    ranks return the same rows with an empty check report).
     """
     if norm not in NORMS:
         raise AdvgeomError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
@@ -249,36 +267,56 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
                            "reject needs every attack on every point: evaluate without --suite")
     hash_before = state_hash(model)
     data_fp = tensor_hash(x, y)
-    if store is not None and store.run_id is None:
+    w = world()
+    if store is not None and store.run_id is None and w.main:
         store.start_run("evaluate", environment(device))
 
     starts = list(range(0, len(y), batch_size))
-    total = len(starts) * (1 + len(specs) * len(eps_list))
-    bar = progress_bar(total, f"evaluate {model_name}", enabled=progress)
-    units = _Units(store, bar)
-    clean_p: list[dict[str, Any]] = []
-    adv_p: dict[tuple[str, float], list[dict[str, Any]]] = {(s.label, e): [] for s in specs for e in eps_list}
+    mine = [b for b in range(len(starts)) if b % w.size == w.rank]
+    bar = progress_bar(len(mine) * (1 + len(specs) * len(eps_list)), f"evaluate {model_name}",
+                       enabled=progress and w.main)
+    units = _Units(store, bar, write=w.main)
+
+    def run_batch(b: int) -> tuple[dict[str, Any], dict[tuple[str, float], dict[str, Any]]]:
+        s0 = starts[b]
+        xb, yb = x[s0:s0 + batch_size].to(device), y[s0:s0 + batch_size].to(device)
+        base = (hash_before, data_fp, batch_size, b)
+        clean = units(text_hash("clean", *base), lambda: _clean_unit(model, xb, yb))
+        out: dict[tuple[str, float], dict[str, Any]] = {}
+        for e in eps_list:
+            alive: Tensor | None = None
+            chain: list[str] = []   # cascade: the attacks run before, in order
+            for spec in specs:
+                key = text_hash("attack", *base, spec.fingerprint(), e, norm, seed,
+                                *(("cascade", *chain) if cascade else ()), *(("amp",) if amp else ()))
+                p = out[(spec.label, e)] = units(key, lambda: _attack_unit(
+                    model, spec, xb, yb, clean, e, norm, unit_seed(seed, b), alive, amp))
+                if cascade:
+                    chain.append(spec.fingerprint())
+                    now = _tensor(p["correct"])
+                    alive = now if alive is None else alive & now
+        return clean, out
+
+    done: dict[int, tuple[dict[str, Any], dict[tuple[str, float], dict[str, Any]]]] = {}
     try:
-        for b, s0 in enumerate(starts):
-            xb, yb = x[s0:s0 + batch_size].to(device), y[s0:s0 + batch_size].to(device)
-            base = (hash_before, data_fp, batch_size, b)
-            clean = units(text_hash("clean", *base), lambda: _clean_unit(model, xb, yb))
-            clean_p.append(clean)
-            for e in eps_list:
-                alive: Tensor | None = None
-                chain: list[str] = []   # cascade: the attacks run before, in order
-                for spec in specs:
-                    key = text_hash("attack", *base, spec.fingerprint(), e, norm, seed,
-                                    *(("cascade", *chain) if cascade else ()))
-                    p = units(key, lambda: _attack_unit(model, spec, xb, yb, clean, e, norm,
-                                                        unit_seed(seed, b), alive))
-                    adv_p[(spec.label, e)].append(p)
-                    if cascade:
-                        chain.append(spec.fingerprint())
-                        now = _tensor(p["correct"])
-                        alive = now if alive is None else alive & now
+        for r0 in range(0, len(starts), w.size):   # one round: a batch per rank
+            b = r0 + w.rank
+            units.fresh = []
+            got = run_batch(b) if b < len(starts) else None
+            if not w.distributed:
+                done[b] = got
+                continue
+            for rank, item in enumerate(all_gather_objects((got, units.fresh))):
+                if item[0] is not None:
+                    done[r0 + rank] = item[0]
+                if w.main and rank != w.rank and store is not None:
+                    for key, payload in item[1]:   # other ranks' work, stored by rank 0
+                        store.finish_unit(key, payload, [])
     finally:
         bar.close()
+    clean_p = [done[b][0] for b in range(len(starts))]
+    adv_p = {(s.label, e): [done[b][1][(s.label, e)] for b in range(len(starts))]
+             for s in specs for e in eps_list}
 
     # -- per-sample outcomes --------------------------------------------------
     cat = lambda ps, k: torch.cat([_tensor(p[k]) for p in ps])  # noqa: E731
@@ -350,7 +388,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
 
     # -- checks --------------------------------------------------------------
     report = C.CheckReport()
-    if checks:
+    if checks and w.main:
         stats = [{"attack": label, "eps": e, **p["stats"]} for (label, e), ps in adv_p.items() for p in ps]
         report.results += [
             C.check_threat_model(stats, norm, check_config.threat_tol),
@@ -378,7 +416,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
         C.collect(f"{model_name}: {', '.join(s.label for s in specs)} at {norm} eps "
                   f"{', '.join(f'{e:g}' for e in eps_list)}", report)
 
-    if store is not None:
+    if store is not None and w.main:
         store.add(rows)
     result = EvalResult(rows, report, specs, eps_list, norm, len(y), clean_correct, robust,
                         clean_accept, adv_accept, units.run, units.skipped)

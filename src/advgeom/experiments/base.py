@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from advgeom.errors import AdvgeomError
+from advgeom.distributed import world
 from advgeom.progress import progress_bar
 from advgeom.registry import register
 from advgeom.results import ResultStore, Row
@@ -182,7 +183,8 @@ class Context:
         if hit is not None:
             return hit
         payload = fn()
-        self.store.finish_unit(full, payload)
+        if world().main:  # under torchrun every rank computes it, rank 0 stores it
+            self.store.finish_unit(full, payload)
         return payload
 
     def row(self, *, model: str, metric: str, value: float, defense: str = "none",
@@ -193,8 +195,9 @@ class Context:
                    dataset, norm, self.profile, int(n), extra)
 
     def record(self, rows: Iterable[Row]) -> None:
-        """Store rows in the results database (one transaction)."""
-        self.store.add(list(rows))
+        """Store rows in the results database (one transaction; rank 0 only under torchrun)."""
+        if world().main:
+            self.store.add(list(rows))
 
     def figure_path(self, name: str) -> Path:
         return self.out_dir / (name if name.endswith(".png") else name + ".png")

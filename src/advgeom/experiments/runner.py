@@ -1,12 +1,15 @@
 """``advgeom reproduce``: run a registered experiment and write its report."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from advgeom.distributed import barrier, world
 from advgeom.eval.checks import collect_reports
 from advgeom.experiments.base import Context, Experiment, Outcome
 from advgeom.registry import get
@@ -80,20 +83,37 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
               progress: bool = True, log=print, reuse: bool = False) -> Report:
     """Run experiment ``name`` under ``profile``; rows go to the store, the report to
     ``root/reports/name/report.md``. Cached models and units of work count only when
-    the current code produced them, unless ``reuse``."""
+    the current code produced them, unless ``reuse``.
+
+    Under torchrun every rank runs the experiment (training and evaluation are split
+    across ranks, :mod:`advgeom.distributed`); rank 0 alone writes the store, the run
+    directory and the report. Other ranks read the store and put the figures they draw
+    in a private temporary directory, removed at the end."""
     exp: Experiment = get("experiment", name)
+    w = world()
     root = Path(root)
-    store = ResultStore(store_path or root / "results.sqlite", reuse=reuse)
+    db = store_path or root / "results.sqlite"
+    store = ResultStore(db, reuse=reuse) if w.main else None
+    barrier()   # the database exists before other ranks open it (to read)
+    if store is None:
+        store = ResultStore(db, reuse=reuse)
     env = environment(device)
     command = (f"advgeom reproduce {name} --profile {profile}" + (f" --seed {seed}" if seed else "")
                + (" --reuse" if reuse else ""))
-    store.start_run(command, env)
-    ctx = Context(name, profile, root, store, torch.device(device), seed, progress, log, reuse)
-    t0 = time.time()
-    with collect_reports() as reports:
-        outcome = exp.fn(ctx)
-    seen = {id(rep) for _, rep in outcome.checks}
-    outcome.checks += [(label, rep) for label, rep in reports if id(rep) not in seen]
-    seconds = time.time() - t0
-    path = write_report(ctx, exp, outcome, seconds, env, command)
+    if w.main:
+        store.start_run(command, env)
+    private = None if w.main else tempfile.mkdtemp(prefix=f"advgeom-rank{w.rank}-")
+    ctx = Context(name, profile, root if w.main else Path(private), store, torch.device(device), seed,
+                  progress and w.main, log if w.main else (lambda m: None), reuse)
+    try:
+        t0 = time.time()
+        with collect_reports() as reports:
+            outcome = exp.fn(ctx)
+        seen = {id(rep) for _, rep in outcome.checks}
+        outcome.checks += [(label, rep) for label, rep in reports if id(rep) not in seen]
+        seconds = time.time() - t0
+        path = write_report(ctx, exp, outcome, seconds, env, command) if w.main else ctx.out_dir
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
     return Report(exp, outcome, path, seconds)

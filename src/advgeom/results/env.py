@@ -86,4 +86,12 @@ def environment(device: str | torch.device = "cpu") -> dict[str, str]:
         "platform": platform.platform(),
         "device": f"{dev.type}:{name}",
         "threads": str(torch.get_num_threads()),
+        "world_size": str(_world_size()),
     }
+
+
+def _world_size() -> int:
+    """How many ranks produced a result (1 outside torchrun)."""
+    from advgeom.distributed import world
+
+    return world().size

@@ -1,0 +1,124 @@
+"""torchrun with two gloo ranks on CPU (advgeom.distributed's contract): the global
+batches and updates of one process, rank 0 alone writing, resume after a rank is
+killed, and sharded evaluation rows identical to a single-process evaluation."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from advgeom.train import load_model
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def _run(cmd, out: Path, *extra: str, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd + [str(WORKER), str(out), *extra], env=ENV, capture_output=True,
+                          text=True, timeout=240)
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _result(out: Path) -> dict:
+    return json.loads((out / "result.json").read_text())
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One single-process run and one two-rank run of the worker."""
+    base = tmp_path_factory.mktemp("ddp")
+    single, ddp = base / "single", base / "ddp"
+    _run([sys.executable], single)
+    _run(TORCHRUN, ddp)
+    return single, ddp
+
+
+def test_two_ranks_train_like_one_process(runs):
+    single, ddp = runs
+    one, two = _result(single), _result(ddp)
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    p1, p2 = one["ranks"][0]["params"], two["ranks"][0]["params"]
+    assert p1.keys() == p2.keys()
+    # the same global batches and the same mean gradient: equal up to float summation
+    # order (stated tolerance: 1e-5 absolute after 40 Adam steps)
+    for k in p1:
+        assert torch.allclose(torch.tensor(p1[k]), torch.tensor(p2[k]), atol=1e-5, rtol=0), k
+    # every rank ends with exactly rank 0's weights
+    assert two["ranks"][1]["params"] == two["ranks"][0]["params"]
+
+
+def test_only_rank_zero_writes(runs):
+    _, ddp = runs
+    assert not (ddp / "root-1").exists()
+    files = _files(ddp / "root-0")
+    run = next(iter({f.split("/")[1] for f in files}))
+    assert files == {f"train/{run}/{n}" for n in
+                     (".lock", "last.safetensors", "last.json", "final.safetensors", "final.json")}
+    side = json.loads((ddp / "root-0" / "train" / run / "final.json").read_text())
+    assert side["world_size"] == 2
+
+
+def test_sharded_evaluation_rows_identical(runs):
+    single, ddp = runs
+    # evaluate the same weights in one process and on two ranks: rows must be equal exactly
+    model_dir = next((ddp / "root-0" / "train").iterdir())
+    ref = subprocess.run([sys.executable, "-c", _EVAL_ONE, str(model_dir / "final.safetensors")],
+                         env=ENV, capture_output=True, text=True, timeout=120)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    one = [tuple(r) for r in json.loads(ref.stdout)]
+    two = _result(ddp)["ranks"]
+    assert [tuple(r) for r in two[0]["rows"]] == one
+    assert [tuple(r) for r in two[1]["rows"]] == one
+    assert any(m == "robust_accuracy" and 0 < v < 100 for _, _, m, v in one)  # not a trivial case
+
+
+_EVAL_ONE = """
+import json, sys, torch
+from advgeom.data import load
+from advgeom.eval.runner import evaluate
+from advgeom.train import load_model
+torch.set_num_threads(1)
+model = load_model(sys.argv[1])
+ev = evaluate(model, load('robust_features_2d', 'test'), 'pgd:steps=5,fgsm', '0.05,0.2', n=64,
+              batch_size=10, progress=False, checks=False, seed=1)
+print(json.dumps(sorted((r.attack, r.eps, r.metric, r.value) for r in ev.rows)))
+"""
+
+
+def test_resume_after_killing_one_rank(runs, tmp_path):
+    _, ddp = runs
+    killed = _run(TORCHRUN, tmp_path, "12", ok=False)
+    assert killed.returncode != 0
+    last = tmp_path / "root-0" / "train"
+    step = json.loads(next(last.iterdir()).joinpath("last.json").read_text())["step"]
+    assert 0 < step < 40   # rank 0 checkpointed before its peer died, and did not finish
+    _run(TORCHRUN, tmp_path)
+    again = _result(tmp_path)
+    assert again["ranks"][0]["resumed_from"] == step == again["ranks"][1]["resumed_from"]
+    # the resumed run ends with the uninterrupted two-rank run's weights, bit for bit
+    assert again["ranks"][0]["params"] == _result(ddp)["ranks"][0]["params"]
+
+
+def test_cli_train_under_torchrun(tmp_path):
+    args = ["-m", "advgeom", "train", "--no-progress", "--root", str(tmp_path), "dataset=\"robust_features_2d\"",
+            "model=\"relu_mlp\"", "model_kwargs.input_dim=2", "model_kwargs.width=16",
+            "model_kwargs.depth=1", "model_kwargs.num_outputs=2", "model_kwargs.batch_norm=false",
+            "objective=\"pgd_at\"", "objective_kwargs.eps=0.1", "objective_kwargs.attack=\"pgd:steps=2\"",
+            "batch_size=16", "iterations=6", "checkpoint_every=3"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + args[:1] + args[1:]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained: relu_mlp") == 1   # rank 0 speaks, rank 1 is quiet
+    final = next(tmp_path.glob("train/*/final.safetensors"))
+    assert json.loads(final.with_suffix(".json").read_text())["world_size"] == 2
+    assert load_model(final).num_classes == 2
