@@ -6,11 +6,13 @@ The model rejects a sample predicted as class j when its feature's angle to W_j 
 the class threshold (:class:`advgeom.inference.GeodesicRejector`, which exposes the
 differentiable ``angle_excess(x) -> (logits, angles - thresholds)``). Each step ascends
 
-    L(x') = class_loss(z(x'), y) - penalty * relu(excess_k(x'))
+    L(x') = min(class_loss(z(x'), y), confidence) - penalty * relu(excess_k(x'))
 
-where ``class_loss`` is ``loss`` ("margin" by default; "dlr" or "ce") and k is the
-strongest wrong class (untargeted) or the target (targeted): the class term pushes
-toward k, the penalty pulls the feature into k's acceptance cone. A point counts as a
+where ``class_loss`` is ``loss`` ("margin" by default, or "dlr"; both are positive
+exactly when the sample is misclassified) and k is the strongest wrong class
+(untargeted) or the target (targeted): the class term pushes toward k until the
+misclassification has the margin ``confidence``, the penalty pulls the feature into k's
+acceptance cone; L is maximal (= ``confidence``) exactly at the points sought. A point counts as a
 success only when it is misclassified (by the logit margin of ``advgeom.attacks``) AND
 accepted; per sample the best point over steps and restarts is kept (a successful one
 if any). On a model without ``angle_excess`` every point is accepted and the attack is
@@ -44,9 +46,9 @@ def _scores(model: nn.Module, s: Setup, x: Tensor) -> tuple[Tensor, Tensor | Non
 
 
 def _objective(s: Setup, z: Tensor, excess: Tensor | None, y: Tensor, targeted: bool,
-               penalty: float) -> tuple[Tensor, Tensor]:
+               penalty: float, confidence: float) -> tuple[Tensor, Tensor]:
     """Per sample: the ascended loss and success (misclassified/targeted and accepted)."""
-    loss = s.loss_fn(z, y)
+    loss = s.loss_fn(z, y).clamp(max=confidence)
     succ = success(z, y, targeted)
     if excess is None:
         return loss, succ
@@ -58,7 +60,8 @@ def _objective(s: Setup, z: Tensor, excess: Tensor | None, y: Tensor, targeted: 
 
 
 def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str,
-         steps: int, step: Tensor, targeted: bool, penalty: float, random_init: bool) -> BestTracker:
+         steps: int, step: Tensor, targeted: bool, penalty: float, confidence: float,
+         random_init: bool) -> BestTracker:
     linf = norm == "linf"
     lo, hi = box_bounds(x, eps) if linf else (None, None)
     x_adv = random_start(x, eps, norm, s.generator) if random_init else x.clone()
@@ -67,7 +70,7 @@ def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm:
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             z, excess = _scores(model, s, x_adv)
-            loss, succ = _objective(s, z, excess, y, targeted, penalty)
+            loss, succ = _objective(s, z, excess, y, targeted, penalty, confidence)
         best.update(x_adv.detach(), loss.detach(), succ)
         if i == steps:
             break
@@ -79,24 +82,28 @@ def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm:
 
 
 @register("attack", "geodesic_adaptive")
-@describe(norms=("linf", "l2"), losses=("margin", "dlr", "ce"))
+@describe(norms=("linf", "l2"), losses=("margin", "dlr"))
 def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                       norm: str = "linf", steps: int = 100, step_size: float | None = None,
                       restarts: int = 1, targeted: bool = False, loss: str = "margin",
                       generator: torch.Generator | None = None, penalty: float = 10.0,
-                      random_start: bool = True, counter: PassCounter | None = None) -> Tensor:
-    """Adaptive attack on geodesic rejection: ascend ``loss`` minus ``penalty`` (per
-    radian, default 10) times the angle above the threshold of the class pushed to;
-    success = misclassified and accepted. ``random_start``: start at a uniform point of
+                      confidence: float = 0.1, random_start: bool = True,
+                      counter: PassCounter | None = None) -> Tensor:
+    """Adaptive attack on geodesic rejection: ascend ``loss`` capped at ``confidence``
+    (default 0.1, in the loss's units) minus ``penalty`` (per radian, default 10) times
+    the angle above the threshold of the class pushed to; success = misclassified and
+    accepted. ``random_start``: start at a uniform point of
     the eps-ball (False: at the clean input; restarts then repeat nothing and stop).
     ``restarts`` run on the samples not yet broken."""
     check_bool("random_start", random_start)
     penalty = check_number("penalty", penalty, low=0.0)
+    confidence = check_number("confidence", confidence, low=0.0, open_low=True)
     s = prepare(model, inputs, labels, info=geodesic_adaptive.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
     step = default_step(step_size, s.eps, 2.5 / max(steps, 1))
-    kw = dict(norm=norm, steps=steps, targeted=targeted, penalty=penalty, random_init=random_start)
+    kw = dict(norm=norm, steps=steps, targeted=targeted, penalty=penalty, confidence=confidence,
+              random_init=random_start)
     best = _run(model, s, s.x, s.y, s.eps, step=step, **kw)
     for _ in range(restarts - 1 if random_start else 0):
         idx = remaining(best)
