@@ -112,11 +112,13 @@ def spectrum(jac: Tensor, vectors: bool = False) -> Tensor | tuple[Tensor, Tenso
 
 
 def power_method(fn: Fn, x: Tensor, *, iters: int = 10, v0: Tensor | None = None,
-                 generator: torch.Generator | None = None,
-                 engine: str = "autograd") -> tuple[Tensor, Tensor, Tensor]:
+                 generator: torch.Generator | None = None, engine: str = "autograd",
+                 graph: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Dominant singular triple ``(sigma (B,), u (B, C), v like x)`` of ``J_fn(x)`` per
     sample (Eq. 7): ``u <- J v / ||J v||`` (forward), ``v <- J^T u / ||J^T u||``
-    (backward), from ``v0`` or a random direction; ``sigma = ||J v||`` at the last ``v``.
+    (backward), from ``v0`` or a random direction; ``sigma = u^T J v = ||J^T u||`` at the
+    last pair. ``graph``: ``(x_leaf, fn(x_leaf))`` already computed with ``x_leaf``
+    requiring grad (the autograd engine then reuses that forward).
 
     Both products are taken at ``x`` (activation pattern fixed there). ``engine="func"``
     uses ``torch.func.jvp`` / ``vjp``; ``"autograd"`` (default, faster on CPU, where
@@ -141,8 +143,8 @@ def power_method(fn: Fn, x: Tensor, *, iters: int = 10, v0: Tensor | None = None
                 with torch.no_grad():
                     return jvp(fn, (x,), (t,))[1]
         else:
-            xr = x.requires_grad_(True)
-            out = fn(xr)
+            xr, out = graph if graph is not None else (x.requires_grad_(True), None)
+            out = fn(xr) if out is None else out
             dummy = torch.zeros_like(out, requires_grad=True)
             (g,) = torch.autograd.grad(out, xr, dummy, create_graph=True)
 
@@ -153,12 +155,10 @@ def power_method(fn: Fn, x: Tensor, *, iters: int = 10, v0: Tensor | None = None
                 return torch.autograd.grad(g, dummy, t, retain_graph=True)[0]
         for _ in range(iters):
             ju = forward(v)
-            u = ju / ju.norm(dim=1, keepdim=True).clamp_min(_TINY)
+            u = (ju / ju.norm(dim=1, keepdim=True).clamp_min(_TINY)).detach()
             (jtu,) = pullback(u)
             v = _unit(jtu.detach())
-        jv = forward(v).detach()
-    sigma = jv.norm(dim=1)
-    return sigma, jv / sigma.clamp_min(_TINY).unsqueeze(1), v.detach()
+    return _flat(jtu.detach()).norm(dim=1), u, v.detach()
 
 
 # ---------------------------------------------------------------------------

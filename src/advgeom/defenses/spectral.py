@@ -170,15 +170,25 @@ def global_snr(lam: float = 3e-4, iters: int = 1, conv: str = "reshape",
 # data-dependent spectral norm regularization (Eqs. 7-9)
 
 
+def mode_free(model: nn.Module) -> bool:
+    """Whether ``model`` computes the same function in training and eval mode (no batch
+    norm, no dropout): then one forward at ``x`` serves the loss and the power method."""
+    return not any(isinstance(m, (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd))
+                   for m in model.modules())
+
+
 def data_penalty(model: nn.Module, x: Tensor, *, eps: float, iters: int, variant: str,
-                 generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+                 generator: torch.Generator | None,
+                 graph: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Per-sample penalty ``(B,)`` before ``lambda/2``: ``||f(x + eps v) - f(x)||^2``
     (``sos``) or ``eps^2 (u^T J v)^2`` (``jacobian``), ``v`` from ``iters`` power steps
-    at ``x``; also the power method's ``sigma`` (detached). Runs in eval mode."""
+    at ``x``; also the power method's ``sigma`` (detached). Runs in eval mode.
+    ``graph``: ``(x_leaf, logits at x_leaf)`` of a forward to reuse (mode-free models)."""
     with eval_mode(model):
-        sigma, _, v = power_method(model, x, iters=iters, generator=generator)
+        sigma, _, v = power_method(model, x, iters=iters, generator=generator, graph=graph)
         if variant == "sos":
-            diff = logits_of(model, x + eps * v) - logits_of(model, x)
+            ref = graph[1] if graph is not None else logits_of(model, x)
+            diff = logits_of(model, x.detach() + eps * v) - ref
             return diff.pow(2).sum(1), sigma
         xr = x.detach().requires_grad_(True)
         jv = torch.func.jvp(model, (xr,), (v,))[1]  # differentiable in the parameters
@@ -199,9 +209,16 @@ def data_snr(lam: float = 2e-2, eps: float = 1.75, iters: int = 10,
     def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
                   generator: torch.Generator | None = None,
                   context: StepContext | None = None) -> Loss:
-        ce = F.cross_entropy(logits_of(model, inputs), labels)
+        graph = None
+        if mode_free(model):  # one forward at x for the loss, the power method and f(x)
+            xr = inputs.detach().requires_grad_(True)
+            logits = logits_of(model, xr)
+            graph = (xr, logits)
+        else:
+            logits = logits_of(model, inputs)
+        ce = F.cross_entropy(logits, labels)
         pen, sigma = data_penalty(model, inputs, eps=eps, iters=iters, variant=variant,
-                                  generator=fix_generator(generator, inputs.device))
+                                  generator=fix_generator(generator, inputs.device), graph=graph)
         reg = 0.5 * pen.mean()
         return Loss(ce + lam * reg, {"ce": ce.detach(), "penalty": reg.detach(),
                                      "sigma": sigma.mean()})
