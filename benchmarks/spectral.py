@@ -15,10 +15,7 @@
 """
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,49 +23,21 @@ from advgeom.analysis.jacobian import jacobians, spectrum
 from advgeom.data import load
 from advgeom.registry import create
 
-from attack_speed import append_record, timed  # noqa: E402  (sibling benchmark script)
-from train_speed import make_step  # noqa: E402
+from attack_speed import append_record  # noqa: E402  (sibling benchmark scripts)
+from train_speed import base_parser, ratio_line, time_lines, time_steps  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="madry_mnist_cnn")
-    ap.add_argument("--batch", type=int, default=128)
+    ap = base_parser(__doc__)
     ap.add_argument("--iters", type=int, default=10, help="power iterations of data_snr")
-    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--points", type=int, default=200, help="test points for the spectrum")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    data = load("mnist", "train")
-    x, y = data.images[: args.batch].to(device), data.labels[: args.batch].to(device)
     n = args.iters
-    objectives = {"natural": create("defense", "ce"),
-                  "data_snr": create("defense", "data_snr", eps=1.0, iters=n)}
-    steps = {}
-    for name, obj in objectives.items():
-        torch.manual_seed(0)
-        model = create("model", args.model).to(device).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        steps[name] = make_step(model, obj, opt, x, y, seed=1)
-        steps[name]()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(args.repeats):
-        for name, fn in steps.items():
-            times[name].append(timed(fn, device)[0])
+    device, times = time_steps(args, {"natural": create("defense", "ce"),
+                                      "data_snr": create("defense", "data_snr", eps=1.0, iters=n)})
     lines = [f" {args.model}, batch {args.batch}, n = {n} power iterations, {torch.get_num_threads()} "
-             f"threads, {args.repeats} repeats:"]
-    for name, ts in times.items():
-        lines.append(f"  {name:8s} min {min(ts) * 1e3:9.1f} ms   median {statistics.median(ts) * 1e3:9.1f} ms")
-    budget = n + 2
-    r_min = min(times["data_snr"]) / min(times["natural"]) / budget
-    r_med = statistics.median(times["data_snr"]) / statistics.median(times["natural"]) / budget
-    lines.append(f"  data_snr / natural / {budget} = {r_min:5.3f} (min)  {r_med:5.3f} (median)   "
-                 f"{'within' if r_min <= 1.1 else 'OVER'} the 1.1 target")
+             f"threads, {args.repeats} repeats:"] + time_lines(times)
+    lines.append(ratio_line(times, "data_snr", n + 2, 1.1))
 
     test = load("mnist", "test")
     torch.manual_seed(0)
