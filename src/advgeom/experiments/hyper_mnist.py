@@ -42,11 +42,11 @@ PGD_TRAIN = PGD.format(steps=10, step=0.75) + ",early_stop=false"
 WORST = "worst_case"
 
 QUICK: dict[str, Any] = dict(
-    model_kwargs={"widths": [8, 16, 32], "convs_per_stage": 1, "fc_dim": 64}, iterations=300,
+    eps=EPS, model_kwargs={"widths": [8, 16, 32], "convs_per_stage": 1, "fc_dim": 64}, iterations=300,
     milestones=(200,), batch_size=64, warmup=0.3, n=100, square=300, apgd_steps=50,
     pgd_archs=("baseline", "dsphere_wm"), stats_n=5000, heldout=1000, target_rejection=0.05)
 PAPER: dict[str, Any] = dict(
-    model_kwargs={}, iterations=30_000, milestones=(10_000, 20_000), batch_size=128, warmup=0.0,
+    eps=EPS, model_kwargs={}, iterations=30_000, milestones=(10_000, 20_000), batch_size=128, warmup=0.0,
     n=10_000, square=5000, apgd_steps=100, pgd_archs=tuple(ARCHS), stats_n=55_000,
     heldout=5000, target_rejection=0.05)
 
@@ -61,21 +61,24 @@ def cells(profile: str) -> list[tuple[str, str]]:
     return [(a, t) for t in TRAININGS for a in ARCHS if t != "pgd" or a in s["pgd_archs"]]
 
 
-def hyper_config(arch: str, training: str, profile: str, *, dataset: str = "mnist",
-                 model: str | None = None) -> TrainConfig:
-    """The training configuration of one cell (shared with hyper-blackbox)."""
-    s = settings(profile)
-    w = s["warmup"]
+def hyper_config(arch: str, training: str, profile: str | dict[str, Any], *,
+                 dataset: str = "mnist", model: str | None = None, seed: int = 0) -> TrainConfig:
+    """The training configuration of one cell; ``profile`` names a hyper-mnist profile
+    or is a settings dict of the same keys (hyper-cifar, hyper-blackbox); ``seed``
+    gives independently trained copies (the black-box substitutes)."""
+    s = settings(profile) if isinstance(profile, str) else profile
+    w, eps = s["warmup"], s["eps"]
     objective, kw = {"natural": ("ce", {}),
-                     "fgsm": ("fgsm_at", {"eps": EPS, "attack": "fgsm", "warmup": w}),
-                     "pgd": ("pgd_at", {"eps": EPS, "attack": PGD_TRAIN, "warmup": w})}[training]
+                     "fgsm": ("fgsm_at", {"eps": eps, "attack": "fgsm", "warmup": w}),
+                     "pgd": ("pgd_at", {"eps": eps, "attack": s.get("pgd_train", PGD_TRAIN),
+                                        "warmup": w})}[training]
     if arch != "baseline":
         objective, kw = "dsphere", {"base": objective, "base_kwargs": kw}
     return TrainConfig(dataset=dataset, model=model or ARCHS[arch], model_kwargs=dict(s["model_kwargs"]),
                        objective=objective, objective_kwargs=kw, optimizer="adam", lr=1e-3,
                        batch_size=s["batch_size"], iterations=s["iterations"],
-                       milestones=s["milestones"], train_size=60_000 - s["heldout"],
-                       checkpoint_every=max(100, s["iterations"] // 10))
+                       milestones=s["milestones"], train_size=s.get("train_size", 60_000 - s["heldout"]),
+                       checkpoint_every=max(100, s["iterations"] // 10), seed=seed)
 
 
 def hyper_configs(profile: str) -> dict[str, TrainConfig]:
@@ -83,9 +86,8 @@ def hyper_configs(profile: str) -> dict[str, TrainConfig]:
     return {f"{a}/{t}": hyper_config(a, t, profile) for a, t in cells(profile)}
 
 
-def attack_specs(profile: str, rejecting: bool) -> list[str]:
+def attack_specs(s: dict[str, Any], rejecting: bool) -> list[str]:
     """FGSM and PGD-100 (the paper's), APGD-DLR, Square; the adaptive attack on rejectors."""
-    s = settings(profile)
     specs = ["fgsm", PGD.format(steps=100, step=0.01), f"apgd-dlr:steps={s['apgd_steps']}",
              f"square:steps={s['square']}"]
     return specs + ["geodesic_adaptive:steps=100,step_size=0.01"] if rejecting else specs
@@ -96,20 +98,57 @@ def rejector(model: torch.nn.Module, train: Any, s: dict[str, Any]) -> GeodesicR
     return GeodesicRejector.fit(model, train.images[:s["stats_n"]], train.labels[:s["stats_n"]]).eval()
 
 
-def rejection_comparisons(cell: str, res: EvalResult, specs: list[str], tag: str) -> list[Comparison]:
+def rejection_comparisons(cell: str, res: EvalResult, eps: float, tag: str) -> list[Comparison]:
     """Clean rejection rate and robust accuracy with rejection (per attack, worst case)."""
-    labels = [sp.label for sp in res.specs]
     out = [Comparison(f"{cell}: clean rejection rate ({tag})", res.value("clean_rejection_rate", "none"), None),
            Comparison(f"{cell}: clean accuracy on accepted ({tag})",
                       res.value("clean_accuracy_accepted", "none"), None)]
-    for spec, label in zip(specs, labels):
-        name = spec.split(":")[0]
-        out.append(Comparison(f"{cell}: {name}, robust with rejection ({tag})",
-                              res.value("robust_accuracy_with_rejection", label, EPS), None))
+    for spec in res.specs:
+        out.append(Comparison(f"{cell}: {spec.name}, robust with rejection ({tag})",
+                              res.value("robust_accuracy_with_rejection", spec.label, eps), None))
     out.append(Comparison(f"{cell}: worst case, robust with rejection ({tag})",
-                          res.value("robust_accuracy_with_rejection", WORST, EPS), None,
+                          res.value("robust_accuracy_with_rejection", WORST, eps), None,
                           note="clean accepted and correct, every adversarial rejected or correct"))
     return out
+
+
+def check_lines(cell: str, res: EvalResult) -> list[str]:
+    """The checks' summary line and every check that did not pass."""
+    lines = [ln.strip() for ln in format_checks(res.checks).splitlines() if ln.strip()]
+    return [f"{cell}: {ln}" for i, ln in enumerate(lines) if i == 0 or not ln.startswith("PASS")]
+
+
+def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[str, Any],
+                  s: dict[str, Any], paper: tuple[float | None, float | None, float | None],
+                  model_name: str, defense: str, rejecting: bool) -> tuple[list[Comparison], list[str]]:
+    """One table cell: the paper's FGSM / PGD-100 next to ``paper`` (clean, FGSM, PGD),
+    APGD-DLR, Square and the worst case; for a D-SphereNet also geodesic rejection at
+    p = 1 and at p calibrated on ``data["held_out"]`` (PGD-100 and the adaptive attack)
+    when ``rejecting``.
+    ``data``: ``train``, ``test``, ``held_out`` and the dataset ``name``."""
+    eps = s["eps"]
+    target = rejector(model, data["train"], s) if rejecting else model
+    common = dict(n=s["n"], store=ctx.store, experiment=ctx.name, model_name=model_name,
+                  defense=defense, dataset=data["name"], profile=ctx.profile, seed=ctx.seed,
+                  progress=ctx.show_progress)
+    specs = attack_specs(s, rejecting)
+    res = evaluate(target, data["test"], specs, [eps], **common)
+    labels = [sp.label for sp in res.specs]
+    comps = [Comparison(f"{cell}: clean", res.accuracy("none"), paper[0]),
+             Comparison(f"{cell}: FGSM", res.accuracy(labels[0], eps), paper[1]),
+             Comparison(f"{cell}: PGD-100 (0.01)", res.accuracy(labels[1], eps), paper[2]),
+             Comparison(f"{cell}: APGD-DLR", res.accuracy(labels[2], eps), None),
+             Comparison(f"{cell}: Square", res.accuracy(labels[3], eps), None),
+             Comparison(f"{cell}: worst case (no rejection)", res.accuracy(WORST, eps), None)]
+    notes = check_lines(cell, res)
+    if rejecting:
+        comps += rejection_comparisons(cell, res, eps, "p=1")
+        p = target.calibrate(data["held_out"], s["target_rejection"])
+        cal = evaluate(target, data["test"], [specs[1], specs[-1]], [eps], **common)
+        comps += rejection_comparisons(cell, cal, eps, f"p={p:.3f}")
+        notes.append(f"{cell}: p calibrated to {p:.4f} for {100 * s['target_rejection']:g}% clean "
+                     f"rejection on {len(data['held_out'])} held-out training points")
+    return comps, notes
 
 
 @experiment("hyper-mnist", title="Hyperspherical defense: white-box attacks on MNIST (Table 1)",
@@ -118,43 +157,23 @@ def rejection_comparisons(cell: str, res: EvalResult, specs: list[str], tag: str
 def hyper_mnist(ctx: Context) -> Outcome:
     """Table 1: six architectures x natural / FGSM / PGD training, FGSM and PGD-100 at eps 0.3."""
     s = settings(ctx.profile)
-    train, test = load("mnist", "train"), load("mnist", "test")
-    held_out = train.images[60_000 - s["heldout"]:]
+    train = load("mnist", "train")
+    data = dict(name="mnist", train=train, test=load("mnist", "test"),
+                held_out=train.images[len(train) - s["heldout"]:])
     ref = ctx.reference("hyperspherical.mnist_whitebox")["rows"]
     comps: list[Comparison] = []
     notes: list[str] = []
     trained: dict[str, torch.nn.Module] = {}
     for arch, training in cells(ctx.profile):
         cell = f"{arch}/{training}"
-        model = ctx.train(hyper_config(arch, training, ctx.profile))
-        trained[cell] = model
+        model = trained[cell] = ctx.train(hyper_config(arch, training, ctx.profile))
         col = TRAININGS.index(training)
-        rejecting = arch != "baseline"
-        target = rejector(model, train, s) if rejecting else model
-        specs = attack_specs(ctx.profile, rejecting)
-        common = dict(n=s["n"], store=ctx.store, experiment=ctx.name, model_name=ARCHS[arch],
-                      defense=f"{training}_training", dataset="mnist", profile=ctx.profile,
-                      seed=ctx.seed, progress=ctx.show_progress)
-        res = evaluate(target, test, specs, [EPS], **common)
-        labels = [sp.label for sp in res.specs]
-        comps += [Comparison(f"{cell}: clean", res.accuracy("none"), ref[f"{arch}/natural"][col]),
-                  Comparison(f"{cell}: FGSM", res.accuracy(labels[0], EPS), ref[f"{arch}/fgsm"][col]),
-                  Comparison(f"{cell}: PGD-100 (0.01)", res.accuracy(labels[1], EPS), ref[f"{arch}/pgd"][col]),
-                  Comparison(f"{cell}: APGD-DLR", res.accuracy(labels[2], EPS), None),
-                  Comparison(f"{cell}: Square", res.accuracy(labels[3], EPS), None),
-                  Comparison(f"{cell}: worst case (no rejection)", res.accuracy(WORST, EPS), None)]
-        notes += [f"{cell}: {line.strip()}" for i, line in enumerate(format_checks(res.checks).splitlines())
-                  if line.strip() and (i == 0 or not line.strip().startswith("PASS"))]
-        if not rejecting:
-            continue
-        comps += rejection_comparisons(cell, res, specs, "p=1")
-        p = target.calibrate(held_out, s["target_rejection"])
-        cal_specs = [specs[1], specs[-1]]  # PGD-100 and the adaptive attack
-        cal = evaluate(target, test, cal_specs, [EPS], **common)
-        comps += rejection_comparisons(cell, cal, cal_specs, f"p={p:.3f}")
-        notes.append(f"{cell}: p calibrated to {p:.4f} for {100 * s['target_rejection']:g}% clean "
-                     f"rejection on {s['heldout']} held-out training points")
-    figs = hyper_figures(ctx, trained, train, test)
+        paper = tuple(ref[f"{arch}/{row}"][col] for row in ("natural", "fgsm", "pgd"))
+        c, n = evaluate_cell(ctx, cell, model, data, s, paper, ARCHS[arch], f"{training}_training",
+                             rejecting=arch != "baseline")
+        comps += c
+        notes += n
+    figs = hyper_figures(ctx, trained, train, data["test"])
     notes.insert(0, profile_note(ctx.profile))
     return Outcome(comps, figs, notes)
 
