@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=0.3)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    ap.add_argument("--amp", action="store_true", help="CUDA: autocast to float16")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (advgeom evaluate --amp)")
     ap.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     ap.add_argument("--train-steps", type=int, default=0,
                     help="train the model this many steps on MNIST and attack real test images "
@@ -183,7 +183,7 @@ def main() -> None:
     except ImportError:
         print("torchattacks not installed: skipping it")
 
-    amp = torch.autocast("cuda", dtype=torch.float16) if args.amp and device.type == "cuda" \
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp \
         else torch.autocast("cpu", enabled=False)
     wall: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}

@@ -23,6 +23,8 @@ def test_cpu_name_falls_back_without_cpuinfo(tmp_path):
 
 def test_environment_keys_and_cpu_device():
     env = environment("cpu")
-    assert set(env) == {"advgeom", "git_sha", "code", "torch", "python", "platform", "device", "threads"}
+    assert set(env) == {"advgeom", "git_sha", "code", "torch", "python", "platform", "device", "threads",
+                        "world_size"}
     assert env["device"] == f"cpu:{cpu_name()}"
+    assert env["world_size"] == "1"   # one process (torchrun runs record their number of ranks)
     assert all(isinstance(v, str) and v for v in env.values())
