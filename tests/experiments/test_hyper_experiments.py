@@ -1,0 +1,123 @@
+"""The hyperspherical-defense experiments: registered, their configs are the paper's
+(Section 7.1) in the paper profile and a stated subset in the quick one, attack lists
+validate, one table cell evaluates end to end on a tiny model, and hyper-cifar refuses
+clearly without CIFAR-10."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advgeom.errors import AdvgeomError
+from advgeom.eval.spec import parse_attacks
+from advgeom.experiments import hyper_blackbox as HB
+from advgeom.experiments import hyper_cifar as HC
+from advgeom.experiments import hyper_mnist as HM
+from advgeom.experiments.base import Context
+from advgeom.registry import get, names
+from advgeom.results import ResultStore
+from advgeom.train.loop import build_model
+
+
+def test_registered():
+    for name in ("hyper-mnist", "hyper-cifar", "hyper-blackbox"):
+        assert name in names("experiment")
+        assert get("experiment", name).paper == "hyperspherical-defense.txt"
+
+
+def test_paper_profile_is_section_7_1():
+    cfgs = HM.hyper_configs("paper")
+    assert len(cfgs) == 18
+    for label, cfg in cfgs.items():
+        arch, training = label.split("/")
+        assert cfg.model == HM.ARCHS[arch] and cfg.model_kwargs == {}
+        assert (cfg.optimizer, cfg.lr, cfg.iterations, cfg.milestones) == ("adam", 1e-3, 30_000, (10_000, 20_000))
+        base, kw = (cfg.objective, cfg.objective_kwargs) if arch == "baseline" else \
+            (cfg.objective_kwargs["base"], cfg.objective_kwargs["base_kwargs"])
+        assert (arch == "baseline") == (cfg.objective != "dsphere")
+        assert base == {"natural": "ce", "fgsm": "fgsm_at", "pgd": "pgd_at"}[training]
+        if training != "natural":
+            assert kw["eps"] == 0.3 and kw["warmup"] == 0.0
+        if training == "pgd":
+            assert kw["attack"] == "pgd:steps=10,step_size=0.75,early_stop=false"
+        if training == "fgsm":
+            assert kw["attack"] == "fgsm"
+
+
+def test_quick_profile_is_a_stated_subset():
+    quick, paper = HM.cells("quick"), HM.cells("paper")
+    assert set(quick) < set(paper) and len(quick) >= 12
+    note = HM.profile_note("quick")
+    for arch, training in quick:
+        assert f"{arch}/{training}" in note
+    for arch in HM.ARCHS:  # every architecture with natural and FGSM training
+        assert (arch, "natural") in quick and (arch, "fgsm") in quick
+
+
+def test_variant_models_are_built():
+    heads = {}
+    for label, cfg in HM.hyper_configs("quick").items():
+        if label.endswith("/natural"):
+            heads[label.split("/")[0]] = build_model(cfg).head
+    assert isinstance(heads["baseline"], torch.nn.Linear)
+    assert heads["dsphere"].scale == "norm" and not heads["dsphere"].annealed
+    assert heads["dsphere_wm"].scale == "multiplier"
+    assert heads["dsphere_wm_quadratic"].operator == "quadratic"
+    assert heads["dsphere_annealing"].annealed
+    assert heads["dsphere_wm_truncated"].operator == "truncated"
+
+
+@pytest.mark.parametrize("rejecting", [False, True])
+def test_attack_lists_validate(rejecting):
+    specs = parse_attacks(HM.attack_specs(HM.QUICK, rejecting))
+    labels = [s.label for s in specs]
+    assert len(set(labels)) == len(labels)
+    assert ("geodesic_adaptive" in {s.name for s in specs}) == rejecting
+    assert specs[0].name == "fgsm" and specs[1].kwargs == {"steps": 100, "step_size": 0.01}
+
+
+def test_one_cell_end_to_end(tmp_path):
+    torch.manual_seed(0)
+    cfg = HM.hyper_config("dsphere_wm", "natural", "quick")
+    model = build_model(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(40, 1, 28, 28, generator=g), torch.randint(0, 10, (40,), generator=g)
+    from advgeom.data.base import TensorData
+    train = TensorData(x, y, 10, "mnist", "train")
+    data = dict(name="mnist", train=train, test=TensorData(x[:8], y[:8], 10, "mnist", "test"),
+                held_out=x[30:])
+    s = dict(HM.QUICK, n=8, apgd_steps=2, square=4, stats_n=30, target_rejection=0.2)
+    ctx = Context("hyper-test", "quick", tmp_path, ResultStore(tmp_path / "r.sqlite"), show_progress=False)
+    comps, notes = HM.evaluate_cell(ctx, "dsphere_wm/natural", model, data, s, (99.0, 80.0, 10.0),
+                                    "dsphere_mnist_wm", "natural_training", rejecting=True)
+    by = {c.label: c for c in comps}
+    assert by["dsphere_wm/natural: clean"].paper == 99.0
+    assert "dsphere_wm/natural: worst case, robust with rejection (p=1)" in by
+    assert any("geodesic_adaptive, robust with rejection (p=" in c.label and "p=1)" not in c.label
+               for c in comps)
+    assert any("p calibrated" in n for n in notes)
+
+
+def test_hyper_cifar_refuses_clearly(tmp_path, monkeypatch):
+    ctx = Context("hyper-cifar", "quick", tmp_path, ResultStore(tmp_path / "r.sqlite"), show_progress=False)
+    with pytest.raises(AdvgeomError, match="only a paper profile"):
+        get("experiment", "hyper-cifar").fn(ctx)
+    monkeypatch.setenv("ADVGEOM_DATA", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ctx = Context("hyper-cifar", "paper", tmp_path, ResultStore(tmp_path / "r.sqlite"), show_progress=False)
+    with pytest.raises(AdvgeomError, match="needs CIFAR-10"):
+        get("experiment", "hyper-cifar").fn(ctx)
+    assert len(HC.cifar_configs("paper")) == 12 and HC.cifar_configs("quick") == {}
+    cfg = HC.cifar_configs("paper")["dsphere_wm/fgsm"]
+    assert cfg.iterations == 64_000 and cfg.milestones == (34_000, 54_000)
+    assert cfg.objective_kwargs["base_kwargs"]["eps"] == pytest.approx(8 / 255)
+
+
+def test_blackbox_substitutes_are_independent_copies():
+    cfgs = HB.blackbox_configs("quick")
+    for key, cfg in cfgs.items():
+        if key.startswith("substitute:"):
+            twin = cfgs["target:" + key.split(":", 1)[1]]
+            assert cfg.seed == 1 and twin.seed == 0
+            assert (cfg.model, cfg.objective_kwargs, cfg.iterations) == \
+                (twin.model, twin.objective_kwargs, twin.iterations)
+    assert HB.blackbox_configs("paper")["target:dsphere/natural"].dataset == "cifar10"
