@@ -35,11 +35,13 @@ def _files(root: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One single-process run and one two-rank run of the worker."""
+    """A two-rank run of the worker, then a single-process one that trains the same
+    config and evaluates the two-rank run's model (same weights, one process)."""
     base = tmp_path_factory.mktemp("ddp")
     single, ddp = base / "single", base / "ddp"
-    _run([sys.executable], single)
     _run(TORCHRUN, ddp)
+    final = next((ddp / "root-0" / "train").iterdir()) / "final.safetensors"
+    _run([sys.executable], single, "0", str(final))
     return single, ddp
 
 
@@ -70,29 +72,11 @@ def test_only_rank_zero_writes(runs):
 
 def test_sharded_evaluation_rows_identical(runs):
     single, ddp = runs
-    # evaluate the same weights in one process and on two ranks: rows must be equal exactly
-    model_dir = next((ddp / "root-0" / "train").iterdir())
-    ref = subprocess.run([sys.executable, "-c", _EVAL_ONE, str(model_dir / "final.safetensors")],
-                         env=ENV, capture_output=True, text=True, timeout=120)
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    one = [tuple(r) for r in json.loads(ref.stdout)]
+    one = [tuple(r) for r in _result(single)["ranks"][0]["rows"]]   # the same weights, one process
     two = _result(ddp)["ranks"]
     assert [tuple(r) for r in two[0]["rows"]] == one
     assert [tuple(r) for r in two[1]["rows"]] == one
     assert any(m == "robust_accuracy" and 0 < v < 100 for _, _, m, v in one)  # not a trivial case
-
-
-_EVAL_ONE = """
-import json, sys, torch
-from advgeom.data import load
-from advgeom.eval.runner import evaluate
-from advgeom.train import load_model
-torch.set_num_threads(1)
-model = load_model(sys.argv[1])
-ev = evaluate(model, load('robust_features_2d', 'test'), 'pgd:steps=5,fgsm', '0.05,0.2', n=64,
-              batch_size=10, progress=False, checks=False, seed=1)
-print(json.dumps(sorted((r.attack, r.eps, r.metric, r.value) for r in ev.rows)))
-"""
 
 
 def test_resume_after_killing_one_rank(runs, tmp_path):
