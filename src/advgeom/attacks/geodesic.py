@@ -61,23 +61,32 @@ def _objective(s: Setup, z: Tensor, excess: Tensor | None, y: Tensor, targeted: 
 
 def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str,
          steps: int, step: Tensor, targeted: bool, penalty: float, confidence: float,
-         random_init: bool) -> BestTracker:
+         random_init: bool, early_stop: bool) -> BestTracker:
+    """One run; with ``early_stop`` a sample leaves the batch at its first success."""
     linf = norm == "linf"
     lo, hi = box_bounds(x, eps) if linf else (None, None)
     x_adv = random_start(x, eps, norm, s.generator) if random_init else x.clone()
     best = BestTracker(x)
+    act = torch.arange(x.shape[0], device=x.device)  # samples still attacked
     for i in range(steps + 1):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             z, excess = _scores(model, s, x_adv)
             loss, succ = _objective(s, z, excess, y, targeted, penalty, confidence)
-        best.update(x_adv.detach(), loss.detach(), succ)
+        best.update_at(act, x_adv.detach(), loss.detach(), succ)
         if i == steps:
             break
         g = input_grad(loss, x_adv, s.counter)
         with torch.no_grad():
             x_adv = x_adv.detach() + bview(step, x) * ascent_direction(g, norm)
             x_adv = x_adv.clamp(lo, hi) if linf else project_l2(x, x_adv, eps)
+            if early_stop and bool(succ.any()):
+                keep = (~succ).nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                act, x_adv, x, y, eps, step = act[keep], x_adv[keep], x[keep], y[keep], eps[keep], step[keep]
+                if linf:
+                    lo, hi = lo[keep], hi[keep]
     return best
 
 
@@ -88,7 +97,7 @@ def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: 
                       restarts: int = 1, targeted: bool = False, loss: str = "margin",
                       generator: torch.Generator | None = None, penalty: float = 10.0,
                       confidence: float = 0.1, random_start: bool = True,
-                      counter: PassCounter | None = None) -> Tensor:
+                      early_stop: bool = True, counter: PassCounter | None = None) -> Tensor:
     """Adaptive attack on geodesic rejection: ascend ``loss`` capped at ``confidence``
     (default 0.1, in the loss's units) minus ``penalty`` (per radian, default 10) times
     the angle above the threshold of the class pushed to; success = misclassified and
@@ -96,6 +105,7 @@ def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: 
     the eps-ball (False: at the clean input; restarts then repeat nothing and stop).
     ``restarts`` run on the samples not yet broken."""
     check_bool("random_start", random_start)
+    check_bool("early_stop", early_stop)
     penalty = check_number("penalty", penalty, low=0.0)
     confidence = check_number("confidence", confidence, low=0.0, open_low=True)
     s = prepare(model, inputs, labels, info=geodesic_adaptive.info, eps=eps, norm=norm, loss=loss,
@@ -103,7 +113,7 @@ def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: 
                 counter=counter, generator=generator)
     step = default_step(step_size, s.eps, 2.5 / max(steps, 1))
     kw = dict(norm=norm, steps=steps, targeted=targeted, penalty=penalty, confidence=confidence,
-              random_init=random_start)
+              random_init=random_start, early_stop=early_stop)
     best = _run(model, s, s.x, s.y, s.eps, step=step, **kw)
     for _ in range(restarts - 1 if random_start else 0):
         idx = remaining(best)

@@ -43,7 +43,7 @@ WORST = "worst_case"
 
 QUICK: dict[str, Any] = dict(
     eps=EPS, model_kwargs={"widths": [8, 16, 32], "convs_per_stage": 1, "fc_dim": 64}, iterations=300,
-    milestones=(200,), batch_size=64, warmup=0.3, n=100, square=300, apgd_steps=50,
+    milestones=(200,), batch_size=64, warmup=0.3, n=100, square=300, apgd_steps=25,
     pgd_archs=("baseline", "dsphere_wm"), stats_n=5000, heldout=1000, target_rejection=0.05)
 PAPER: dict[str, Any] = dict(
     eps=EPS, model_kwargs={}, iterations=30_000, milestones=(10_000, 20_000), batch_size=128, warmup=0.0,
@@ -74,6 +74,8 @@ def hyper_config(arch: str, training: str, profile: str | dict[str, Any], *,
                                         "warmup": w})}[training]
     if arch != "baseline":
         objective, kw = "dsphere", {"base": objective, "base_kwargs": kw}
+        if "annealing" in arch:  # SphereFace's lambda schedule, its gamma scaled to the run length
+            kw["anneal"] = {"gamma": 0.12 * 30_000 / s["iterations"]}
     return TrainConfig(dataset=dataset, model=model or ARCHS[arch], model_kwargs=dict(s["model_kwargs"]),
                        objective=objective, objective_kwargs=kw, optimizer="adam", lr=1e-3,
                        batch_size=s["batch_size"], iterations=s["iterations"],
