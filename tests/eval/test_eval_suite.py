@@ -19,7 +19,8 @@ def test_suite_versions_and_order():
     assert std[1].kwargs["num_targets"] == 9 and std[2].kwargs["num_targets"] == 9
     assert std[3].kwargs["steps"] == 5000 and std[0].kwargs["steps"] == 100
     plus = suite_specs("plus")
-    assert [s.label for s in plus] == ["apgd-ce", "apgd-dlr", "square", "apgd-t", "fab-t"]
+    assert [s.label for s in plus] == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+    assert plus[2].kwargs == {"steps": 100, "num_targets": 0, "restarts": 5}   # untargeted FAB
     assert plus[0].kwargs["restarts"] == 5
     assert [s.label for s in suite_specs("rand")] == ["apgd-ce-eot", "apgd-dlr-eot"]
     with pytest.raises(AdvgeomError):

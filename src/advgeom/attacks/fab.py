@@ -1,6 +1,7 @@
 """FAB-T, the targeted Fast Adaptive Boundary attack (Croce & Hein 2020, "Minimally
 distorted adversarial examples with a fast adaptive boundary attack"), linf and l2:
-the third attack of AutoAttack's "standard" suite.
+the third attack of AutoAttack's "standard" suite; with ``num_targets=0`` the original
+untargeted FAB of AutoAttack's "plus" suite.
 
 Per target class ``t`` (the ``num_targets`` most likely wrong classes of the clean
 input, most likely first) and per sample, each of ``steps`` iterations
@@ -13,6 +14,11 @@ input, most likely first) and per sample, each of ``steps`` iterations
    the clean point ``a = min(|d_k| / (|d_k| + |d_0|), alpha_max)``;
 4. when the new iterate is misclassified, keeps it if it is the closest adversarial so
    far and steps back toward the clean point: ``x_k <- x_0 + beta (x_k - x_0)``.
+
+Untargeted (``num_targets=0``): step 1 linearizes every ``z_j - z_y`` (j != y) and takes
+the closest linearized boundary, the ``j`` minimizing ``|f_j| / ||grad f_j||_q`` (``q``
+the dual norm: 1 for linf, 2 for l2); that needs the input gradient of every logit, one
+backward pass per class per iteration (the official implementation's cost too).
 
 Defaults are the official ones (100 iterations, 9 targets, ``alpha_max = 0.1``,
 ``eta = 1.05``, ``beta = 0.9``); restarts after the first start at a random point at
@@ -106,12 +112,42 @@ def within(dist: Tensor, eps: Tensor) -> Tensor:
     return torch.isfinite(dist) & (dist <= eps)
 
 
-def _linearize(s: Setup, xa: Tensor, ya: Tensor, ta: Tensor,
-               need_grad: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+def _closest_boundary(s: Setup, xa: Tensor, ya: Tensor, norm: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Untargeted FAB's linearization: logits at ``xa``, and per sample ``f = z_j - z_y``
+    and its input gradient (N, d) for the class ``j != y`` whose linearized boundary is
+    closest in ``norm`` (distance ``|f_j| / ||grad f_j||_dual``)."""
+    m = xa.shape[0]
+    xa = xa.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = s.forward(xa)
+        k = z.shape[1]
+        grads = []
+        for c in range(k):   # the Jacobian, one backward per class
+            s.counter.add_backward(m)
+            (gc,) = torch.autograd.grad(z[:, c].sum(), xa, retain_graph=c + 1 < k)
+            grads.append(gc.reshape(m, -1))
+    z = z.detach()
+    jac = torch.stack(grads, 1)                                   # (N, K, d)
+    rows = torch.arange(m, device=xa.device)
+    fs = z - z[rows, ya][:, None]                                 # (N, K)
+    gs = jac - jac[rows, ya][:, None]
+    dual = gs.abs().sum(2) if norm == "linf" else gs.norm(dim=2)
+    dist = fs.abs() / (dual + 1e-12)
+    dist[rows, ya] = math.inf
+    j = dist.argmin(1)
+    return z, fs[rows, j], gs[rows, j]
+
+
+def _linearize(s: Setup, xa: Tensor, ya: Tensor, ta: Tensor | None,
+               need_grad: bool, norm: str = "linf") -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Logits at ``xa``, ``f = z_t - z_y`` and (with ``need_grad``) its input gradient,
-    flattened to (N, d)."""
+    flattened to (N, d); ``ta=None``: the closest boundary's (untargeted FAB)."""
     m = xa.shape[0]
     rows = torch.arange(m, device=xa.device)
+    if ta is None:
+        if not need_grad:
+            return s.forward(xa).detach(), None, None
+        return _closest_boundary(s, xa, ya, norm)
     if not need_grad:
         with torch.no_grad():
             z = s.forward(xa)
@@ -124,10 +160,11 @@ def _linearize(s: Setup, xa: Tensor, ya: Tensor, ta: Tensor,
     return z.detach(), f.detach(), g
 
 
-def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor, eps: Tensor, *, norm: str,
+def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, norm: str,
              steps: int, alpha_max: float, eta: float, beta: float, random_init: bool,
              early_stop: bool) -> tuple[Tensor, Tensor]:
-    """One FAB-T run toward targets ``t``; returns (closest adversarial, its distance).
+    """One FAB-T run toward targets ``t`` (``None``: untargeted FAB, the closest
+    boundary at each iterate); returns (closest adversarial, its distance).
 
     The forward that tests an iterate also linearizes there for the next iteration
     (one forward-backward per iteration; a second one only for the iterates that were
@@ -149,7 +186,8 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor, eps: Tensor, *, norm: s
     xa0, ya, ta, ea = x0, y, t, eps                 # the active samples, gathered
     flat0 = xa0.reshape(n, -1)
     xk = x1
-    _, f, g = _linearize(s, xk, ya, ta, steps > 0)
+    untargeted = t is None
+    _, f, g = _linearize(s, xk, ya, ta, steps > 0, norm)
     for k in range(steps):
         m, last = act.numel(), k + 1 == steps
         with torch.no_grad():
@@ -165,19 +203,21 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor, eps: Tensor, *, norm: s
             new = ((xf + eta * d1) * (1 - alpha) + (flat0 + eta * d0) * alpha).clamp_(0.0, 1.0)
             new = new.view_as(xa0)
         # test the new iterate; its forward keeps the graph for the next linearization
-        xg = new.requires_grad_(not last)
-        with torch.enable_grad() if not last else torch.no_grad():
+        # (FAB-T; untargeted FAB linearizes every class afresh below)
+        reuse = not last and not untargeted
+        xg = new.requires_grad_(reuse)
+        with torch.enable_grad() if reuse else torch.no_grad():
             z = s.forward(xg)
-            f_new = z[rows[:m], ta] - z[rows[:m], ya]
+            f_new = None if untargeted else z[rows[:m], ta] - z[rows[:m], ya]
         with torch.no_grad():
             adv = success(z, ya, False)
             hit = adv.nonzero().squeeze(1)
             h = hit.numel()
-            if not last and 2 * h <= m:  # the gradient at `new` serves the non-adversarial rows
+            if reuse and 2 * h <= m:  # the gradient at `new` serves the non-adversarial rows
                 with torch.enable_grad():
                     g = input_grad(f_new, xg, s.counter).reshape(m, -1)
             new = new.detach()
-            f, xk = f_new.detach(), new
+            f, xk = (f if untargeted else f_new.detach()), new
             if h:
                 nd = _size(new[hit] - xa0[hit], norm)
                 closer = nd < dist[act[hit]]
@@ -185,7 +225,9 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor, eps: Tensor, *, norm: s
                 best[ch], dist[ch] = new[hit[closer]], nd[closer]
                 xk = new.clone()
                 xk[hit] = xa0[hit] + beta * (new[hit] - xa0[hit])  # step back toward x0
-            if not last and 2 * h > m:  # most rows stepped back: linearize all of them again
+            if untargeted and not last:
+                _, f, g = _linearize(s, xk, ya, None, True, norm)
+            elif not last and 2 * h > m:  # most rows stepped back: linearize all of them again
                 _, f, g = _linearize(s, xk, ya, ta, True)
             elif not last and h:
                 _, f[hit], g[hit] = _linearize(s, xk[hit], ya[hit], ta[hit], True)
@@ -193,7 +235,8 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor, eps: Tensor, *, norm: s
                 if early_stop:
                     keep = ~(within(dist[act], ea) & torch.isfinite(ea))
                     if not bool(keep.all()):
-                        act, xk, xa0, ya, ta, ea, f = (v[keep] for v in (act, xk, xa0, ya, ta, ea, f))
+                        ta = None if untargeted else ta[keep]
+                        act, xk, xa0, ya, ea, f = (v[keep] for v in (act, xk, xa0, ya, ea, f))
                         g, flat0 = (None if g is None else g[keep]), flat0[keep]
                         if act.numel() == 0:
                             break
@@ -211,6 +254,8 @@ def fab(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     """FAB-T (Croce & Hein 2020): ``steps`` boundary-projection iterations toward each
     of the ``num_targets`` most likely wrong classes, ``restarts`` starts per target;
     the closest adversarial found, inside the eps-ball (``eps=inf``: minimum-norm).
+    ``num_targets=0``: untargeted FAB (the closest linearized boundary at each
+    iterate), ``restarts`` starts.
 
     ``alpha_max``: the largest bias toward the clean point in each step (in [0, 1]);
     ``eta``: the overshoot of the projection onto the linearized boundary (> 1 crosses
@@ -219,7 +264,7 @@ def fab(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     s = prepare(model, inputs, labels, info=fab.info, eps=eps, norm=norm, loss=None,
                 targeted=False, steps=steps, restarts=restarts, counter=counter,
                 generator=generator)
-    check_int("num_targets", num_targets, 1)
+    check_int("num_targets", num_targets, 0)
     alpha_max = check_number("fab alpha_max", alpha_max, low=0.0, high=1.0)
     eta = check_number("fab eta (overshoot)", eta, low=1.0)
     beta = check_number("fab beta (backward step)", beta, low=0.0, high=1.0, open_high=True)
@@ -230,13 +275,14 @@ def fab(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     best = x.clone()
     dist = torch.where(z0.argmax(1) != y, torch.zeros_like(e), torch.full_like(e, math.inf))
     k = min(int(num_targets), s.num_classes - 1)
-    order = z0.scatter(1, y[:, None], -math.inf).topk(k, dim=1).indices
-    for j in range(k):
+    order = z0.scatter(1, y[:, None], -math.inf).topk(k, dim=1).indices if k else None
+    for j in range(max(k, 1)):
         for r in range(restarts):
             idx = (~within(dist, e)).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            pts, d = _fab_run(s, x[idx], y[idx], order[idx, j], e[idx], norm=norm, steps=steps,
+            targets = None if order is None else order[idx, j]
+            pts, d = _fab_run(s, x[idx], y[idx], targets, e[idx], norm=norm, steps=steps,
                               alpha_max=alpha_max, eta=eta, beta=beta, random_init=r > 0,
                               early_stop=early_stop)
             closer = d < dist[idx]

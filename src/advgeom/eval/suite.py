@@ -8,9 +8,9 @@ Versions, as AutoAttack names them:
 
 - ``standard``: APGD-CE (100 iterations), APGD-T (targeted DLR, 9 targets, 100
   iterations), FAB-T (9 targets, 100 iterations), Square (5000 queries; linf only);
-- ``plus``: APGD-CE and APGD-DLR with 5 restarts, Square with 5 restarts, APGD-T
-  (9 targets) and FAB-T (9 targets, 5 restarts); AutoAttack's untargeted FAB is not
-  in advgeom (FAB-T covers its targets);
+- ``plus``: APGD-CE and APGD-DLR with 5 restarts, untargeted FAB (5 restarts),
+  Square with 5 restarts, APGD-T (9 targets) and FAB-T (9 targets, 5 restarts), in
+  AutoAttack's order;
 - ``rand`` (randomized defenses): APGD-CE and APGD-DLR on the EOT average of 20 forward
   passes (Athalye et al. 2018).
 
@@ -65,6 +65,7 @@ def suite_specs(version: str = "standard", norm: str = "linf",
     specs = [AttackSpec("apgd-ce", {"steps": 100, "restarts": r}, label="apgd-ce")]
     if version == "plus":
         specs.append(AttackSpec("apgd-dlr", {"steps": 100, "restarts": r}, label="apgd-dlr"))
+        specs.append(AttackSpec("fab", {"steps": 100, "num_targets": 0, "restarts": r}, label="fab"))
         if norm == "linf":
             specs.append(AttackSpec("square", {"steps": 5000, "restarts": r,
                                                "rescale_schedule": False}, label="square"))
