@@ -176,8 +176,23 @@ def hyper_mnist(ctx: Context) -> Outcome:
         comps += c
         notes += n
     figs = hyper_figures(ctx, trained, train, data["test"])
-    notes.insert(0, profile_note(ctx.profile))
+    notes[:0] = [profile_note(ctx.profile), PGD_STEP_NOTE, ASSUMPTIONS]
     return Outcome(comps, figs, notes)
+
+
+PGD_STEP_NOTE = ("PGD training uses the printed step 0.75 at eps 0.3 (10 iterations): a linf step "
+                 "larger than 2 eps puts every iterate, after projection onto the eps-box and [0,1], "
+                 "on a vertex x +- 0.3 (clipped): iterated FGSM from a random start.")
+ASSUMPTIONS = ("Assumptions (not in the paper): FGSM training = plain FGSM at eps 0.3 on the "
+               "adversarial batch only; orthogonality weight 1e-4 over all SphereCorr layers; weight "
+               "multiplier alpha initialised at 10 with eta 0.01; loss annealing lambda = max(5, 1000 "
+               "(1 + gamma t)^-1) (SphereFace's schedule, gamma 0.12 at 30k steps, scaled with the run "
+               "length); the SphereCorr operator of a variant is used in every layer and in the head; "
+               "the annealed head predicts with the W-Softmax logits; geodesic statistics use the "
+               "training points of each class whether or not they are classified correctly; the "
+               "calibrated p targets 5% clean rejection on held-out training points (never test "
+               "points). The paper's attacks are plain-CE FGSM/PGD on the logits; APGD-DLR, Square "
+               "and geodesic_adaptive are advgeom's additions.")
 
 
 def profile_note(profile: str) -> str:
