@@ -99,7 +99,7 @@ def choose_eps(curve: EvalResult, grid: tuple[float, ...], almost_all: float) ->
     """The paper's rule: the smallest eps of ``grid`` at which the standard model's
     accuracy under PGA is at most ``almost_all`` (else the largest eps)."""
     for e in grid:
-        if curve.accuracy("worst_case", e) <= 100 * almost_all:
+        if curve.accuracy("worst_case", e) <= 100 * almost_all + 1e-3:  # float32 rates
             return e
     return grid[-1]
 
@@ -169,6 +169,14 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
     keys = {"standard": "standard", "adversarial_training": "adversarial_training",
             "global_snr": "global_snr", "data_snr": "data_dependent_snr"}
     for method, model in models.items():
+        # the eps curves (PGA-10 only) first, so that the worst case stored at the evaluation
+        # eps is the one over all attacks
+        l2 = evaluate(model, test, ["pgd:steps=10"], list(s["eps_grid"]), norm="l2", n=s["n_curve"],
+                      defense=method, **common)
+        li = evaluate(model, test, ["pgd:steps=10"], list(s["linf_grid"]), norm="linf", n=s["n_curve"],
+                      defense=method, **common)
+        acc_l2[method] = [l2.accuracy("worst_case", e) for e in s["eps_grid"]]
+        acc_linf[method] = [li.accuracy("worst_case", e) for e in s["linf_grid"]]
         res = evaluate(model, test, l2_attacks, [eps], norm="l2", n=s["n_eval"], defense=method, **common)
         rli = evaluate(model, test, li_attacks, [li_eps], norm="linf", n=s["n_eval"], defense=method,
                        **common)
@@ -180,12 +188,6 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
                       for spec, short in zip(r.specs, names)]
             comps.append(Comparison(f"{method}: worst case ({norm} eps {e:g})", r.accuracy("worst_case", e),
                                     None, note="per sample, over the attacks above"))
-        l2 = evaluate(model, test, ["pgd:steps=10"], list(s["eps_grid"]), norm="l2", n=s["n_curve"],
-                      defense=method, **common)
-        li = evaluate(model, test, ["pgd:steps=10"], list(s["linf_grid"]), norm="linf", n=s["n_curve"],
-                      defense=method, **common)
-        acc_l2[method] = [l2.accuracy("worst_case", e) for e in s["eps_grid"]]
-        acc_linf[method] = [li.accuracy("worst_case", e) for e in s["linf_grid"]]
         notes += [f"{method}: {line.strip()}" for r in (res, rli, l2, li)
                   for line in format_checks(r.checks).splitlines() if line.strip()]
     figs = figures(ctx, s, models, test, eps, acc_l2, acc_linf, comps)
