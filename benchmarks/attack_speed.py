@@ -114,6 +114,16 @@ def report(times: dict[str, list[float]], what: str) -> list[str]:
     return lines
 
 
+def torch_setup(threads: int, device: str) -> torch.device:
+    """Set the thread count (0: leave it) and check the device exists."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("CUDA requested but not available")
+    return dev
+
+
 def append_record(path: Path, lines: list[str], device: torch.device) -> None:
     """Append this run (command, environment, timings) to a Markdown file under results/."""
     from advgeom.results.env import environment
@@ -144,12 +154,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None,
                     help="append the run (command, environment, timings) to this Markdown file")
     args = ap.parse_args()
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("CUDA requested but not available")
+    device = torch_setup(args.threads, args.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model(args.model).to(device).eval()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from advgeom.train import TrainConfig, build_model, fit
 from advgeom.train.loop import _Batches
 
-from attack_speed import append_record  # noqa: E402  (sibling benchmark script)
+from attack_speed import append_record, torch_setup  # noqa: E402  (sibling benchmark script)
 
 
 def plain(cfg: TrainConfig, device: torch.device, steps: int) -> float:
@@ -77,11 +77,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available here")
+    device = torch_setup(args.threads, args.device)
     cfg = TrainConfig(dataset="mnist", model=args.model, objective="ce", batch_size=args.batch,
                       iterations=args.steps, checkpoint_every=10 ** 9, lr=1e-3,
                       precision=args.precision)

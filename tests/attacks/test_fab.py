@@ -62,79 +62,47 @@ def test_sort_rows_is_a_stable_sort():
         assert torch.equal(vals.nan_to_num(-1.0), ref_vals.nan_to_num(-1.0))
 
 
-def test_infinite_eps_is_minimum_norm(make_linear):
-    p = make_linear(5, n=60, dtype=torch.float32)
-    for norm, exact in (("l2", p.dist_l2), ("linf", p.dist_linf)):
-        adv = fab(p.model, p.x, p.y, eps=math.inf, norm=norm, steps=30, num_targets=4)
-        with torch.no_grad():
-            broken = p.model(adv).argmax(1) != p.y
-        d = (adv - p.x).flatten(1)
-        size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
-        assert broken.all()
-        # a linear model: FAB-T toward the nearest class boundary finds the exact distance
-        assert (size <= exact.float() * 1.06 + 1e-4).float().mean() >= 0.95
-
-
-@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.5)])
-def test_agrees_with_pyautoattack(mnist_cnn, racc, norm, eps):
-    fab_pt = peer("pyautoattack.fab_pt")
-    m, x, y = mnist_cnn.model, mnist_cnn.x[:100], mnist_cnn.y[:100]
-    c = PassCounter()
-    ours = fab(m, x, y, eps=eps, norm=norm, steps=20, num_targets=3, counter=c)
-    ours_inf = fab(m, x, y, eps=math.inf, norm=norm, steps=20, num_targets=1)
-    ref = lambda e, k: fab_pt.FABAttack_PT(m, norm={"linf": "Linf", "l2": "L2"}[norm], n_iter=20,  # noqa: E731
-                                           eps=e, targeted=True, n_target_classes=k, device=x.device)
-    with torch.random.fork_rng(devices=[]):
-        theirs = ref(eps, 3).perturb(x, y)
-        theirs_inf = ref(1e9, 1).perturb(x, y)
-    a, b = racc(m, x, ours, y), racc(m, x, theirs, y)
-    size = lambda d: d.flatten(1).abs().amax(1) if norm == "linf" else d.flatten(1).norm(dim=1)  # noqa: E731
-    with torch.no_grad():
-        ok = m(x).argmax(1) == y
-        sa, sb = ok & (m(ours_inf).argmax(1) != y), ok & (m(theirs_inf).argmax(1) != y)
-    da, db = size(ours_inf - x)[sa].median(), size(theirs_inf - x)[sb].median()
-    print(f"FAB-T {norm} eps={eps}: advgeom {a:.1f}% pyautoattack {b:.1f}%; median distance "
-          f"{da:.4f} vs {db:.4f}")
-    assert abs(a - b) <= 1.0
-    assert abs(float(da) - float(db)) <= 0.05 * float(db)
-    assert abs(int(sa.sum()) - int(sb.sum())) <= 2
-
-
-def test_untargeted_infinite_eps_is_minimum_norm(make_linear):
-    """Untargeted FAB (``num_targets=0``) picks the closest linearized boundary at each
-    iterate: on a linear model that is the exact minimal perturbation."""
+@pytest.mark.parametrize("targets", [4, 0], ids=["fab-t", "untargeted"])
+def test_infinite_eps_is_minimum_norm(make_linear, targets):
+    """A linear model: FAB-T toward the nearest class boundary, and untargeted FAB (the
+    closest linearized boundary at each iterate), find the exact minimal distance."""
     p = make_linear(5, n=60, dtype=torch.float32)
     for norm, exact in (("l2", p.dist_l2), ("linf", p.dist_linf)):
         c = PassCounter()
-        adv = fab(p.model, p.x, p.y, eps=math.inf, norm=norm, steps=30, num_targets=0, counter=c)
+        adv = fab(p.model, p.x, p.y, eps=math.inf, norm=norm, steps=30, num_targets=targets, counter=c)
         with torch.no_grad():
             broken = p.model(adv).argmax(1) != p.y
         d = (adv - p.x).flatten(1)
         size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
         assert broken.all()
         assert (size <= exact.float() * 1.06 + 1e-4).float().mean() >= 0.95
-        assert c.backwards >= 5 * 60   # one backward per class for every linearization
+        if not targets:
+            assert c.backwards >= 5 * 60   # one backward per class for every linearization
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.5)])
-def test_untargeted_agrees_with_pyautoattack(mnist_cnn, racc, norm, eps):
+@pytest.mark.parametrize("targets", [3, 0], ids=["fab-t", "untargeted"])
+def test_agrees_with_pyautoattack(mnist_cnn, racc, norm, eps, targets):
+    """FAB-T (3 targets; 1 for the minimum-norm run) and untargeted FAB (``num_targets=0``)
+    against pyautoattack's FAB in the same mode."""
     fab_pt = peer("pyautoattack.fab_pt")
     m, x, y = mnist_cnn.model, mnist_cnn.x[:100], mnist_cnn.y[:100]
-    ours = fab(m, x, y, eps=eps, norm=norm, steps=20, num_targets=0)
-    ours_inf = fab(m, x, y, eps=math.inf, norm=norm, steps=20, num_targets=0)
-    ref = lambda e: fab_pt.FABAttack_PT(m, norm={"linf": "Linf", "l2": "L2"}[norm], n_iter=20,  # noqa: E731
-                                        eps=e, targeted=False, device=x.device)
+    ours = fab(m, x, y, eps=eps, norm=norm, steps=20, num_targets=targets)
+    ours_inf = fab(m, x, y, eps=math.inf, norm=norm, steps=20, num_targets=min(targets, 1))
+    ref = lambda e, k: fab_pt.FABAttack_PT(m, norm={"linf": "Linf", "l2": "L2"}[norm], n_iter=20,  # noqa: E731
+                                           eps=e, targeted=k > 0, n_target_classes=max(k, 1),
+                                           device=x.device)
     with torch.random.fork_rng(devices=[]):
-        theirs = ref(eps).perturb(x, y)
-        theirs_inf = ref(1e9).perturb(x, y)
+        theirs = ref(eps, targets).perturb(x, y)
+        theirs_inf = ref(1e9, min(targets, 1)).perturb(x, y)
     a, b = racc(m, x, ours, y), racc(m, x, theirs, y)
     size = lambda d: d.flatten(1).abs().amax(1) if norm == "linf" else d.flatten(1).norm(dim=1)  # noqa: E731
     with torch.no_grad():
         ok = m(x).argmax(1) == y
         sa, sb = ok & (m(ours_inf).argmax(1) != y), ok & (m(theirs_inf).argmax(1) != y)
     da, db = size(ours_inf - x)[sa].median(), size(theirs_inf - x)[sb].median()
-    print(f"FAB {norm} eps={eps}: advgeom {a:.1f}% pyautoattack {b:.1f}%; median distance "
-          f"{da:.4f} vs {db:.4f}")
+    print(f"FAB{'-T' if targets else ''} {norm} eps={eps}: advgeom {a:.1f}% pyautoattack {b:.1f}%; "
+          f"median distance {da:.4f} vs {db:.4f}")
     assert abs(a - b) <= 1.0
     assert abs(float(da) - float(db)) <= 0.05 * float(db)
     assert abs(int(sa.sum()) - int(sb.sum())) <= 2
