@@ -175,7 +175,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
              norm: str = typer.Option("linf", help="linf or l2."),
              dataset: Optional[str] = typer.Option(None, help="Data set (default: the model's training set)."),
              split: str = typer.Option("test"),
-             n: Optional[int] = typer.Option(1000, help="Number of test points (first n)."),
+             n: Optional[int] = typer.Option(1000, "--n", "--points",
+                                             help="Number of test points (first n); --points is the "
+                                                  "same (torchrun takes --n for one of its own)."),
              batch_size: int = typer.Option(250),
              seed: int = typer.Option(0),
              strict: bool = typer.Option(True, help="Exit with status 1 when a sanity check fails "

@@ -99,10 +99,26 @@ def test_cli_train_under_torchrun(tmp_path):
             "model_kwargs.depth=1", "model_kwargs.num_outputs=2", "model_kwargs.batch_norm=false",
             "objective=\"pgd_at\"", "objective_kwargs.eps=0.1", "objective_kwargs.attack=\"pgd:steps=2\"",
             "batch_size=16", "iterations=6", "checkpoint_every=3"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + args[:1] + args[1:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + args
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained: relu_mlp") == 1   # rank 0 speaks, rank 1 is quiet
     final = next(tmp_path.glob("train/*/final.safetensors"))
     assert json.loads(final.with_suffix(".json").read_text())["world_size"] == 2
     assert load_model(final).num_classes == 2
+    # sharded CLI evaluation: rank 0 prints and stores once, the run records two ranks
+    db = tmp_path / "r.sqlite"
+    ev = subprocess.run(cmd[:5] + ["-m", "advgeom", "evaluate", "--checkpoint", str(final), "--attacks",
+                                   "fgsm,pgd:steps=3", "--eps", "0.1", "--points", "40", "--batch-size", "10",
+                                   "--no-progress", "--no-strict", "--root", str(tmp_path), "--db", str(db)],
+                        env=ENV, capture_output=True, text=True, timeout=240)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert ev.stdout.count("clean_accuracy") <= 1 and ev.stdout.count("fgsm") >= 1
+    from advgeom.results import ResultStore
+
+    store = ResultStore(db)
+    assert [r["env"]["world_size"] for r in store.runs()] == ["2"]
+    rows = store.query()
+    keys = [(r.attack, r.eps, r.metric) for r in rows]
+    assert len(keys) == len(set(keys)) and ("fgsm", 0.1, "robust_accuracy") in keys
+    assert store.query(metric="clean_accuracy")[0].n == 40
