@@ -175,11 +175,8 @@ def figure_accuracy(path: Path, eps_grid: Sequence[float], accuracy: Mapping[str
     """Figures 3 / 5: accuracy vs eps and alignment with v_1 vs eps."""
     left = {m: (a, None, {}) for m, a in accuracy.items()}
     right: dict[str, Any] = {m: (d["align"], d["align_se"], {}) for m, d in align.items()}
-    first = next(iter(align.values()))
-    right["random perturbation"] = (first["align_random"] if isinstance(first["align_random"], list)
-                                    and len(first["align_random"]) == len(eps_grid)
-                                    else [float(np.mean(first["align_random"]))] * len(eps_grid), None,
-                                    {"color": "black", "linestyle": ":"})
+    rnd = float(np.mean(next(iter(align.values()))["align_random"]))  # independent of eps
+    right["random perturbation"] = ([rnd] * len(eps_grid), None, {"color": "black", "linestyle": ":"})
     return two_panels(path, dict(xs=eps_grid, curves=left, xlabel=xlabel, ylabel="accuracy (%)",
                                  title="accuracy under PGA", vline=eps),
                       dict(xs=eps_grid, curves=right, xlabel=xlabel, ylabel="|cos(delta, v_1)|",
