@@ -135,3 +135,9 @@ def test_model_geometry_of_a_penalty_net_and_an_mmc_net():
     assert geo["min_angle"] < geo["theorem1_angle"] and geo["gram_gap"] > 0
     mmc = PM.model_geometry(build_model(cfgs["mmc"]).eval(), x)
     assert mmc["min_angle"] == pytest.approx(mmc["theorem1_angle"], abs=1e-2)   # fixed MM centers
+
+
+def test_report_names_of_the_audit_attacks():
+    shown = [PM.display(s) for s in PM.audit_specs("paper") + PM.audit_specs("paper", "l2")]
+    assert shown == ["APGD-CE", "APGD-T (9 targets)", "PGD-100 (margin loss)", "Square (5000 queries)",
+                     "APGD-CE", "APGD-DLR"]

@@ -75,7 +75,7 @@ def penalty_cifar(ctx: Context) -> Outcome:
              Comparison("penalty: DeepFool (linf)", res.accuracy(paper[2].label, EPS), pub["deepfool"]),
              Comparison("penalty: MTA-100", res.accuracy(paper[3].label, EPS), None),
              Comparison("penalty: C&W L2 within radius 1", l2.accuracy(l2specs[0].label, CW_EPS), pub["cw"])]
-    comps += [Comparison(f"penalty: [audit] {s.label}", res.accuracy(s.label, EPS), None) for s in audit]
+    comps += [Comparison(f"penalty: [audit] {PM.display(s)}", res.accuracy(s.label, EPS), None) for s in audit]
     comps += [Comparison("penalty: [audit] worst case, all linf attacks", res.accuracy(WORST, EPS), pub["pgd20"],
                          note="paper: PGD-20; the fall is the gap"),
               Comparison("penalty: [audit] l2 worst case at radius 1", l2.accuracy(WORST, CW_EPS), pub["cw"])]

@@ -82,6 +82,17 @@ def audit_specs(profile: str, norm: str = "linf") -> list[AttackSpec]:
             AttackSpec("square", {"steps": settings(profile)["square"]})]
 
 
+def display(spec: AttackSpec) -> str:
+    """A short name for report rows: ``APGD-T (9 targets)``, ``PGD-100 (margin loss)``, ..."""
+    kw = spec.call_kwargs()
+    if spec.name == "square":
+        return f"Square ({kw['steps']} queries)"
+    if spec.name == "apgd-t":
+        return f"APGD-T ({kw['num_targets']} targets)"
+    name = spec.name.upper() if spec.name.startswith("apgd") else f"PGD-{kw['steps']}"
+    return name + (f" ({kw['loss']} loss)" if spec.name == "pgd" else "")
+
+
 # ---------------------------------------------------------------------------
 # models
 
@@ -191,7 +202,7 @@ def penalty_mnist(ctx: Context) -> Outcome:
         comps.append(Comparison(f"{row}: C&W L2 within radius 3", l2.accuracy(lab["cw"], CW_EPS), pub["cw"],
                                 note=f"{st['cw_n']} points"))
         paper_worst = worst_of(res, [s.label for s in linf_paper], EPS)
-        comps += [Comparison(f"{row}: [audit] {s.label}", res.accuracy(s.label, EPS), None) for s in audit]
+        comps += [Comparison(f"{row}: [audit] {display(s)}", res.accuracy(s.label, EPS), None) for s in audit]
         comps += [Comparison(f"{row}: [audit] worst of the paper's linf attacks", paper_worst,
                              min(pub[k] for k in ("pgd40", "pgd200", "deepfool", "mta200"))),
                   Comparison(f"{row}: [audit] worst case, all linf attacks", res.accuracy(WORST, EPS),
