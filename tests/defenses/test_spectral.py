@@ -123,7 +123,7 @@ def _certified_net() -> tuple[nn.Module, torch.Tensor, float]:
     net = nn.Sequential(nn.Linear(10, 24), nn.ReLU(), nn.Linear(24, 4)).double()
     x = torch.randn(6, 10, generator=_gen(7), dtype=torch.float64)
     pre = net[0](x)
-    radius = float((pre.detach().abs() / net[0].weight.norm(dim=1)).min())
+    radius = float((pre.detach().abs() / net[0].weight.detach().norm(dim=1)).min())
     return net, x, radius
 
 
