@@ -36,7 +36,7 @@ def test_loss_is_ce_plus_alpha_times_the_gap_by_hand():
     gap = float(torch.sqrt(((w @ w.T - sigma) ** 2).sum()))
     ce = float(F.cross_entropy(model(x), y).detach())
     out = _call(create("defense", "weight_penalty", alpha=alpha, s=s), model, x, y)
-    assert float(out.total) == pytest.approx(ce + alpha * gap, rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(ce + alpha * gap, rel=1e-5)
     assert float(out.terms["gram_gap"]) == pytest.approx(gap, rel=1e-5)
     assert float(out.terms["ce"]) == pytest.approx(ce, rel=1e-5)
     assert float(out.terms["min_angle"]) == pytest.approx(min_pairwise_angle(w), rel=1e-5)

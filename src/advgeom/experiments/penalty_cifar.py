@@ -4,8 +4,8 @@ every 60 epochs, 400 epochs, 4-pixel padding + random 32x32 crop + horizontal fl
 PGD-20 (step 0.0031), DeepFool (50 iterations, overshoot 0.02) at eps 8/255 (linf) and
 C&W L2 (1000 steps of 0.01) at radius 1, and the audit: APGD-CE, APGD-T, margin PGD and
 Square (5000 queries) with the per-sample worst case and the gradient-masking checks.
-The authors' own follow-up reported 44% under AutoAttack for a model of this family
-against the paper's 78.4% under PGD-20.
+Issue 12 quotes the authors' follow-up as reporting 44% under AutoAttack for a model of this
+family against the paper's 78.4% under PGD-20 (not verified here, so not in the reference tables).
 
 Paper profile only (a GPU job: about 10-15 GPU hours on one A100-class GPU, mostly the
 400 training epochs of WRN-34-10, then C&W and APGD-T on the 10,000 test points). CIFAR-10
