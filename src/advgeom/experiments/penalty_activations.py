@@ -27,7 +27,7 @@ from advgeom.results.plots import save_figure
 from advgeom.train import TrainConfig, fit
 
 ACTIVATIONS = ("relu", "prelu", "leaky_relu", "tanh")
-QUICK = dict(s=(0.01, 0.1, 1.0), iterations=500, n=100)
+QUICK = dict(s=(0.01, 0.1, 1.0), iterations=300, n=50)
 PAPER = dict(s=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0), n=10_000)
 
 
