@@ -3,7 +3,9 @@ hyperspherical-defense.txt. Substitutes of the baseline CNN, the D-SphereNet and
 D-SphereNet + WM are trained independently (same data and recipe, another seed) and
 craft FGSM and PGD examples that are scored on every target (the same three
 architectures, natural and FGSM training). A target is never attacked through itself:
-a same-architecture source is an independently trained copy.
+a same-architecture source is an independently trained copy. The white-box FGSM and PGD
+on the target run beside them, so that a transfer attack beating them is flagged
+(gradient masking check).
 
 Assumption: each substitute is trained like the target column it attacks (natural
 substitutes for naturally trained targets, FGSM-trained ones for FGSM-trained targets);
@@ -79,6 +81,8 @@ def hyper_blackbox(ctx: Context) -> Outcome:
             target = ctx.train(cfg)
             specs = [AttackSpec("transfer", {"source_model": src, **kw}, label=f"transfer-{atk} from {name}")
                      for name, src in sources.items() for atk, kw in crafts.items()]
+            specs += [AttackSpec(kw["attack"], {k: v for k, v in kw.items() if k != "attack"},
+                                 label=f"white-box {atk}") for atk, kw in crafts.items()]
             res = evaluate(target, test, specs, [eps], n=s["n"], store=ctx.store, experiment=ctx.name,
                            model_name=cfg.model, defense=f"{training}_training", dataset=dataset,
                            profile=ctx.profile, seed=ctx.seed, progress=ctx.show_progress)
@@ -90,5 +94,7 @@ def hyper_blackbox(ctx: Context) -> Outcome:
                     pub = 100 * TABLE3[name][atk][col] if dataset == "cifar10" else None
                     comps.append(Comparison(f"{cell} <- {name} {atk.upper()}",
                                             res.accuracy(f"transfer-{atk} from {name}", eps), pub))
+            comps += [Comparison(f"{cell}: white-box {atk.upper()} (reference)",
+                                 res.accuracy(f"white-box {atk}", eps), None) for atk in crafts]
             notes += HM.check_lines(cell, res)
     return Outcome(comps, [], notes)
