@@ -141,6 +141,7 @@ class _Batches:
         self.n = n
         self.held = held
         self.per_epoch = max(1, n // cfg.batch_size) if not self.online else 1
+        self._perm: tuple[int, torch.Tensor] | None = None
         # on a GPU the whole split moves to the device once (no host-to-device copy per step)
         self.images = None if self.online else self.data.images
         self.labels = None if self.online else self.data.labels
@@ -168,9 +169,10 @@ class _Batches:
             x, y = self.data.sample_batch(cfg.batch_size, g)
         else:
             epoch, k = divmod(step, self.per_epoch)
-            g = torch.Generator().manual_seed(derive_seed("perm", cfg.seed, epoch))
-            perm = torch.randperm(self.n, generator=g)
-            idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size].to(self.images.device)
+            if self._perm is None or self._perm[0] != epoch:   # one permutation per epoch
+                g = torch.Generator().manual_seed(derive_seed("perm", cfg.seed, epoch))
+                self._perm = (epoch, torch.randperm(self.n, generator=g))
+            idx = self._perm[1][k * cfg.batch_size:(k + 1) * cfg.batch_size].to(self.images.device)
             x, y = self.images[idx], self.labels[idx]
         return x.to(self.device), y.to(self.device)
 
