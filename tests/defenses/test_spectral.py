@@ -81,7 +81,7 @@ def test_global_snr_penalty_is_half_sum_of_squared_sigmas_and_state_persists():
     # its gradient is lam * sigma * u v^T per layer (the paper's remark after Eq. 6)
     net.zero_grad()
     obj.lam = 1.0
-    sig = obj.sigmas(net, x, _gen())
+    sig = obj.sigmas(net, x)
     (0.5 * sum(s * s for s in sig)).backward()
     w = net[1].weight
     u_, s_, vh = torch.linalg.svd(w.detach())
@@ -178,3 +178,15 @@ def test_jacobian_of_train_mode_batch_norm_is_refused():
 def test_bad_options_are_config_errors(name, kw):
     with pytest.raises(ConfigError):
         create("defense", name, **kw)
+
+
+def test_global_snr_vectors_do_not_depend_on_the_step_generator():
+    """Two ranks draw different step generators; their power-iteration vectors must
+    still agree (advgeom.distributed: module state stays consistent across ranks)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    x, y = torch.rand(4, 6), torch.tensor([0, 1, 2, 0])
+    a, b = create("defense", "global_snr"), create("defense", "global_snr")
+    a(net, x, y, generator=_gen(1))
+    b(net, x[:2], y[:2], generator=_gen(2))
+    assert all(torch.equal(va, vb) for (_, va), (_, vb) in zip(a.state.values(), b.state.values()))

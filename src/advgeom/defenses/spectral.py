@@ -37,6 +37,7 @@ from advgeom.attacks._common import eval_mode
 from advgeom.attacks._geometry import fix_generator
 from advgeom.defenses.base import Loss, StepContext, check_count, check_nonneg, logits_of
 from advgeom.errors import ConfigError
+from advgeom.seeding import derive_seed
 from advgeom.registry import register
 
 _TINY = 1e-12
@@ -124,21 +125,24 @@ class GlobalSNR:
         self.lam, self.iters, self.conv, self.init_iters = lam, iters, conv, init_iters
         self.state: dict[nn.Module, tuple[LayerOperator, Tensor]] = {}
 
-    def _start(self, model: nn.Module, x: Tensor, generator: torch.Generator) -> None:
+    def _start(self, model: nn.Module, x: Tensor) -> None:
+        """Start vectors seeded by the layer's position alone, not by the step's
+        generator: under torchrun every rank starts with the same vectors and, the
+        weights being equal on every rank, keeps them equal."""
         shapes = input_shapes(model, x) if self.conv == "operator" else {}
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                op = LayerOperator(m, self.conv, shapes.get(m))
-                v = torch.randn(op.in_dim(), generator=generator, device=generator.device,
-                                dtype=m.weight.dtype).to(m.weight.device)
-                _, v = operator_sigma(op, m.weight.detach(), _normalize(v), self.init_iters)
-                self.state[m] = (op, v)
+        layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        for i, m in enumerate(layers):
+            op = LayerOperator(m, self.conv, shapes.get(m))
+            g = torch.Generator().manual_seed(derive_seed("global_snr", i))
+            v = torch.randn(op.in_dim(), generator=g, dtype=m.weight.dtype).to(m.weight.device)
+            _, v = operator_sigma(op, m.weight.detach(), _normalize(v), self.init_iters)
+            self.state[m] = (op, v)
 
-    def sigmas(self, model: nn.Module, x: Tensor, generator: torch.Generator) -> list[Tensor]:
+    def sigmas(self, model: nn.Module, x: Tensor) -> list[Tensor]:
         """One power step per layer (persistent vectors); differentiable sigmas."""
         if not self.state or next(iter(self.state)) not in set(model.modules()):
             self.state = {}
-            self._start(model, x, generator)
+            self._start(model, x)
         out = []
         for m, (op, v) in self.state.items():
             s, v = operator_sigma(op, m.weight, v, self.iters)
@@ -149,7 +153,7 @@ class GlobalSNR:
     def __call__(self, model: nn.Module, inputs: Tensor, labels: Tensor, *,
                  generator: torch.Generator | None = None, context: StepContext | None = None) -> Loss:
         ce = F.cross_entropy(logits_of(model, inputs), labels)
-        sig = self.sigmas(model, inputs, fix_generator(generator, inputs.device))
+        sig = self.sigmas(model, inputs)
         pen = 0.5 * torch.stack([s * s for s in sig]).sum()
         return Loss(ce + self.lam * pen, {"ce": ce.detach(), "sum_sigma2_half": pen.detach(),
                                           "max_sigma": torch.stack(sig).max().detach()})
