@@ -141,3 +141,11 @@ def test_report_names_of_the_audit_attacks():
     shown = [PM.display(s) for s in PM.audit_specs("paper") + PM.audit_specs("paper", "l2")]
     assert shown == ["APGD-CE", "APGD-T (9 targets)", "PGD-100 (margin loss)", "Square (5000 queries)",
                      "APGD-CE", "APGD-DLR"]
+
+
+@pytest.mark.parametrize("profile, queries", [("quick", 1000), ("paper", 5000)])
+def test_activation_attacks_include_a_black_box(profile, queries):
+    specs = PA.attack_specs(profile)
+    assert specs[0].kwargs == {"steps": 40, "step_size": 0.01}          # Figure 6's PGD-40
+    assert [s.kind for s in specs].count("black_box") == 1 and specs[-1].kwargs["steps"] == queries
+    parse_attacks(specs)

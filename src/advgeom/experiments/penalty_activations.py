@@ -1,7 +1,7 @@
 """Experiment ``penalty-activations``: Figure 6 of weight-penalization-classification-layer.txt
 (PGD-40 accuracy at eps 0.3 against s for ReLU, PReLU, LeakyReLU and Tanh features,
-alpha 100, MNIST, the small network) with the audit (APGD-CE, APGD-DLR and the per-sample
-worst case beside PGD-40), and Figure 3's picture of the features: plain softmax
+alpha 100, MNIST, the small network) with the audit (APGD-CE, APGD-DLR, Square and the
+per-sample worst case beside PGD-40), and Figure 3's picture of the features: plain softmax
 (ReLU), penalty + ReLU and penalty + Tanh, at s = 0.1.
 
 Figure 3 is t-SNE of CIFAR-10 features in the paper; here it is the 2-D PCA projection
@@ -27,8 +27,8 @@ from advgeom.results.plots import save_figure
 from advgeom.train import TrainConfig, fit
 
 ACTIVATIONS = ("relu", "prelu", "leaky_relu", "tanh")
-QUICK = dict(s=(0.01, 0.1, 1.0), iterations=300, n=50)
-PAPER = dict(s=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0), n=10_000)
+QUICK = dict(s=(0.01, 0.1, 1.0), iterations=300, n=50, square=1000)
+PAPER = dict(s=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0), n=10_000, square=5000)
 
 
 def settings(profile: str) -> dict[str, Any]:
@@ -44,10 +44,11 @@ def activation_configs(profile: str) -> dict[str, TrainConfig]:
     return out
 
 
-def attack_specs() -> list[AttackSpec]:
-    """PGD-40 (step 0.01), the paper's Figure 6 attack, then the audit."""
+def attack_specs(profile: str = "quick") -> list[AttackSpec]:
+    """PGD-40 (step 0.01), the paper's Figure 6 attack, then the audit (Square: the black
+    box that exposes saturated-gradient masking)."""
     return [AttackSpec("pgd", {"steps": 40, "step_size": 0.01}), AttackSpec("apgd-ce", {"steps": 100}),
-            AttackSpec("apgd-dlr", {"steps": 100})]
+            AttackSpec("apgd-dlr", {"steps": 100}), AttackSpec("square", {"steps": settings(profile)["square"]})]
 
 
 @experiment("penalty-activations", title="Weight penalty: feature activation and s (Figures 6 and 3)",
@@ -57,7 +58,7 @@ def penalty_activations(ctx: Context) -> Outcome:
     """PGD-40 and worst-case accuracy vs s per activation; the feature picture."""
     st = settings(ctx.profile)
     test = load("mnist", "test")
-    specs = attack_specs()
+    specs = attack_specs(ctx.profile)
     acc: dict[str, dict[str, list[float]]] = {"pgd40": {}, "worst": {}}
     comps: list[Comparison] = []
     notes: list[str] = []
@@ -91,9 +92,10 @@ def penalty_activations(ctx: Context) -> Outcome:
     if ctx.quick:
         notes.insert(0, f"quick profile: each model {QUICK['iterations']} Adam steps (lr {PM.QUICK['penalty_lr']}, "
                      f"batch {PM.QUICK['batch_size']}) on the small network at widths (16, 32), FC (100, 100); "
-                     f"s in {QUICK['s']}; {QUICK['n']} test points. Paper: 400 epochs on the full network.")
+                     f"s in {QUICK['s']}; {QUICK['n']} test points; Square {QUICK['square']} queries. Paper: 400 epochs "
+                     "on the full network.")
     notes.append("alpha = 100, Frobenius norm, eps 0.3 (linf). The worst case is per sample over PGD-40, "
-                 "APGD-CE and APGD-DLR. Figure 3 uses PCA, not t-SNE, and MNIST, not CIFAR-10.")
+                 "APGD-CE, APGD-DLR and Square. Figure 3 uses PCA, not t-SNE, and MNIST, not CIFAR-10.")
     return Outcome(comps, figs, notes)
 
 
