@@ -140,7 +140,30 @@ def test_model_geometry_of_a_penalty_net_and_an_mmc_net():
 def test_report_names_of_the_audit_attacks():
     shown = [PM.display(s) for s in PM.audit_specs("paper") + PM.audit_specs("paper", "l2")]
     assert shown == ["APGD-CE", "APGD-T (9 targets)", "PGD-100 (margin loss)", "Square (5000 queries)",
+                     "APGD-CE through straight-through tanh", "APGD-DLR through straight-through tanh",
                      "APGD-CE", "APGD-DLR"]
+
+
+def test_straight_through_tanh_attack_gets_gradients_through_saturated_features():
+    """Saturated tanh features zero the input gradient (the masking the audit found); the
+    adaptive attack's proxy passes it straight through and breaks the model, which it leaves
+    unchanged."""
+    torch.manual_seed(0)
+    model = build_model(PM.penalty_config("quick")).eval()
+    with torch.no_grad():
+        model.body.fc2.weight.mul_(1e6)             # drive tanh into float32 saturation
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(1)
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y), xg)
+    assert float(g.abs().max()) == 0.0
+    spec = [s for s in PM.audit_specs("quick") if s.label == "bpda-apgd-ce"][0]
+    assert spec.kind == "iterative"
+    adv = spec.fn(model, x, y, eps=0.3, norm="linf", generator=torch.Generator().manual_seed(2),
+                  **spec.call_kwargs())
+    assert float((adv - x).abs().max()) <= 0.3 + 1e-6 and float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+    assert float((model(adv).argmax(1) != y).float().mean()) > 0.5
+    assert isinstance(model.body.feature_act, torch.nn.Tanh)
 
 
 @pytest.mark.parametrize("profile, queries", [("quick", 1000), ("paper", 5000)])
