@@ -171,5 +171,6 @@ def test_straight_through_tanh_attack_gets_gradients_through_saturated_features(
 def test_activation_attacks_include_a_black_box(profile, queries):
     specs = PA.attack_specs(profile)
     assert specs[0].kwargs == {"steps": 40, "step_size": 0.01}          # Figure 6's PGD-40
-    assert [s.kind for s in specs].count("black_box") == 1 and specs[-1].kwargs["steps"] == queries
+    assert [s.kind for s in specs].count("black_box") == 1 and specs[3].kwargs["steps"] == queries
+    assert [s.label for s in specs[-2:]] == ["bpda-apgd-ce", "bpda-apgd-dlr"]
     parse_attacks(specs)

@@ -1,7 +1,7 @@
 """Experiment ``penalty-activations``: Figure 6 of weight-penalization-classification-layer.txt
 (PGD-40 accuracy at eps 0.3 against s for ReLU, PReLU, LeakyReLU and Tanh features,
-alpha 100, MNIST, the small network) with the audit (APGD-CE, APGD-DLR, Square and the
-per-sample worst case beside PGD-40), and Figure 3's picture of the features: plain softmax
+alpha 100, MNIST, the small network) with the audit (APGD-CE, APGD-DLR, Square, APGD
+through a straight-through tanh and the per-sample worst case beside PGD-40), and Figure 3's picture of the features: plain softmax
 (ReLU), penalty + ReLU and penalty + Tanh, at s = 0.1.
 
 Figure 3 is t-SNE of CIFAR-10 features in the paper; here it is the 2-D PCA projection
@@ -46,9 +46,10 @@ def activation_configs(profile: str) -> dict[str, TrainConfig]:
 
 def attack_specs(profile: str = "quick") -> list[AttackSpec]:
     """PGD-40 (step 0.01), the paper's Figure 6 attack, then the audit (Square: the black
-    box that exposes saturated-gradient masking)."""
+    box that exposes saturated-gradient masking; APGD through a straight-through tanh)."""
     return [AttackSpec("pgd", {"steps": 40, "step_size": 0.01}), AttackSpec("apgd-ce", {"steps": 100}),
-            AttackSpec("apgd-dlr", {"steps": 100}), AttackSpec("square", {"steps": settings(profile)["square"]})]
+            AttackSpec("apgd-dlr", {"steps": 100}), AttackSpec("square", {"steps": settings(profile)["square"]})
+            ] + PM.adaptive_specs()
 
 
 @experiment("penalty-activations", title="Weight penalty: feature activation and s (Figures 6 and 3)",
@@ -95,7 +96,8 @@ def penalty_activations(ctx: Context) -> Outcome:
                      f"s in {QUICK['s']}; {QUICK['n']} test points; Square {QUICK['square']} queries. Paper: 400 epochs "
                      "on the full network.")
     notes.append("alpha = 100, Frobenius norm, eps 0.3 (linf). The worst case is per sample over PGD-40, "
-                 "APGD-CE, APGD-DLR and Square. Figure 3 uses PCA, not t-SNE, and MNIST, not CIFAR-10.")
+                 "APGD-CE, APGD-DLR, Square and APGD-CE/-DLR through a straight-through tanh. "
+                 "Figure 3 uses PCA, not t-SNE, and MNIST, not CIFAR-10.")
     return Outcome(comps, figs, notes)
 
 

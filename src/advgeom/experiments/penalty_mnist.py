@@ -101,11 +101,16 @@ def through_tanh(name: str) -> Callable[..., torch.Tensor]:
     return attack
 
 
+def adaptive_specs() -> list[AttackSpec]:
+    """APGD-CE and APGD-DLR (100 steps) through a straight-through tanh."""
+    return [AttackSpec(f"bpda-{n}", {"steps": 100}, label=f"bpda-{n}", attack=through_tanh(n))
+            for n in ("apgd-ce", "apgd-dlr")]
+
+
 def audit_specs(profile: str, norm: str = "linf") -> list[AttackSpec]:
     """The strong evaluation beside the paper's attacks, in both norms with APGD-CE and
     APGD-DLR through a straight-through tanh (the adaptive attack on saturated features)."""
-    adaptive = [AttackSpec(f"bpda-{n}", {"steps": 100}, label=f"bpda-{n}", attack=through_tanh(n))
-                for n in ("apgd-ce", "apgd-dlr")]
+    adaptive = adaptive_specs()
     if norm == "l2":
         return [AttackSpec("apgd-ce", {"steps": 100}), AttackSpec("apgd-dlr", {"steps": 100})] + adaptive
     return [AttackSpec("apgd-ce", {"steps": 100}), AttackSpec("apgd-t", {"steps": 100, "num_targets": 9}),
