@@ -197,7 +197,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
     from advgeom.data import load
     from advgeom.eval import format_report, run_evaluation
     from advgeom.registry import get
-    from advgeom.results import ResultStore, environment
+    from advgeom.results import environment
     from advgeom.train import TrainConfig, fit, load_model
     from advgeom.train.checkpoint import load_checkpoint
 
@@ -222,13 +222,10 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         for label, cfg in exp.models(profile).items():
             res = _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse)
             targets.append((label, res.model.eval(), cfg))
-    from advgeom.distributed import barrier
+    from advgeom.results.store import open_store
 
-    store = _run(ResultStore, db or root / "results.sqlite", reuse=reuse) if w.main else None
-    barrier()  # other ranks open the database rank 0 created, to read finished units
-    if store is None:
-        store = _run(ResultStore, db or root / "results.sqlite", reuse=reuse)
-    else:
+    store = _run(open_store, db or root / "results.sqlite", reuse=reuse)
+    if w.main:
         store.start_run("advgeom evaluate " + " ".join(sys.argv[2:]), environment(device))
     failed = False
     for label, model, cfg in targets:

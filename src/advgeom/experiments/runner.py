@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-from advgeom.distributed import barrier, world
+from advgeom.distributed import world
 from advgeom.eval.checks import collect_reports
 from advgeom.experiments.base import Context, Experiment, Outcome
 from advgeom.registry import get
-from advgeom.results import ResultStore, environment
+from advgeom.results import environment
+from advgeom.results.store import open_store
 from advgeom.results.render import comparison_markdown
 
 QUICK_NOTE = ("Profile `quick`: scaled down to run on 2 CPU cores in minutes (fewer training "
@@ -93,10 +94,7 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
     w = world()
     root = Path(root)
     db = store_path or root / "results.sqlite"
-    store = ResultStore(db, reuse=reuse) if w.main else None
-    barrier()   # the database exists before other ranks open it (to read)
-    if store is None:
-        store = ResultStore(db, reuse=reuse)
+    store = open_store(db, reuse=reuse)
     env = environment(device)
     command = (f"advgeom reproduce {name} --profile {profile}" + (f" --seed {seed}" if seed else "")
                + (" --reuse" if reuse else ""))

@@ -248,3 +248,14 @@ def _keep_stronger_worst_case(con: sqlite3.Connection, rows: list[Row]) -> tuple
                 r = replace(r, attack=label)
         out.append(r)
     return out, notices
+
+
+def open_store(path: str | Path, *, reuse: bool = False) -> ResultStore:
+    """The store at ``path``, opened by every rank under torchrun: rank 0 creates (or
+    migrates) it first, the others open it after a barrier, to read finished units
+    (they never write; :mod:`advgeom.distributed`). One process: ``ResultStore(path)``."""
+    from advgeom.distributed import barrier, world
+
+    store = ResultStore(path, reuse=reuse) if world().main else None
+    barrier()
+    return store if store is not None else ResultStore(path, reuse=reuse)
