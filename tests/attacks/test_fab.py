@@ -48,6 +48,63 @@ def test_projection_exact(norm):
     assert free.any()
 
 
+def _box_hyperplane_cases(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows like FAB's: pixels at 0 or 1 (no room on one side), sparse gradients, and
+    targets ``r`` from easy to out of reach of the box."""
+    g = make_generator(3)
+    p = torch.rand(200, 50, generator=g, dtype=dtype)
+    p[p < 0.3] = 0.0
+    p[p > 0.85] = 1.0
+    w = torch.randn(200, 50, generator=g, dtype=dtype) * (torch.rand(200, 50, generator=g) < 0.6)
+    r = torch.randn(200, generator=g, dtype=dtype) * torch.logspace(-2, 1.5, 200, dtype=dtype)
+    return p, w, r
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_newton_projection_agrees_with_the_sorted_solve(norm, dtype):
+    """Newton's method (the default) and the sort-based solve (its fallback, forced with
+    ``newton_steps=0``) are two exact algorithms: same displacement to rounding, also
+    when only some rows fall back (``newton_steps=1``)."""
+    p, w, r = _box_hyperplane_cases(dtype)
+    ref = project_to_hyperplane(p, w, r, norm, newton_steps=0)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for steps in (1, 32):
+        d = project_to_hyperplane(p, w, r, norm, newton_steps=steps)
+        torch.testing.assert_close(d, ref, atol=tol, rtol=tol)
+    reach = (w * ref).sum(1)
+    assert ((reach - r).abs() < 1e-4).float().mean() > 0.5   # many rows reach their hyperplane
+    assert ((reach - r).abs() > 1e-2).any()                    # and some are out of reach
+
+
+def test_linf_projection_is_the_linear_programs_optimum():
+    """linf: min t s.t. |d_i| <= t, <w, d> = r, 0 <= p + d <= 1 (scipy's HiGHS), on the
+    feasible rows: the same norm, and the same displacement where the optimum is unique
+    up to coordinates with w_i = 0."""
+    linprog = pytest.importorskip("scipy.optimize").linprog
+    p, w, r = (v.double() for v in _box_hyperplane_cases(torch.float64))
+    d = project_to_hyperplane(p, w, r, "linf")
+    checked = 0
+    for i in range(0, 200, 7):
+        n = p.shape[1]
+        c = torch.zeros(n + 1, dtype=torch.float64)
+        c[-1] = 1.0
+        eye = torch.eye(n, dtype=torch.float64)
+        a_ub = torch.cat([torch.cat([eye, -torch.ones(n, 1, dtype=torch.float64)], 1),
+                          torch.cat([-eye, -torch.ones(n, 1, dtype=torch.float64)], 1)])
+        bounds = [(float(-p[i, j]), float(1 - p[i, j])) for j in range(n)] + [(0, None)]
+        res = linprog(c.numpy(), A_ub=a_ub.numpy(), b_ub=torch.zeros(2 * n).numpy(),
+                      A_eq=torch.cat([w[i], torch.zeros(1, dtype=torch.float64)])[None].numpy(),
+                      b_eq=[float(r[i])], bounds=bounds, method="highs")
+        if res.status != 0:     # the hyperplane misses the box: the projection saturates instead
+            assert abs(float((w[i] * d[i]).sum())) < abs(float(r[i]))
+            continue
+        checked += 1
+        assert float(d[i].abs().max()) == pytest.approx(res.fun, rel=1e-7, abs=1e-9)
+        assert float((w[i] * d[i]).sum()) == pytest.approx(float(r[i]), rel=1e-9, abs=1e-9)
+    assert checked >= 10
+
+
 def test_sort_rows_is_a_stable_sort():
     g = make_generator(1)
     v = torch.rand(40, 200, generator=g)

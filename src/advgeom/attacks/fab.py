@@ -66,22 +66,58 @@ def sort_rows(v: Tensor) -> tuple[Tensor, Tensor]:
     return v.gather(1, order), order
 
 
-def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor:
+NEWTON_STEPS = 32   # Newton steps of the projection before the sort-based solve takes over
+
+
+def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str, *,
+                          newton_steps: int = NEWTON_STEPS) -> Tensor:
     """Per row, the smallest ``norm`` displacement ``d`` ("linf" or "l2") with
     ``<w, d> = r`` and ``p + d`` in [0,1]^d; the reachable ``d`` that comes closest
     when the hyperplane misses the box. ``p``, ``w``: (N, d); ``r``: (N,).
 
     Exact: with ``s = sign(w)`` and ``cap_i`` the room left in the box along ``s_i``,
     the optimum is ``d_i = s_i min(lam c_i, cap_i)`` (``c_i = 1`` for linf, ``|w_i|``
-    for l2) for the smallest ``lam >= 0`` reaching ``r``; ``<w, d(lam)>`` is piecewise
-    linear in ``lam``, so one sort of the breakpoints finds it."""
+    for l2) for the smallest ``lam >= 0`` reaching ``r``. ``<w, d(lam)> = sum_i a_i
+    min(lam, t_i)`` (``a_i = |w_i| c_i``, breakpoints ``t_i = cap_i / c_i``) is concave,
+    increasing and piecewise linear, so Newton's method from ``lam = 0`` climbs it from
+    below and stops exactly, on the final linear piece, once a step crosses no
+    breakpoint (usually 2-4 steps of branch-free arithmetic). Rows still moving after
+    ``newton_steps`` steps are solved by sorting the breakpoints (:func:`_project_sorted`)."""
     flip = torch.where(r < 0, -1.0, 1.0).to(w.dtype)
     sw, r = w.sign().mul_(flip[:, None]), r.abs()   # sign of the row flipped to r >= 0
     aw = w.abs()
-    # where w_i = 0 the term is 0 whatever its cap (b_i = 0, d_i = 0 * sign = 0)
-    cap = torch.where(sw > 0, 1.0 - p, p).clamp_min_(0.0)
-    a = aw if norm == "linf" else aw * aw          # slope of each term in lam
-    b = aw * cap                                   # its value once saturated
+    cap = (0.5 - p).mul_(sw).add_(0.5).clamp_min_(0.0)   # 1 - p along +, p along - (w_i = 0: moot)
+    if norm == "linf":
+        a, t = aw, cap
+    else:   # w_i = 0: a_i = 0 whatever t_i
+        a, t = aw * aw, cap / aw.clamp_min(torch.finfo(aw.dtype).tiny)
+    big = torch.finfo(w.dtype).max    # "no finite lam reaches r": every entry at its cap
+    lam = torch.zeros_like(r)
+    above = torch.sign(t).clamp_min_(0.0)                # entries still below their cap at lam
+    count = above.sum(1)
+    moving = torch.ones_like(r, dtype=torch.bool)
+    for _ in range(newton_steps):
+        slope = (a * above).sum(1)
+        reach = (a * torch.minimum(t, lam[:, None])).sum(1)
+        lam = torch.where(slope > 0, lam + (r - reach).clamp_min_(0.0) / slope.clamp_min(1e-30),
+                          torch.full_like(lam, big))
+        above = torch.sign(t - lam[:, None]).clamp_min_(0.0)
+        new_count = above.sum(1)
+        moving = new_count != count
+        if not bool(moving.any()):
+            break
+        count = new_count
+    step = torch.minimum(lam[:, None] if norm == "linf" else lam[:, None] * aw, cap)
+    if bool(moving.any()):
+        rows = moving.nonzero().squeeze(1)
+        step[rows] = _project_sorted(cap[rows], a[rows], aw[rows], r[rows], norm)
+    return step.mul_(sw)
+
+
+def _project_sorted(cap: Tensor, a: Tensor, aw: Tensor, r: Tensor, norm: str) -> Tensor:
+    """The step sizes ``min(lam c_i, cap_i)`` of :func:`project_to_hyperplane` by one
+    sort of the breakpoints (for rows where Newton's method is slow): ``r >= 0``."""
+    b = aw * cap                                   # each term's value once saturated
     lam = b / a   # 0/0 = NaN where w_i = 0: sorted last, like inf (no reach, no slope)
     lam_s, order = sort_rows(lam)
     a_s, b_s = a.gather(1, order), b.gather(1, order)
@@ -90,17 +126,15 @@ def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor:
     cum_b = b_s.cumsum(1)
     reach = cum_b + (lam_s * after).nan_to_num_(nan=0.0)   # NaN or inf times 0 (past the last) is 0
     k = (reach < r[:, None]).sum(1, keepdim=True)   # first breakpoint that reaches r
-    feasible = k[:, 0] < w.shape[1]
-    kk = k.clamp(max=w.shape[1] - 1)
+    feasible = k[:, 0] < a.shape[1]
+    kk = k.clamp(max=a.shape[1] - 1)
     before = torch.where(k > 0, cum_b.gather(1, (k - 1).clamp_min(0)), torch.zeros_like(r[:, None]))
     denom = suffix.gather(1, kk)
     lam_opt = torch.where(denom > 0, (r[:, None] - before) / denom.clamp_min(1e-30),
                           torch.zeros_like(denom))
     # linf: c_i = a_i / |w_i| is 1 (and cap_i carries w_i = 0); l2: c_i = |w_i|
     step = torch.minimum(lam_opt if norm == "linf" else lam_opt * aw, cap)
-    if not bool(feasible.all()):
-        step = torch.where(feasible[:, None], step, cap)
-    return step.mul_(sw)
+    return torch.where(feasible[:, None], step, cap)
 
 
 def _size(d: Tensor, norm: str) -> Tensor:
