@@ -10,7 +10,7 @@ from torch import nn
 
 from advgeom.attacks.base import PassCounter
 from advgeom.attacks._common import Setup
-from advgeom.attacks.square import _propose, _window, p_schedule
+from advgeom.attacks.square import _Windows, _propose, _window, p_schedule
 from advgeom.registry import get
 from advgeom.seeding import make_generator
 
@@ -27,27 +27,34 @@ def test_p_schedule():
 
 @pytest.mark.parametrize("p,redraw", [(0.8, True), (0.05, True), (0.01, True), (0.05, False)])
 def test_proposal_is_one_window_and_redraws_no_ops(p, redraw):
-    """Each candidate differs from the current perturbation in one side x side window at
-    most, with one +-eps sign per channel; with ``redraw``, a candidate changes the
-    clipped image whenever one of its draws did (on a black image with the window's
+    """Each candidate rewrites one side x side window (the same pixels in every channel)
+    to ``clip(x +- eps)`` with one sign per channel; with ``redraw``, a candidate changes
+    the clipped image whenever one of its draws did (on a black image with the window's
     signs all -eps it cannot; the ports query such no-ops)."""
     g = make_generator(0)
     n, c, h, w = 64, 3, 12, 10
     x = (torch.rand(n, c, h, w, generator=g) < 0.3).float()      # mostly black pixels
     e = torch.full((n,), 0.1)
-    delta = -e.view(n, 1, 1, 1).expand(n, c, h, w).clone()      # all pushed below 0: no-ops
+    cur = (x - 0.1).clamp(0, 1)                                  # all pushed below 0: no-ops
     s = Setup(x, torch.zeros(n, dtype=torch.long), e, None, None, 2, None, g)
-    new = _propose(s, x, delta, e, p, redraw)
+    idx, vals = _propose(s, x, cur, e, p, redraw, _Windows(c, h, w, x.device))
     side = _window(p, h, w)[0]
-    changed = new != delta
-    assert torch.equal(new.abs(), delta.abs())                   # every entry is +-eps
+    assert idx.shape == vals.shape == (n, c * side * side)
     for i in range(n):
-        rows, cols = changed[i].any(0).any(1).nonzero(), changed[i].any(0).any(0).nonzero()
-        if rows.numel():
-            assert rows.max() - rows.min() < side and cols.max() - cols.min() < side
-        for ch in range(c):  # one sign per channel inside the window
-            assert changed[i, ch].sum() == 0 or new[i, ch][changed[i, ch]].unique().numel() == 1
-    moved = ((x + new).clamp(0, 1) != (x + delta).clamp(0, 1)).flatten(1).any(1).float().mean()
+        local = idx[i] - i * c * h * w
+        assert ((local >= 0) & (local < c * h * w)).all()           # inside its own image
+        ch, row, col = local // (h * w), local % (h * w) // w, local % w
+        for cc in range(c):
+            sel = ch == cc
+            assert sel.sum() == side * side and local[sel].unique().numel() == side * side
+            assert row[sel].max() - row[sel].min() == side - 1 and col[sel].max() - col[sel].min() == side - 1
+            assert torch.equal(row[sel], row[ch == 0]) and torch.equal(col[sel], col[ch == 0])
+            xi = x.view(-1)[idx[i][sel]]
+            assert (torch.equal(vals[i][sel], (xi + 0.1).clamp(0, 1))
+                    or torch.equal(vals[i][sel], (xi - 0.1).clamp(0, 1)))   # one sign per channel
+    cand = cur.clone()
+    cand.view(-1)[idx.view(-1)] = vals.view(-1)
+    moved = (cand != cur).flatten(1).any(1).float().mean()
     # a single draw changes the image with probability 1 - 2^-c (some channel positive)
     assert moved > (0.99 if redraw else 0.7)
 

@@ -74,82 +74,108 @@ def _signs(shape: tuple[int, ...], s: Setup, like: Tensor) -> Tensor:
     return rand(shape, s.generator, like).lt_(0.5).to(like.dtype).mul_(2.0).sub_(1.0)
 
 
-def _propose(s: Setup, x: Tensor, delta: Tensor, e: Tensor, p: float, redraw: bool) -> Tensor:
-    """New perturbations: one redrawn square per sample; with ``redraw``, the first of
-    up to ``REDRAWS`` draws that changes the clipped image (the last one if none does).
+class _Windows:
+    """Flat indices of the square windows from their corners, cached per window size
+    and batch size (an iteration then builds its indices with one broadcast addition)."""
+
+    def __init__(self, c: int, h: int, w: int, device: torch.device) -> None:
+        self.c, self.h, self.w, self.device = c, h, w, device
+        self._cache: dict[tuple[int, int, int], Tensor] = {}
+
+    def entries(self, m: int, sh: int, sw: int) -> Tensor:
+        """(m, c, k): flat index, in an (m, c, h, w) batch, of entry ``j`` of a ``sh x sw``
+        window with its corner at pixel 0 of channel ``ch`` of image ``i``."""
+        key = (m, sh, sw)
+        if key not in self._cache:
+            if any(k[0] != m for k in self._cache):   # the batch shrank: drop the old sizes
+                self._cache.clear()
+            offs = (torch.arange(sh, device=self.device)[:, None] * self.w
+                    + torch.arange(sw, device=self.device)[None, :]).flatten()
+            base = torch.arange(m * self.c, device=self.device).view(m, self.c, 1) * (self.h * self.w)
+            self._cache[key] = base + offs
+        return self._cache[key]
+
+
+def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool,
+             win: _Windows) -> tuple[Tensor, Tensor]:
+    """One redrawn square per sample: the flat indices of its window entries in ``x``'s
+    batch and their new values ``clip(x + (+-eps))``, as (m, c*k) each. With ``redraw``,
+    the first of up to ``REDRAWS`` draws that changes the current image ``cur`` (the
+    last one if none does); such a draw changes nothing, so only the chosen draw is
+    ever written.
 
     The draws are made together, ``chunk`` rounds at a time (fewer for large windows,
-    to bound memory), and only the window entries are read and written (``torch.take``
-    and ``scatter_`` on flat indices): an iteration costs O(rounds x window), not
-    O(rounds x image). A draw that changes nothing leaves every entry as it was (the
-    window already holds those signs), so only the chosen draw is written."""
+    to bound memory), and only window entries are read (``torch.take``): an iteration
+    costs O(rounds x window), not O(rounds x image)."""
     n, c, h, w = x.shape
     sh, sw = _window(p, h, w)
-    offs = (torch.arange(sh, device=x.device)[:, None] * w
-            + torch.arange(sw, device=x.device)[None, :]).flatten()
-    new = delta.clone()
+    entries = win.entries(n, sh, sw)            # (n, c, k)
     rows = torch.arange(n, device=x.device)     # samples still without a candidate
     rounds = REDRAWS if redraw else 1
-    chunk = max(1, min(rounds, _CHUNK_ENTRIES // max(n * c * offs.numel(), 1)))
+    chunk = max(1, min(rounds, _CHUNK_ENTRIES // max(entries.numel(), 1)))
     while rounds > 0:
         m, r = rows.numel(), min(chunk, rounds)
         rounds -= r
         u = rand((r, m * (2 + c)), s.generator, x)   # per round: rows, columns, signs
         corner = ((u[:, :m] * max(h - sh, 1)).long() * w + (u[:, m:2 * m] * max(w - sw, 1)).long())
-        base = ((rows * c)[:, None] + torch.arange(c, device=x.device)) * (h * w)
-        flat = base[None, :, :, None] + (corner[:, :, None, None] + offs)      # (r, m, c, k)
-        ev = e[rows].view(1, m, 1, 1)
-        vals = torch.where(u[:, 2 * m:].view(r, m, c, 1) < 0.5, ev, -ev)       # (r, m, c, 1)
+        flat = (corner[:, :, None, None] + (entries if m == n else entries[rows])).view(r, m, -1)
+        ev = (e if m == n else e[rows]).view(1, m, 1, 1)
+        sign = torch.where(u[:, 2 * m:].view(r, m, c, 1) < 0.5, ev, -ev)         # (r, m, c, 1)
+        new = (torch.take(x, flat).view(r, m, c, -1) + sign).clamp_(0, 1).view(r, m, -1)
         if redraw:
-            xw = torch.take(x, flat)
-            moved = ((xw + vals).clamp_(0, 1) - (xw + torch.take(delta, flat)).clamp_(0, 1))
-            moved = moved.abs_().gt_(1e-7).flatten(2).any(dim=2)               # (r, m)
+            moved = (new != torch.take(cur, flat)).any(dim=2)                     # (r, m)
             hit = moved.any(dim=0)
             first = torch.where(hit, moved.to(torch.uint8).argmax(dim=0), r - 1)
         else:
             hit = torch.ones(m, dtype=torch.bool, device=x.device)
             first = torch.zeros(m, dtype=torch.long, device=x.device)
         pick = torch.arange(m, device=x.device)
-        sel = flat[first, pick]
-        new.view(-1).scatter_(0, sel.reshape(-1), vals[first, pick].expand_as(sel).reshape(-1))
+        if m == n:
+            idx, vals = flat[first, pick], new[first, pick]
+        else:
+            idx[rows], vals[rows] = flat[first, pick], new[first, pick]
         if rounds == 0 or bool(hit.all()):
             break
         rows = rows[~hit]
-    return new
+    return idx, vals
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float,
          targeted: bool, redraw: bool, horizon: int) -> tuple[Tensor, Tensor]:
-    """One Square Attack run on image-shaped ``x``; returns (points, broken). The
-    unbroken samples are kept gathered (``act``) and regathered only when one breaks."""
+    """One Square Attack run on image-shaped ``x``; returns (points, broken).
+
+    The current clipped image ``cur`` is the state (the perturbation is ``cur - x``);
+    a candidate is ``cur`` with one window rewritten. The unbroken samples are kept
+    gathered (``act``) and regathered only when one breaks."""
     n, c, h, w = x.shape
     shape = s.x.shape[1:]
-    ev = bview(e, x)
-    delta = _signs((n, c, 1, w), s, x).expand(n, c, h, w) * ev
-    x_cur = (x + delta).clamp(0, 1)
-    z = s.forward(x_cur.view(n, *shape))
+    win = _Windows(c, h, w, x.device)
+    cur = (x + _signs((n, c, 1, w), s, x).expand(n, c, h, w) * bview(e, x)).clamp_(0, 1)
+    z = s.forward(cur.view(n, *shape))
     f = s.loss_fn(z, y)
     broken = success_of(z, y, targeted)
     by_margin = s.loss_fn is (margin_targeted if targeted else margin_loss)  # success = loss > margin
     act = (~broken).nonzero().squeeze(1)
-    xa, da, ea, fa, ya = x[act], delta[act], e[act], f[act], y[act]
+    xa, ca, ea, fa, ya = x[act], cur[act], e[act], f[act], y[act]
     for it in range(steps):
         if act.numel() == 0:
             break
-        cand = _propose(s, xa, da, ea, p_schedule(p_init, it, horizon), redraw)
-        zc = s.forward((xa + cand).clamp_(0, 1).view(act.numel(), *shape))
+        idx, vals = _propose(s, xa, ca, ea, p_schedule(p_init, it, horizon), redraw, win)
+        cand = ca.clone()
+        cand.view(-1).scatter_(0, idx.view(-1), vals.view(-1))
+        zc = s.forward(cand.view(act.numel(), *shape))
         fc = s.loss_fn(zc, ya)
         sc = fc > success_margin(zc) if by_margin else success_of(zc, ya, targeted)
         take = (fc > fa) | sc
-        da = torch.where(bview(take, da), cand, da)
+        ca = torch.where(bview(take, ca), cand, ca)
         fa = torch.where(take, fc, fa)
         if bool(sc.any()):
-            delta[act], broken[act] = da, sc
+            cur[act], broken[act] = ca, sc
             keep = ~sc
-            act, xa, da, ea, fa, ya = act[keep], xa[keep], da[keep], ea[keep], fa[keep], ya[keep]
-    delta[act] = da
-    return (x + delta).clamp(0, 1), broken
+            act, xa, ca, ea, fa, ya = act[keep], xa[keep], ca[keep], ea[keep], fa[keep], ya[keep]
+    cur[act] = ca
+    return cur, broken
 
 
 @register("attack", "square")
