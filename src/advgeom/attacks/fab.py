@@ -228,14 +228,16 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
             xf = xk.reshape(m, -1)
             # hyperplane f + <g, u - x_k> = 0: displacement r along g from x_k and from x_0
             r1 = -f
-            r0 = -f - (g * (flat0 - xf)).sum(1)
+            r0 = r1 - (g * (flat0 - xf)).sum(1)
             d = project_to_hyperplane(torch.cat([xf, flat0]), torch.cat([g, g]),
                                       torch.cat([r1, r0]), norm)
             d1, d0 = d[:m], d[m:]
-            a1, a0 = _size(d1, norm).clamp_min(1e-8), _size(d0, norm).clamp_min(1e-8)
-            alpha = (a1 / (a1 + a0)).clamp(0.0, alpha_max)[:, None]
-            new = ((xf + eta * d1) * (1 - alpha) + (flat0 + eta * d0) * alpha).clamp_(0.0, 1.0)
-            new = new.view_as(xa0)
+            sz = _size(d, norm).clamp_min_(1e-8)
+            a1, a0 = sz[:m], sz[m:]
+            alpha = (a1 / (a1 + a0)).clamp_(0.0, alpha_max)[:, None]
+            # (x_k + eta d_k)(1 - alpha) + (x_0 + eta d_0) alpha
+            new = torch.lerp(xf, flat0, alpha).add_(torch.lerp(d1, d0, alpha), alpha=eta)
+            new = new.clamp_(0.0, 1.0).view_as(xa0)
         # test the new iterate; its forward keeps the graph for the next linearization
         # (FAB-T; untargeted FAB linearizes every class afresh below)
         reuse = not last and not untargeted
@@ -253,12 +255,13 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
             new = new.detach()
             f, xk = (f if untargeted else f_new.detach()), new
             if h:
-                nd = _size(new[hit] - xa0[hit], norm)
-                closer = nd < dist[act[hit]]
-                ch = act[hit[closer]]
-                best[ch], dist[ch] = new[hit[closer]], nd[closer]
-                xk = new.clone()
-                xk[hit] = xa0[hit] + beta * (new[hit] - xa0[hit])  # step back toward x0
+                nd = _size(new - xa0, norm)
+                closer = (adv & (nd < dist[act])).nonzero().squeeze(1)
+                if closer.numel():
+                    best[act[closer]], dist[act[closer]] = new[closer], nd[closer]
+                # the adversarial rows step back toward x0: x0 + beta (new - x0)
+                back = adv.to(new.dtype).mul_(1.0 - beta)
+                xk = torch.lerp(new, xa0, bview(back, new))
             if untargeted and not last:
                 _, f, g = _linearize(s, xk, ya, None, True, norm)
             elif not last and 2 * h > m:  # most rows stepped back: linearize all of them again
