@@ -166,11 +166,15 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
         cand.view(-1).scatter_(0, idx.view(-1), vals.view(-1))
         zc = s.forward(cand.view(act.numel(), *shape))
         fc = s.loss_fn(zc, ya)
-        sc = fc > success_margin(zc) if by_margin else success_of(zc, ya, targeted)
-        take = (fc > fa) | sc
+        # a margin success needs fc > success_margin > 0: test the margin only if some fc > 0
+        if by_margin and not bool((fc > 0).any()):
+            sc, take = None, fc > fa
+        else:
+            sc = fc > success_margin(zc) if by_margin else success_of(zc, ya, targeted)
+            take = (fc > fa) | sc
         ca = torch.where(bview(take, ca), cand, ca)
         fa = torch.where(take, fc, fa)
-        if bool(sc.any()):
+        if sc is not None and bool(sc.any()):
             cur[act], broken[act] = ca, sc
             keep = ~sc
             act, xa, ca, ea, fa, ya = act[keep], xa[keep], ca[keep], ea[keep], fa[keep], ya[keep]
