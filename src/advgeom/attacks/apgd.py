@@ -87,7 +87,8 @@ def apgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: i
             e = bview(eta, x)
             z = proj(x_cur + ascent_direction(g_cur, norm).mul_(e))
             if k > 0:
-                z = proj(x_cur + alpha * (z - x_cur) + (1.0 - alpha) * (x_cur - x_prev))
+                # x + alpha (z - x) + (1 - alpha)(x - x_prev) = lerp(2x - x_prev, z, alpha)
+                z = proj(torch.lerp((x_cur - x_prev).add_(x_cur), z, alpha))
             x_prev, x_cur = x_cur, z
         f_new, g_cur = evaluate(x_cur, k + 1 < steps)
         with torch.no_grad():
