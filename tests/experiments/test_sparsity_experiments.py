@@ -13,7 +13,8 @@ from advgeom.train.loop import build_model
 
 
 def test_experiments_registered() -> None:
-    for name in ("sparsity-table1", "sparsity-table2", "sparsity-curves", "sparsity-cw", "sparsity-theory"):
+    for name in ("sparsity-table1", "sparsity-table2", "sparsity-curves", "sparsity-cw", "sparsity-theory",
+                 "sparsity-l1-sweep"):
         assert name in names("experiment")
         assert get("experiment", name).paper == "sparsification-robustness.txt"
 
@@ -54,3 +55,19 @@ def test_bpda_attack_runs_on_the_identity_backward_view() -> None:
     torch.testing.assert_close(adv, ref)
     assert float((adv - x).abs().max()) <= 0.1 + 1e-6
     assert not model.front_end.bpda
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_l1_sweep_is_one_factor_at_a_time_around_table2(profile: str) -> None:
+    """The sweep varies the l1 weight at Table 2's length and the length at Table 2's
+    weight; it includes Table 2's own setting once, and its configs carry both values."""
+    pts = S.sweep_points(profile)
+    base = (S.L1_LAM, S.SETTINGS[profile]["fc_iters"])
+    assert pts.count(base) == 1 and len(set(pts)) == len(pts)
+    assert {lam for lam, it in pts if it == base[1]} == set(S.SWEEP[profile]["lams"])
+    assert {it for lam, it in pts if lam == S.L1_LAM} == set(S.SWEEP[profile]["iters"]) | {base[1]}
+    for lam, it in pts:
+        cfg = S.fc2_config(profile, "mnist", "sparse_network", lam=lam, iterations=it)
+        assert cfg.objective == "l1" and cfg.objective_kwargs["lam"] == lam and cfg.iterations == it
+    assert S.fc2_config(profile, "mnist", "sparse_network") == S.fc2_config(
+        profile, "mnist", "sparse_network", lam=S.L1_LAM, iterations=base[1])
