@@ -96,6 +96,12 @@ class _Windows:
         return self._cache[key]
 
 
+def _take(t: Tensor, flat: Tensor) -> Tensor:
+    """``torch.take(t, flat)`` for a contiguous ``t`` (``index_select`` on the flat view:
+    about 2x faster on the CPU)."""
+    return t.view(-1).index_select(0, flat.reshape(-1)).view(flat.shape)
+
+
 def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool,
              win: _Windows) -> tuple[Tensor, Tensor]:
     """One redrawn square per sample: the flat indices of its window entries in ``x``'s
@@ -105,7 +111,7 @@ def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool
     ever written.
 
     The draws are made together, ``chunk`` rounds at a time (fewer for large windows,
-    to bound memory), and only window entries are read (``torch.take``): an iteration
+    to bound memory), and only window entries are read (:func:`_take`): an iteration
     costs O(rounds x window), not O(rounds x image)."""
     n, c, h, w = x.shape
     sh, sw = _window(p, h, w)
@@ -121,9 +127,9 @@ def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool
         flat = (corner[:, :, None, None] + (entries if m == n else entries[rows])).view(r, m, -1)
         ev = (e if m == n else e[rows]).view(1, m, 1, 1)
         sign = torch.where(u[:, 2 * m:].view(r, m, c, 1) < 0.5, ev, -ev)         # (r, m, c, 1)
-        new = (torch.take(x, flat).view(r, m, c, -1) + sign).clamp_(0, 1).view(r, m, -1)
+        new = (_take(x, flat).view(r, m, c, -1) + sign).clamp_(0, 1).view(r, m, -1)
         if redraw:
-            moved = (new != torch.take(cur, flat)).any(dim=2)                     # (r, m)
+            moved = (new != _take(cur, flat)).any(dim=2)                          # (r, m)
             hit = moved.any(dim=0)
             first = torch.where(hit, moved.to(torch.uint8).argmax(dim=0), r - 1)
         else:
@@ -172,7 +178,9 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
         else:
             sc = fc > success_margin(zc) if by_margin else success_of(zc, ya, targeted)
             take = (fc > fa) | sc
-        ca = torch.where(bview(take, ca), cand, ca)
+        rows = take.nonzero().squeeze(1)    # accepted: write their window into the state
+        if rows.numel():
+            ca.view(-1).index_copy_(0, idx[rows].view(-1), vals[rows].view(-1))
         fa = torch.where(take, fc, fa)
         if sc is not None and bool(sc.any()):
             cur[act], broken[act] = ca, sc
