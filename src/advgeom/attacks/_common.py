@@ -255,12 +255,24 @@ def default_step(step_size: Any, eps: Tensor, scale: float) -> Tensor:
 # ----------------------------------------------------------------------------- best iterate
 
 
+def copy_rows_(dst: Tensor, src: Tensor, mask: Tensor) -> Tensor:
+    """``dst[i] = src[i]`` where ``mask[i]``, in place. On the CPU only the chosen rows
+    are copied (``index_copy_``; usually few, and a host sync costs nothing there);
+    elsewhere one ``torch.where`` (no host synchronisation)."""
+    if dst.device.type == "cpu":
+        rows = mask.nonzero().squeeze(1)
+        if rows.numel():
+            dst.index_copy_(0, rows, src.index_select(0, rows))
+        return dst
+    return torch.where(bview(mask, dst), src, dst, out=dst)
+
+
 class BestTracker:
     """Per sample, the successful point if any iterate succeeded, else the one of
     highest loss; among successful points the one of highest loss.
 
     ``broken`` is True once ANY tracked iterate succeeded (the returned point is then
-    a successful one). No host synchronisation: all updates are ``torch.where``.
+    a successful one). Off the CPU, no host synchronisation (:func:`copy_rows_`).
     """
 
     def __init__(self, x: Tensor) -> None:
@@ -271,7 +283,7 @@ class BestTracker:
     def update(self, x: Tensor, loss: Tensor, succ: Tensor) -> None:
         loss = loss.detach().to(self.loss.dtype)
         upd = (succ & ~self.broken) | ((succ == self.broken) & (loss > self.loss))
-        torch.where(bview(upd, x), x.detach(), self.x, out=self.x)  # in place: no new buffer
+        copy_rows_(self.x, x.detach(), upd)  # in place: no new buffer
         self.loss = torch.where(upd, loss, self.loss)
         self.broken = self.broken | succ
 

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import BestTracker, Setup, input_grad, prepare, remaining, success_of
+from advgeom.attacks._common import (BestTracker, Setup, copy_rows_, input_grad, prepare, remaining,
+                                     success_of)
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize,
                                        project_l2, random_start)
 from advgeom.attacks._losses import LossFn, check_loss_name
@@ -95,10 +96,10 @@ def apgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: i
             n_incr += (f_new > f_cur).to(n_incr.dtype)
             f_cur = f_new
             up = f_cur > f_max
-            x_max = torch.where(bview(up, x), x_cur, x_max)
+            copy_rows_(x_max, x_cur, up)
             f_max = torch.where(up, f_cur, f_max)
             if g_cur is not None:
-                g_max = torch.where(bview(up, x), g_cur, g_max)
+                copy_rows_(g_max, g_cur, up)
             if k + 1 in marks and k + 1 < steps:
                 span = k + 1 - last_mark
                 cond1 = n_incr < rho * span
