@@ -106,9 +106,8 @@ def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool
              win: _Windows) -> tuple[Tensor, Tensor]:
     """One redrawn square per sample: the flat indices of its window entries in ``x``'s
     batch and their new values ``clip(x + (+-eps))``, as (m, c*k) each. With ``redraw``,
-    the first of up to ``REDRAWS`` draws that changes the current image ``cur`` (the
-    last one if none does); such a draw changes nothing, so only the chosen draw is
-    ever written.
+    the first of up to ``REDRAWS`` draws that changes the current image ``cur`` (any
+    one if none does: each then leaves ``cur`` as it is).
 
     The draws are made together, ``chunk`` rounds at a time (fewer for large windows,
     to bound memory), and only window entries are read (:func:`_take`): an iteration
@@ -116,33 +115,34 @@ def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool
     n, c, h, w = x.shape
     sh, sw = _window(p, h, w)
     entries = win.entries(n, sh, sw)            # (n, c, k)
-    rows = torch.arange(n, device=x.device)     # samples still without a candidate
+    rows: Tensor | None = None                  # samples still without a candidate (None: all)
     rounds = REDRAWS if redraw else 1
     chunk = max(1, min(rounds, _CHUNK_ENTRIES // max(entries.numel(), 1)))
     while rounds > 0:
-        m, r = rows.numel(), min(chunk, rounds)
+        m, r = (n if rows is None else rows.numel()), min(chunk, rounds)
         rounds -= r
         u = rand((r, m * (2 + c)), s.generator, x)   # per round: rows, columns, signs
         corner = ((u[:, :m] * max(h - sh, 1)).long() * w + (u[:, m:2 * m] * max(w - sw, 1)).long())
-        flat = (corner[:, :, None, None] + (entries if m == n else entries[rows])).view(r, m, -1)
-        ev = (e if m == n else e[rows]).view(1, m, 1, 1)
+        flat = (corner[:, :, None, None] + (entries if rows is None else entries[rows])).view(r, m, -1)
+        ev = (e if rows is None else e[rows]).view(1, m, 1, 1)
         sign = torch.where(u[:, 2 * m:].view(r, m, c, 1) < 0.5, ev, -ev)         # (r, m, c, 1)
         new = (_take(x, flat).view(r, m, c, -1) + sign).clamp_(0, 1).view(r, m, -1)
-        if redraw:
-            moved = (new != _take(cur, flat)).any(dim=2)                          # (r, m)
-            hit = moved.any(dim=0)
-            first = torch.where(hit, moved.to(torch.uint8).argmax(dim=0), r - 1)
+        moved = (new != _take(cur, flat)).any(dim=2) if redraw else None         # (r, m)
+        if r == 1:
+            pick_idx, pick_vals = flat[0], new[0]
+        else:   # the first draw that moves (draw 0 if none does: no-ops all leave ``cur``)
+            first, at = moved.to(torch.uint8).argmax(dim=0), torch.arange(m, device=x.device)
+            pick_idx, pick_vals = flat[first, at], new[first, at]
+        if rows is None:
+            idx, vals = pick_idx, pick_vals
         else:
-            hit = torch.ones(m, dtype=torch.bool, device=x.device)
-            first = torch.zeros(m, dtype=torch.long, device=x.device)
-        pick = torch.arange(m, device=x.device)
-        if m == n:
-            idx, vals = flat[first, pick], new[first, pick]
-        else:
-            idx[rows], vals[rows] = flat[first, pick], new[first, pick]
-        if rounds == 0 or bool(hit.all()):
+            idx[rows], vals[rows] = pick_idx, pick_vals
+        if rounds == 0:
             break
-        rows = rows[~hit]
+        hit = moved.any(dim=0)
+        if bool(hit.all()):
+            break
+        rows = (torch.arange(n, device=x.device) if rows is None else rows)[~hit]
     return idx, vals
 
 
