@@ -93,15 +93,17 @@ def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str, *,
         a, t = aw * aw, cap / aw.clamp_min(torch.finfo(aw.dtype).tiny)
     big = torch.finfo(w.dtype).max    # "no finite lam reaches r": every entry at its cap
     lam = torch.zeros_like(r)
-    above = torch.sign(t).clamp_min_(0.0)                # entries still below their cap at lam
+    low = torch.minimum(t, lam[:, None])          # min(t_i, lam)
+    above = torch.sign(t - low)                   # 1 where t_i > lam: the entry is below its cap
     count = above.sum(1)
     moving = torch.ones_like(r, dtype=torch.bool)
     for _ in range(newton_steps):
         slope = (a * above).sum(1)
-        reach = (a * torch.minimum(t, lam[:, None])).sum(1)
+        reach = (a * low).sum(1)
         lam = torch.where(slope > 0, lam + (r - reach).clamp_min_(0.0) / slope.clamp_min(1e-30),
                           torch.full_like(lam, big))
-        above = torch.sign(t - lam[:, None]).clamp_min_(0.0)
+        low = torch.minimum(t, lam[:, None])
+        above = torch.sign(t - low)
         new_count = above.sum(1)
         moving = new_count != count
         if not bool(moving.any()):
