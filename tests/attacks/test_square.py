@@ -37,7 +37,8 @@ def test_proposal_is_one_window_and_redraws_no_ops(p, redraw):
     e = torch.full((n,), 0.1)
     cur = (x - 0.1).clamp(0, 1)                                  # all pushed below 0: no-ops
     s = Setup(x, torch.zeros(n, dtype=torch.long), e, None, None, 2, None, g)
-    idx, vals = _propose(s, x, cur, e, p, redraw, _Windows(c, h, w, x.device))
+    idx, vals, olds = _propose(s, x, cur, e, p, redraw, _Windows(c, h, w, x.device))
+    assert torch.equal(olds, cur.view(-1)[idx])
     side = _window(p, h, w)[0]
     assert idx.shape == vals.shape == (n, c * side * side)
     for i in range(n):

@@ -103,9 +103,10 @@ def _take(t: Tensor, flat: Tensor) -> Tensor:
 
 
 def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool,
-             win: _Windows) -> tuple[Tensor, Tensor]:
+             win: _Windows) -> tuple[Tensor, Tensor, Tensor]:
     """One redrawn square per sample: the flat indices of its window entries in ``x``'s
-    batch and their new values ``clip(x + (+-eps))``, as (m, c*k) each. With ``redraw``,
+    batch, their new values ``clip(x + (+-eps))`` and their values in ``cur``, as
+    (m, c*k) each. With ``redraw``,
     the first of up to ``REDRAWS`` draws that changes the current image ``cur`` (any
     one if none does: each then leaves ``cur`` as it is).
 
@@ -127,23 +128,24 @@ def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool
         ev = (e if rows is None else e[rows]).view(1, m, 1, 1)
         sign = torch.where(u[:, 2 * m:].view(r, m, c, 1) < 0.5, ev, -ev)         # (r, m, c, 1)
         new = (_take(x, flat).view(r, m, c, -1) + sign).clamp_(0, 1).view(r, m, -1)
-        moved = (new != _take(cur, flat)).any(dim=2) if redraw else None         # (r, m)
+        now = _take(cur, flat).view(r, m, -1)
+        moved = (new != now).any(dim=2) if redraw else None                      # (r, m)
         if r == 1:
-            pick_idx, pick_vals = flat[0], new[0]
+            pick = flat[0], new[0], now[0]
         else:   # the first draw that moves (draw 0 if none does: no-ops all leave ``cur``)
             first, at = moved.to(torch.uint8).argmax(dim=0), torch.arange(m, device=x.device)
-            pick_idx, pick_vals = flat[first, at], new[first, at]
+            pick = flat[first, at], new[first, at], now[first, at]
         if rows is None:
-            idx, vals = pick_idx, pick_vals
+            idx, vals, olds = pick
         else:
-            idx[rows], vals[rows] = pick_idx, pick_vals
+            idx[rows], vals[rows], olds[rows] = pick
         if rounds == 0:
             break
         hit = moved.any(dim=0)
         if bool(hit.all()):
             break
         rows = (torch.arange(n, device=x.device) if rows is None else rows)[~hit]
-    return idx, vals
+    return idx, vals, olds
 
 
 @torch.inference_mode()
@@ -152,8 +154,9 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
     """One Square Attack run on image-shaped ``x``; returns (points, broken).
 
     The current clipped image ``cur`` is the state (the perturbation is ``cur - x``);
-    a candidate is ``cur`` with one window rewritten. The unbroken samples are kept
-    gathered (``act``) and regathered only when one breaks."""
+    a candidate is ``cur`` with one window rewritten in place, and put back where it is
+    rejected. The unbroken samples are kept gathered (``act``) and regathered only when
+    one breaks."""
     n, c, h, w = x.shape
     shape = s.x.shape[1:]
     win = _Windows(c, h, w, x.device)
@@ -167,10 +170,9 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
     for it in range(steps):
         if act.numel() == 0:
             break
-        idx, vals = _propose(s, xa, ca, ea, p_schedule(p_init, it, horizon), redraw, win)
-        cand = ca.clone()
-        cand.view(-1).scatter_(0, idx.view(-1), vals.view(-1))
-        zc = s.forward(cand.view(act.numel(), *shape))
+        idx, vals, olds = _propose(s, xa, ca, ea, p_schedule(p_init, it, horizon), redraw, win)
+        ca.view(-1).index_copy_(0, idx.view(-1), vals.view(-1))     # the candidates, in place
+        zc = s.forward(ca.view(act.numel(), *shape))
         fc = s.loss_fn(zc, ya)
         # a margin success needs fc > success_margin > 0: test the margin only if some fc > 0
         if by_margin and not bool((fc > 0).any()):
@@ -178,9 +180,9 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
         else:
             sc = fc > success_margin(zc) if by_margin else success_of(zc, ya, targeted)
             take = (fc > fa) | sc
-        rows = take.nonzero().squeeze(1)    # accepted: write their window into the state
+        rows = (~take).nonzero().squeeze(1)   # rejected: put their window back
         if rows.numel():
-            ca.view(-1).index_copy_(0, idx[rows].view(-1), vals[rows].view(-1))
+            ca.view(-1).index_copy_(0, idx[rows].view(-1), olds[rows].view(-1))
         fa = torch.where(take, fc, fa)
         if sc is not None and bool(sc.any()):
             cur[act], broken[act] = ca, sc
