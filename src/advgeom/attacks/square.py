@@ -106,9 +106,8 @@ def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool
              win: _Windows) -> tuple[Tensor, Tensor, Tensor]:
     """One redrawn square per sample: the flat indices of its window entries in ``x``'s
     batch, their new values ``clip(x + (+-eps))`` and their values in ``cur``, as
-    (m, c*k) each. With ``redraw``,
-    the first of up to ``REDRAWS`` draws that changes the current image ``cur`` (any
-    one if none does: each then leaves ``cur`` as it is).
+    (m, c*k) each. With ``redraw``, the first of up to ``REDRAWS`` draws that changes
+    the current image ``cur`` (any one if none does: each then leaves ``cur`` as it is).
 
     The draws are made together, ``chunk`` rounds at a time (fewer for large windows,
     to bound memory), and only window entries are read (:func:`_take`): an iteration
