@@ -56,23 +56,34 @@ def train_mlp(steps: int, eps: float) -> nn.Module:
     return model.eval()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options this benchmark shares with ``suite_stages.py``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--points", type=int, default=200)
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--train-steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--out", default="results/benchmarks/standard_suite.md")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from pyautoattack import AutoAttack
+    ap.add_argument("--out", default=out)
+    return ap
 
+
+def model_and_points(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor]:
+    """Set the thread count; the frozen trained MLP and MNIST test points 7000-."""
+    torch.set_num_threads(args.threads)
     model = train_mlp(args.train_steps, args.eps)
     for p in model.parameters():
         p.requires_grad_(False)
     test = load("mnist", "test")
-    x, y = test.images[7000:7000 + args.points], test.labels[7000:7000 + args.points]
+    return model, test.images[7000:7000 + args.points], test.labels[7000:7000 + args.points]
+
+
+def main() -> None:
+    ap = parser(__doc__, "results/benchmarks/standard_suite.md")
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    from pyautoattack import AutoAttack
+
+    model, x, y = model_and_points(args)
 
     def ours_run() -> tuple[float, object]:
         t0 = time.perf_counter()

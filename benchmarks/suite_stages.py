@@ -13,7 +13,6 @@ as advgeom's attacks counted (``PassCounter``), no attack arithmetic around them
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sys
@@ -24,10 +23,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from standard_suite import train_mlp  # noqa: E402
+from standard_suite import model_and_points, parser  # noqa: E402
 
 from advgeom.attacks.base import PassCounter  # noqa: E402
-from advgeom.data import load  # noqa: E402
 from advgeom.eval.suite import suite_specs  # noqa: E402
 from advgeom.registry import get  # noqa: E402
 from advgeom.results import environment  # noqa: E402
@@ -94,19 +92,8 @@ def theirs(model, x, y, eps):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--points", type=int, default=200)
-    ap.add_argument("--eps", type=float, default=0.1)
-    ap.add_argument("--train-steps", type=int, default=600)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="results/benchmarks/suite_stages.md")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model = train_mlp(args.train_steps, args.eps)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    test = load("mnist", "test")
-    x, y = test.images[7000:7000 + args.points], test.labels[7000:7000 + args.points]
+    args = parser(__doc__, "results/benchmarks/suite_stages.md").parse_args()
+    model, x, y = model_and_points(args)
 
     rows, robust = ours(model, x, y, args.eps)
     stages, total = theirs(model, x, y, args.eps)
