@@ -73,7 +73,9 @@ def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str, *,
                           newton_steps: int = NEWTON_STEPS) -> Tensor:
     """Per row, the smallest ``norm`` displacement ``d`` ("linf" or "l2") with
     ``<w, d> = r`` and ``p + d`` in [0,1]^d; the reachable ``d`` that comes closest
-    when the hyperplane misses the box. ``p``, ``w``: (N, d); ``r``: (N,).
+    when the hyperplane misses the box. ``p``: (..., d); ``w``: the same or broadcast to
+    it (FAB projects its iterate and the clean point onto one hyperplane: ``p`` (2, N, d),
+    ``w`` (N, d)); ``r``: ``p.shape[:-1]``.
 
     Exact: with ``s = sign(w)`` and ``cap_i`` the room left in the box along ``s_i``,
     the optimum is ``d_i = s_i min(lam c_i, cap_i)`` (``c_i = 1`` for linf, ``|w_i|``
@@ -81,10 +83,11 @@ def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str, *,
     min(lam, t_i)`` (``a_i = |w_i| c_i``, breakpoints ``t_i = cap_i / c_i``) is concave,
     increasing and piecewise linear, so Newton's method from ``lam = 0`` climbs it from
     below and stops exactly, on the final linear piece, once a step crosses no
-    breakpoint (usually 2-4 steps of branch-free arithmetic). Rows still moving after
-    ``newton_steps`` steps are solved by sorting the breakpoints (:func:`_project_sorted`)."""
-    flip = torch.where(r < 0, -1.0, 1.0).to(w.dtype)
-    sw, r = w.sign().mul_(flip[:, None]), r.abs()   # sign of the row flipped to r >= 0
+    breakpoint (usually 2-4 steps of branch-free arithmetic, on preallocated buffers).
+    Rows still moving after ``newton_steps`` steps are solved by sorting the
+    breakpoints (:func:`_project_sorted`)."""
+    flip = torch.where(r < 0, -1.0, 1.0).to(w.dtype)[..., None]
+    sw, r = w.sign() * flip, r.abs()            # sign of the row flipped to r >= 0 (p's shape)
     aw = w.abs()
     cap = (0.5 - p).mul_(sw).add_(0.5).clamp_min_(0.0)   # 1 - p along +, p along - (w_i = 0: moot)
     if norm == "linf":
@@ -92,27 +95,34 @@ def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str, *,
     else:   # w_i = 0: a_i = 0 whatever t_i
         a, t = aw * aw, cap / aw.clamp_min(torch.finfo(aw.dtype).tiny)
     big = torch.finfo(w.dtype).max    # "no finite lam reaches r": every entry at its cap
-    lam = torch.zeros_like(r)
-    low = torch.minimum(t, lam[:, None])          # min(t_i, lam)
-    above = torch.sign(t - low)                   # 1 where t_i > lam: the entry is below its cap
-    count = above.sum(1)
+    lam, reach = torch.zeros_like(r), torch.zeros_like(r)
+    above = torch.sign(t)             # lam = 0: 1 where the entry has room (t_i > 0)
+    buf, low = torch.empty_like(t), torch.empty_like(t)
+    slope = torch.mul(a, above, out=buf).sum(-1)
     moving = torch.ones_like(r, dtype=torch.bool)
-    for _ in range(newton_steps):
-        slope = (a * above).sum(1)
-        reach = (a * low).sum(1)
+    for k in range(newton_steps):
         lam = torch.where(slope > 0, lam + (r - reach).clamp_min_(0.0) / slope.clamp_min(1e-30),
                           torch.full_like(lam, big))
-        low = torch.minimum(t, lam[:, None])
-        above = torch.sign(t - low)
-        new_count = above.sum(1)
-        moving = new_count != count
-        if not bool(moving.any()):
+        col = lam[..., None]
+        torch.minimum(t, col, out=low)                  # min(t_i, lam)
+        new = torch.gt(t, col, out=buf)                 # 1 where t_i > lam: below its cap
+        if torch.equal(new, above):
+            moving = None
             break
-        count = new_count
-    step = torch.minimum(lam[:, None] if norm == "linf" else lam[:, None] * aw, cap)
-    if bool(moving.any()):
-        rows = moving.nonzero().squeeze(1)
-        step[rows] = _project_sorted(cap[rows], a[rows], aw[rows], r[rows], norm)
+        if k + 1 == newton_steps:
+            moving = (new != above).any(-1)
+        above, buf = new, above
+        slope = torch.mul(a, above, out=buf).sum(-1)
+        reach = torch.mul(a, low, out=buf).sum(-1)
+    if newton_steps == 0:
+        step = cap.clone()
+    else:
+        step = low if norm == "linf" else torch.minimum(lam[..., None] * aw, cap)
+    if moving is not None and bool(moving.any()):
+        d = p.shape[-1]
+        rows = moving.reshape(-1).nonzero().squeeze(1)
+        full = (lambda v: v.expand(p.shape).reshape(-1, d)[rows])
+        step.view(-1, d)[rows] = _project_sorted(full(cap), full(a), full(aw), r.reshape(-1)[rows], norm)
     return step.mul_(sw)
 
 
@@ -231,10 +241,9 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
             # hyperplane f + <g, u - x_k> = 0: displacement r along g from x_k and from x_0
             r1 = -f
             r0 = r1 - (g * (flat0 - xf)).sum(1)
-            d = project_to_hyperplane(torch.cat([xf, flat0]), torch.cat([g, g]),
-                                      torch.cat([r1, r0]), norm)
-            d1, d0 = d[:m], d[m:]
-            sz = _size(d, norm).clamp_min_(1e-8)
+            d = project_to_hyperplane(torch.stack([xf, flat0]), g, torch.stack([r1, r0]), norm)
+            d1, d0 = d[0], d[1]
+            sz = _size(d.view(2 * m, -1), norm).clamp_min_(1e-8)
             a1, a0 = sz[:m], sz[m:]
             alpha = (a1 / (a1 + a0)).clamp_(0.0, alpha_max)[:, None]
             # (x_k + eta d_k)(1 - alpha) + (x_0 + eta d_0) alpha
@@ -256,11 +265,13 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
                     g = input_grad(f_new, xg, s.counter).reshape(m, -1)
             new = new.detach()
             f, xk = (f if untargeted else f_new.detach()), new
+            got = False      # some distance shrank (early stop can only drop those rows)
             if h:
                 nd = _size(new - xa0, norm)
                 closer = (adv & (nd < dist[act])).nonzero().squeeze(1)
                 if closer.numel():
                     best[act[closer]], dist[act[closer]] = new[closer], nd[closer]
+                    got = True
                 # the adversarial rows step back toward x0: x0 + beta (new - x0)
                 back = adv.to(new.dtype).mul_(1.0 - beta)
                 xk = torch.lerp(new, xa0, bview(back, new))
@@ -270,7 +281,7 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
                 _, f, g = _linearize(s, xk, ya, ta, True)
             elif not last and h:
                 _, f[hit], g[hit] = _linearize(s, xk[hit], ya[hit], ta[hit], True)
-            if h:
+            if got:
                 if early_stop:
                     keep = ~(within(dist[act], ea) & torch.isfinite(ea))
                     if not bool(keep.all()):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -74,77 +75,139 @@ def _signs(shape: tuple[int, ...], s: Setup, like: Tensor) -> Tensor:
     return rand(shape, s.generator, like).lt_(0.5).to(like.dtype).mul_(2.0).sub_(1.0)
 
 
+# ----------------------------------------------------------------------------- proposals
+# A proposal touches a few dozen pixels per sample: drawn with NumPy on the host, where
+# a small array operation costs about a microsecond (a torch call several), from host
+# copies of the current images. Pixels are handled as their bit patterns (int16/32/64
+# views of the float dtype), so any float dtype works and "unchanged" is exact.
+
+def _bits(t: Tensor) -> np.ndarray:
+    """The bit patterns of a contiguous CPU float tensor, as a NumPy view (shared)."""
+    ity = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
+    return t.view(ity).numpy()
+
+
 class _Windows:
     """Flat indices of the square windows from their corners, cached per window size
-    and batch size (an iteration then builds its indices with one broadcast addition)."""
+    and batch size (an iteration then builds its indices with one broadcast addition),
+    and the adaptive size of the first pass of draws."""
 
-    def __init__(self, c: int, h: int, w: int, device: torch.device) -> None:
-        self.c, self.h, self.w, self.device = c, h, w, device
-        self._cache: dict[tuple[int, int, int], Tensor] = {}
+    def __init__(self, c: int, h: int, w: int) -> None:
+        self.c, self.h, self.w = c, h, w
+        self._cache: dict[tuple[int, int, int], np.ndarray] = {}
+        self.lead, self.calm = 3, 0             # draws in the first pass (see :meth:`adapt`)
 
-    def entries(self, m: int, sh: int, sw: int) -> Tensor:
+    def entries(self, m: int, sh: int, sw: int) -> np.ndarray:
         """(m, c, k): flat index, in an (m, c, h, w) batch, of entry ``j`` of a ``sh x sw``
         window with its corner at pixel 0 of channel ``ch`` of image ``i``."""
         key = (m, sh, sw)
         if key not in self._cache:
             if any(k[0] != m for k in self._cache):   # the batch shrank: drop the old sizes
                 self._cache.clear()
-            offs = (torch.arange(sh, device=self.device)[:, None] * self.w
-                    + torch.arange(sw, device=self.device)[None, :]).flatten()
-            base = torch.arange(m * self.c, device=self.device).view(m, self.c, 1) * (self.h * self.w)
+            offs = (np.arange(sh)[:, None] * self.w + np.arange(sw)[None, :]).ravel()
+            base = np.arange(m * self.c).reshape(m, self.c, 1) * (self.h * self.w)
             self._cache[key] = base + offs
         return self._cache[key]
 
+    def adapt(self, again: bool) -> None:
+        """Size the first pass of draws: one more draw after an iteration that needed a
+        second pass (for samples whose draws were all no-ops), one fewer after three that
+        did not. About one iteration in four then takes a second, small pass, and no
+        iteration draws all ``REDRAWS`` windows for every sample when most first draws
+        already move."""
+        if again:
+            self.lead, self.calm = min(self.lead + 1, REDRAWS), 0
+        else:
+            self.calm += 1
+            if self.calm >= 3:
+                self.lead, self.calm = max(self.lead - 1, 1), 0
 
-def _take(t: Tensor, flat: Tensor) -> Tensor:
-    """``torch.take(t, flat)`` for a contiguous ``t`` (``index_select`` on the flat view:
-    about 2x faster on the CPU)."""
-    return t.view(-1).index_select(0, flat.reshape(-1)).view(flat.shape)
 
+def _propose(rng: np.random.Generator, ends: np.ndarray, cur: np.ndarray, p: float,
+             redraw: bool, win: _Windows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One redrawn square per sample: the flat indices of its window entries in the
+    batch ``cur`` (m, c, h, w), their new values ``clip(x +- eps)`` (read from ``ends``
+    (2, m, c, h, w): ``clip(x - eps)``, ``clip(x + eps)``) and their values in ``cur``,
+    as (m, c*k) each. With ``redraw``, the first of up to ``REDRAWS`` draws that changes
+    ``cur`` (any one if none does: each then leaves ``cur`` as it is).
 
-def _propose(s: Setup, x: Tensor, cur: Tensor, e: Tensor, p: float, redraw: bool,
-             win: _Windows) -> tuple[Tensor, Tensor, Tensor]:
-    """One redrawn square per sample: the flat indices of its window entries in ``x``'s
-    batch, their new values ``clip(x + (+-eps))`` and their values in ``cur``, as
-    (m, c*k) each. With ``redraw``, the first of up to ``REDRAWS`` draws that changes
-    the current image ``cur`` (any one if none does: each then leaves ``cur`` as it is).
-
-    The draws are made together, ``chunk`` rounds at a time (fewer for large windows,
-    to bound memory), and only window entries are read (:func:`_take`): an iteration
-    costs O(rounds x window), not O(rounds x image)."""
-    n, c, h, w = x.shape
+    Draws are made a pass at a time: the first pass draws ``win.lead`` windows per
+    sample, a later one the remaining draws for the samples without a moving one (at
+    most ``_CHUNK_ENTRIES`` window entries per pass, to bound memory for large windows);
+    only window entries are read, so an iteration costs O(draws x window)."""
+    n, c, h, w = cur.shape
     sh, sw = _window(p, h, w)
     entries = win.entries(n, sh, sw)            # (n, c, k)
-    rows: Tensor | None = None                  # samples still without a candidate (None: all)
+    ends_f, cur_f = ends.reshape(-1), cur.reshape(-1)
+    plus = cur.size                             # offset of clip(x + eps) in ``ends``
+    rows: np.ndarray | None = None              # samples still without a candidate (None: all)
     rounds = REDRAWS if redraw else 1
-    chunk = max(1, min(rounds, _CHUNK_ENTRIES // max(entries.numel(), 1)))
+    cap = max(1, _CHUNK_ENTRIES // max(entries.size, 1))
+    chunk, passes = min(rounds, cap, win.lead), 0
     while rounds > 0:
-        m, r = (n if rows is None else rows.numel()), min(chunk, rounds)
-        rounds -= r
-        u = rand((r, m * (2 + c)), s.generator, x)   # per round: rows, columns, signs
-        corner = ((u[:, :m] * max(h - sh, 1)).long() * w + (u[:, m:2 * m] * max(w - sw, 1)).long())
-        flat = (corner[:, :, None, None] + (entries if rows is None else entries[rows])).view(r, m, -1)
-        ev = (e if rows is None else e[rows]).view(1, m, 1, 1)
-        sign = torch.where(u[:, 2 * m:].view(r, m, c, 1) < 0.5, ev, -ev)         # (r, m, c, 1)
-        new = (_take(x, flat).view(r, m, c, -1) + sign).clamp_(0, 1).view(r, m, -1)
-        now = _take(cur, flat).view(r, m, -1)
-        moved = (new != now).any(dim=2) if redraw else None                      # (r, m)
+        m, r = (n if rows is None else rows.size), min(chunk, rounds)
+        rounds, passes, chunk = rounds - r, passes + 1, cap
+        u = rng.random((r, m, 2 + c), dtype=np.float32)   # per draw: row, column, signs
+        corner = ((u[:, :, 0] * max(h - sh, 1)).astype(np.int64) * w
+                  + (u[:, :, 1] * max(w - sw, 1)).astype(np.int64))
+        flat = corner[:, :, None, None] + (entries if rows is None else entries[rows])  # (r, m, c, k)
+        # sign +eps where u < 0.5: read clip(x + eps), else clip(x - eps)
+        new = ends_f.take(flat + np.where(u[:, :, 2:, None] < 0.5, plus, 0)).reshape(r, m, -1)
+        now = cur_f.take(flat).reshape(r, m, -1)
+        flat = flat.reshape(r, m, -1)
+        moved = (new != now).any(axis=2) if redraw else None                     # (r, m)
         if r == 1:
-            pick = flat[0], new[0], now[0]
+            pick, hit = (flat[0], new[0], now[0]), (None if moved is None else moved[0])
         else:   # the first draw that moves (draw 0 if none does: no-ops all leave ``cur``)
-            first, at = moved.to(torch.uint8).argmax(dim=0), torch.arange(m, device=x.device)
-            pick = flat[first, at], new[first, at], now[first, at]
+            first, at = moved.argmax(axis=0), np.arange(m)
+            pick, hit = (flat[first, at], new[first, at], now[first, at]), moved[first, at]
         if rows is None:
             idx, vals, olds = pick
         else:
             idx[rows], vals[rows], olds[rows] = pick
-        if rounds == 0:
+        if rounds == 0 or hit.all():
             break
-        hit = moved.any(dim=0)
-        if bool(hit.all()):
-            break
-        rows = (torch.arange(n, device=x.device) if rows is None else rows)[~hit]
+        rows = (np.arange(n) if rows is None else rows)[~hit]
+    if redraw:
+        win.adapt(passes > 1)
     return idx, vals, olds
+
+
+class _Images:
+    """The current images of the unbroken samples, on the model's device (``dev``) and
+    as host bit patterns (``host``, shared with ``dev`` on the CPU), with the two values
+    each pixel can take (``ends``, host)."""
+
+    def __init__(self, cur: Tensor, ends: Tensor) -> None:
+        self.dev = cur.contiguous()
+        self.shared = self.dev.device.type == "cpu"
+        self.host = _bits(self.dev if self.shared else self.dev.cpu())
+        self.ends = _bits(ends.cpu().contiguous())
+
+    def write(self, idx: np.ndarray, vals: np.ndarray) -> None:
+        """Set the flat entries ``idx`` to ``vals`` (bit patterns), host and device."""
+        np.put(self.host, idx, vals)
+        if not self.shared:
+            flat = self.dev.view(-1)
+            src = torch.from_numpy(np.ascontiguousarray(vals).reshape(-1)).to(flat.device)
+            flat.view(src.dtype).index_copy_(0, torch.from_numpy(idx.reshape(-1)).to(flat.device), src)
+
+    def keep(self, mask: Tensor) -> None:
+        """Keep the samples ``mask`` (bool (m,), on the device) only."""
+        self.dev = self.dev[mask].contiguous()
+        m = mask.cpu().numpy()
+        self.host = _bits(self.dev) if self.shared else self.host[m].copy()
+        self.ends = self.ends[:, m].copy()
+
+
+def _ends(x: Tensor, e: Tensor) -> Tensor:
+    """(2, n, ...): ``clip(x - eps)`` and ``clip(x + eps)``, the only values a pixel of a
+    linf Square iterate takes (every square sets its pixels to ``x +- eps``)."""
+    ev = bview(e, x)
+    return torch.stack([x - ev, x + ev]).clamp_(0, 1)
+
+
+# ----------------------------------------------------------------------------- the attack
 
 
 @torch.inference_mode()
@@ -152,26 +215,30 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
          targeted: bool, redraw: bool, horizon: int) -> tuple[Tensor, Tensor]:
     """One Square Attack run on image-shaped ``x``; returns (points, broken).
 
-    The current clipped image ``cur`` is the state (the perturbation is ``cur - x``);
-    a candidate is ``cur`` with one window rewritten in place, and put back where it is
-    rejected. The unbroken samples are kept gathered (``act``) and regathered only when
-    one breaks."""
+    The current clipped images are the state (the perturbation is ``cur - x``); a
+    candidate is the current image with one window rewritten in place, and the old
+    window is written back where it is rejected. The unbroken samples are kept gathered
+    (``act``) and regathered only when one breaks. Window draws come from a NumPy
+    generator seeded from ``s.generator``."""
     n, c, h, w = x.shape
     shape = s.x.shape[1:]
-    win = _Windows(c, h, w, x.device)
+    win = _Windows(c, h, w)
     cur = (x + _signs((n, c, 1, w), s, x).expand(n, c, h, w) * bview(e, x)).clamp_(0, 1)
+    rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,), generator=s.generator,
+                                                  device=s.generator.device)))
     z = s.forward(cur.view(n, *shape))
     f = s.loss_fn(z, y)
     broken = success_of(z, y, targeted)
     by_margin = s.loss_fn is (margin_targeted if targeted else margin_loss)  # success = loss > margin
     act = (~broken).nonzero().squeeze(1)
-    xa, ca, ea, fa, ya = x[act], cur[act], e[act], f[act], y[act]
+    img, fa, ya = _Images(cur[act], _ends(x[act], e[act])), f[act], y[act]
     for it in range(steps):
         if act.numel() == 0:
             break
-        idx, vals, olds = _propose(s, xa, ca, ea, p_schedule(p_init, it, horizon), redraw, win)
-        ca.view(-1).index_copy_(0, idx.view(-1), vals.view(-1))     # the candidates, in place
-        zc = s.forward(ca.view(act.numel(), *shape))
+        idx, vals, olds = _propose(rng, img.ends, img.host, p_schedule(p_init, it, horizon),
+                                   redraw, win)
+        img.write(idx, vals)                                   # the candidates, in place
+        zc = s.forward(img.dev.view(act.numel(), *shape))
         fc = s.loss_fn(zc, ya)
         # a margin success needs fc > success_margin > 0: test the margin only if some fc > 0
         if by_margin and not bool((fc > 0).any()):
@@ -179,15 +246,16 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
         else:
             sc = fc > success_margin(zc) if by_margin else success_of(zc, ya, targeted)
             take = (fc > fa) | sc
-        rows = (~take).nonzero().squeeze(1)   # rejected: put their window back
-        if rows.numel():
-            ca.view(-1).index_copy_(0, idx[rows].view(-1), olds[rows].view(-1))
+        back = ~take.cpu().numpy()               # rejected: write the old window back
+        if back.any():
+            img.write(idx[back], olds[back])
         fa = torch.where(take, fc, fa)
         if sc is not None and bool(sc.any()):
-            cur[act], broken[act] = ca, sc
+            cur[act], broken[act] = img.dev, sc
             keep = ~sc
-            act, xa, ca, ea, fa, ya = act[keep], xa[keep], ca[keep], ea[keep], fa[keep], ya[keep]
-    cur[act] = ca
+            act, fa, ya = act[keep], fa[keep], ya[keep]
+            img.keep(keep)
+    cur[act] = img.dev
     return cur, broken
 
 
