@@ -149,3 +149,26 @@ def test_agrees_with_pyautoattack_two_sided(mnist_cnn, racc):
     assert abs(mean(faithful) - mean(theirs)) <= 4.0
     assert mean(theirs) - 20.0 <= mean(ours) <= mean(theirs) + 1.0
     assert mean(ours) < mean(faithful)
+
+
+def test_host_copy_path_matches_shared_memory(mnist_cnn, monkeypatch):
+    """Off the CPU the host images are copies kept in step with the device tensor (each
+    candidate written to both); forced on the CPU, that path gives the same attack bit
+    for bit, samples breaking mid-run (regathering) included."""
+    import sys
+
+    mod = sys.modules["advgeom.attacks.square"]
+    m, x, y = mnist_cnn.model, mnist_cnn.x[:40], mnist_cnn.y[:40]
+    shared = square(m, x, y, eps=0.15, steps=60, generator=make_generator(0))
+    init = mod._Images.__init__
+
+    def unshared(self, cur, ends):
+        init(self, cur, ends)
+        self.shared, self.host = False, self.host.copy()   # no longer a view of self.dev
+
+    monkeypatch.setattr(mod._Images, "__init__", unshared)
+    copied = square(m, x, y, eps=0.15, steps=60, generator=make_generator(0))
+    assert torch.equal(shared, copied)
+    with torch.no_grad():
+        broken = (m(shared).argmax(1) != y).sum()
+    assert 0 < broken < len(y)

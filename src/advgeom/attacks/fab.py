@@ -83,7 +83,8 @@ def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str, *,
     min(lam, t_i)`` (``a_i = |w_i| c_i``, breakpoints ``t_i = cap_i / c_i``) is concave,
     increasing and piecewise linear, so Newton's method from ``lam = 0`` climbs it from
     below and stops exactly, on the final linear piece, once a step crosses no
-    breakpoint (usually 2-4 steps of branch-free arithmetic, on preallocated buffers).
+    breakpoint, i.e. leaves the slope unchanged (usually 2-4 steps of branch-free
+    arithmetic, on preallocated buffers).
     Rows still moving after ``newton_steps`` steps are solved by sorting the
     breakpoints (:func:`_project_sorted`)."""
     flip = torch.where(r < 0, -1.0, 1.0).to(w.dtype)[..., None]
@@ -96,23 +97,24 @@ def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str, *,
         a, t = aw * aw, cap / aw.clamp_min(torch.finfo(aw.dtype).tiny)
     big = torch.finfo(w.dtype).max    # "no finite lam reaches r": every entry at its cap
     lam, reach = torch.zeros_like(r), torch.zeros_like(r)
-    above = torch.sign(t)             # lam = 0: 1 where the entry has room (t_i > 0)
     buf, low = torch.empty_like(t), torch.empty_like(t)
-    slope = torch.mul(a, above, out=buf).sum(-1)
+    # slope of the reach at lam = 0: the entries with room (t_i > 0)
+    slope = torch.mul(a, torch.sign(t, out=buf), out=buf).sum(-1)
     moving = torch.ones_like(r, dtype=torch.bool)
     for k in range(newton_steps):
         lam = torch.where(slope > 0, lam + (r - reach).clamp_min_(0.0) / slope.clamp_min(1e-30),
                           torch.full_like(lam, big))
         col = lam[..., None]
         torch.minimum(t, col, out=low)                  # min(t_i, lam)
-        new = torch.gt(t, col, out=buf)                 # 1 where t_i > lam: below its cap
-        if torch.equal(new, above):
+        # the slope at lam: the entries still below their caps (t_i > lam). Unchanged: no
+        # breakpoint crossed (or only entries too small to move the sum), lam is final
+        new = torch.mul(a, torch.gt(t, col, out=buf), out=buf).sum(-1)
+        if torch.equal(new, slope):
             moving = None
             break
         if k + 1 == newton_steps:
-            moving = (new != above).any(-1)
-        above, buf = new, above
-        slope = torch.mul(a, above, out=buf).sum(-1)
+            moving = new != slope
+        slope = new
         reach = torch.mul(a, low, out=buf).sum(-1)
     if newton_steps == 0:
         step = cap.clone()

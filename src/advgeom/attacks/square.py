@@ -186,7 +186,7 @@ class _Images:
 
     def write(self, idx: np.ndarray, vals: np.ndarray) -> None:
         """Set the flat entries ``idx`` to ``vals`` (bit patterns), host and device."""
-        np.put(self.host, idx, vals)
+        self.host.reshape(-1)[idx] = vals
         if not self.shared:
             flat = self.dev.view(-1)
             src = torch.from_numpy(np.ascontiguousarray(vals).reshape(-1)).to(flat.device)
