@@ -16,10 +16,10 @@ candidate that leaves the clipped image unchanged (on MNIST, a window over black
 background whose sign pushes below 0) is not a query; it is redrawn before the model
 is called, as in the authors' original implementation. AutoAttack's (and
 pyautoattack's) port spends a model query on such a no-op candidate, so at equal
-queries this attack is stronger: on the test-suite MNIST CNN, eps 0.15 and 300 queries,
-24.7-25.3% robust accuracy vs pyautoattack's 34.7-37.3% (three seeds), and 34-38% with
+queries this attack is stronger: on the test-suite MNIST CNN (150 points, eps 0.15, 300
+queries, mean of two seeds) 27.0% robust accuracy vs pyautoattack's 36.7%, and 35.0% with
 ``redraw=False``, the port's accounting (checked two-sided in
-tests/attacks/test_square.py). The p schedule, its rescaling to ``steps``, the stripe
+tests/attacks/test_square.py; ``pytest -s tests/attacks/test_square.py -k two_sided``). The p schedule, its rescaling to ``steps``, the stripe
 initialization, the margin loss and the acceptance rule are the paper's and agree with
 the port.
 
