@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from advgeom.attacks.base import PassCounter
-from advgeom.attacks.square import REDRAWS, _Windows, _bits, _ends, _propose, _window, p_schedule
+from advgeom.attacks._geometry import box_bounds
+from advgeom.attacks.square import REDRAWS, _Windows, _bits, _propose, _window, p_schedule
 from advgeom.registry import get
 from advgeom.seeding import make_generator
 
@@ -39,7 +40,7 @@ def test_proposal_is_one_window_and_redraws_no_ops(p, redraw):
     win = _Windows(c, h, w)
     moved = []
     for _ in range(3):   # the first pass's size adapts from call to call
-        idx, vals, olds = _propose(np.random.default_rng(0), _bits(_ends(x, e)), _bits(cur),
+        idx, vals, olds = _propose(np.random.default_rng(0), _bits(torch.stack(box_bounds(x, e))), _bits(cur),
                                    p, redraw, win)
         idx, vals, olds = (torch.from_numpy(a) for a in (idx, vals, olds))
         vals, olds = vals.view(torch.float32), olds.view(torch.float32)

@@ -283,15 +283,14 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
                 _, f, g = _linearize(s, xk, ya, ta, True)
             elif not last and h:
                 _, f[hit], g[hit] = _linearize(s, xk[hit], ya[hit], ta[hit], True)
-            if got:
-                if early_stop:
-                    keep = ~(within(dist[act], ea) & torch.isfinite(ea))
-                    if not bool(keep.all()):
-                        ta = None if untargeted else ta[keep]
-                        act, xk, xa0, ya, ea, f = (v[keep] for v in (act, xk, xa0, ya, ea, f))
-                        g, flat0 = (None if g is None else g[keep]), flat0[keep]
-                        if act.numel() == 0:
-                            break
+            if got and early_stop:
+                keep = ~(within(dist[act], ea) & torch.isfinite(ea))
+                if not bool(keep.all()):
+                    ta = None if untargeted else ta[keep]
+                    act, xk, xa0, ya, ea, f = (v[keep] for v in (act, xk, xa0, ya, ea, f))
+                    g, flat0 = (None if g is None else g[keep]), flat0[keep]
+                    if act.numel() == 0:
+                        break
     return best, dist
 
 

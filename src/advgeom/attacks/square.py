@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from advgeom.attacks._common import (Setup, check_bool, check_number, prepare, refuse_unused,
                                      success_of)
-from advgeom.attacks._geometry import bview, finalize, rand
+from advgeom.attacks._geometry import box_bounds, bview, finalize, rand
 from advgeom.attacks._losses import margin_loss, margin_targeted, success_margin
 from advgeom.attacks.base import PassCounter, describe
 from advgeom.errors import AdvgeomError
@@ -200,13 +200,6 @@ class _Images:
         self.ends = self.ends[:, m].copy()
 
 
-def _ends(x: Tensor, e: Tensor) -> Tensor:
-    """(2, n, ...): ``clip(x - eps)`` and ``clip(x + eps)``, the only values a pixel of a
-    linf Square iterate takes (every square sets its pixels to ``x +- eps``)."""
-    ev = bview(e, x)
-    return torch.stack([x - ev, x + ev]).clamp_(0, 1)
-
-
 # ----------------------------------------------------------------------------- the attack
 
 
@@ -231,7 +224,9 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
     broken = success_of(z, y, targeted)
     by_margin = s.loss_fn is (margin_targeted if targeted else margin_loss)  # success = loss > margin
     act = (~broken).nonzero().squeeze(1)
-    img, fa, ya = _Images(cur[act], _ends(x[act], e[act])), f[act], y[act]
+    # every pixel sits at one of its two ends clip(x -+ eps): the stripes, then each square
+    img = _Images(cur[act], torch.stack(box_bounds(x[act], e[act])))
+    fa, ya = f[act], y[act]
     for it in range(steps):
         if act.numel() == 0:
             break
