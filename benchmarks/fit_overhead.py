@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from advgeom.train import TrainConfig, build_model, fit
-from advgeom.train.loop import _Batches
+from advgeom.train.batches import Batches
 
 from attack_speed import append_record, torch_setup  # noqa: E402  (sibling benchmark script)
 
@@ -37,7 +37,7 @@ def plain(cfg: TrainConfig, device: torch.device, steps: int) -> float:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    batches = _Batches(cfg, device)
+    batches = Batches(cfg, device)
     data = [batches.batch(s) for s in range(steps)]   # drawn before timing: the floor
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     if device.type == "cuda":

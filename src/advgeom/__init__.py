@@ -34,7 +34,7 @@ _LAZY: dict[str, str] = {
     "evaluate": "advgeom.eval.runner:evaluate",
     "standard_suite": "advgeom.eval.suite:standard_suite",
     "EvalResult": "advgeom.eval.runner:EvalResult",
-    "load_model": "advgeom.train.loop:load_model",
+    "load_model": "advgeom.train.state:load_model",
     "fit": "advgeom.train.loop:fit",
     "TrainConfig": "advgeom.train.config:TrainConfig",
     "with_normalization": "advgeom.models.wrap:with_normalization",

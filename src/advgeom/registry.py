@@ -46,11 +46,10 @@ def register(kind: str, name: str) -> Callable[[T], T]:
 
 
 def _populate(kind: str) -> None:
-    """Import every registering package: modules of one package may register names of
-    another kind (a defense module registering its wrapper model), so listing any kind
-    must not depend on what happened to be imported before."""
-    for package in KINDS.values():
-        importlib.import_module(package)
+    """Import the package of ``kind``, which registers every name of that kind (each kind
+    is registered in its own package: tests/test_layers.py), so listing a kind does not
+    depend on what happened to be imported before."""
+    importlib.import_module(KINDS[kind])
 
 
 def names(kind: str) -> list[str]:

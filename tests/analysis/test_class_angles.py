@@ -9,7 +9,7 @@ import torch
 from advgeom.analysis.class_angles import (check_theorem, feature_angles, gram_gap, max_feature_angle,
                                            min_pairwise_angle, pairwise_angles, target_gram,
                                            theorem1_angle)
-from advgeom.defenses.mmc import mmc_centers
+from advgeom.models.mmc import mmc_centers
 from advgeom.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from advgeom.analysis.layer_bounds import (gamma_of, layer_gammas, random_relu_network,
                                            theorem2)
 from advgeom.analysis.locally_linear import equivalent_weights
-from advgeom.defenses.sparsity import wrap_front_end
+from advgeom.models.sparse_frontend import wrap_front_end
 from advgeom.errors import AdvgeomError
 from advgeom.models import create_model
 from advgeom.models.base import Normalize

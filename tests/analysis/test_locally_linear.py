@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advgeom.analysis.locally_linear import (equivalent_weights, linear_attenuation,
-                                             locally_linear_attack)
+from advgeom.analysis.locally_linear import equivalent_weights, linear_attenuation
+from advgeom.attacks.locally_linear import locally_linear_attack
 from advgeom.analysis.switches import count_flips
-from advgeom.defenses.sparsity import wrap_front_end
+from advgeom.models.sparse_frontend import wrap_front_end
 from advgeom.errors import AdvgeomError
 from advgeom.models import create_model
 from advgeom.nn.wavelet import SparsifyingFrontEnd

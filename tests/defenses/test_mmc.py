@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from advgeom.defenses.base import StepContext
-from advgeom.defenses.mmc import MMCHead, mmc_centers, mmc_loss
+from advgeom.defenses.mmc import mmc_loss
+from advgeom.models.mmc import MMCHead, mmc_centers
 from advgeom.errors import ConfigError
 from advgeom.models import create_model
 from advgeom.registry import create

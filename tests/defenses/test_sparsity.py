@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from advgeom.analysis.layer_bounds import layer_gammas
-from advgeom.defenses.sparsity import SparseFrontendModel, l1_penalty, weight_sparsity
+from advgeom.defenses.sparsity import l1_penalty, weight_sparsity
+from advgeom.models.sparse_frontend import SparseFrontendModel
 from advgeom.errors import ConfigError
 from advgeom.models import create_model
 from advgeom.registry import create

@@ -14,7 +14,7 @@ from advgeom.models import create_model
 from advgeom.nn.sphere import orthogonality_penalty
 from advgeom.registry import create
 from advgeom.train import TrainConfig
-from advgeom.train.loop import build_optimizer
+from advgeom.train.build import build_optimizer
 
 SMALL = {"widths": [4, 8], "convs_per_stage": 1, "fc_dim": 8}
 

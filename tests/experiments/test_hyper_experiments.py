@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from advgeom.errors import AdvgeomError
-from advgeom.eval.spec import parse_attacks
+from advgeom.attacks.spec import parse_attacks
 from advgeom.experiments import hyper_blackbox as HB
 from advgeom.experiments import hyper_cifar as HC
 from advgeom.experiments import hyper_mnist as HM
 from advgeom.experiments.base import Context
 from advgeom.registry import get, names
 from advgeom.results import ResultStore
-from advgeom.train.loop import build_model
+from advgeom.train.build import build_model
 
 
 def test_registered():

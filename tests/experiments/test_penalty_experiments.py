@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from advgeom.errors import AdvgeomError
-from advgeom.eval.spec import parse_attacks
+from advgeom.attacks.spec import parse_attacks
 from advgeom.experiments import penalty_activations as PA
 from advgeom.experiments import penalty_cifar as PC
 from advgeom.experiments import penalty_mnist as PM
 from advgeom.experiments.base import Comparison, reference
 from advgeom.registry import get, names
-from advgeom.train.loop import build_model
+from advgeom.train.build import build_model
 
 
 def test_experiments_registered():

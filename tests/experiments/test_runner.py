@@ -45,13 +45,13 @@ def test_reproduce_writes_report_rows_and_skips_units(tmp_path):
 
 def test_a_code_change_recomputes_units_and_models_unless_reused(tmp_path, monkeypatch):
     import advgeom.results.env as env
-    import advgeom.train.loop as loop
+    import advgeom.train.state as state
 
     quiet = dict(root=tmp_path, progress=False, log=lambda m: None)
     reproduce("_test_tiny", "quick", **quiet)
     n = CALLS["n"]
     monkeypatch.setattr(env, "code_fingerprint", lambda *a, **k: "edited-code")
-    monkeypatch.setattr(loop, "training_code", lambda: "edited-training-code")
+    monkeypatch.setattr(state, "training_code", lambda: "edited-training-code")
     reproduce("_test_tiny", "quick", reuse=True, **quiet)
     assert CALLS["n"] == n                        # --reuse: old units accepted
     assert not list(tmp_path.glob("train/*/*.code-*"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advgeom.defenses.sparsity import SparseFrontendModel
-from advgeom.eval.spec import parse_attacks
+from advgeom.models.sparse_frontend import SparseFrontendModel
+from advgeom.attacks.spec import parse_attacks
 from advgeom.experiments import sparsity as S
 from advgeom.registry import get, names
-from advgeom.train.loop import build_model
+from advgeom.train.build import build_model
 
 
 def test_experiments_registered() -> None:

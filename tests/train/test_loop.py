@@ -12,7 +12,7 @@ import torch
 
 from advgeom.errors import CheckpointError, ConfigError
 from advgeom.train import TrainConfig, fit, load_model, run_dir
-from advgeom.train.loop import learning_rate
+from advgeom.train.build import learning_rate
 
 # relu_mlp with batch norm on a small fixed spheres set: BN buffers and Adam state must survive resume.
 CFG = TrainConfig(dataset="spheres", dataset_kwargs={"d": 8, "n": 256, "R": 1.3},
@@ -159,12 +159,12 @@ def test_foreign_checkpoint_refused(tmp_path):
 
 
 def test_a_code_change_retrains_unless_reused(tmp_path, monkeypatch):
-    import advgeom.train.loop as loop
+    import advgeom.train.state as state
 
     first = fit(CFG, root=tmp_path, progress=False)
     side = json.loads(first.path.with_suffix(".json").read_text())
-    assert side["code"] == loop.training_code()
-    monkeypatch.setattr(loop, "training_code", lambda: "other-code")
+    assert side["code"] == state.training_code()
+    monkeypatch.setattr(state, "training_code", lambda: "other-code")
     reused = fit(CFG, root=tmp_path, progress=False, reuse=True)
     assert reused.cached
     again = fit(CFG, root=tmp_path, progress=False)   # stale: set aside, trained anew

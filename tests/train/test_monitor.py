@@ -59,9 +59,9 @@ def test_monitor_flags_catastrophic_overfitting_and_keeps_the_best(tmp_path, swi
     assert res.selected_step == at <= 150
     # the final weights are the best step's: evaluating them reproduces its monitor value
     from advgeom.train.monitor import Monitor
-    from advgeom.train.loop import _Batches
+    from advgeom.train.batches import Batches
 
-    mon = Monitor(cfg, *_Batches(cfg, torch.device("cpu")).held_out())
+    mon = Monitor(cfg, *Batches(cfg, torch.device("cpu")).held_out())
     assert mon.measure(load_model(res.path), at)["monitor_robust"] == pytest.approx(best)
     cached = fit(cfg, root=tmp_path, progress=False)
     assert cached.cached and cached.events == res.events
@@ -69,12 +69,12 @@ def test_monitor_flags_catastrophic_overfitting_and_keeps_the_best(tmp_path, swi
 
 def test_monitor_points_are_held_out(tmp_path):
     cfg = _cfg(iterations=2, monitor={"every": 1, "size": 1990})
-    from advgeom.train.loop import _Batches
+    from advgeom.train.batches import Batches
 
-    b = _Batches(cfg, torch.device("cpu"))
+    b = Batches(cfg, torch.device("cpu"))
     assert b.n == 10 and b.held_out()[0].shape == (1990, 2)
     with pytest.raises(ConfigError, match="monitor.size"):
-        _Batches(_cfg(monitor={"every": 1, "size": 2000}), torch.device("cpu"))
+        Batches(_cfg(monitor={"every": 1, "size": 2000}), torch.device("cpu"))
     with pytest.raises(ConfigError, match="monitor.eps"):
         fit(_cfg("ce", {}, monitor={"every": 1}), root=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="monitor.attack"):

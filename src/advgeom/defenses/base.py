@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from advgeom.attacks._common import as_logits, eval_mode, frozen_norm_stats
 from advgeom.attacks._geometry import check_norm
+from advgeom.attacks.spec import AttackSpec, parse_attack_spec
 from advgeom.errors import ConfigError
 
 # ---------------------------------------------------------------------------
@@ -146,12 +147,10 @@ class SpecCrafter:
     """Craft training examples with any registered attack from its spec text
     (``"pgd:steps=40,step_size=0.01,early_stop=false"``, the syntax of ``evaluate``)."""
 
-    spec: Any  # advgeom.eval.spec.AttackSpec
+    spec: AttackSpec
 
     @classmethod
     def parse(cls, defense: str, text: str) -> "SpecCrafter":
-        from advgeom.eval.spec import parse_attack_spec
-
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"defense {defense!r}: attack must be an attack spec such as "
                               f"'pgd:steps=10,step_size=0.01'")

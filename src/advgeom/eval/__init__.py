@@ -9,9 +9,9 @@ from advgeom.eval.checks import CheckConfig, CheckError, CheckReport, CheckResul
 from advgeom.eval.minnorm import MinNormResult, minimal_perturbations
 from advgeom.eval.rejection import RejectingModel, can_reject
 from advgeom.eval.report import format_checks, format_report, format_rows
-from advgeom.eval.runner import EvalResult, evaluate, run_evaluation
-from advgeom.eval.spec import AttackSpec, parse_attack_spec, parse_attacks, parse_eps
-from advgeom.eval.suite import VERSIONS, standard_suite, suite_specs
+from advgeom.eval.runner import EvalResult, evaluate
+from advgeom.attacks.spec import AttackSpec, parse_attack_spec, parse_attacks, parse_eps
+from advgeom.eval.suite import VERSIONS, run_evaluation, standard_suite, suite_specs
 
 __all__ = [
     "AttackSpec", "CheckConfig", "CheckError", "CheckReport", "CheckResult", "EvalResult",

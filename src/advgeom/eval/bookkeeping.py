@@ -1,42 +1,16 @@
-"""Bookkeeping for honest, resumable evaluation: fingerprints of models and data,
-per-unit seeds, and counting the forward/backward passes an attack spends."""
+"""Bookkeeping for honest, resumable evaluation: per-unit seeds, percentages, and
+counting the forward/backward passes an attack spends (the content hashes that key
+units live in :mod:`advgeom.hashing`)."""
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from advgeom.seeding import derive_seed
 
 # ---------------------------------------------------------------------------
-# fingerprints and seeds
-
-
-def _hash_tensors(items: Any) -> str:
-    h = hashlib.sha256()
-    for name, t in items:
-        t = t.detach()
-        h.update(f"{name}{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
-    return h.hexdigest()
-
-
-def state_hash(model: nn.Module) -> str:
-    """SHA-256 of every parameter and buffer (names, dtypes, shapes, values)."""
-    return _hash_tensors((f"{name}|", t) for name, t in model.state_dict().items())
-
-
-def tensor_hash(*tensors: Tensor) -> str:
-    """SHA-256 of the given tensors' shapes, dtypes and values."""
-    return _hash_tensors(("", t) for t in tensors)
-
-
-def text_hash(*parts: Any, length: int = 32) -> str:
-    """Short SHA-256 of the parts' ``repr``s joined (unit keys)."""
-    return hashlib.sha256("\x1f".join(map(repr, parts)).encode()).hexdigest()[:length]
+# seeds
 
 
 def unit_seed(seed: int, *parts: Any) -> int:

@@ -19,21 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advgeom.attacks.spec import KINDS
 from advgeom.errors import AdvgeomError
 from advgeom.results.rows import Row
 
 Status = Literal["pass", "warn", "fail", "skip"]
 
-# How attacks are grouped by the checks (by registered name; an attack function may
-# also declare ``attack_kind`` itself).
-KINDS: dict[str, str] = {
-    "fgsm": "single_step", "fgm": "single_step",
-    "pgd": "iterative", "bim": "iterative", "apgd": "iterative", "mifgsm": "iterative",
-    "multi_target": "iterative", "apgd-ce": "iterative", "apgd-dlr": "iterative",
-    "apgd-t": "iterative", "pgd-margin": "iterative", "pgd-dlr": "iterative",
-    "deepfool": "min_norm", "cw_l2": "min_norm",
-    "square": "black_box", "transfer": "transfer",
-}
 WHITE_BOX = ("single_step", "iterative", "min_norm")
 BLACK_BOX = ("black_box", "transfer")
 ROBUST_METRICS = ("robust_accuracy", "robust_accuracy_with_rejection")

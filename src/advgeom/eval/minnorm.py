@@ -17,10 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.errors import AdvgeomError
-from advgeom.eval.bookkeeping import delta_norms, unit_seed, state_hash, tensor_hash, text_hash
+from advgeom.eval.bookkeeping import delta_norms, unit_seed
+from advgeom.hashing import state_hash, tensor_hash, text_hash
 from advgeom.eval.rejection import predict
-from advgeom.eval.runner import _device, _Units, _unpack
-from advgeom.eval.spec import AttackSpec, parse_attacks
+from advgeom.eval.units import Units, device_of, unpack
+from advgeom.attacks.spec import AttackSpec, parse_attacks
 from advgeom.progress import progress_bar
 from advgeom.results.rows import Row
 from advgeom.results.store import ResultStore
@@ -139,16 +140,16 @@ def minimal_perturbations(model: nn.Module, data: Any, attack: str | AttackSpec 
         raise AdvgeomError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if batch_size <= 0:
         raise AdvgeomError(f"batch_size must be positive, got {batch_size}")
-    x, y, num_classes, _ = _unpack(data, n)
+    x, y, num_classes, _ = unpack(data, n)
     check_inputs(x, y, num_classes or getattr(model, "num_classes", None))
     if model.training:
         raise AdvgeomError("model is in training mode: call model.eval() before evaluating")
-    device = _device(model, x)
+    device = device_of(model, x)
     fp = (state_hash(model), tensor_hash(x, y), batch_size, spec.fingerprint(), norm, seed)
     starts = list(range(0, len(y), batch_size))
     payloads = []
     with progress_bar(len(starts), f"min-norm {spec.label}", enabled=progress) as bar:
-        units = _Units(store, bar)
+        units = Units(store, bar)
         for b, s0 in enumerate(starts):
             xb, yb = x[s0:s0 + batch_size].to(device), y[s0:s0 + batch_size].to(device)
             payloads.append(units(text_hash("min_norm", *fp, b), lambda: _unit(

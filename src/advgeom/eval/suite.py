@@ -14,6 +14,8 @@ Versions, as AutoAttack names them:
 - ``rand`` (randomized defenses): APGD-CE and APGD-DLR on the EOT average of 20 forward
   passes (Athalye et al. 2018).
 
+:func:`run_evaluation`, the CLI's entry point, runs either this suite or a list of attacks.
+
 Differences from AutoAttack, stated: Square does not spend a query on a candidate that
 leaves the image unchanged (:mod:`advgeom.attacks.square`), so it is at least as strong
 at equal queries. As in AutoAttack, Square's 5000 queries follow the p schedule of a
@@ -22,14 +24,17 @@ at equal queries. As in AutoAttack, Square's 5000 queries follow the p schedule 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from torch import Tensor, nn
 
-from advgeom.errors import ConfigError
+from advgeom.attacks.spec import AttackSpec
+from advgeom.attacks.wrappers import eot
+from advgeom.errors import AdvgeomError, ConfigError
 from advgeom.eval.runner import EvalResult, evaluate
-from advgeom.eval.spec import AttackSpec
 from advgeom.registry import get
+from advgeom.results.plots import plot_accuracy_vs_eps
 
 VERSIONS = ("standard", "plus", "rand")
 EOT_SAMPLES = 20
@@ -40,8 +45,6 @@ def _eot(name: str, samples: int = EOT_SAMPLES) -> Callable[..., Tensor]:
     fn = get("attack", name)
 
     def attack(model: nn.Module, inputs: Tensor, labels: Tensor, **kw: Any) -> Tensor:
-        from advgeom.attacks.wrappers import eot
-
         return fn(eot(model, samples), inputs, labels, **kw)
 
     attack.attack_kind = "iterative"  # type: ignore[attr-defined]
@@ -86,3 +89,27 @@ def standard_suite(model: nn.Module, data: Any, eps: Any, *, version: str = "sta
     k = getattr(data, "num_classes", None) or getattr(model, "num_classes", None)
     return evaluate(model, data, suite_specs(version, norm, k), eps, norm=norm, cascade=True,
                     **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# the CLI entry point
+
+
+def run_evaluation(model: nn.Module, data: Any, attack_specs: str | Sequence[str | AttackSpec] | None,
+                   eps_list: str | Sequence[float], *, plot_dir: str | None = None,
+                   suite: str | None = None, **kwargs: Any) -> EvalResult:
+    """The CLI entry point: :func:`evaluate` with spec/eps strings accepted
+    (``"pgd:steps=50,apgd-dlr,square"``, ``"0.1,0.2"`` or ``"2/255,8/255"``), or with
+    ``suite`` ("standard", "plus", "rand") AutoAttack's suite as a cascade; with
+    ``plot_dir``, an accuracy-vs-eps plot written there (paths in ``result.figures``)."""
+    if suite is not None:
+        if attack_specs:
+            raise AdvgeomError("give either attacks or a suite, not both")
+        result = standard_suite(model, data, eps_list, version=suite, **kwargs)
+    else:
+        result = evaluate(model, data, attack_specs, eps_list, **kwargs)
+    if plot_dir is not None:
+        name = kwargs.get("model_name") or type(model).__name__
+        path = Path(plot_dir) / f"accuracy_vs_eps_{name}_{result.norm}.png"
+        result.figures.append(str(plot_accuracy_vs_eps(result.rows, path)))
+    return result

@@ -23,7 +23,7 @@ from typing import Any
 
 from advgeom.data import load
 from advgeom.eval.runner import evaluate
-from advgeom.eval.spec import AttackSpec
+from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import hyper_cifar as HC
 from advgeom.experiments import hyper_mnist as HM
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment

@@ -20,7 +20,7 @@ import torch
 
 from advgeom.data import load
 from advgeom.eval.runner import WORST, evaluate
-from advgeom.eval.spec import AttackSpec
+from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import penalty_mnist as PM
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.results.plots import save_figure

@@ -18,7 +18,7 @@ from __future__ import annotations
 from advgeom.data import load
 from advgeom.errors import AdvgeomError
 from advgeom.eval.runner import WORST, evaluate
-from advgeom.eval.spec import AttackSpec
+from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import penalty_mnist as PM
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.train import TrainConfig, fit

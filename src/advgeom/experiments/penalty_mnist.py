@@ -34,7 +34,7 @@ from advgeom.analysis.class_angles import classifier_weight, geometry_summary, t
 from advgeom.data import load
 from advgeom.eval.report import format_checks
 from advgeom.eval.runner import WORST, EvalResult, evaluate
-from advgeom.eval.spec import AttackSpec
+from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import at_mnist as AT
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.results.plots import plot_curves

@@ -17,13 +17,13 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-import advgeom.defenses.sparsity  # noqa: F401  (registers model "sparse_frontend", defense "l1")
+import advgeom.defenses.sparsity
 from advgeom.analysis import layer_bounds as LB
 from advgeom.config import config_hash
 from advgeom.data import load
 from advgeom.eval.report import summarize_checks
 from advgeom.eval.runner import EvalResult, evaluate
-from advgeom.eval.spec import AttackSpec
+from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.registry import get
 from advgeom.results.plots import save_figure

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.attacks._common import as_logits, eval_mode
+from advgeom.attacks.spec import parse_attack_spec
 from advgeom.errors import ConfigError
 from advgeom.seeding import derive_seed, make_generator
 from advgeom.train.config import TrainConfig
@@ -22,8 +23,6 @@ class Monitor:
     """Clean and robust accuracy of the model on a fixed held-out batch."""
 
     def __init__(self, cfg: TrainConfig, x: Tensor, y: Tensor) -> None:
-        from advgeom.eval.spec import parse_attack_spec
-
         mc = cfg.monitor
         try:
             self.spec = parse_attack_spec(mc.attack)

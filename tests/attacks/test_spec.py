@@ -3,7 +3,7 @@ import pytest
 
 from advgeom.errors import ConfigError
 from advgeom.eval import AttackSpec, parse_attack_spec, parse_attacks, parse_eps
-from advgeom.eval.spec import split_attack_list
+from advgeom.attacks.spec import split_attack_list
 
 
 def test_parse_name_and_kwargs():

@@ -1,4 +1,5 @@
-"""Attack specifications: ``"pgd"``, ``"apgd-dlr"``, ``"pgd:steps=100,step_size=0.01,loss=margin"``.
+"""Attack specifications, part of the attacks' vocabulary and parsed beside their registry:
+``"pgd"``, ``"apgd-dlr"``, ``"pgd:steps=100,step_size=0.01,loss=margin"``.
 
 A spec names a registered attack plus keyword arguments for it. ``eps``, ``norm`` and
 ``generator`` are set by the evaluator and cannot appear in a spec. Keyword names are
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from advgeom.config import parse_value
-from advgeom.eval.bookkeeping import state_hash
 from advgeom.errors import ConfigError
+from advgeom.hashing import state_hash
 from advgeom.registry import get, names
 
 # Set by the evaluator for every attack call; a spec may not override them.
@@ -32,6 +33,17 @@ ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "pgd-dlr": ("pgd", {"loss": "dlr"}),
 }
 
+
+# The kind of an attack by registered name, for attacks whose function declares neither
+# ``info`` nor ``attack_kind``; the evaluator's checks compare kinds.
+KINDS: dict[str, str] = {
+    "fgsm": "single_step", "fgm": "single_step",
+    "pgd": "iterative", "bim": "iterative", "apgd": "iterative", "mifgsm": "iterative",
+    "multi_target": "iterative", "apgd-ce": "iterative", "apgd-dlr": "iterative",
+    "apgd-t": "iterative", "pgd-margin": "iterative", "pgd-dlr": "iterative",
+    "deepfool": "min_norm", "cw_l2": "min_norm",
+    "square": "black_box", "transfer": "transfer",
+}
 
 # ---------------------------------------------------------------------------
 # the spec
@@ -80,8 +92,6 @@ class AttackSpec:
     def kind(self) -> str:
         """``single_step``/``iterative``/``min_norm``/``black_box``/``transfer``/``unknown``,
         from the attack's ``info`` (``AttackInfo``) or its registered name."""
-        from advgeom.eval.checks import KINDS
-
         declared = getattr(self.fn, "attack_kind", None)
         if declared:
             return str(declared)
