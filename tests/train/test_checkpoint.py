@@ -45,7 +45,7 @@ def test_corrupted_and_truncated(tmp_path):
         load_checkpoint(bad)
     bad.write_bytes(res.path.read_bytes())
     bad.with_suffix(".json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="sidecar"):
+    with pytest.raises(CheckpointError, match="bad.json: the sidecar is not a JSON object"):
         load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.safetensors")
@@ -58,7 +58,8 @@ def test_weights_mismatch(tmp_path):
     p = tmp_path / "x.safetensors"
     p.write_bytes(res.path.read_bytes())
     p.with_suffix(".json").write_text(json.dumps(side))
-    with pytest.raises(CheckpointError, match="do not match"):
+    with pytest.raises(CheckpointError, match=r"x.json: edited sidecar \(config.model_kwargs.width differs "
+                       r"from the record inside x.safetensors\); delete x.json to restore it"):
         load_model(p)
 
 

@@ -55,13 +55,19 @@ def test_many_sigkills_at_random_moments_resume_bit_identical(tmp_path):
     ref = subprocess.run(CMD + [str(tmp_path / "ref")] + ARGS, env=ENV, capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
     assert _same_weights(_final(root), _final(tmp_path / "ref"))
-    assert not list(root.glob("train/*/*.tmp"))  # killed writers leave hidden temporaries only
+    assert not list(root.glob("train/*/*.tmp"))  # killed writers' temporaries are removed
     # a kill while final is written leaves either no final or a complete one: simulate the
-    # worst case (a stale temporary beside a readable final) and rerun: a cache hit
+    # worst case (a dead writer's temporary beside a readable final) and rerun: a cache
+    # hit, and the temporary is gone
     run = _final(root).parent
-    (run / ".final.safetensors.123.abcd.tmp").write_bytes(b"partial")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = run / f".final.safetensors.{dead.pid}.abcd1234.tmp"
+    left.write_bytes(b"partial")
+    os.utime(left, (time.time() - 60, time.time() - 60))
     again = subprocess.run(CMD + [str(root)] + ARGS, env=ENV, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.startswith("cached"), again.stderr
+    assert not left.exists()
 
 
 def test_two_concurrent_runs_of_one_config_both_end_well(tmp_path):
