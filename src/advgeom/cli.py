@@ -133,7 +133,10 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
               strict: bool = typer.Option(True, help="Exit with status 1 when a sanity check of one "
                                                      "of its evaluations fails (--no-strict: exit 0)."),
               reuse: bool = typer.Option(False, "--reuse", help="Accept cached models and units of work "
-                                       "written by another code version.")) -> None:
+                                       "written by another code version."),
+              replace: bool = typer.Option(False, "--replace", help="Remove the stored rows this run "
+                                           "measures again on another point set (other --n or data) "
+                                           "before writing them; without it both are kept.")) -> None:
     """Train what is not cached, evaluate, compare with the paper, write a report. The
     report lists the sanity checks of every evaluation; a failed one makes the exit
     status 1 (after the report and rows are written) unless --no-strict."""
@@ -144,7 +147,8 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     seed_everything(seed)
     w, device = _join(device)
     rep = _run(run_experiment, name, profile, root=root, store_path=db, device=device, seed=seed,
-               progress=progress, log=lambda m: console.print(m, highlight=False), reuse=reuse)
+               progress=progress, log=lambda m: console.print(m, highlight=False), reuse=reuse,
+               replace=replace)
     if w.main:
         _run(_keep_report, db or root / "results.sqlite", rep, profile, seed)
     console.print(comparison_table(rep.outcome.comparisons,
@@ -189,7 +193,10 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
              amp: bool = typer.Option(False, "--amp", help="Attacks' forward passes under bf16 "
                                       "autocast (GPU speed; scoring stays float32)."),
              reuse: bool = typer.Option(False, "--reuse", help="Accept cached models and units of work "
-                                      "written by another code version.")) -> None:
+                                      "written by another code version."),
+             replace: bool = typer.Option(False, "--replace", help="Remove the stored rows this run "
+                                          "measures again on another point set (other --n or data) "
+                                          "before writing them; without it both are kept.")) -> None:
     """Attack a checkpoint (or an experiment's models) with every attack at every eps, or
     with AutoAttack's suite (--suite standard); numbers concerned by a failed check are
     marked '!' and the exit status is 1 unless --no-strict."""
@@ -224,9 +231,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
             targets.append((label, res.model.eval(), cfg))
     from advgeom.results.store import open_store
 
-    store = _run(open_store, db or root / "results.sqlite", reuse=reuse)
+    store = _run(open_store, db or root / "results.sqlite", reuse=reuse, replace=replace)
     if w.main:
-        store.start_run("advgeom evaluate " + " ".join(sys.argv[2:]), environment(device))
+        _run(store.start_run, "advgeom evaluate " + " ".join(sys.argv[2:]), environment(device))
     failed = False
     for label, model, cfg in targets:
         if device.startswith("cuda"):
@@ -242,6 +249,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
                       amp=amp)
         console.print(format_report(result), highlight=False)
         failed |= not result.ok
+    if store.replaced:
+        console.print(f"--replace: removed {store.replaced} stored row(s) measured on another "
+                      "point set", highlight=False)
     if strict and failed:
         _fail("a sanity check failed: the numbers marked '!' are not trustworthy as they stand "
               "(--no-strict to exit 0 anyway)", 1)
@@ -283,12 +293,13 @@ def results(experiment: Optional[str] = typer.Option(None, help="Only this exper
 
 
 def _open_store(db: Path):
-    """The results database at ``db``; a missing one is an error (never created here)."""
+    """The results database at ``db``, opened read-only: a missing one is an error (never
+    created here), and a file that is not an advgeom database is refused untouched."""
     from advgeom.results import ResultStore
 
     if not db.is_file():
         _fail(f"no results database at {db} (run `advgeom reproduce` or `advgeom evaluate` first)")
-    return _run(ResultStore, db)
+    return _run(ResultStore, db, readonly=True)
 
 
 def _stored_rows(db: Path, experiment: Optional[str] = None) -> list:

@@ -53,3 +53,91 @@ def test_no_strict_exits_0(stubbed):
 def test_suite_and_attacks_are_exclusive(stubbed):
     out = CliRunner().invoke(app, stubbed + ["--suite", "standard"])
     assert out.exit_code == 2 and "not both" in out.output
+
+
+# ---------------------------------------------------------------------------
+# the results database: point sets, --replace, a read-only file
+
+
+@pytest.fixture
+def storing(monkeypatch, tmp_path):
+    """`advgeom evaluate` whose (real) evaluation writes to the store the CLI opened."""
+    x, y = threshold_data()
+
+    class Cfg:
+        model, dataset, objective, dataset_kwargs = "threshold", "fake", "ce", {}
+
+    def fake_run(model, data, attacks, eps, **kw):
+        return evaluate(ThresholdModel().eval(), (x, y), [spec("ok", fake_attack(flip={0}))], [0.1],
+                        n=kw["n"], store=kw["store"], experiment=kw["experiment"],
+                        model_name=kw["model_name"], defense=kw["defense"], dataset=kw["dataset"],
+                        seed=kw["seed"], progress=False, check_config=CheckConfig(unbounded_subset=0))
+
+    monkeypatch.setattr(advgeom.train, "load_model", lambda path, device: ThresholdModel().eval())
+    monkeypatch.setattr(advgeom.train.checkpoint, "load_checkpoint", lambda path: (None, {"config": {}}))
+    monkeypatch.setattr(advgeom.config, "from_dict", lambda cls, d: Cfg())
+    monkeypatch.setattr(advgeom.data, "load", lambda *a, **k: (x, y))
+    monkeypatch.setattr(advgeom.eval, "run_evaluation", fake_run)
+    return ["evaluate", "--checkpoint", str(tmp_path / "m.safetensors"), "--root", str(tmp_path),
+            "--no-progress", "--attacks", "ok", "--eps", "0.1", "--no-strict"]
+
+
+def _stored(tmp_path, n):
+    from advgeom.results import ResultStore
+
+    return sorted((r.attack, r.eps, r.metric, r.value) for r in
+                  ResultStore(tmp_path / "results.sqlite", readonly=True).query(n=n))
+
+
+def test_a_rerun_on_fewer_points_adds_rows_and_replace_removes_on_purpose(storing, tmp_path):
+    out = CliRunner().invoke(app, storing + ["--n", "8"])
+    assert out.exit_code == 0, out.output
+    eight = _stored(tmp_path, 8)
+    assert ("none", 0.0, "clean_accuracy", 100.0) in eight and ("ok", 0.1, "robust_accuracy", 87.5) in eight
+    out = CliRunner().invoke(app, storing + ["--n", "4"])
+    assert out.exit_code == 0, out.output
+    assert "--replace" not in out.output
+    four = _stored(tmp_path, 4)
+    assert ("ok", 0.1, "robust_accuracy", 75.0) in four and len(four) == len(eight)
+    assert _stored(tmp_path, 8) == eight  # the 8-point rows are still there, unchanged
+    out = CliRunner().invoke(app, storing + ["--n", "4", "--replace"])
+    assert out.exit_code == 0, out.output
+    assert f"--replace: removed {len(eight)} stored row(s) measured on another point set" in out.output
+    assert _stored(tmp_path, 8) == [] and _stored(tmp_path, 4) == four
+
+
+def _read_only(monkeypatch, path):
+    """Make SQLite see ``path`` as read-only (chmod does not stop root)."""
+    import sqlite3
+    from pathlib import Path
+
+    real = sqlite3.connect
+
+    def connect(target, *args, uri=False, **kwargs):
+        if not uri and Path(target) == path:
+            return real(f"{path.resolve().as_uri()}?mode=ro", *args, uri=True, **kwargs)
+        return real(target, *args, uri=uri, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+
+def test_a_read_only_database_is_one_line_exit_2(stubbed, tmp_path, monkeypatch):
+    import os
+
+    from advgeom.results import ResultStore, Row
+
+    db = tmp_path / "ro.sqlite"
+    ResultStore(db).add([Row("e", "m", "d", "pgd", 0.1, 0, "robust_accuracy", 1.0)])
+    before = db.read_bytes()
+    if os.geteuid() != 0:  # a real read-only file (root writes it anyway)
+        db.chmod(0o444)
+        out = CliRunner().invoke(app, stubbed + ["--db", str(db)])
+        assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
+        assert out.output.startswith(f"error: cannot record the run: {db}: cannot write the results database")
+        assert db.read_bytes() == before
+    _read_only(monkeypatch, db)
+    out = CliRunner().invoke(app, stubbed + ["--db", str(db)])
+    assert out.exit_code == 2, out.output
+    assert out.output == (f"error: cannot record the run: {db}: cannot write the results database (attempt "
+                          "to write a readonly database; the file or its directory is read-only)\n")
+    assert db.read_bytes() == before

@@ -59,7 +59,7 @@ def test_leaderboard_columns(results_db):
     assert [(b.dataset, b.norm, b.eps) for b in boards] == [("mnist", "linf", 0.1), ("mnist", "linf", 0.3)]
     at, top, second = boards[1].entries  # best worst case first
     assert top.key == {"experiment": "sparsity-table1", "model": "nielsen_cnn4", "defense": "front_end",
-                       "profile": "quick", "seed": 0, "weights": ""}
+                       "profile": "quick", "seed": 0, "weights": "", "n": 300, "points": ""}
     assert (top.clean, top.worst.value, top.suite.value, top.suite.label) == (99.33, 14.67, 16.5, "standard")
     # the paper's attack: strongest white-box attack outside the suite (Square is black-box)
     assert (top.paper.value, top.paper.label) == (43.33, "pgd")

@@ -33,12 +33,13 @@ def test_index_leaderboard_content(results_db, tmp_path):
     page = index.read_text()
     text = _text(index)
     assert "mnist · linf · eps 0.3" in text and "mnist · linf · eps 0.1" in text
-    # one leaderboard row: experiment, model, defense, profile, seed, clean, paper's attack, suite, worst, checks, commit
-    assert ("sparsity-table1 nielsen_cnn4 front_end quick 0 99.33 43.33 ✗ pgd 16.50 standard 14.67 ✗ "
+    # one leaderboard row: experiment, model, defense, profile, seed, n, clean, paper's attack, suite,
+    # worst, checks, commit
+    assert ("sparsity-table1 nielsen_cnn4 front_end quick 0 300 99.33 43.33 ✗ pgd 16.50 standard 14.67 ✗ "
             "✗ failed: gradient_masking abc123def456") in text
-    assert ("at-mnist madry_mnist_cnn pgd_at quick 0 98.50 — 89.00 apgd-ce → apgd-t → fab-t → square "
+    assert ("at-mnist madry_mnist_cnn pgd_at quick 0 300 98.50 — 89.00 apgd-ce → apgd-t → fab-t → square "
             "89.00 pass (1 check)") in text
-    assert "demo hyper_mnist_cnn natural quick 0 97.67 0.00 pgd — 0.00 pass (2 checks) abc123def456" in text
+    assert "demo hyper_mnist_cnn natural quick 0 300 97.67 0.00 pgd — 0.00 pass (2 checks) abc123def456" in text
     assert page.count('<tr class="failed">') == 1 and 'class="check-failed"' in page
     assert 'href="experiments/spheres-relu.html"' in page and 'href="experiments/demo.html"' in page
     # sortable with an inline script; nothing is fetched from the network
@@ -77,7 +78,7 @@ def test_site_regenerates_from_the_database_alone(results_db, tmp_path):
 def test_results_command_views(results_db):
     out = _run("results", "--db", results_db, "--experiment", "demo")
     assert out.exit_code == 0, out.output
-    assert "demo · hyper_mnist_cnn · natural · mnist linf (quick, seed 0)" in out.output
+    assert "demo · hyper_mnist_cnn · natural · mnist linf (quick, seed 0, n 300)" in out.output
     assert "clean 97.67% · checks: pass (2 checks)" in out.output
     assert re.search(r"worst_case\s+40\.50\s+0\.00", out.output)
     assert max(len(line) for line in out.output.splitlines()) <= 100
@@ -148,7 +149,7 @@ document.getElementById("f").addEventListener("load", function () {
   var t = this.contentDocument.querySelectorAll("table.leaderboard")[1];
   var order = function () { return Array.prototype.map.call(t.tBodies[0].rows,
                                      function (r) { return r.cells[1].textContent; }).join(","); };
-  var worst = t.querySelectorAll("th")[8];
+  var worst = t.querySelectorAll("th")[9];
   worst.click(); var up = order(); worst.click();
   document.getElementById("out").textContent = "asc=" + up + ";desc=" + order();
 });

@@ -81,10 +81,11 @@ def checks_markdown(outcome: Outcome) -> list[str]:
 
 def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
               store_path: str | Path | None = None, device: str = "cpu", seed: int = 0,
-              progress: bool = True, log=print, reuse: bool = False) -> Report:
+              progress: bool = True, log=print, reuse: bool = False, replace: bool = False) -> Report:
     """Run experiment ``name`` under ``profile``; rows go to the store, the report to
     ``root/reports/name/report.md``. Cached models and units of work count only when
-    the current code produced them, unless ``reuse``.
+    the current code produced them, unless ``reuse``. ``replace``: stored rows that this
+    run measures again on another point set are removed (``ResultStore.add``).
 
     Under torchrun every rank runs the experiment (training and evaluation are split
     across ranks, :mod:`advgeom.distributed`); rank 0 alone writes the store, the run
@@ -94,10 +95,10 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
     w = world()
     root = Path(root)
     db = store_path or root / "results.sqlite"
-    store = open_store(db, reuse=reuse)
+    store = open_store(db, reuse=reuse, replace=replace)
     env = environment(device)
     command = (f"advgeom reproduce {name} --profile {profile}" + (f" --seed {seed}" if seed else "")
-               + (" --reuse" if reuse else ""))
+               + (" --reuse" if reuse else "") + (" --replace" if replace else ""))
     if w.main:
         store.start_run(command, env)
     private = None if w.main else tempfile.mkdtemp(prefix=f"advgeom-rank{w.rank}-")

@@ -4,8 +4,11 @@ evaluation (rows attacks with the worst case last, columns eps) and a leaderboar
 number with the verdict of the evaluation's sanity checks (Carlini et al. 2019).
 
 An evaluation is identified by :data:`ENTRY` (plus dataset and norm), which includes
-the identity of the evaluated weights: two checkpoints of one architecture are two
-entries.
+the identity of the evaluated weights and of the evaluated point set (``n`` and
+``points``): two checkpoints of one architecture are two entries, and so are two point
+sets of one model (a rerun on fewer points, a suite run on a subset). A table or a
+leaderboard row therefore never combines numbers measured on different points, and
+each says its n.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from advgeom.results.rows import Row
 
-ENTRY: tuple[str, ...] = ("experiment", "model", "defense", "profile", "seed", "weights")
+ENTRY: tuple[str, ...] = ("experiment", "model", "defense", "profile", "seed", "weights", "n", "points")
 GROUP: tuple[str, ...] = ENTRY + ("dataset", "norm")
 WORST = "worst_case"
 CHECK_PREFIX = "check:"
@@ -27,6 +30,12 @@ WHITE_BOX_KINDS = frozenset({"single_step", "iterative", "unknown", ""})
 def group_key(row: Row) -> tuple:
     """The evaluation a row belongs to (values of :data:`GROUP`)."""
     return tuple(getattr(row, c) for c in GROUP)
+
+
+def point_set_text(n: int, points: str) -> str:
+    """The point set in words: ``"n 1000, points 3fa9c0d1"`` (``""`` when neither is known)."""
+    digest = points.split(":", 1)[-1][:8] if points else ""
+    return ", ".join(x for x in (f"n {n}" if n or points else "", f"points {digest}" if digest else "") if x)
 
 
 def is_suite(attack: str) -> bool:
@@ -91,8 +100,9 @@ def verdict(rows: Iterable[Row]) -> Verdict:
 
 @dataclass
 class Pivot:
-    """One evaluation: ``lines`` are (label, value per eps), worst case last; ``flagged``
-    holds the (label, eps) cells a failed check concerns."""
+    """One evaluation on one point set (``key["n"]``, ``key["points"]``): ``lines`` are
+    (label, value per eps), worst case last; ``flagged`` holds the (label, eps) cells a
+    failed check concerns."""
 
     key: dict[str, Any]
     eps: list[float]
@@ -111,8 +121,9 @@ class Pivot:
         k = self.key
         where = " ".join(x for x in (k["dataset"], k["norm"]) if x)
         head = " · ".join(str(x) for x in (k["experiment"], k["model"], k["defense"], where) if x)
-        run = f"{k['profile'] or 'no profile'}, seed {k['seed']}" + (
-            f", weights {k['weights'][:8]}" if k.get("weights") else "")
+        run = ", ".join(x for x in (f"{k['profile'] or 'no profile'}, seed {k['seed']}",
+                                    f"weights {k['weights'][:8]}" if k.get("weights") else "",
+                                    point_set_text(k.get("n", 0), k.get("points", ""))) if x)
         clean = "—" if self.clean is None else f"{self.clean:.2f}%"
         return f"{head} ({run})\nclean {clean} · checks: {self.verdict.text}"
 
@@ -131,7 +142,8 @@ def _order(rows: list[Row]) -> Callable[[str], tuple]:
 
 
 def pivot(rows: Iterable[Row]) -> list[Pivot]:
-    """One :class:`Pivot` per evaluation (:data:`GROUP`), cells robust accuracy (other
+    """One :class:`Pivot` per evaluation and point set (:data:`GROUP`: rows of one model
+    on two point sets make two tables, each titled with its n), cells robust accuracy (other
     metrics as their own lines); clean accuracy and checks go to the title, cost
     metrics (forward/backward passes) are left to the long view."""
     groups: dict[tuple, list[Row]] = defaultdict(list)
@@ -170,7 +182,7 @@ class Cell:
 
 @dataclass
 class Entry:
-    """One evaluation on a leaderboard."""
+    """One evaluation on one point set on a leaderboard (``key`` holds its n and points)."""
 
     key: dict[str, Any]
     clean: float | None
@@ -231,7 +243,9 @@ def _commit(run_ids: Iterable[int | None], runs: Mapping[int, Mapping[str, Any]]
 
 
 def leaderboard(rows: Iterable[tuple[Row, int | None]], runs: Mapping[int, Mapping[str, Any]]) -> list[Board]:
-    """Boards per (dataset, norm, eps > 0) from ``(row, run_id)`` pairs
+    """Boards per (dataset, norm, eps > 0) with an entry per evaluation and point set
+    (:data:`GROUP`: its clean accuracy, attacks, worst case and checks all come from that
+    point set), from ``(row, run_id)`` pairs
     (:meth:`ResultStore.query_with_runs`) and ``{run_id: run}`` (:meth:`ResultStore.runs`)."""
     groups: dict[tuple, list[tuple[Row, int | None]]] = defaultdict(list)
     for r, run_id in rows:

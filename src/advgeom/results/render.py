@@ -55,7 +55,7 @@ def comparison_markdown(comparisons: Sequence) -> str:
 
 def rows_table(rows: Iterable[Row], title: str = "") -> Table:
     """A rich table of stored rows (the ``advgeom results`` view)."""
-    cols = ["experiment", "model", "defense", "attack", "eps", "metric", "value", "n", "profile"]
+    cols = ["experiment", "model", "defense", "attack", "eps", "metric", "value", "n", "points", "profile"]
     t = Table(title=title or None)
     for c in cols:
         t.add_column(c, justify="right" if c in ("eps", "value", "n") else "left")

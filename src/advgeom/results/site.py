@@ -1,10 +1,11 @@
 """``advgeom report``: a static HTML site regenerated from the results database alone.
 
 ``index.html`` holds a leaderboard per (dataset, threat model, eps) of every stored
-evaluation (clean accuracy, the paper's attack, the standard suite, the per-sample
-worst case, the checks' verdict, the commit), sortable by any column with a small
-inline script; ``experiments/NAME.html`` holds one experiment's paper-vs-measured
-tables, figures (written out of the database), notes, environment and stored results.
+evaluation and point set (its n, clean accuracy, the paper's attack, the standard
+suite, the per-sample worst case, the checks' verdict, the commit), sortable by any
+column with a small inline script; ``experiments/NAME.html`` holds one experiment's
+paper-vs-measured tables, figures (written out of the database), notes, environment
+and stored results (a table per evaluation and point set).
 Pages come from the Jinja2 templates in ``advgeom/results/templates``; nothing is
 fetched at view time.
 """
@@ -21,7 +22,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from advgeom.errors import AdvgeomError
-from advgeom.results.pivot import Pivot, leaderboard, pivot
+from advgeom.results.pivot import Pivot, leaderboard, pivot, point_set_text
 from advgeom.results.render import COMPARISON_HEADER, _fmt, comparison_cells
 from advgeom.results.store import ResultStore
 
@@ -91,6 +92,8 @@ def _templates() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = number
     env.filters["slug"] = slug
+    env.filters["point_set"] = lambda key: point_set_text(key.get("n", 0), key.get("points", ""))
+    env.filters["digest"] = lambda points: points.split(":", 1)[-1][:8]
     return env
 
 
