@@ -16,14 +16,14 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from advgeom.attacks.spec import AttackSpec, parse_attacks
 from advgeom.errors import AdvgeomError
 from advgeom.eval.bookkeeping import delta_norms, unit_seed
-from advgeom.hashing import state_hash, tensor_hash, text_hash
 from advgeom.eval.rejection import predict
 from advgeom.eval.units import Units, device_of, unpack
-from advgeom.attacks.spec import AttackSpec, parse_attacks
+from advgeom.hashing import state_hash, tensor_hash, text_hash
 from advgeom.progress import progress_bar
-from advgeom.results.rows import Row
+from advgeom.results.rows import Row, point_set
 from advgeom.results.store import ResultStore
 from advgeom.seeding import make_generator
 from advgeom.types import check_inputs
@@ -39,6 +39,7 @@ class MinNormResult:
     clean_correct: Tensor       # (n,) bool
     l2: Tensor                  # (n,) float64: 0 misclassified, inf failed
     linf: Tensor                # (n,) float64
+    points: str = ""            # the evaluated point set (results.rows.point_set)
 
     @property
     def n(self) -> int:
@@ -80,6 +81,7 @@ class MinNormResult:
         base = dict(experiment="adhoc", model="model", defense="none", seed=0)
         base.update(common)
         base["n"] = self.n
+        base.setdefault("points", self.points)
         rows = [Row(attack=self.attack, eps=0.0, metric=m, value=v, norm=norm,
                     extra={"over": "successful" if m != "success_rate" else "clean_correct"}, **base)
                 for m, v in self.summary().items()]
@@ -157,4 +159,4 @@ def minimal_perturbations(model: nn.Module, data: Any, attack: str | AttackSpec 
     dec = lambda k: torch.tensor([v if v >= 0 else float("inf") for p in payloads for v in p[k]],  # noqa: E731
                                  dtype=torch.float64)
     correct = torch.tensor([v for p in payloads for v in p["correct"]], dtype=torch.bool)
-    return MinNormResult(spec.label, correct, dec("l2"), dec("linf"))
+    return MinNormResult(spec.label, correct, dec("l2"), dec("linf"), point_set(len(y), fp[1]))

@@ -34,7 +34,7 @@ from advgeom.eval.units import (WORST, Outcomes, Payload, Units, attack_unit, ch
 from advgeom.hashing import state_hash, tensor_hash, text_hash
 from advgeom.progress import progress_bar
 from advgeom.results.env import environment
-from advgeom.results.rows import Row
+from advgeom.results.rows import Row, point_set
 from advgeom.results.store import ResultStore
 from advgeom.types import check_inputs, check_model_dtype
 
@@ -171,7 +171,8 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     out = outcomes(clean_p, adv_p, specs, eps_list, cascade, rejecting)
     common = dict(experiment=experiment, model=model_name, defense=defense,
                   dataset=data_name if dataset is None else dataset, norm=norm,
-                  profile=profile, seed=seed, n=len(y), weights=hash_before[:16])
+                  profile=profile, seed=seed, n=len(y), weights=hash_before[:16],
+                  points=point_set(len(y), data_fp))
     row = lambda attack, e, metric, value, **extra: Row(  # noqa: E731
         attack=attack, eps=float(e), metric=metric, value=float(value), extra=extra, **common)
     rows = _rows(row, out, adv_p, specs, eps_list, cascade)

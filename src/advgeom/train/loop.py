@@ -37,7 +37,7 @@ from advgeom.seeding import derive_seed
 from advgeom.train.batches import Batches
 from advgeom.train.build import (build_model, build_optimizer, check_compatible, learning_rate,
                                  module_fingerprint, run_dir, run_key)
-from advgeom.train.checkpoint import load_checkpoint, unflatten_state
+from advgeom.train.checkpoint import load_checkpoint, remove_stale_temporaries, unflatten_state
 from advgeom.train.config import TrainConfig
 from advgeom.train.monitor import Monitor, best_monitored, overfitting_steps
 from advgeom.train.state import (Meter, is_current, model_from, run_lock, save_state,
@@ -105,6 +105,8 @@ def fit(cfg: TrainConfig, *, model: nn.Module | None = None, root: str | Path = 
     final = out / "final.safetensors"
     try:
         with run_lock(out) if w.main else nullcontext():
+            if w.main:   # what saves killed before their rename left behind
+                remove_stale_temporaries(out)
             hit = None
             if w.main and final.is_file():
                 record = load_checkpoint(final)
