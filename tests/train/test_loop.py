@@ -12,7 +12,6 @@ import torch
 
 from advgeom.errors import CheckpointError, ConfigError
 from advgeom.train import TrainConfig, fit, load_model, run_dir
-from advgeom.train.build import learning_rate
 
 # relu_mlp with batch norm on a small fixed spheres set: BN buffers and Adam state must survive resume.
 CFG = TrainConfig(dataset="spheres", dataset_kwargs={"d": 8, "n": 256, "R": 1.3},
@@ -128,14 +127,6 @@ def test_real_sigkill_then_rerun(tmp_path, run):
     m1 = load_model(next(killed_root.glob("train/*/final.safetensors")))
     m2 = load_model(next((tmp_path / "ref").glob("train/*/final.safetensors")))
     assert _same(_weights(m1), _weights(m2))
-
-
-def test_learning_rate_schedule():
-    assert learning_rate(CFG, 0, 1) == pytest.approx(1e-2)
-    assert learning_rate(CFG, 20, 1) == pytest.approx(1e-3)
-    assert learning_rate(CFG, 35, 1) == pytest.approx(1e-4)
-    ep = TrainConfig(lr=1.0, milestones=(2,), schedule_unit="epoch", gamma=0.5)
-    assert learning_rate(ep, 19, 10) == 1.0 and learning_rate(ep, 20, 10) == 0.5
 
 
 @pytest.mark.parametrize("kw,msg", [({"optimizer": "rmsprop"}, "optimizer"), ({"batch_size": 0}, "batch_size"),

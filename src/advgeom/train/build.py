@@ -1,4 +1,4 @@
-"""What a training run is built from: its model, optimizer and learning rate, the
+"""What a training run is built from: its model and optimizer, the
 compatibility of model and data, and the key and directory that cache it."""
 from __future__ import annotations
 
@@ -53,12 +53,6 @@ def check_compatible(cfg: TrainConfig, model: nn.Module, data: Any, name: str | 
         raise ConfigError(f"model {name!r} takes inputs of shape {shape} but data set "
                           f"{cfg.dataset!r} has {tuple(images.shape[1:])}: set model_kwargs.input_shape "
                           f"(or input_dim)")
-
-
-def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Step schedule: ``lr * gamma ** (number of milestones passed)``."""
-    t = step if cfg.schedule_unit == "iteration" else step // max(steps_per_epoch, 1)
-    return cfg.lr * cfg.gamma ** sum(t >= m for m in cfg.milestones)
 
 
 # ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advgeom.errors import ConfigError
+from advgeom.train.schedule import check_schedule
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,12 @@ class MonitorConfig:
 class TrainConfig:
     """Everything that determines a trained model; its hash keys the run cache.
 
-    Train for ``iterations`` steps when > 0, else for ``epochs`` passes. ``milestones``
-    divide the learning rate by ``1/gamma`` at those iterations (or epochs, per
-    ``schedule_unit``). ``train_size`` > 0 uses the first that many training samples.
+    Train for ``iterations`` steps when > 0, else for ``epochs`` passes. ``schedule``
+    (:mod:`advgeom.train.schedule`): ``step``, where ``milestones`` divide the learning
+    rate by ``1/gamma`` at those iterations (or epochs, per ``schedule_unit``);
+    ``piecewise`` (linear through ``lr_knots`` / ``lr_factors``, Wong et al. 2020) or
+    ``onecycle`` (``onecycle_pct``, ``onecycle_div``, ``onecycle_final_div``; Smith &
+    Topin 2019). ``train_size`` > 0 uses the first that many training samples.
     ``objective`` names a registered defense built with ``objective_kwargs``;
     ``monitor`` configures the robust-accuracy monitor (:class:`MonitorConfig`).
     ``precision`` "bf16" runs each step's forward passes (crafting included) under bf16
@@ -66,6 +70,12 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     schedule_unit: str = "iteration"
+    schedule: str = "step"
+    lr_knots: tuple[float, ...] = ()
+    lr_factors: tuple[float, ...] = ()
+    onecycle_pct: float = 0.3
+    onecycle_div: float = 25.0
+    onecycle_final_div: float = 1e4
     seed: int = 0
     checkpoint_every: int = 200
     train_size: int = 0
@@ -99,3 +109,4 @@ class TrainConfig:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
         if list(self.milestones) != sorted(self.milestones):
             raise ConfigError(f"milestones must be increasing, got {self.milestones}")
+        check_schedule(self)

@@ -35,10 +35,11 @@ from advgeom.progress import progress_bar
 from advgeom.registry import create
 from advgeom.seeding import derive_seed
 from advgeom.train.batches import Batches
-from advgeom.train.build import (build_model, build_optimizer, check_compatible, learning_rate,
-                                 module_fingerprint, run_dir, run_key)
+from advgeom.train.build import (build_model, build_optimizer, check_compatible, module_fingerprint,
+                                 run_dir, run_key)
 from advgeom.train.checkpoint import load_checkpoint, remove_stale_temporaries, unflatten_state
 from advgeom.train.config import TrainConfig
+from advgeom.train.schedule import learning_rate
 from advgeom.train.monitor import Monitor, best_monitored, overfitting_steps
 from advgeom.train.state import (Meter, is_current, model_from, run_lock, save_state,
                                  make_sidecar)
@@ -201,7 +202,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
     window: list[tuple[int, torch.Tensor, list[str]]] = []
     monitoring = cfg.monitor.every > 0
     for step in range(start, total):
-        lr = learning_rate(cfg, step, batches.per_epoch)
+        lr = learning_rate(cfg, step, batches.per_epoch, total)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = batches.batch(step)
