@@ -17,7 +17,7 @@ ROOT = Path(advgeom.__file__).parent
 # The order, bottom to top; one entry per layer, naming its top-level modules or packages.
 LAYERS: list[set[str]] = [
     {"", "types", "registry", "config", "errors", "seeding", "logits", "progress", "distributed",
-     "hashing"},
+     "hashing", "stats"},
     {"data", "models", "nn"},
     {"attacks"},
     {"analysis", "inference"},
