@@ -16,25 +16,33 @@ from advgeom.eval import CheckConfig, evaluate
 from eval_fakes import ThresholdModel, fake_attack, spec, threshold_data
 
 
+class _Cfg:
+    model, dataset, objective, dataset_kwargs = "threshold", "fake", "ce", {}
+
+
+def _stub_cli(monkeypatch, tmp_path, fake_run, attack: str) -> list[str]:
+    """`advgeom evaluate --checkpoint` on the threshold model and data, its evaluation
+    replaced by ``fake_run``; returns the command line."""
+    x, y = threshold_data()
+    monkeypatch.setattr(advgeom.train, "load_model", lambda path, device: ThresholdModel().eval())
+    monkeypatch.setattr(advgeom.train.checkpoint, "load_checkpoint", lambda path: (None, {"config": {}}))
+    monkeypatch.setattr(advgeom.config, "from_dict", lambda cls, d: _Cfg())
+    monkeypatch.setattr(advgeom.data, "load", lambda *a, **k: (x, y))
+    monkeypatch.setattr(advgeom.eval, "run_evaluation", fake_run)
+    return ["evaluate", "--checkpoint", str(tmp_path / "m.safetensors"), "--root", str(tmp_path),
+            "--no-progress", "--attacks", attack, "--eps", "0.1"]
+
+
 @pytest.fixture
 def stubbed(monkeypatch, tmp_path):
     x, y = threshold_data()
-
-    class Cfg:
-        model, dataset, objective, dataset_kwargs = "threshold", "fake", "ce", {}
 
     def fake_run(model, data, attacks, eps, **kw):
         bad = spec("bad", fake_attack(flip={0, 1}, overstep=1.5))  # leaves the eps-ball
         return evaluate(ThresholdModel().eval(), (x, y), [bad], [0.1], progress=False,
                         check_config=CheckConfig(unbounded_subset=0))
 
-    monkeypatch.setattr(advgeom.train, "load_model", lambda path, device: ThresholdModel().eval())
-    monkeypatch.setattr(advgeom.train.checkpoint, "load_checkpoint", lambda path: (None, {"config": {}}))
-    monkeypatch.setattr(advgeom.config, "from_dict", lambda cls, d: Cfg())
-    monkeypatch.setattr(advgeom.data, "load", lambda *a, **k: (x, y))
-    monkeypatch.setattr(advgeom.eval, "run_evaluation", fake_run)
-    return ["evaluate", "--checkpoint", str(tmp_path / "m.safetensors"), "--root", str(tmp_path),
-            "--no-progress", "--attacks", "fgsm", "--eps", "0.1"]
+    return _stub_cli(monkeypatch, tmp_path, fake_run, "fgsm")
 
 
 def test_failed_check_exits_1_and_marks(stubbed):
@@ -64,22 +72,13 @@ def storing(monkeypatch, tmp_path):
     """`advgeom evaluate` whose (real) evaluation writes to the store the CLI opened."""
     x, y = threshold_data()
 
-    class Cfg:
-        model, dataset, objective, dataset_kwargs = "threshold", "fake", "ce", {}
-
     def fake_run(model, data, attacks, eps, **kw):
         return evaluate(ThresholdModel().eval(), (x, y), [spec("ok", fake_attack(flip={0}))], [0.1],
                         n=kw["n"], store=kw["store"], experiment=kw["experiment"],
                         model_name=kw["model_name"], defense=kw["defense"], dataset=kw["dataset"],
                         seed=kw["seed"], progress=False, check_config=CheckConfig(unbounded_subset=0))
 
-    monkeypatch.setattr(advgeom.train, "load_model", lambda path, device: ThresholdModel().eval())
-    monkeypatch.setattr(advgeom.train.checkpoint, "load_checkpoint", lambda path: (None, {"config": {}}))
-    monkeypatch.setattr(advgeom.config, "from_dict", lambda cls, d: Cfg())
-    monkeypatch.setattr(advgeom.data, "load", lambda *a, **k: (x, y))
-    monkeypatch.setattr(advgeom.eval, "run_evaluation", fake_run)
-    return ["evaluate", "--checkpoint", str(tmp_path / "m.safetensors"), "--root", str(tmp_path),
-            "--no-progress", "--attacks", "ok", "--eps", "0.1", "--no-strict"]
+    return _stub_cli(monkeypatch, tmp_path, fake_run, "ok") + ["--no-strict"]
 
 
 def _stored(tmp_path, n):
