@@ -45,7 +45,7 @@ def test_train_then_cached_then_results(tmp_path):
     (["train", "--no-progress", "model=\"nope\"", "iterations=1"], "unknown model 'nope'"),
     (["train", "--config", "/nonexistent.toml"], "config file not found"),
     (["reproduce", "nope"], "unknown experiment 'nope'"),
-    (["reproduce", "demo", "--profile", "fast"], "unknown profile"),
+    (["reproduce", "demo", "--profile", "fast"], "has no profile"),
 ])
 def test_errors_are_one_line(tmp_path, args, msg):
     out = _run(*args[:1], *(["--root", tmp_path] if args[0] in ("train", "reproduce") else []), *args[1:])
@@ -64,3 +64,20 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "advgeom.cli", "list", "defenses"], capture_output=True,
                          text=True)
     assert out.returncode == 0 and "ce" in out.stdout
+
+
+def test_list_experiments_shows_each_experiments_profiles():
+    from advgeom.registry import get, names
+
+    out = _run("list", "experiments")
+    assert out.exit_code == 0, out.output
+    lines = {line.split()[0]: line for line in out.output.splitlines() if line.strip()}
+    for name in names("experiment"):
+        assert f"[{', '.join(get('experiment', name).profiles)}]" in lines[name]
+
+
+def test_a_profile_the_experiment_lacks_is_one_line_and_exit_2(tmp_path):
+    out = _run("reproduce", "demo", "--profile", "cpu", "--root", tmp_path)
+    assert out.exit_code == 2
+    assert out.output.strip() == "error: experiment 'demo' has no profile 'cpu'; its profiles: quick, paper"
+    assert not (tmp_path / "results.sqlite").exists()

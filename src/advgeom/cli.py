@@ -81,7 +81,8 @@ def list_(kind: Kind = typer.Argument(..., help="What to list.")) -> None:
     for name in names(singular):
         obj = get(singular, name)
         doc = getattr(obj, "title", None) or (getattr(obj, "__doc__", None) or "").strip()
-        typer.echo(f"{name:<24} {doc.splitlines()[0] if doc else ''}".rstrip())
+        profiles = f"[{', '.join(obj.profiles)}] " if singular == "experiment" else ""
+        typer.echo(f"{name:<24} {profiles}{doc.splitlines()[0] if doc else ''}".rstrip())
 
 
 # ---------------------------------------------------------------------------
@@ -124,7 +125,9 @@ def train(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TO
 
 @app.command()
 def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom list experiments)."),
-              profile: str = typer.Option("quick", help="quick (2 CPU cores) or paper (paper settings)."),
+              profile: str = typer.Option("quick", help="quick (minutes), cpu (the paper's regime on 2 "
+                                          "CPU cores) or paper (paper settings); those the experiment "
+                                          "declares (advgeom list experiments)."),
               seed: int = typer.Option(0, help="Seed of the run."),
               root: Path = typer.Option(Path("runs"), help="Run directory."),
               db: Optional[Path] = typer.Option(None, help="Results database (default ROOT/results.sqlite)."),
@@ -226,6 +229,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         exp = _run(get, "experiment", experiment)
         if exp.models is None:
             _fail(f"experiment {experiment!r} declares no models to evaluate; use --checkpoint")
+        _run(exp.check_profile, profile)
         for label, cfg in exp.models(profile).items():
             res = _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse)
             targets.append((label, res.model.eval(), cfg))

@@ -34,7 +34,7 @@ def _tiny(ctx: Context) -> Outcome:
 def test_reproduce_writes_report_rows_and_skips_units(tmp_path):
     rep = reproduce("_test_tiny", "quick", root=tmp_path, progress=False, log=lambda m: None)
     text = rep.path.read_text()
-    assert "| d | 500.00 | 500.00 | +0.00 |" in text and "Profile `quick`" in text and "fig.png" in text
+    assert "| d | 500.00 | — | — | 500.00 | — | +0.00 |" in text and "Profile `quick`" in text and "fig.png" in text
     assert "scaled down" in text and "a note" in text and "torch" in text
     rows = ResultStore(tmp_path / "results.sqlite").query(experiment="_test_tiny")
     assert [(r.metric, r.value, r.profile) for r in rows] == [("d", 500.0, "quick")]
@@ -63,8 +63,12 @@ def test_a_code_change_recomputes_units_and_models_unless_reused(tmp_path, monke
 
 
 def test_bad_profile_and_reference():
-    with pytest.raises(AdvgeomError, match="unknown profile"):
+    with pytest.raises(AdvgeomError, match="has no profile 'fast'; its profiles: quick, paper"):
         reproduce("_test_tiny", "fast")
+    with pytest.raises(AdvgeomError, match="has no profile 'cpu'; its profiles: quick, paper"):
+        reproduce("_test_tiny", "cpu")
+    with pytest.raises(AdvgeomError, match="profiles must be among quick, cpu, paper"):
+        experiment("_bad", title="t", paper="p", profiles=("fast",))
     with pytest.raises(AdvgeomError, match="no reference table"):
         reference("spheres.nonexistent")
     with pytest.raises(AdvgeomError, match="unknown experiment"):

@@ -105,3 +105,21 @@ def test_store_reports_roundtrip_and_old_databases(tmp_path, results_db):
                       "command TEXT NOT NULL, env TEXT NOT NULL);")
     con.close()
     assert ResultStore(old).reports() == []
+
+
+def test_comparison_cells_give_n_the_wilson_interval_and_whether_the_paper_is_inside():
+    from types import SimpleNamespace
+
+    from scipy.stats import binomtest
+
+    from advgeom.results.render import COMPARISON_HEADER, comparison_cells
+
+    ci = binomtest(880, 1000).proportion_ci(method="wilson")
+    inside = SimpleNamespace(label="pgd_at: worst case", measured=88.0, paper=88.38, unit="%", note="", n=1000)
+    cells = dict(zip(COMPARISON_HEADER, comparison_cells(inside)))
+    assert cells["n"] == "1000" and cells["95% interval"] == f"[{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
+    assert cells["paper inside"] == "yes" and cells["gap"] == "-0.38"
+    outside = SimpleNamespace(label="x", measured=80.0, paper=88.0, unit="%", note="", n=1000)
+    assert dict(zip(COMPARISON_HEADER, comparison_cells(outside)))["paper inside"] == "no"
+    no_n = SimpleNamespace(label="x", measured=80.0, paper=88.0, unit="%", note="")
+    assert comparison_cells(no_n)[2:4] == ["—", "—"]

@@ -52,7 +52,8 @@ def test_experiment_pages(results_db, tmp_path):
     exp = tmp_path / "site" / "experiments" / "spheres-relu.html"
     text, page = _text(exp), exp.read_text()
     assert "spheres-relu: Rare random errors" in text
-    assert "nearest error l2 0.31 0.18 +0.13 d=100" in text and "random errors 5.00 — — count" in text
+    assert "nearest error l2 0.31 — — 0.18 — +0.13 d=100" in text
+    assert "random errors 5.00 — — — — — count" in text
     assert "200k random samples <b>escaped</b>" in text  # notes are escaped, not raw HTML
     assert "advgeom reproduce spheres-relu --profile quick" in text and "fedcba987654" in text
     img = re.search(r'<img src="([^"]+)"', page).group(1)

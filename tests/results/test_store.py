@@ -71,8 +71,9 @@ def test_renderers():
     assert '"value": 12.5' in rows_json(rows)
     from advgeom.experiments.base import Comparison
 
-    md = comparison_markdown([Comparison("acc", 98.0, 99.36), Comparison("x", None, 1.0)])
-    assert "| acc | 98.00 | 99.36 | -1.36 | % |" in md and "| x | — | 1.00 | — |" in md
+    md = comparison_markdown([Comparison("acc", 98.0, 99.36, n=300), Comparison("x", None, 1.0)])
+    assert "| acc | 98.00 | 300 | [95.7, 99.1] | 99.36 | no | -1.36 | % |" in md
+    assert "| x | — | — | — | 1.00 | — | — | % |" in md
 
 
 def test_two_checkpoints_of_one_architecture_keep_separate_rows(tmp_path):

@@ -67,6 +67,29 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path, cfg, kill_at):
     assert [{**h, "seconds": 0} for h in res.history] == [{**h, "seconds": 0} for h in ref.history]
 
 
+def test_history_seconds_sum_over_resumes(tmp_path, monkeypatch):
+    """The recorded training time goes on from where a killed run stopped (RUN.md wall times)."""
+    import advgeom.train.loop as loop
+
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(loop.time, "time", lambda: clock["t"])
+
+    def tick(step):
+        clock["t"] += 1.0
+        if step == 20 and not tick.resumed:
+            raise Killed
+
+    tick.resumed = False
+    with pytest.raises(Killed):
+        fit(CFG, root=tmp_path, on_step=tick, progress=False)
+    clock["t"] += 500.0   # the time between the kill and the rerun is not training
+    tick.resumed = True
+    res = fit(CFG, root=tmp_path, on_step=tick, progress=False)
+    # each step's tick comes after its save; the tick of step 20 (after the last save before
+    # the kill) is lost work, the 500 s pause is not counted
+    assert [h["seconds"] for h in res.history] == [9.0, 19.0, 28.0, 38.0]
+
+
 def test_online_data_and_dropout_deterministic(tmp_path):
     cfg = TrainConfig(dataset="spheres", dataset_kwargs={"d": 6, "n": 0},
                       model="relu_mlp", model_kwargs={"input_dim": 6, "width": 8, "depth": 1},

@@ -21,12 +21,17 @@ from advgeom.distributed import world
 from advgeom.progress import progress_bar
 from advgeom.registry import register
 from advgeom.results import ResultStore, Row
-from advgeom.seeding import make_generator
+from advgeom.seeding import derive_seed, make_generator
+from advgeom.stats import percent_interval
 from advgeom.train import TrainConfig, fit
-from advgeom.seeding import derive_seed
 
 T = TypeVar("T")
-PROFILES = ("quick", "paper")
+# The profiles an experiment may declare (DESIGN.md "Profiles and provenance"): ``quick``
+# (a smoke run of minutes that says what it scaled down), ``cpu`` (the paper's model, threat
+# model and attacks with a compressed schedule from published fast recipes, at most 2 h of
+# training and 1 h of evaluation per model on 2 idle cores, >= 1,000 test points) and
+# ``paper`` (the paper's settings).
+PROFILES = ("quick", "cpu", "paper")
 
 # ---------------------------------------------------------------------------
 # outcome
@@ -41,12 +46,28 @@ class Comparison:
     paper: float | None
     unit: str = "%"
     note: str = ""
+    n: int = 0   # points behind a measured accuracy (unit "%"): the report gives its interval
 
     @property
     def gap(self) -> float | None:
         if self.measured is None or self.paper is None:
             return None
         return self.measured - self.paper
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% Wilson interval (percent) of a measured accuracy on ``n`` points."""
+        if self.unit != "%" or self.n <= 0 or self.measured is None:
+            return None
+        return percent_interval(self.measured, self.n)
+
+    @property
+    def paper_inside(self) -> bool | None:
+        """Whether the paper's number lies inside the interval (None: nothing to compare)."""
+        ci = self.interval
+        if ci is None or self.paper is None:
+            return None
+        return ci[0] <= self.paper <= ci[1]
 
 
 @dataclass
@@ -83,20 +104,34 @@ class Experiment:
     fn: Callable[["Context"], Outcome]
     description: str = ""
     models: Callable[[str], dict[str, TrainConfig]] | None = None
+    profiles: tuple[str, ...] = ("quick", "paper")
+
+    def check_profile(self, profile: str) -> str:
+        """``profile`` if this experiment declares it, else one clear error listing its profiles."""
+        if profile not in self.profiles:
+            raise AdvgeomError(f"experiment {self.name!r} has no profile {profile!r}; its profiles: "
+                               f"{', '.join(self.profiles)}")
+        return profile
 
 
 def experiment(name: str, *, title: str, paper: str, reference: str | None = None,
-               models: Callable[[str], dict[str, TrainConfig]] | None = None
-               ) -> Callable[[Callable], Callable]:
+               models: Callable[[str], dict[str, TrainConfig]] | None = None,
+               profiles: tuple[str, ...] = ("quick", "paper")) -> Callable[[Callable], Callable]:
     """Register ``fn(ctx) -> Outcome`` as experiment ``name`` (``advgeom reproduce NAME``).
 
     ``models(profile) -> {label: TrainConfig}``, when given, names the models the
     experiment trains, so ``advgeom evaluate --experiment NAME`` can attack them.
+    ``profiles``: the profiles it declares (of :data:`PROFILES`); any other is refused.
     """
+    unknown = [p for p in profiles if p not in PROFILES]
+    if unknown or not profiles:
+        raise AdvgeomError(f"experiment {name!r}: profiles must be among {', '.join(PROFILES)}, "
+                           f"got {profiles!r}")
 
     def deco(fn: Callable[["Context"], Outcome]) -> Callable[["Context"], Outcome]:
         doc = (fn.__doc__ or "").strip()
-        register("experiment", name)(Experiment(name, title, paper, reference, fn, doc, models))
+        register("experiment", name)(Experiment(name, title, paper, reference, fn, doc, models,
+                                                tuple(profiles)))
         return fn
 
     return deco

@@ -17,8 +17,13 @@ from advgeom.results import environment
 from advgeom.results.store import open_store
 from advgeom.results.render import comparison_markdown
 
-QUICK_NOTE = ("Profile `quick`: scaled down to run on 2 CPU cores in minutes (fewer training "
-              "steps and test points than the paper); numbers are indicative, not the paper's setting.")
+PROFILE_NOTES = {
+    "quick": ("Profile `quick`: scaled down to run on 2 CPU cores in minutes (fewer training "
+              "steps and test points than the paper); numbers are indicative, not the paper's setting."),
+    "cpu": ("Profile `cpu`: the paper's models, threat model and attacks, with training schedules "
+            "compressed by published fast recipes to fit 2 CPU cores (each change named below as "
+            "an assumption), on at least 1,000 test points."),
+}
 
 
 @dataclass
@@ -40,8 +45,8 @@ def write_report(ctx: Context, exp: Experiment, outcome: Outcome, seconds: float
     lines = [f"# {exp.name}: {exp.title}", "",
              f"Paper: `{exp.paper}`" + (f" — reference `[{exp.reference}]`" if exp.reference else ""),
              f"Profile: `{ctx.profile}` — seed {ctx.seed} — {seconds:.0f} s", ""]
-    if ctx.profile == "quick":
-        lines += [QUICK_NOTE, ""]
+    if ctx.profile in PROFILE_NOTES:
+        lines += [PROFILE_NOTES[ctx.profile], ""]
     if exp.description:
         lines += [exp.description, ""]
     lines += ["## Measured vs paper", "", comparison_markdown(outcome.comparisons), ""]
@@ -92,6 +97,7 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
     directory and the report. Other ranks read the store and put the figures they draw
     in a private temporary directory, removed at the end."""
     exp: Experiment = get("experiment", name)
+    exp.check_profile(profile)
     w = world()
     root = Path(root)
     db = store_path or root / "results.sqlite"

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advgeom.results.rows import COLUMNS, Row
+from advgeom.stats import percent_interval
 
 
 def _fmt(v: float | None, unit: str = "") -> str:
@@ -23,22 +24,35 @@ def _fmt(v: float | None, unit: str = "") -> str:
     return f"{v:.2f}"
 
 
+def interval_cells(measured: float | None, paper: float | None, unit: str, n: int) -> list[str]:
+    """n, the 95% Wilson interval of a measured accuracy (unit "%") and whether the
+    paper's number lies inside it ("—" where there is nothing to say)."""
+    if unit != "%" or not n or measured is None:
+        return ["—" if not n else str(n), "—", "—"]
+    low, high = percent_interval(measured, int(n))
+    inside = "—" if paper is None else ("yes" if low <= paper <= high else "no")
+    return [str(n), f"[{low:.1f}, {high:.1f}]", inside]
+
+
 def comparison_cells(c) -> list[str]:
-    """label, measured, paper, gap, unit, note of a :class:`Comparison` as strings."""
-    gap = c.gap
-    return [c.label, _fmt(c.measured, c.unit), _fmt(c.paper, c.unit),
-            "—" if gap is None else (("+" if gap >= 0 else "") + _fmt(gap, c.unit)),
-            c.unit, c.note]
+    """The :data:`COMPARISON_HEADER` cells of a comparison (anything with ``label``,
+    ``measured``, ``paper``, ``unit``, ``note`` and optionally ``n``) as strings."""
+    m, p, unit, n = c.measured, c.paper, c.unit, int(getattr(c, "n", 0) or 0)
+    gap = None if m is None or p is None else m - p
+    return [c.label, _fmt(m, unit), *interval_cells(m, p, unit, n)[:2], _fmt(p, unit),
+            interval_cells(m, p, unit, n)[2],
+            "—" if gap is None else (("+" if gap >= 0 else "") + _fmt(gap, unit)), unit, c.note]
 
 
-COMPARISON_HEADER = ["quantity", "measured", "paper", "gap", "unit", "note"]
+COMPARISON_HEADER = ["quantity", "measured", "n", "95% interval", "paper", "paper inside", "gap",
+                     "unit", "note"]
 
 
 def comparison_table(comparisons: Sequence, title: str = "") -> Table:
     """A rich table of measured vs paper numbers with the gap."""
     t = Table(title=title or None, show_lines=False)
     for h in COMPARISON_HEADER:
-        t.add_column(h, justify="right" if h in ("measured", "paper", "gap") else "left")
+        t.add_column(h, justify="right" if h in ("measured", "n", "paper", "gap") else "left")
     for c in comparisons:
         t.add_row(*comparison_cells(c))
     return t

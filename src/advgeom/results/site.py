@@ -57,10 +57,9 @@ class Page:
 def _comparison_rows(payload: dict[str, Any]) -> list[list[str]]:
     out = []
     for c in payload.get("comparisons", []):
-        m, p = c.get("measured"), c.get("paper")
-        gap = None if m is None or p is None else m - p
-        out.append(comparison_cells(SimpleNamespace(label=c.get("label", ""), measured=m, paper=p, gap=gap,
-                                                    unit=c.get("unit", "%"), note=c.get("note", ""))))
+        out.append(comparison_cells(SimpleNamespace(label=c.get("label", ""), measured=c.get("measured"),
+                                                    paper=c.get("paper"), unit=c.get("unit", "%"),
+                                                    note=c.get("note", ""), n=c.get("n", 0))))
     return out
 
 
@@ -149,5 +148,6 @@ def record_report(store: ResultStore, report: Any, *, profile: str, seed: int) -
                "description": exp.description, "seconds": float(report.seconds),
                "report_path": str(report.path), "notes": list(outcome.notes), "missing_figures": missing,
                "comparisons": [{"label": c.label, "measured": c.measured, "paper": c.paper,
-                                "unit": c.unit, "note": c.note} for c in outcome.comparisons]}
+                                "unit": c.unit, "note": c.note, "n": getattr(c, "n", 0)}
+                               for c in outcome.comparisons]}
     store.save_report(exp.name, profile, seed, payload, figures, run_id=mine[-1]["run_id"] if mine else None)

@@ -198,7 +198,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
 
     bar = progress_bar(total, f"train {name}", enabled=progress and w.main, initial=start, unit="step")
     model.train()
-    t0, meter, pending = time.time(), Meter(), {}
+    # "seconds" in the history is the training time so far, summed over resumed runs
+    t0, meter, pending = time.time() - float(history[-1].get("seconds", 0.0) if history else 0.0), Meter(), {}
     window: list[tuple[int, torch.Tensor, list[str]]] = []
     monitoring = cfg.monitor.every > 0
     for step in range(start, total):
