@@ -53,3 +53,25 @@ def test_no_strict_exits_0(stubbed):
 def test_suite_and_attacks_are_exclusive(stubbed):
     out = CliRunner().invoke(app, stubbed + ["--suite", "standard"])
     assert out.exit_code == 2 and "not both" in out.output
+
+
+def test_class_count_mismatch_is_one_line(monkeypatch, tmp_path):
+    """Issue 29: ``advgeom evaluate --checkpoint`` of a 2-class model on a 10-class data
+    set is one line and exit 2 (it ended in "index out of bounds")."""
+    from advgeom.data.base import TensorData
+
+    x, y = threshold_data()
+
+    class Cfg:
+        model, dataset, objective, dataset_kwargs = "threshold", "ten", "ce", {}
+
+    monkeypatch.setattr(advgeom.train, "load_model", lambda path, device: ThresholdModel().eval())
+    monkeypatch.setattr(advgeom.train.checkpoint, "load_checkpoint", lambda path: (None, {"config": {}}))
+    monkeypatch.setattr(advgeom.config, "from_dict", lambda cls, d: Cfg())
+    monkeypatch.setattr(advgeom.data, "load", lambda *a, **k: TensorData(x, y, 10, "ten"))
+    out = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "m.safetensors"),
+                                   "--root", str(tmp_path), "--no-progress", "--attacks", "fgsm",
+                                   "--eps", "0.1"])
+    assert out.exit_code == 2, out.output
+    assert "the model scores 2 classes but the data set 'ten' has 10" in out.output
+    assert out.output.strip().count("\n") == 0 and "Traceback" not in out.output
