@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from advgeom.cli import app
@@ -46,6 +47,13 @@ def test_train_then_cached_then_results(tmp_path):
     (["train", "--config", "/nonexistent.toml"], "config file not found"),
     (["reproduce", "nope"], "unknown experiment 'nope'"),
     (["reproduce", "demo", "--profile", "fast"], "has no profile"),
+    # issue 29: a device this machine lacks is one line before anything uses it
+    pytest.param(["reproduce", "demo", "--device", "cuda"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+    pytest.param(["evaluate", "--checkpoint", "m.safetensors", "--device", "cuda"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+    (["evaluate", "--checkpoint", "m.safetensors", "--device", "nope"], "unknown device"),
+    (["reproduce", "demo", "--device", "cuda:99"], "CUDA"),
 ])
 def test_errors_are_one_line(tmp_path, args, msg):
     out = _run(*args[:1], *(["--root", tmp_path] if args[0] in ("train", "reproduce") else []), *args[1:])

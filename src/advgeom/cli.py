@@ -21,31 +21,76 @@ console = Console(soft_wrap=True, markup=False)  # user text is never markup
 err_console = Console(stderr=True, markup=False)
 
 
-def _fail(msg: str, code: int = 2) -> None:
+_REPORTED: list[str] = []   # the one error line this process printed (a rank prints one)
+
+
+def _say(msg: str) -> None:
+    import signal
+
     from rich.text import Text
 
-    # user text (paths, overrides) may contain "[...]": never read it as markup
-    err_console.print(Text.assemble(("error:", "bold red"), " ", msg), highlight=False, soft_wrap=True)
+    # SIGTERM (torchrun stopping this rank) waits until the line is out: one line, never two
+    block = getattr(signal, "pthread_sigmask", None)
+    old = block(signal.SIG_BLOCK, {signal.SIGTERM}) if block else None
+    try:
+        _REPORTED.append(msg)
+        # user text (paths, overrides) may contain "[...]": never read it as markup
+        err_console.print(Text.assemble(("error:", "bold red"), " ", msg), highlight=False, soft_wrap=True)
+    finally:
+        if block:
+            block(signal.SIG_SETMASK, old)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    _say(msg)
     raise typer.Exit(code)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """torchrun stops the other ranks with SIGTERM when one dies: one line (naming the
+    dead peer when it is known), then exit at once, as SIGTERM's default would."""
+    from advgeom.distributed import peer_failure, resume_command
+
+    if not _REPORTED:
+        _say(peer_failure() or f"stopped by SIGTERM; resume from the last checkpoint with: "
+                               f"{resume_command()}")
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def _join(device: str) -> tuple[object, str]:
     """Under torchrun, join the process group (gloo on CPU, NCCL on CUDA) and return the
     world and this rank's device; ranks other than 0 print nothing (rank 0 speaks)."""
     from advgeom.distributed import init_from_env
+    from advgeom.types import check_device
 
+    _run(check_device, device)   # before anything uses it: `--device cuda` without CUDA is one line
     w, device = _run(init_from_env, device)
+    if w.distributed:
+        import signal
+
+        signal.signal(signal.SIGTERM, _on_sigterm)
     if not w.main:
         console.quiet = True
     return w, device
 
 
 def _run(fn, *args, **kwargs):
-    """Call ``fn`` turning advgeom errors into one-line messages."""
+    """Call ``fn`` turning advgeom errors, and under torchrun a dead peer rank, into
+    one-line messages."""
     try:
         return fn(*args, **kwargs)
     except AdvgeomError as e:
         _fail(str(e))
+    except typer.Exit:
+        raise
+    except RuntimeError as e:   # gloo/NCCL: a peer's connection closed
+        from advgeom.distributed import peer_failure
+
+        msg = peer_failure(e)
+        if msg is None:
+            raise
+        _fail(msg)
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume from the last checkpoint", 130)
 
@@ -219,6 +264,11 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         _fail(f"unknown --suite {suite!r}; choose standard, plus or rand")
     if suite is None and attacks is None:
         attacks = "pgd,apgd-dlr,square"
+    from advgeom.attacks.spec import parse_attacks, parse_eps
+
+    if attacks is not None:   # every spec and eps checked before any file or device is used
+        _run(parse_attacks, attacks)
+    _run(parse_eps, eps)
     w, device = _join(device)
     targets: list[tuple[str, object, TrainConfig]] = []
     if checkpoint is not None:

@@ -33,6 +33,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
+import shlex
+import socket
+import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +107,7 @@ def init_from_env(device: str = "cpu") -> tuple[World, str]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
         atexit.register(_leave)
+        _PEERS[:] = all_gather_objects((socket.gethostname(), os.getpid()))
     return world(), device
 
 
@@ -109,6 +115,75 @@ def _leave() -> None:
     dist = _dist()
     if dist is not None:
         dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------
+# a rank that dies
+
+
+_PEERS: list[tuple[str, int]] = []   # (host, pid) of every rank, gathered when the group forms
+# what gloo/NCCL say on a surviving rank when a peer's process is gone
+_LOST = ("Connection closed by peer", "Connection reset by peer", "remote worker", "Broken pipe",
+         "Socket Timeout", "NCCL communicator was aborted")
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` of this host has ended (gone, or a zombie not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:   # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def dead_peers(wait: float = 0.0) -> list[tuple[int, int]]:
+    """``(rank, pid)`` of the ranks on this host whose process has ended, looking again
+    for up to ``wait`` seconds (a peer's sockets close a moment before it ends)."""
+    host, me = socket.gethostname(), os.getpid()
+    deadline = time.monotonic() + wait
+    while True:
+        dead = [(r, pid) for r, (h, pid) in enumerate(_PEERS) if h == host and pid != me and _ended(pid)]
+        if dead or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.02)
+
+
+def resume_command() -> str:
+    """The torchrun command that reruns this one (a rerun resumes from the checkpoints)."""
+    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or size
+    nodes = "--standalone" if local == size else f"--nnodes={size // local} (same rendezvous)"
+    return f"torchrun {nodes} --nproc_per_node={local} -m advgeom {shlex.join(sys.argv[1:])}"
+
+
+def peer_failure(exc: BaseException | None = None) -> str | None:
+    """One line for this rank when a peer rank has died (its process ended, or ``exc``
+    is the collective's lost-connection error), naming the dead peer and the command
+    that resumes the run; ``None`` outside torchrun or when no peer is known dead."""
+    if len(_PEERS) < 2:
+        return None
+    text = "" if exc is None else str(exc)
+    lost = any(s in text for s in _LOST)
+    dead = dead_peers(wait=0.5 if lost else 0.0)
+    if dead:
+        who = ", ".join(f"rank {r} (pid {pid})" for r, pid in dead)
+    elif lost:
+        addr = re.search(r"peer \[([^\]]+)\]", text)
+        who = f"the peer rank at {addr.group(1)}" if addr else "a peer rank on another host"
+    else:
+        return None
+    me = next((r for r, (h, pid) in enumerate(_PEERS) if pid == os.getpid()
+               and h == socket.gethostname()), "?")
+    return (f"{who} of {len(_PEERS)} died, so rank {me} stops too; resume from the last "
+            f"checkpoint with: {resume_command()}")
 
 
 # ---------------------------------------------------------------------------

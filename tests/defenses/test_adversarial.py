@@ -166,10 +166,27 @@ def test_adversarial_training_beats_natural_training_on_the_toy(tmp_path):
     ("pgd_at", {"mix": 2.0}, "mix"),
     ("trades", {"steps": 0}, "steps"),
     ("pgd_at", {"warmup": 1.0}, "warmup"),
+    # issue 29: options that would train a natural model under an adversarial name
+    ("pgd_at", {"attack": "square:steps=0"}, "steps"),
+    ("pgd_at", {"attack": "pgd:steps=0"}, "steps"),
+    ("pgd_at", {"attack": "fab:steps=0"}, "steps"),
+    ("pgd_at", {"eps": 0.0}, "eps"),
+    ("mmc", {"adversarial": True, "eps": 0.0}, "eps"),
+    ("fgsm_at", {"alpha": 0.0}, "alpha"),
+    ("trades", {"step_size": 0.0}, "step_size"),
+    ("mart", {"step_size": float("inf")}, "step_size"),
+    ("trades", {"beta": 0.0}, "beta"),
 ])
 def test_bad_options_are_one_line_config_errors(name, kw, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as err:
         create("defense", name, **kw)
+    assert "\n" not in str(err.value)
+
+
+def test_mart_beta_zero_is_still_adversarial():
+    """MART's boosted cross-entropy is on the adversarial example: beta 0 drops only the
+    KL term, so it stays allowed (TRADES' beta 0 is natural training: refused)."""
+    create("defense", "mart", beta=0.0)
 
 
 def test_bad_objective_kwargs_fail_before_training(tmp_path):

@@ -174,10 +174,24 @@ def test_jacobian_of_train_mode_batch_norm_is_refused():
 
 @pytest.mark.parametrize("name,kw", [("data_snr", {"variant": "x"}), ("data_snr", {"iters": 0}),
                                      ("pga_at", {"loss": "kl"}), ("global_snr", {"conv": "fft"}),
-                                     ("global_snr", {"lam": -1.0})])
+                                     ("global_snr", {"lam": -1.0}),
+                                     # issue 29: values that would train a natural model
+                                     ("data_snr", {"eps": 0.0}), ("pga_at", {"eps": 0.0}),
+                                     ("pga_at", {"alpha": 0.0}), ("pga_at", {"iters": 0}),
+                                     ("pga_at", {"loss": "sos", "lam": 0.0}),
+                                     ("pga_at", {"eps": float("nan")})])
 def test_bad_options_are_config_errors(name, kw):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as err:
         create("defense", name, **kw)
+    assert "\n" not in str(err.value)
+
+
+def test_zero_lam_is_the_unregularized_baseline():
+    """A regularizer weight of 0 is the paper's baseline (allowed); with pga_at's "ce"
+    loss lam is not used."""
+    create("defense", "data_snr", lam=0.0)
+    create("defense", "global_snr", lam=0.0)
+    create("defense", "pga_at", lam=0.0)
 
 
 def test_global_snr_vectors_do_not_depend_on_the_step_generator():

@@ -122,3 +122,24 @@ def test_cli_train_under_torchrun(tmp_path):
     keys = [(r.attack, r.eps, r.metric) for r in rows]
     assert len(keys) == len(set(keys)) and ("fgsm", 0.1, "robust_accuracy") in keys
     assert store.query(metric="clean_accuracy")[0].n == 40
+
+
+def test_a_dead_rank_leaves_one_line_per_surviving_rank(tmp_path):
+    """Issue 29: when one rank dies, each other rank prints one line naming the dead peer
+    and the command that resumes the run (no tracebacks); torchrun's own summary aside."""
+    args = ["train", "--no-progress", "--root", str(tmp_path / "runs"), "dataset=\"robust_features_2d\"",
+            "model=\"relu_mlp\"", "model_kwargs.input_dim=2", "model_kwargs.width=16",
+            "model_kwargs.depth=1", "model_kwargs.num_outputs=2", "model_kwargs.batch_norm=false",
+            "objective=\"ce\"", "batch_size=16", "iterations=60", "checkpoint_every=2"]
+    logs = tmp_path / "logs"
+    cmd = TORCHRUN + ["--log-dir", str(logs), "--redirects", "3",
+                      str(WORKER.with_name("cli_kill_worker.py"))] + args
+    proc = subprocess.run(cmd, env=dict(ENV, ADVGEOM_KILL_AT="3"), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    (err0,) = logs.glob("*/attempt_0/0/stderr.log")
+    lines = err0.read_text().strip().splitlines()
+    assert len(lines) == 1, err0.read_text()
+    assert "Traceback" not in lines[0]
+    assert "rank 1 (pid " in lines[0] and "of 2 died, so rank 0 stops too" in lines[0]
+    assert "torchrun --standalone --nproc_per_node=2 -m advgeom train --no-progress" in lines[0]

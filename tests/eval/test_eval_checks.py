@@ -106,6 +106,111 @@ def test_gradient_masking_flag_from_fake_attacks(threshold_model):
     assert res.checks.get("gradient_masking").status == "pass"
 
 
+def _outcomes(n, white_only, black_only, both):
+    """Per-sample robust masks (True = robust) of a white-box and a black-box attack on
+    ``n`` points: ``white_only`` points only the white-box one breaks, ``black_only``
+    only the black-box one, ``both`` broken by both."""
+    w, b = torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
+    w[:white_only] = False
+    b[white_only:white_only + black_only] = False
+    w[white_only + black_only:white_only + black_only + both] = False
+    b[white_only + black_only:white_only + black_only + both] = False
+    return w, b
+
+
+def _paired_rows(n, white_only, black_only, both, eps=0.1):
+    w, b = _outcomes(n, white_only, black_only, both)
+    rows = [_row("apgd-ce", eps, 100.0 * float(w.float().mean()), kind="iterative"),
+            _row("square", eps, 100.0 * float(b.float().mean()), kind="black_box")]
+    return rows, {("apgd-ce", eps): w, ("square", eps): b}
+
+
+@pytest.mark.parametrize("b,c", [(0, 0), (1, 0), (5, 0), (4, 0), (12, 3), (40, 28), (30, 5),
+                                 (9, 0), (29, 20), (100, 70), (500, 440), (3, 9)])
+def test_exact_mcnemar_matches_scipy_binomtest(b, c):
+    from scipy.stats import binomtest
+
+    from advgeom.eval.checks import mcnemar_one_sided
+
+    expected = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5, alternative="greater").pvalue
+    assert mcnemar_one_sided(b, c) == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_gradient_masking_noise_passes_when_paired():
+    """Issue 29: on 1,000 points Square ahead of APGD-CE by 1.2 points is noise when the
+    points each alone breaks are 40 vs 28 (p = 0.09): pass. The rows alone (1.2 points)
+    pass too (below 5 points); tolerance 0 on the aggregates failed it."""
+    rows, robust = _paired_rows(1000, white_only=28, black_only=40, both=200)
+    r = check_gradient_masking(rows, robust)
+    assert r.status == "pass", r.message
+    (t,) = r.details["tests"]
+    assert (t["b"], t["c"], t["n"]) == (40, 28, 1000) and t["lead"] == pytest.approx(1.2)
+    assert 0.05 < t["p"] < 0.1
+    assert check_gradient_masking(rows).status == "pass"
+
+
+def test_gradient_masking_significant_lead_fails_below_5_points():
+    """A 4.5-point lead on 200 points: the pairing decides. Discordant points 29 vs 20
+    (p = 0.13) pass; 9 vs 0 (p = 0.002) fail, with the same aggregate rows."""
+    rows, robust = _paired_rows(200, white_only=20, black_only=29, both=50)
+    assert check_gradient_masking(rows, robust).status == "pass"
+    rows2, robust2 = _paired_rows(200, white_only=0, black_only=9, both=70)
+    assert [r.value for r in rows2] == [r.value for r in rows]   # the same aggregate rows
+    r = check_gradient_masking(rows2, robust2)
+    assert r.status == "fail" and "McNemar p = 0.002" in r.message and "square" in r.message
+    assert r.details["cells"] == [("apgd-ce", 0.1)]
+
+
+def test_gradient_masking_small_samples_fail_on_5_points():
+    """On 20 points no test is significant (b 2, c 0: p = 0.25), but a 10-point lead is
+    masking whatever n; 4 points of lead (b 4, c 3 on 25) is not."""
+    rows, robust = _paired_rows(20, white_only=0, black_only=2, both=5)
+    r = check_gradient_masking(rows, robust)
+    assert r.status == "fail" and r.details["tests"][0]["p"] == pytest.approx(0.25)
+    rows, robust = _paired_rows(25, white_only=3, black_only=4, both=5)
+    assert check_gradient_masking(rows, robust).status == "pass"
+
+
+def test_gradient_masking_paired_in_a_real_evaluation():
+    """The evaluator hands its per-sample outcomes to the check: on 200 points a
+    black-box lead of 4.5 points fails when one-sided (9 vs 0) and passes when it is
+    29 vs 20 (the aggregate rows are the same)."""
+    x, y = threshold_data(200)
+
+    def run(white, black):
+        w = spec("white", fake_attack(flip=white, kind="iterative", n=200))
+        b = spec("black", fake_attack(flip=black, kind="black_box", n=200))
+        return evaluate(ThresholdModel().eval(), (x, y), [w, b], [0.1], progress=False,
+                        check_config=NO_UNBOUNDED)
+
+    one_sided = run(set(range(70)), set(range(79)))
+    split = run(set(range(50)) | set(range(100, 120)), set(range(50)) | set(range(120, 149)))
+    for res in (one_sided, split):
+        assert res.accuracy("black", 0.1) == pytest.approx(60.5)
+        assert res.accuracy("white", 0.1) == pytest.approx(65.0)
+    assert one_sided.checks.get("gradient_masking").status == "fail"
+    assert split.checks.get("gradient_masking").status == "pass"
+
+
+def test_cascade_black_box_stage_exact_test():
+    """In a cascade the black-box stage attacks only what the white-box stages left, so
+    c = 0: 5 more points broken is significant (2^-5 < 0.05), 4 are not (the old rule,
+    0.5 percentage points, failed 4 of 200)."""
+    x, y = threshold_data(200)
+
+    def run(extra):
+        w = spec("white", fake_attack(flip=set(range(100)), kind="iterative", n=200))
+        b = spec("black", fake_attack(flip=set(range(100 + extra)), kind="black_box", n=200))
+        return evaluate(ThresholdModel().eval(), (x, y), [w, b], [0.1], progress=False, cascade=True,
+                        check_config=NO_UNBOUNDED)
+
+    four, five = run(4), run(5)
+    assert four.checks.get("gradient_masking").status == "pass"
+    c = five.checks.get("gradient_masking")
+    assert c.status == "fail" and "black" in c.message
+    assert (c.details["tests"][0]["b"], c.details["tests"][0]["c"]) == (5, 0)
+
+
 # -- threat model ----------------------------------------------------------------------
 
 

@@ -78,7 +78,7 @@ def storing(monkeypatch, tmp_path):
                         model_name=kw["model_name"], defense=kw["defense"], dataset=kw["dataset"],
                         seed=kw["seed"], progress=False, check_config=CheckConfig(unbounded_subset=0))
 
-    return _stub_cli(monkeypatch, tmp_path, fake_run, "ok") + ["--no-strict"]
+    return _stub_cli(monkeypatch, tmp_path, fake_run, "fgsm") + ["--no-strict"]
 
 
 def _stored(tmp_path, n):
@@ -140,3 +140,17 @@ def test_a_read_only_database_is_one_line_exit_2(stubbed, tmp_path, monkeypatch)
     assert out.output == (f"error: cannot record the run: {db}: cannot write the results database (attempt "
                           "to write a readonly database; the file or its directory is read-only)\n")
     assert db.read_bytes() == before
+
+
+def test_class_count_mismatch_is_one_line(monkeypatch, tmp_path):
+    """Issue 29: ``advgeom evaluate --checkpoint`` of a 2-class model on a 10-class data
+    set is one line and exit 2 (it ended in "index out of bounds")."""
+    from advgeom.data.base import TensorData
+
+    x, y = threshold_data()
+    args = _stub_cli(monkeypatch, tmp_path, advgeom.eval.run_evaluation, "fgsm")  # the real evaluation
+    monkeypatch.setattr(advgeom.data, "load", lambda *a, **k: TensorData(x, y, 10, "ten"))
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 2, out.output
+    assert "the model scores 2 classes but the data set 'ten' has 10" in out.output
+    assert out.output.strip().count("\n") == 0 and "Traceback" not in out.output

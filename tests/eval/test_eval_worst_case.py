@@ -73,3 +73,25 @@ def test_bad_inputs_raise_clear_errors(threshold_model):
         evaluate(threshold_model.eval(), (x, y), [a], [-0.1], progress=False)
     with pytest.raises(AdvgeomError, match="data must be"):
         evaluate(threshold_model.eval(), x, [a], [0.1], progress=False)
+
+
+def test_class_count_mismatch_is_one_error_before_attacking(threshold_model):
+    """Issue 29: a 2-class model on 10-class data ended in "index out of bounds" inside
+    the evaluation; now one clear error comes before any attack runs."""
+    from advgeom.data.base import TensorData
+    from advgeom.errors import AdvgeomError
+    from advgeom.eval.minnorm import minimal_perturbations
+
+    calls: list = []
+    x, y = threshold_data()
+    a = spec("fake", fake_attack(calls=calls))
+    ten = TensorData(x, y, 10, "ten")
+    with pytest.raises(AdvgeomError, match="the model scores 2 classes but the data set 'ten' has 10"):
+        evaluate(threshold_model, ten, [a], [0.1], progress=False)
+    y9 = y.clone()
+    y9[-1] = 9
+    with pytest.raises(AdvgeomError, match="the data has label 9 but the model scores 2 classes"):
+        evaluate(threshold_model, (x, y9), [a], [0.1], progress=False)
+    with pytest.raises(AdvgeomError, match="scores 2 classes"):
+        minimal_perturbations(threshold_model, ten, "deepfool", progress=False)
+    assert calls == []

@@ -96,6 +96,14 @@ def test_bad_devices_are_one_line(tmp_path, extra, match):
     (["dataset=\"robust_features_2d\"", "model=\"relu_mlp\"", "model_kwargs.input_dim=2",
       "objective=\"l1\"", "objective_kwargs.lam=\"abc\"", "iterations=1"], "lam"),
     (["lr=inf"], "lr"),
+    # issue 29: values torch would raise on deep inside training, or that train something else
+    (["weight_decay=-1"], "weight_decay must be finite and >= 0"),
+    (["weight_decay=nan"], "weight_decay must be finite and >= 0"),
+    (["momentum=1.5"], "momentum must be in [0, 1)"),
+    (ARGS[:6] + ["objective=\"ce\"", "objective_kwargs.label_smoothing=2.0", "iterations=1"],
+     "label_smoothing must be in [0, 1]"),
+    (ARGS[:7] + ["objective_kwargs.attack=\"square:steps=0\"", "iterations=1"],
+     "square steps must be an integer >= 1"),
 ])
 def test_configs_the_model_cannot_run_are_one_line(tmp_path, args, match):
     out = subprocess.run(CMD + [str(tmp_path)] + args, env=ENV, capture_output=True, text=True)

@@ -211,7 +211,8 @@ def prepare(model: nn.Module, inputs: Tensor, labels: Tensor, *, info: AttackInf
     """Validate everything an attack receives and probe the model's output once.
 
     Raises :class:`AdvgeomError` for bad images, labels, eps, norm, loss, step
-    counts or a model whose output does not match the labels.
+    counts (the ranges of ``info``: :meth:`AttackInfo.option_ranges`) or a model
+    whose output does not match the labels.
     """
     if not isinstance(model, nn.Module) and not callable(model):
         raise AdvgeomError("model must be a torch.nn.Module (or callable) returning logits")
@@ -223,10 +224,10 @@ def prepare(model: nn.Module, inputs: Tensor, labels: Tensor, *, info: AttackInf
     check_bool("targeted", targeted)
     if targeted and not info.targeted:
         raise AdvgeomError("this attack has no targeted mode")
-    check_int("steps", steps, 0)
-    check_int("restarts", restarts, 1)
-    if step_size is not None:
-        check_positive("step_size", step_size)
+    ranges = info.option_ranges()
+    for key, value in (("steps", steps), ("restarts", restarts), ("step_size", step_size)):
+        if not ranges[key].unused:  # an unused option is refused by the attack (refuse_unused)
+            ranges[key].check(key, value)
     e = as_eps(eps, inputs, allow_inf=info.min_norm)
     warn_if_training(model)
     counter = counter if counter is not None else PassCounter()

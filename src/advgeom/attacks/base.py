@@ -16,8 +16,9 @@ Usage::
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from advgeom.errors import AdvgeomError
 from advgeom.registry import get
@@ -57,6 +58,90 @@ class PassCounter:
 
 
 @dataclass(frozen=True)
+class Range:
+    """The valid values of one numeric attack option, checked when a spec is parsed
+    (:func:`advgeom.attacks.spec.validate`) and when the attack is called: an integer
+    (``integer``) or a finite number from ``low`` to ``high`` (``open_low``/``open_high``:
+    that end excluded); ``why`` says what an edge means. ``unused``: the attack does not
+    use the option and accepts only its default (issue 14: a no-op option is an error).
+    ``None`` is accepted where the signature's default is ``None`` (the attack's default)."""
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    open_low: bool = False
+    open_high: bool = False
+    unused: bool = False
+    why: str = ""
+
+    def text(self) -> str:
+        """The range in words: ``an integer >= 1 (0 would run no attack)``."""
+        if self.unused:
+            return "its default (the attack does not use it)"
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            ends = (f"{lo:g}" if lo == hi else
+                    f"in {'(' if self.open_low else '['}{lo:g}, {hi:g}{')' if self.open_high else ']'}")
+        elif lo is not None:
+            ends = f"{'>' if self.open_low else '>='} {lo:g}"
+        elif hi is not None:
+            ends = f"{'<' if self.open_high else '<='} {hi:g}"
+        else:
+            ends = ""
+        what = "an integer" if self.integer else "a finite number"
+        return f"{what} {ends}".rstrip() + (f" ({self.why})" if self.why else "")
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` lies in the range (booleans, NaN and inf never do)."""
+        if self.unused or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        lo, hi = self.low, self.high
+        return not ((lo is not None and (value < lo or (self.open_low and value == lo)))
+                    or (hi is not None and (value > hi or (self.open_high and value == hi))))
+
+    def check(self, name: str, value: Any, default: Any = None, attack: str = "") -> Any:
+        """``value`` (as a float for a number range), else a one-line
+        :class:`AdvgeomError` naming the range; ``default``: the signature's default
+        (``None`` then passes); ``attack`` names the attack in the message."""
+        if value is None and default is None:
+            return None
+        if self.unused:
+            if value is default or (value == default and type(value) is type(default)):
+                return value
+            raise AdvgeomError(f"{attack or 'this attack'} does not use {name}={value!r} "
+                               "(see its docstring for the options it takes)")
+        if not self.contains(value):
+            raise AdvgeomError(f"{attack + ' ' if attack else ''}{name} must be {self.text()}, "
+                               f"got {value!r}")
+        return value if self.integer else float(value)
+
+
+def count(low: int, why: str = "") -> Range:
+    """An integer option ``>= low``."""
+    return Range(low=low, integer=True, why=why)
+
+
+def number(low: float | None = None, high: float | None = None, *, open_low: bool = False,
+           open_high: bool = False, why: str = "") -> Range:
+    """A finite number option in the stated range."""
+    return Range(low=low, high=high, open_low=open_low, open_high=open_high, why=why)
+
+
+UNUSED = Range(unused=True)
+
+# The shared vocabulary's numeric options; an attack's ``ranges`` override them.
+SHARED_RANGES: dict[str, Range] = {
+    "steps": count(1, "0 would run no attack"),
+    "restarts": count(1),
+    "step_size": number(0.0, open_low=True),
+}
+
+
+@dataclass(frozen=True)
 class AttackInfo:
     """What an attack supports.
 
@@ -67,7 +152,8 @@ class AttackInfo:
     ``targeted``: accepts ``targeted=True``. ``losses``: accepted ``loss=`` values.
     ``needs``: extra keyword arguments that must be given (e.g. ``source_model``).
     ``uses_loss``: False when ``loss`` is validated but the attack has its own
-    objective (C&W, DeepFool).
+    objective (C&W, DeepFool). ``ranges``: the valid range of each numeric option
+    beyond (or overriding) :data:`SHARED_RANGES`; see :meth:`option_ranges`.
     """
 
     norms: tuple[str, ...] = ("linf",)
@@ -79,6 +165,16 @@ class AttackInfo:
     transfer: bool = False
     needs: tuple[str, ...] = field(default_factory=tuple)
     uses_loss: bool = True
+    ranges: Mapping[str, Range] = field(default_factory=dict, hash=False)
+
+    def option_ranges(self) -> dict[str, Range]:
+        """Every numeric option's :class:`Range`: steps >= 1, restarts >= 1 and
+        step_size > 0 unless the attack's ``ranges`` say otherwise."""
+        return {**SHARED_RANGES, **self.ranges}
+
+    def check(self, name: str, value: Any, default: Any = None, *, attack: str = "") -> Any:
+        """``value`` checked against the range of option ``name`` (see :meth:`Range.check`)."""
+        return self.option_ranges()[name].check(name, value, default, attack)
 
 
 def describe(**kw: Any) -> Callable[[F], F]:

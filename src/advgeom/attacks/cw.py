@@ -30,16 +30,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import (check_bool, check_int, check_number, check_positive, input_grad, prepare,
-                                     refuse_unused, success_of)
+from advgeom.attacks._common import check_bool, input_grad, prepare, refuse_unused, success_of
 from advgeom.attacks._geometry import bview, finalize
 from advgeom.attacks._losses import margin_loss, margin_targeted
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks.base import UNUSED, PassCounter, count, describe, number
 from advgeom.registry import register
 
 
 @register("attack", "cw_l2")
-@describe(norms=("l2",), losses=(), min_norm=True, uses_loss=False)
+@describe(norms=("l2",), losses=(), min_norm=True, uses_loss=False,
+          ranges={"steps": count(1, "0 Adam steps would return the clean input"),
+                  "restarts": UNUSED, "step_size": number(0.0, open_low=True, why="Adam's rate"),
+                  "confidence": number(0.0), "initial_const": number(0.0, open_low=True),
+                  "search_steps": count(1)})
 def cw_l2(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any = math.inf,
           norm: str = "l2", steps: int = 1000, step_size: float | None = None,
           restarts: int = 1, targeted: bool = False, loss: str | None = None,
@@ -58,9 +61,9 @@ def cw_l2(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any = math.i
     s = prepare(model, inputs, labels, info=cw_l2.info, eps=eps, norm=norm, loss=None,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
-    check_positive("initial_const", initial_const)
-    check_number("cw_l2 confidence", confidence, low=0.0)
-    check_int("search_steps", search_steps, 1)
+    cw_l2.info.check("initial_const", initial_const, attack="cw_l2")
+    cw_l2.info.check("confidence", confidence, attack="cw_l2")
+    cw_l2.info.check("search_steps", search_steps, attack="cw_l2")
     check_bool("abort_early", abort_early)
     lr = 0.01 if step_size is None else float(step_size)
     kappa = float(confidence)

@@ -27,15 +27,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import check_int, check_number, prepare, refuse_unused
+from advgeom.attacks._common import prepare, refuse_unused
 from advgeom.attacks._geometry import bview, dual_norm, finalize, flat_norm
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks.base import UNUSED, PassCounter, count, describe, number
 from advgeom.registry import register
 
 
 @register("attack", "deepfool")
 @describe(norms=("l2", "linf"), losses=(), min_norm=True, targeted=False,
-          uses_loss=False)
+          uses_loss=False,
+          ranges={"steps": count(1, "0 would return the clean input"), "step_size": UNUSED,
+                  "restarts": UNUSED, "overshoot": number(0.0), "candidates": count(2)})
 def deepfool(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any = math.inf,
              norm: str = "l2", steps: int = 50, step_size: float | None = None,
              restarts: int = 1, targeted: bool = False, loss: str | None = None,
@@ -47,8 +49,8 @@ def deepfool(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any = mat
     s = prepare(model, inputs, labels, info=deepfool.info, eps=eps, norm=norm, loss=None,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
-    overshoot = check_number("deepfool overshoot", overshoot, low=0.0)
-    check_int("candidates", candidates, 2)
+    overshoot = deepfool.info.check("overshoot", overshoot, attack="deepfool")
+    deepfool.info.check("candidates", candidates, attack="deepfool")
     x, y = s.x, s.y
     n, k = x.shape[0], min(candidates, s.num_classes)
     q = dual_norm(norm)

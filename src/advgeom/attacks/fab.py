@@ -42,11 +42,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import (Setup, check_bool, check_int, check_number, input_grad,
-                                     prepare, refuse_unused)
+from advgeom.attacks._common import Setup, check_bool, input_grad, prepare, refuse_unused
 from advgeom.attacks._losses import success
 from advgeom.attacks._geometry import bview, finalize, flat_norm, rand
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks.base import UNUSED, PassCounter, count, describe, number
 from advgeom.registry import register
 
 
@@ -295,7 +294,11 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
 
 
 @register("attack", "fab")
-@describe(norms=("linf", "l2"), losses=(), min_norm=True, targeted=False, uses_loss=False)
+@describe(norms=("linf", "l2"), losses=(), min_norm=True, targeted=False, uses_loss=False,
+          ranges={"steps": count(1, "0 would run no FAB iteration"),
+                  "step_size": UNUSED, "num_targets": count(0, "0 = untargeted FAB"),
+                  "alpha_max": number(0.0, 1.0), "eta": number(1.0, why="the overshoot"),
+                  "beta": number(0.0, 1.0, open_high=True, why="the backward step")})
 def fab(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
         steps: int = 100, step_size: float | None = None, restarts: int = 1,
         targeted: bool = False, loss: str | None = None,
@@ -315,10 +318,10 @@ def fab(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     s = prepare(model, inputs, labels, info=fab.info, eps=eps, norm=norm, loss=None,
                 targeted=False, steps=steps, restarts=restarts, counter=counter,
                 generator=generator)
-    check_int("num_targets", num_targets, 0)
-    alpha_max = check_number("fab alpha_max", alpha_max, low=0.0, high=1.0)
-    eta = check_number("fab eta (overshoot)", eta, low=1.0)
-    beta = check_number("fab beta (backward step)", beta, low=0.0, high=1.0, open_high=True)
+    fab.info.check("num_targets", num_targets, attack="fab")
+    alpha_max = fab.info.check("alpha_max", alpha_max, attack="fab")
+    eta = fab.info.check("eta", eta, attack="fab")
+    beta = fab.info.check("beta", beta, attack="fab")
     check_bool("early_stop", early_stop)
     x, y, e = s.x, s.y, s.eps
     with torch.no_grad():

@@ -16,10 +16,11 @@ from torch import Tensor, nn
 
 from advgeom.attacks._common import Setup, input_grad, prepare, refuse_unused
 from advgeom.attacks._geometry import ascent_direction, bview, finalize
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks.base import UNUSED, PassCounter, describe
 from advgeom.registry import register
 
-SINGLE = dict(norms=("linf", "l2"), losses=("ce", "margin", "dlr"), single_step=True)
+SINGLE = dict(norms=("linf", "l2"), losses=("ce", "margin", "dlr"), single_step=True,
+              ranges={"steps": UNUSED, "step_size": UNUSED, "restarts": UNUSED})
 
 
 def _one_step(s: Setup, norm: str) -> Tensor:

@@ -26,12 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import (BestTracker, Setup, check_bool, check_number, default_step,
+from advgeom.attacks._common import (BestTracker, Setup, check_bool, default_step,
                                      input_grad, prepare, remaining)
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize, project_l2,
                                        random_start)
 from advgeom.attacks._losses import success
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks.base import PassCounter, describe, number
 from advgeom.registry import register
 
 
@@ -91,7 +91,8 @@ def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm:
 
 
 @register("attack", "geodesic_adaptive")
-@describe(norms=("linf", "l2"), losses=("margin", "dlr"))
+@describe(norms=("linf", "l2"), losses=("margin", "dlr"),
+          ranges={"penalty": number(0.0), "confidence": number(0.0, open_low=True)})
 def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                       norm: str = "linf", steps: int = 100, step_size: float | None = None,
                       restarts: int = 1, targeted: bool = False, loss: str = "margin",
@@ -106,8 +107,8 @@ def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: 
     ``restarts`` run on the samples not yet broken."""
     check_bool("random_start", random_start)
     check_bool("early_stop", early_stop)
-    penalty = check_number("penalty", penalty, low=0.0)
-    confidence = check_number("confidence", confidence, low=0.0, open_low=True)
+    penalty = geodesic_adaptive.info.check("penalty", penalty, attack="geodesic_adaptive")
+    confidence = geodesic_adaptive.info.check("confidence", confidence, attack="geodesic_adaptive")
     s = prepare(model, inputs, labels, info=geodesic_adaptive.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)

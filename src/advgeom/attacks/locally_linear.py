@@ -38,13 +38,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import check_int, frozen_norm_stats, prepare, refuse_unused
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks._common import frozen_norm_stats, prepare, refuse_unused
+from advgeom.attacks.base import UNUSED, PassCounter, describe
 from advgeom.errors import AdvgeomError
 from advgeom.logits import two_logits
 from advgeom.registry import register
 
 INFO = dict(norms=("linf",), losses=(), targeted=False, uses_loss=False)
+SINGLE_RANGES = {"steps": UNUSED, "step_size": UNUSED, "restarts": UNUSED}
 MODES = ("semi_white", "white", "exact")
 PROJECTIONS = ("adjoint", "paper")
 
@@ -160,7 +161,6 @@ def _run(fn: Any, model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
     refuse_unused(name, loss=(loss, None), restarts=(restarts, 1))
     if not iterative:
         refuse_unused(name, steps=(steps, 1), step_size=(step_size, None))
-    check_int("steps", steps, 1 if iterative else 0)
     s = prepare(model, inputs, labels, info=fn.info, eps=eps, norm=norm, loss=None,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
@@ -171,7 +171,7 @@ def _run(fn: Any, model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
 
 
 @register("attack", "locally_linear")
-@describe(**INFO, single_step=True)
+@describe(**INFO, single_step=True, ranges=SINGLE_RANGES)
 def locally_linear(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                    norm: str = "linf", steps: int = 1, step_size: float | None = None,
                    restarts: int = 1, targeted: bool = False, loss: str | None = None,
@@ -188,7 +188,7 @@ def locally_linear(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any
 
 
 @register("attack", "locally_linear_white")
-@describe(**INFO, single_step=True)
+@describe(**INFO, single_step=True, ranges=SINGLE_RANGES)
 def locally_linear_white(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                          norm: str = "linf", steps: int = 1, step_size: float | None = None,
                          restarts: int = 1, targeted: bool = False, loss: str | None = None,
@@ -205,7 +205,7 @@ def locally_linear_white(model: nn.Module, inputs: Tensor, labels: Tensor, *, ep
 
 
 @register("attack", "locally_linear_iterative")
-@describe(**INFO)
+@describe(**INFO, ranges={"restarts": UNUSED})
 def locally_linear_iterative(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                              norm: str = "linf", steps: int = 80, step_size: float | None = None,
                              restarts: int = 1, targeted: bool = False, loss: str | None = None,
@@ -223,7 +223,7 @@ def locally_linear_iterative(model: nn.Module, inputs: Tensor, labels: Tensor, *
 
 
 @register("attack", "locally_linear_white_iterative")
-@describe(**INFO)
+@describe(**INFO, ranges={"restarts": UNUSED})
 def locally_linear_white_iterative(model: nn.Module, inputs: Tensor, labels: Tensor, *,
                                    eps: Any, norm: str = "linf", steps: int = 80,
                                    step_size: float | None = None, restarts: int = 1,

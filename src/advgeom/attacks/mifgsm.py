@@ -11,16 +11,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import (BestTracker, check_number, default_step, input_grad, prepare,
+from advgeom.attacks._common import (BestTracker, default_step, input_grad, prepare,
                                      refuse_unused, score_final, success_of)
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize,
                                        flat_norm, project_l2)
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks.base import UNUSED, PassCounter, describe, number
 from advgeom.registry import register
 
 
 @register("attack", "mifgsm")
-@describe(norms=("linf", "l2"), losses=("ce", "margin", "dlr"))
+@describe(norms=("linf", "l2"), losses=("ce", "margin", "dlr"),
+          ranges={"restarts": UNUSED, "decay": number(0.0)})
 def mifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
            steps: int = 10, step_size: float | None = None, restarts: int = 1,
            targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,
@@ -32,7 +33,7 @@ def mifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: 
     start): ``restarts`` other than 1 is refused, ``generator`` is unused.
     """
     refuse_unused("mifgsm", restarts=(restarts, 1))
-    decay = check_number("mifgsm decay", decay, low=0.0)
+    decay = mifgsm.info.check("decay", decay, attack="mifgsm")
     s = prepare(model, inputs, labels, info=mifgsm.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)

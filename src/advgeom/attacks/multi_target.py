@@ -23,7 +23,7 @@ from advgeom.attacks._common import BestTracker, Setup, default_step, prepare
 from advgeom.attacks._geometry import bview, finalize
 from advgeom.attacks._losses import check_loss_name, get_loss
 from advgeom.attacks.apgd import run_apgd
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks.base import PassCounter, count, describe
 from advgeom.attacks.pgd import run_with_restarts
 from advgeom.errors import AdvgeomError
 from advgeom.registry import register
@@ -70,7 +70,7 @@ def _multi(s: Setup, *, norm: str, steps: int, step_size: Any, restarts: int, lo
 
 
 @register("attack", "multi_target")
-@describe(**MT_INFO)
+@describe(**MT_INFO, ranges={"num_targets": count(1, "None: every other class")})
 def multi_target(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                  norm: str = "linf", steps: int = 100, step_size: float | None = None,
                  restarts: int = 1, targeted: bool = False, loss: str = "ce",
@@ -82,13 +82,14 @@ def multi_target(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
     check_loss_name(loss, multi_target.info.losses)
+    multi_target.info.check("num_targets", num_targets, attack="multi_target")
     best = _multi(s, norm=norm, steps=steps, step_size=step_size, restarts=restarts, loss=loss,
                   base=base, num_targets=num_targets)
     return finalize(s.x, best.x, s.eps, norm)
 
 
 @register("attack", "apgd-t")
-@describe(**{**MT_INFO, "losses": ("dlr",)})
+@describe(**{**MT_INFO, "losses": ("dlr",)}, ranges={"num_targets": count(1)})
 def apgd_t(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
            steps: int = 100, step_size: float | None = None, restarts: int = 1,
            targeted: bool = False, loss: str = "dlr", generator: torch.Generator | None = None,
@@ -99,6 +100,7 @@ def apgd_t(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: 
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
     check_loss_name(loss, apgd_t.info.losses)
+    apgd_t.info.check("num_targets", num_targets, 9, attack="apgd-t")
     best = _multi(s, norm=norm, steps=steps, step_size=step_size, restarts=restarts,
                   loss="dlr", base="apgd", num_targets=num_targets)
     return finalize(s.x, best.x, s.eps, norm)

@@ -23,7 +23,7 @@ from advgeom.attacks._common import (BestTracker, Setup, check_bool, default_ste
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize,
                                        project_l2, random_start)
 from advgeom.attacks._losses import LossFn
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks.base import UNUSED, PassCounter, describe
 from advgeom.registry import register
 
 ITERATIVE = dict(norms=("linf", "l2"), losses=("ce", "margin", "dlr"))
@@ -138,7 +138,7 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
 
 
 @register("attack", "bim")
-@describe(**ITERATIVE)
+@describe(**ITERATIVE, ranges={"restarts": UNUSED})
 def bim(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, restarts: int = 1,
         targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from advgeom.config import parse_value
-from advgeom.errors import ConfigError
+from advgeom.errors import AdvgeomError, ConfigError
 from advgeom.hashing import state_hash
 from advgeom.registry import get, names
 
@@ -213,6 +213,7 @@ def validate(spec: AttackSpec) -> AttackSpec:
                               f"options: {', '.join(accepted)}")
     for key, value in spec.kwargs.items():
         _check_type(spec, key, value, params[key].default)
+        _check_range(spec, fn, key, value, params[key].default)
     if {**alias_kwargs, **spec.kwargs}.get("targeted") is True and "targeted" not in alias_kwargs:
         raise ConfigError(f"attack {spec.label!r}: targeted=true would attack toward the true labels "
                           "(the evaluator passes true labels; success would be immediate): use "
@@ -234,6 +235,20 @@ def _check_type(spec: AttackSpec, key: str, value: Any, default: Any) -> None:
         what = None if ok else "a finite number"
     if what:
         raise ConfigError(f"attack {spec.label!r}: option {key} must be {what}, got {value!r}")
+
+
+def _check_range(spec: AttackSpec, fn: Callable[..., Any], key: str, value: Any,
+                 default: Any) -> None:
+    """An option's value must lie in the attack's declared range (``AttackInfo.ranges``:
+    ``square:steps=0`` is an error here, not an evaluation without an attack)."""
+    info = getattr(fn, "info", None)
+    rng = info.option_ranges().get(key) if hasattr(info, "option_ranges") else None
+    if rng is None:
+        return
+    try:
+        rng.check(key, value, default, spec.base_name)
+    except AdvgeomError as e:
+        raise ConfigError(f"attack {spec.label!r}: {e}") from None
 
 
 # ---------------------------------------------------------------------------

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import (Setup, check_bool, check_number, prepare, refuse_unused,
+from advgeom.attacks._common import (Setup, check_bool, prepare, refuse_unused,
                                      success_of)
 from advgeom.attacks._geometry import box_bounds, bview, finalize, rand
 from advgeom.attacks._losses import margin_loss, margin_targeted, success_margin
-from advgeom.attacks.base import PassCounter, describe
+from advgeom.attacks.base import UNUSED, PassCounter, count, describe, number
 from advgeom.errors import AdvgeomError
 from advgeom.registry import register
 
@@ -255,7 +255,9 @@ def _run(s: Setup, x: Tensor, y: Tensor, e: Tensor, *, steps: int, p_init: float
 
 
 @register("attack", "square")
-@describe(norms=("linf",), losses=("margin", "ce"), gradient_free=True)
+@describe(norms=("linf",), losses=("margin", "ce"), gradient_free=True,
+          ranges={"steps": count(1, "the queries per restart; 0 would score the initial stripes only"),
+                  "step_size": UNUSED, "p_init": number(0.0, 1.0, open_low=True)})
 def square(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
            steps: int = 5000, step_size: float | None = None, restarts: int = 1,
            targeted: bool = False, loss: str = "margin",
@@ -272,7 +274,7 @@ def square(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: 
     s = prepare(model, inputs, labels, info=square.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, counter=counter,
                 generator=generator)
-    p_init = check_number("square p_init", p_init, low=0.0, high=1.0, open_low=True)
+    p_init = square.info.check("p_init", p_init, attack="square")
     check_bool("redraw", redraw)
     check_bool("rescale_schedule", rescale_schedule)
     x4 = _as_image(s.x)

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from advgeom.attacks._geometry import (ascent_direction, fix_generator, project, rand,
                                        random_start)
 from advgeom.defenses.base import (Loss, SpecCrafter, StepContext, ThreatModel, check_count,
-                                   check_craft_mode, check_nonneg, crafting, logits_of)
+                                   check_craft_mode, check_nonneg, check_positive, crafting,
+                                   logits_of)
 from advgeom.errors import ConfigError
 from advgeom.registry import register
 
@@ -130,7 +131,8 @@ def fgsm_at(eps: float = 0.3, norm: str = "linf", alpha: float | None = None, at
     accuracy collapsing within a few steps, Wong et al. Section 5): train it with the
     robust-accuracy monitor (``monitor_every`` in the training config)."""
     s = AdversarialSetup("fgsm_at", eps, norm, warmup, craft_mode, attack)
-    ratio = 1.25 if alpha is None else check_nonneg("fgsm_at", "alpha", alpha) / max(s.threat.eps, 1e-12)
+    ratio = 1.25 if alpha is None else (check_positive("fgsm_at", "alpha", alpha, "0 would train on "
+                                                      "random noise") / max(s.threat.eps, 1e-12))
 
     def own(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str,
             generator: torch.Generator) -> Tensor:
@@ -148,7 +150,7 @@ def fgsm_at(eps: float = 0.3, norm: str = "linf", alpha: float | None = None, at
 
 def _own_pgd(name: str, steps: int, step_size: float, loss: str) -> Crafter:
     steps = check_count(name, "steps", steps)
-    step_size = check_nonneg(name, "step_size", step_size)
+    step_size = check_positive(name, "step_size", step_size, "0 would train on the noisy start")
 
     def own(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str,
             generator: torch.Generator) -> Tensor:
@@ -165,7 +167,8 @@ def _clean_and_adversarial(name: str, loss: Callable[..., Loss], inner: str, eps
     by ``attack`` or by :func:`noise_pgd` on ``inner`` (TRADES and MART: two training
     forwards, as in their official code)."""
     s = AdversarialSetup(name, eps, norm, warmup, craft_mode, attack)
-    beta = check_nonneg(name, "beta", beta)
+    beta = (check_positive(name, "beta", beta, "0 leaves the clean cross-entropy alone: natural "
+                           "training") if name == "trades" else check_nonneg(name, "beta", beta))
     own = _own_pgd(name, steps, step_size, inner)
 
     def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,

@@ -84,6 +84,24 @@ def check_nonneg(defense: str, name: str, value: Any) -> float:
     return v
 
 
+def check_positive(defense: str, name: str, value: Any, why: str = "") -> float:
+    """``value`` as a finite number > 0, else a one-line :class:`ConfigError` (``why``:
+    what 0 would do, e.g. train a natural model under an adversarial defense's name)."""
+    v = check_nonneg(defense, name, value)
+    if v == 0.0:
+        raise ConfigError(f"defense {defense!r}: {name} must be finite and > 0, got {value!r}"
+                          + (f" ({why})" if why else ""))
+    return v
+
+
+def check_fraction(defense: str, name: str, value: Any) -> float:
+    """``value`` as a number in [0, 1], else a one-line :class:`ConfigError`."""
+    v = check_nonneg(defense, name, value)
+    if v > 1.0:
+        raise ConfigError(f"defense {defense!r}: {name} must be in [0, 1], got {value!r}")
+    return v
+
+
 def check_count(defense: str, name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"defense {defense!r}: {name} must be an integer >= {minimum}, got {value!r}")
@@ -101,7 +119,8 @@ class ThreatModel:
 
     @classmethod
     def checked(cls, defense: str, eps: Any, norm: str, warmup: Any = 0.0) -> "ThreatModel":
-        eps = check_nonneg(defense, "eps", eps)
+        eps = check_positive(defense, "eps", eps, "eps 0 crafts no adversarial example: "
+                             "that is natural training, objective 'ce'")
         try:
             check_norm(norm)
         except ValueError as e:

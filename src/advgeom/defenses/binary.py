@@ -29,8 +29,9 @@ def binary_logit(model: nn.Module, x: Tensor) -> Tensor:
 
 
 @register("defense", "bce")
-def bce(**_: object) -> Objective:
-    """Sigmoid cross-entropy objective: mean BCE-with-logits of ``model(x)`` against ``y``."""
+def bce() -> Objective:
+    """Sigmoid cross-entropy objective: mean BCE-with-logits of ``model(x)`` against ``y``
+    (no options: an option given to it is an error, not silently ignored)."""
 
     def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
                   generator: torch.Generator | None = None, context: object = None) -> Tensor:

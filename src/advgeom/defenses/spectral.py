@@ -35,7 +35,8 @@ from torch import Tensor, nn
 from advgeom.analysis.jacobian import power_method
 from advgeom.attacks._common import eval_mode
 from advgeom.attacks._geometry import fix_generator
-from advgeom.defenses.base import Loss, StepContext, check_count, check_nonneg, logits_of
+from advgeom.defenses.base import (Loss, StepContext, check_count, check_nonneg, check_positive,
+                                   logits_of)
 from advgeom.errors import ConfigError
 from advgeom.seeding import derive_seed
 from advgeom.registry import register
@@ -205,7 +206,8 @@ def data_snr(lam: float = 2e-2, eps: float = 1.75, iters: int = 10,
              variant: str = "sos") -> Callable[..., Loss]:
     """Data-dependent spectral norm regularization (Section 4.1; Table 1: lambda 2e-2,
     eps 1.75, 10 power steps, the sum-of-squares variant)."""
-    lam, eps = check_nonneg("data_snr", "lam", lam), check_nonneg("data_snr", "eps", eps)
+    lam = check_nonneg("data_snr", "lam", lam)
+    eps = check_positive("data_snr", "eps", eps, "the penalty is eps^2 times sigma^2: 0 is natural training")
     iters = check_count("data_snr", "iters", iters)
     if variant not in ("sos", "jacobian"):
         raise ConfigError(f"defense 'data_snr': variant must be 'sos' or 'jacobian', got {variant!r}")
@@ -276,9 +278,13 @@ def pga_at(eps: float = 1.75, iters: int = 10, alpha: float | None = None, loss:
     """l2 PGA adversarial training (Section 4.2; Table 1: eps 1.75, alpha 2 eps / iters,
     10 iterations). ``loss="ce"``: CE on the adversarial input; ``"sos"``: ``CE(x) +
     lambda/2 ||f(x) - f(x*)||^2`` with ``x*`` maximizing that sum of squares (Eq. 33)."""
-    eps, lam = check_nonneg("pga_at", "eps", eps), check_nonneg("pga_at", "lam", lam)
+    eps = check_positive("pga_at", "eps", eps, "0 crafts no adversarial example: natural training")
+    lam = check_nonneg("pga_at", "lam", lam)
+    if loss == "sos" and lam == 0.0:
+        raise ConfigError("defense 'pga_at': lam must be > 0 with loss 'sos' (0 is natural training)")
     iters = check_count("pga_at", "iters", iters)
-    step = 2.0 * eps / iters if alpha is None else check_nonneg("pga_at", "alpha", alpha)
+    step = 2.0 * eps / iters if alpha is None else check_positive("pga_at", "alpha", alpha,
+                                                                  "0 would not move from the start")
     if loss not in ("ce", "sos"):
         raise ConfigError(f"defense 'pga_at': loss must be 'ce' or 'sos', got {loss!r}")
 

@@ -20,7 +20,7 @@ from advgeom.attacks.spec import AttackSpec, parse_attacks
 from advgeom.errors import AdvgeomError
 from advgeom.eval.bookkeeping import delta_norms, unit_seed
 from advgeom.eval.rejection import predict
-from advgeom.eval.units import Units, device_of, unpack
+from advgeom.eval.units import Units, check_classes, check_readable, device_of, unpack
 from advgeom.hashing import state_hash, tensor_hash, text_hash
 from advgeom.progress import progress_bar
 from advgeom.results.rows import Row, point_set
@@ -142,11 +142,12 @@ def minimal_perturbations(model: nn.Module, data: Any, attack: str | AttackSpec 
         raise AdvgeomError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if batch_size <= 0:
         raise AdvgeomError(f"batch_size must be positive, got {batch_size}")
-    x, y, num_classes, _ = unpack(data, n)
+    x, y, num_classes, data_name = unpack(data, n)
     check_inputs(x, y, num_classes or getattr(model, "num_classes", None))
     if model.training:
         raise AdvgeomError("model is in training mode: call model.eval() before evaluating")
     device = device_of(model, x)
+    check_classes(check_readable(model, x[:1].to(device)), y, num_classes, data_name)
     fp = (state_hash(model), tensor_hash(x, y), batch_size, spec.fingerprint(), norm, seed)
     starts = list(range(0, len(y), batch_size))
     payloads = []

@@ -29,8 +29,9 @@ from advgeom.eval import checks as C
 from advgeom.eval.bookkeeping import percent, unit_seed
 from advgeom.eval.rejection import (adversarial_rejection_metrics, can_reject,
                                     clean_rejection_metrics)
-from advgeom.eval.units import (WORST, Outcomes, Payload, Units, attack_unit, check_readable,
-                                clean_unit, device_of, from_bools, outcomes, run_unbounded, unpack)
+from advgeom.eval.units import (WORST, Outcomes, Payload, Units, attack_unit, check_classes,
+                                check_readable, clean_unit, device_of, from_bools, outcomes,
+                                run_unbounded, unpack)
 from advgeom.hashing import state_hash, tensor_hash, text_hash
 from advgeom.progress import progress_bar
 from advgeom.results.env import environment
@@ -124,7 +125,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     if model.training:
         raise AdvgeomError("model is in training mode: call model.eval() before evaluating")
     device = device_of(model, x)
-    check_readable(model, x[:1].to(device))
+    check_classes(check_readable(model, x[:1].to(device)), y, num_classes, data_name)
     model_name = model_name or type(model).__name__
     rejecting = can_reject(model)
     if cascade and rejecting:
@@ -179,8 +180,8 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
 
     report = C.CheckReport()
     if checks and w.main:
-        report = _checks(model, x, y, rows, adv_p, norm, seed, batch_size, check_config, cascade,
-                         units, device, hash_before)
+        report = _checks(model, x, y, rows, adv_p, out.robust, norm, seed, batch_size, check_config,
+                         cascade, units, device, hash_before)
         C.mark_rows(rows, report)
         rows += [row("check", 0.0, f"check:{r.name}", {"pass": 1.0, "warn": 0.5, "fail": 0.0}[r.status],
                      status=r.status, message=r.message)
@@ -267,10 +268,11 @@ def _rows(row: Callable[..., Row], out: Outcomes, adv_p: dict[tuple[str, float],
 
 
 def _checks(model: nn.Module, x: Tensor, y: Tensor, rows: list[Row],
-            adv_p: dict[tuple[str, float], list[Payload]], norm: str, seed: int, batch_size: int,
-            cfg: C.CheckConfig, cascade: bool, units: Units, device: torch.device,
-            hash_before: str) -> C.CheckReport:
-    """The sanity checks of one evaluation (DESIGN.md "Evaluating robustness honestly")."""
+            adv_p: dict[tuple[str, float], list[Payload]], robust: dict[tuple[str, float], Tensor],
+            norm: str, seed: int, batch_size: int, cfg: C.CheckConfig, cascade: bool, units: Units,
+            device: torch.device, hash_before: str) -> C.CheckReport:
+    """The sanity checks of one evaluation (DESIGN.md "Evaluating robustness honestly");
+    ``robust``: the per-sample outcomes, for the paired gradient-masking test."""
     report = C.CheckReport()
     stats = [{"attack": label, "eps": e, **p["stats"]} for (label, e), ps in adv_p.items() for p in ps]
     report.results += [
@@ -278,8 +280,8 @@ def _checks(model: nn.Module, x: Tensor, y: Tensor, rows: list[Row],
         C.check_monotone(rows, cfg.monotone_tol),
         C.check_per_sample_monotone(rows),
         C.check_iterative_vs_single_step(rows, cfg.iterative_tol),
-        C.check_cascade_black_box(rows, cfg.cascade_masking_tol) if cascade
-        else C.check_gradient_masking(rows, cfg.masking_tol),
+        (C.check_cascade_black_box if cascade else C.check_gradient_masking)(
+            rows, robust, level=cfg.masking_level, points=cfg.masking_points),
         C.check_fragile(rows),
     ]
     xg, yg = x[:batch_size].to(device), y[:batch_size].to(device)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advgeom.attacks._common import as_logits
 from advgeom.attacks._losses import margin_loss, success_margin
 from advgeom.attacks.base import PassCounter
 from advgeom.attacks.spec import AttackSpec, parse_attack_spec
@@ -38,17 +39,33 @@ Payload = dict[str, Any]   # a unit's stored per-sample outcome
 # inputs
 
 
-def check_readable(model: nn.Module, x1: Tensor) -> None:
-    """One clear error when the model cannot take these inputs (another input shape)."""
+def check_readable(model: nn.Module, x1: Tensor) -> int:
+    """One clear error when the model cannot take these inputs (another input shape);
+    returns the number of classes its output scores on them (one logit: 2)."""
     shape = tuple(getattr(model, "input_shape", ()) or ())
     if shape and tuple(x1.shape[1:]) != shape:
         raise AdvgeomError(f"the model takes inputs of shape {shape}, the data has {tuple(x1.shape[1:])}")
     try:
         with torch.no_grad():
-            model(x1)
+            out = model(x1)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AdvgeomError(f"the model cannot read inputs of shape {tuple(x1.shape[1:])}: {first}") from None
+    return as_logits(out, x1.shape[0]).shape[1]
+
+
+def check_classes(classes: int, labels: Tensor, num_classes: int | None, data: str = "") -> None:
+    """One clear error, before any attack, when the model scores another number of
+    classes (``classes``, from :func:`check_readable`) than the data set has
+    (``num_classes``) or than its labels need (an attack would index past the logits)."""
+    what = f"data set {data!r}" if data else "data set"
+    if num_classes is not None and classes != int(num_classes):
+        raise AdvgeomError(f"the model scores {classes} classes but the {what} has {num_classes}: "
+                           "evaluate a model trained on this data set")
+    top = int(labels.max()) if labels.numel() else -1
+    if top >= classes:
+        raise AdvgeomError(f"the data has label {top} but the model scores {classes} classes "
+                           f"(labels 0 to {classes - 1})")
 
 
 def unpack(data: Any, n: int | None) -> tuple[Tensor, Tensor, int | None, str]:

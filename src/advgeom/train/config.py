@@ -105,6 +105,11 @@ class TrainConfig:
             raise ConfigError("set iterations > 0 or epochs > 0")
         if not self.lr > 0 or self.lr == float("inf"):
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        # torch.optim raises deep inside the first step (or trains on NaN) for these
+        if not 0.0 <= self.weight_decay < float("inf"):
+            raise ConfigError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
         if list(self.milestones) != sorted(self.milestones):
