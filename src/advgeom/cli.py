@@ -141,12 +141,20 @@ def train(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TO
           device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
           progress: bool = typer.Option(True, help="Show a progress bar."),
           reuse: bool = typer.Option(False, "--reuse", help="Accept a cached run or checkpoint "
-                                     "written by another code version.")) -> None:
+                                     "written by another code version."),
+          smoke: bool = typer.Option(False, "--smoke", help="A smoke run of the config: a few steps on "
+                                     "small batches, every inner loop capped, under ROOT/smoke.")) -> None:
     """Train a model from a config; cached by config hash and code version, resumable after a kill."""
     from advgeom.config import config_hash, load_config
-    from advgeom.train import TrainConfig, fit
+    from advgeom.train import TrainConfig, fit, smoke_config
 
     cfg = _run(load_config, TrainConfig, config, overrides or [])
+    if smoke:
+        from advgeom.experiments.smoke import SMOKE
+
+        cfg, root = smoke_config(cfg), root / SMOKE
+        console.print(f"--smoke: {cfg.iterations} training step(s) of batch {cfg.batch_size}, inner loops "
+                      f"capped, under {root}", highlight=False, markup=False)
     _, device = _join(device)
     res = _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse)
     state = "cached" if res.cached else (f"resumed at step {res.resumed_from}" if res.resumed_from else "trained")
@@ -184,10 +192,16 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
                                        "written by another code version."),
               replace: bool = typer.Option(False, "--replace", help="Remove the stored rows this run "
                                            "measures again on another point set (other --n or data) "
-                                           "before writing them; without it both are kept.")) -> None:
+                                           "before writing them; without it both are kept."),
+              smoke: bool = typer.Option(False, "--smoke", help="Run the profile end to end in seconds: "
+                                         "its models, shapes and data with every loop that grows with "
+                                         "the profile capped (training steps, points, attack budgets, "
+                                         "samples, sweeps). Everything goes under ROOT/smoke, rows are "
+                                         "labelled PROFILE+smoke; check verdicts do not set the exit "
+                                         "status.")) -> None:
     """Train what is not cached, evaluate, compare with the paper, write a report. The
     report lists the sanity checks of every evaluation; a failed one makes the exit
-    status 1 (after the report and rows are written) unless --no-strict."""
+    status 1 (after the report and rows are written) unless --no-strict (or --smoke)."""
     from advgeom.experiments.runner import reproduce as run_experiment
     from advgeom.results.render import comparison_table
     from advgeom.seeding import seed_everything
@@ -196,11 +210,11 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     w, device = _join(device)
     rep = _run(run_experiment, name, profile, root=root, store_path=db, device=device, seed=seed,
                progress=progress, log=lambda m: console.print(m, highlight=False), reuse=reuse,
-               replace=replace)
+               replace=replace, smoke=smoke)
     if w.main:
-        _run(_keep_report, db or root / "results.sqlite", rep, profile, seed)
+        _run(_keep_report, rep.store_path, rep, rep.profile, seed)
     console.print(comparison_table(rep.outcome.comparisons,
-                                   title=f"{name} ({profile}): measured vs paper"))
+                                   title=f"{name} ({rep.profile}): measured vs paper"))
     for note in rep.outcome.notes:
         console.print(f"- {note}", highlight=False)
     for fig in rep.outcome.figures:
@@ -208,7 +222,11 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     console.print(f"report: {rep.path}  ({rep.seconds:.0f} s)", highlight=False)
     for label, r in rep.outcome.failed_checks:
         console.print(f"check failed: {r.name} in {label}: {r.message}", highlight=False)
-    if strict and not rep.ok:
+    if smoke and not rep.ok:
+        console.print(f"--smoke: {len(rep.outcome.failed_checks)} check(s) failed on capped attacks and "
+                      "a model trained for a few steps; a smoke run's verdicts do not set the exit status",
+                      highlight=False)
+    elif strict and not rep.ok:
         _fail(f"{len(rep.outcome.failed_checks)} sanity check(s) failed: the numbers they concern "
               "are marked in the report and tables (--no-strict to exit 0 anyway)", 1)
 
@@ -244,16 +262,20 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
                                       "written by another code version."),
              replace: bool = typer.Option(False, "--replace", help="Remove the stored rows this run "
                                           "measures again on another point set (other --n or data) "
-                                          "before writing them; without it both are kept.")) -> None:
+                                          "before writing them; without it both are kept."),
+             smoke: bool = typer.Option(False, "--smoke", help="A smoke run: a few points in one batch, "
+                                        "every attack budget capped, an experiment's models trained for a "
+                                        "few steps; under ROOT/smoke, rows labelled smoke; check verdicts "
+                                        "do not set the exit status.")) -> None:
     """Attack a checkpoint (or an experiment's models) with every attack at every eps, or
     with AutoAttack's suite (--suite standard); numbers concerned by a failed check are
-    marked '!' and the exit status is 1 unless --no-strict."""
+    marked '!' and the exit status is 1 unless --no-strict (or --smoke)."""
     from advgeom.config import from_dict
     from advgeom.data import load
     from advgeom.eval import format_report, run_evaluation
     from advgeom.registry import get
     from advgeom.results import environment
-    from advgeom.train import TrainConfig, fit, load_model
+    from advgeom.train import TrainConfig, fit, load_model, smoke_config
     from advgeom.train.checkpoint import load_checkpoint
 
     if (checkpoint is None) == (experiment is None):
@@ -269,6 +291,19 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
     if attacks is not None:   # every spec and eps checked before any file or device is used
         _run(parse_attacks, attacks)
     _run(parse_eps, eps)
+    caps, smoke_rows = None, {}
+    if smoke:
+        from advgeom.attacks.spec import SMOKE_CAPS
+        from advgeom.experiments.smoke import SMOKE, SMOKE_POINTS
+
+        if db is not None:
+            _fail(f"--smoke keeps its rows apart from real results, in "
+                  f"{root / SMOKE / 'results.sqlite'}: do not give a results database (--db) with --smoke")
+        caps, root, n = SMOKE_CAPS, root / SMOKE, min(n or SMOKE_POINTS, SMOKE_POINTS)
+        batch_size = min(batch_size, n)
+        smoke_rows = {"profile": f"{profile}+{SMOKE}" if experiment else SMOKE}
+        budgets = ", ".join(f"{k} {v}" for k, v in caps.items())
+        console.print(f"--smoke: {n} point(s), attack budgets capped ({budgets}), under {root}", highlight=False)
     w, device = _join(device)
     targets: list[tuple[str, object, TrainConfig]] = []
     if checkpoint is not None:
@@ -281,7 +316,8 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
             _fail(f"experiment {experiment!r} declares no models to evaluate; use --checkpoint")
         _run(exp.check_profile, profile)
         for label, cfg in exp.models(profile).items():
-            res = _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse)
+            res = _run(fit, smoke_config(cfg) if smoke else cfg, root=root, device=device, progress=progress,
+                       reuse=reuse)
             targets.append((label, res.model.eval(), cfg))
     from advgeom.results.store import open_store
 
@@ -300,13 +336,16 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
                       store=store, experiment=experiment or "evaluate", model_name=label,
                       defense=cfg.objective, dataset=dataset or cfg.dataset, seed=seed,
                       progress=progress, plot_dir=str(root / "reports" / "evaluate") if w.main else None,
-                      amp=amp)
+                      amp=amp, caps=caps, **smoke_rows)
         console.print(format_report(result), highlight=False)
         failed |= not result.ok
     if store.replaced:
         console.print(f"--replace: removed {store.replaced} stored row(s) measured on another "
                       "point set", highlight=False)
-    if strict and failed:
+    if smoke and failed:
+        console.print("--smoke: a check failed on capped attacks; a smoke run's verdicts do not set the "
+                      "exit status", highlight=False)
+    elif strict and failed:
         _fail("a sanity check failed: the numbers marked '!' are not trustworthy as they stand "
               "(--no-strict to exit 0 anyway)", 1)
 

@@ -13,7 +13,7 @@ import inspect
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from advgeom.config import parse_value
 from advgeom.errors import AdvgeomError, ConfigError
@@ -362,3 +362,74 @@ def parse_eps(eps: str | float | Iterable[float]) -> list[float]:
     if not vals:
         raise ConfigError("no eps values given")
     return sorted(set(vals))
+
+
+# ---------------------------------------------------------------------------
+# smoke runs: the attack budget capped
+
+
+# The options that set how much work an attack does, and their caps under ``--smoke``
+# (DESIGN.md "Profiles and provenance"): iterations (Square's queries, C&W's and FAB's
+# steps too), restarts, target classes (APGD-T, FAB-T, the multi-target attack),
+# C&W's binary-search rounds and DeepFool's candidate classes.
+SMOKE_CAPS: dict[str, int] = {"steps": 2, "restarts": 1, "num_targets": 2, "search_steps": 1,
+                              "candidates": 2}
+
+
+def cap_spec(spec: str | AttackSpec, caps: Mapping[str, int] = SMOKE_CAPS) -> AttackSpec:
+    """``spec`` with each budget option of ``caps`` set explicitly to at most its cap: the
+    spec's value, the alias's or else the attack function's default (so ``apgd-t`` runs
+    ``num_targets=2``, ``multi_target`` two targets instead of every other class). Options
+    the attack does not take, or does not use (``fgsm``'s steps), stay unset; a user's
+    attack function (``AttackSpec(..., attack=fn)``) has only the options its spec gives
+    capped. A transfer attack's crafting attack is capped the same way. The label is kept,
+    so an experiment finds its numbers under the labels it knows; smoke runs say in their
+    rows (profile ``...+smoke``) that every budget was capped."""
+    spec = parse_attack_spec(spec) if isinstance(spec, str) else validate(spec)
+    fn = spec.fn
+    info = getattr(fn, "info", None)
+    if info is not None and getattr(info, "transfer", False):
+        return validate(AttackSpec(spec.name, _cap_transfer(dict(spec.kwargs), caps), spec.label, spec.attack))
+    params = inspect.signature(fn).parameters
+    alias = {} if spec.attack is not None else resolve(spec.name)[1]
+    ranges = info.option_ranges() if hasattr(info, "option_ranges") else {}
+    kwargs = dict(spec.kwargs)
+    for key, cap in caps.items():
+        if key in kwargs:
+            value = kwargs[key]
+        elif key in alias:
+            value = alias[key]
+        elif key in params and params[key].default is not inspect.Parameter.empty:
+            value = params[key].default
+        else:
+            continue
+        rng = ranges.get(key)
+        if (rng is not None and rng.unused) or isinstance(value, bool) \
+                or not isinstance(value, (int, type(None))):
+            continue
+        low = int(rng.low) if rng is not None and rng.low is not None else 0
+        kwargs[key] = max(low, cap) if value is None else max(min(int(value), cap), min(low, int(value)))
+    return validate(AttackSpec(spec.name, kwargs, spec.label, spec.attack))
+
+
+def _cap_transfer(kwargs: dict[str, Any], caps: Mapping[str, int]) -> dict[str, Any]:
+    """A transfer spec's options with its crafting attack capped: ``steps`` and
+    ``restarts`` go through the transfer attack's own options, the rest into
+    ``attack_kwargs``."""
+    passed = {k: kwargs[k] for k in ("steps", "step_size", "restarts", "loss") if k in kwargs}
+    extra = dict(kwargs.get("attack_kwargs") or {})
+    inner = cap_spec(AttackSpec(str(kwargs.get("attack", "pgd")), {**passed, **extra}), caps)
+    for key, value in inner.kwargs.items():
+        if key in extra or key not in ("steps", "step_size", "restarts", "loss"):
+            extra[key] = value
+        else:
+            kwargs[key] = value
+    if extra:
+        kwargs["attack_kwargs"] = extra
+    return kwargs
+
+
+def cap_spec_text(text: str, caps: Mapping[str, int] = SMOKE_CAPS) -> str:
+    """:func:`cap_spec` of a spec string, as a spec string (training configs hold strings)."""
+    capped = cap_spec(text, caps)
+    return canonical(capped.name, capped.kwargs)

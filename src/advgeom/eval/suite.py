@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 
-from advgeom.attacks.spec import AttackSpec
+from advgeom.attacks.spec import AttackSpec, cap_spec, parse_attacks
 from advgeom.attacks.wrappers import eot
 from advgeom.errors import AdvgeomError, ConfigError
 from advgeom.eval.runner import EvalResult, evaluate
@@ -52,9 +52,15 @@ def _eot(name: str, samples: int = EOT_SAMPLES) -> Callable[..., Tensor]:
     return attack
 
 
-def suite_specs(version: str = "standard", norm: str = "linf",
-                num_classes: int | None = None) -> list[AttackSpec]:
-    """The attacks of AutoAttack's ``version`` in their order, as advgeom specs."""
+def suite_specs(version: str = "standard", norm: str = "linf", num_classes: int | None = None,
+                caps: Mapping[str, int] | None = None) -> list[AttackSpec]:
+    """The attacks of AutoAttack's ``version`` in their order, as advgeom specs; with
+    ``caps`` (``--smoke``) each budget capped by :func:`~advgeom.attacks.spec.cap_spec`."""
+    specs = _suite_specs(version, norm, num_classes)
+    return specs if caps is None else [cap_spec(s, caps) for s in specs]
+
+
+def _suite_specs(version: str, norm: str, num_classes: int | None) -> list[AttackSpec]:
     if version not in VERSIONS:
         raise ConfigError(f"unknown suite version {version!r}; choose one of {', '.join(VERSIONS)}")
     if num_classes is not None and num_classes < 4:
@@ -83,11 +89,12 @@ def suite_specs(version: str = "standard", norm: str = "linf",
 
 
 def standard_suite(model: nn.Module, data: Any, eps: Any, *, version: str = "standard",
-                   norm: str = "linf", **kwargs: Any) -> EvalResult:
+                   norm: str = "linf", caps: Mapping[str, int] | None = None, **kwargs: Any) -> EvalResult:
     """Evaluate ``model`` with AutoAttack's ``version`` suite at every eps (a cascade,
-    per-sample worst case); other keyword arguments go to :func:`evaluate`."""
+    per-sample worst case); ``caps``: every attack budget capped (``--smoke``); other
+    keyword arguments go to :func:`evaluate`."""
     k = getattr(data, "num_classes", None) or getattr(model, "num_classes", None)
-    return evaluate(model, data, suite_specs(version, norm, k), eps, norm=norm, cascade=True,
+    return evaluate(model, data, suite_specs(version, norm, k, caps), eps, norm=norm, cascade=True,
                     **kwargs)
 
 
@@ -97,16 +104,20 @@ def standard_suite(model: nn.Module, data: Any, eps: Any, *, version: str = "sta
 
 def run_evaluation(model: nn.Module, data: Any, attack_specs: str | Sequence[str | AttackSpec] | None,
                    eps_list: str | Sequence[float], *, plot_dir: str | None = None,
-                   suite: str | None = None, **kwargs: Any) -> EvalResult:
+                   suite: str | None = None, caps: Mapping[str, int] | None = None,
+                   **kwargs: Any) -> EvalResult:
     """The CLI entry point: :func:`evaluate` with spec/eps strings accepted
     (``"pgd:steps=50,apgd-dlr,square"``, ``"0.1,0.2"`` or ``"2/255,8/255"``), or with
     ``suite`` ("standard", "plus", "rand") AutoAttack's suite as a cascade; with
-    ``plot_dir``, an accuracy-vs-eps plot written there (paths in ``result.figures``)."""
+    ``plot_dir``, an accuracy-vs-eps plot written there (paths in ``result.figures``);
+    ``caps`` (``--smoke``): every attack budget capped by :func:`~advgeom.attacks.spec.cap_spec`."""
     if suite is not None:
         if attack_specs:
             raise AdvgeomError("give either attacks or a suite, not both")
-        result = standard_suite(model, data, eps_list, version=suite, **kwargs)
+        result = standard_suite(model, data, eps_list, version=suite, caps=caps, **kwargs)
     else:
+        if caps is not None:
+            attack_specs = [cap_spec(s, caps) for s in parse_attacks(attack_specs)]
         result = evaluate(model, data, attack_specs, eps_list, **kwargs)
     if plot_dir is not None:
         name = kwargs.get("model_name") or type(model).__name__

@@ -28,11 +28,11 @@ ATTACK_STEPS = 10  # the paper's PGA iterations
 
 
 def perturbation(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
-                 generator: torch.Generator) -> Tensor:
-    """``x_adv - x`` of a 10-step PGA (l2: step 2 eps / 10 as in Table 1; linf: advgeom's
-    default 2.5 eps / 10), every sample taking every step."""
-    step = 2.0 * eps / ATTACK_STEPS if norm == "l2" else None
-    return pgd(model, x, y, eps=eps, norm=norm, steps=ATTACK_STEPS, step_size=step,
+                 generator: torch.Generator, steps: int = ATTACK_STEPS) -> Tensor:
+    """``x_adv - x`` of a ``steps``-step PGA (the paper's 10; l2: step 2 eps / steps as in
+    Table 1; linf: advgeom's default 2.5 eps / steps), every sample taking every step."""
+    step = 2.0 * eps / steps if norm == "l2" else None
+    return pgd(model, x, y, eps=eps, norm=norm, steps=steps, step_size=step,
                early_stop=False, generator=generator) - x
 
 
@@ -44,11 +44,11 @@ def _stats(t: Tensor) -> tuple[list[float], list[float]]:
 
 
 def spectrum_data(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
-                  generator: torch.Generator) -> dict[str, Any]:
+                  generator: torch.Generator, steps: int = ATTACK_STEPS) -> dict[str, Any]:
     """Figure 1 for one model: ``sv`` (mean per rank), ``align`` (adversarial) and
     ``align_random`` (random directions), with standard errors."""
     s, vh = JA.spectrum(JA.jacobians(model, x), vectors=True)
-    delta = perturbation(model, x, y, eps, norm, generator)
+    delta = perturbation(model, x, y, eps, norm, generator, steps)
     adv = JA.alignment(delta, vh)
     rnd = JA.alignment(JA.random_directions(x, generator), vh)
     sv, sv_se = _stats(s.T)
@@ -59,13 +59,14 @@ def spectrum_data(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
 
 
 def linearity_data(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
-                   radii: Sequence[float], generator: torch.Generator) -> dict[str, Any]:
+                   radii: Sequence[float], generator: torch.Generator,
+                   steps: int = ATTACK_STEPS) -> dict[str, Any]:
     """Figures 2 / 4 for one model: for each radius, the deviation from linearity of the
     penultimate layer and the largest singular value of ``J_f`` at ``x + r d``, with
     ``d`` random or the direction of a PGA perturbation of radius ``eps``."""
     phi = getattr(model, "features", model)
     dirs = {"random": JA.random_directions(x, generator),
-            "adversarial": JA._unit(perturbation(model, x, y, eps, norm, generator))}
+            "adversarial": JA._unit(perturbation(model, x, y, eps, norm, generator, steps))}
     out: dict[str, Any] = {"radii": list(radii)}
     for name, d in dirs.items():
         dev = torch.stack([JA.linearity_deviation(phi, x, r * d) for r in radii])
@@ -76,11 +77,11 @@ def linearity_data(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str
 
 
 def alignment_data(model: nn.Module, x: Tensor, y: Tensor, eps_grid: Sequence[float], norm: str,
-                   generator: torch.Generator) -> dict[str, Any]:
+                   generator: torch.Generator, steps: int = ATTACK_STEPS) -> dict[str, Any]:
     """Figures 3 / 5 (right): ``|cos(delta(eps), v_1)|`` per eps, and for random directions."""
     _, vh = JA.spectrum(JA.jacobians(model, x), vectors=True)
     top = vh[:, :1]
-    adv = torch.stack([JA.alignment(perturbation(model, x, y, e, norm, generator), top)[:, 0]
+    adv = torch.stack([JA.alignment(perturbation(model, x, y, e, norm, generator, steps), top)[:, 0]
                        for e in eps_grid])
     rnd = JA.alignment(JA.random_directions(x, generator), top)[:, 0]
     a, a_se = _stats(adv)

@@ -25,11 +25,9 @@ from typing import Any
 
 from advgeom.data import load
 from advgeom.eval.report import format_checks
-from advgeom.eval.runner import evaluate
-from advgeom.eval.suite import standard_suite
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.results.plots import plot_curves
-from advgeom.train import TrainConfig, fit
+from advgeom.train import TrainConfig
 
 EPS = 0.3
 PGD = "pgd:steps={steps},step_size={step}"
@@ -194,16 +192,13 @@ def at_mnist(ctx: Context) -> Outcome:
     curves: dict[str, list[float]] = {}
     monitor_curves: dict[str, list[tuple[int, float]]] = {}
     for defense, cfg in at_configs(ctx.profile).items():
-        trained = fit(cfg, root=ctx.root, device=ctx.device, progress=ctx.show_progress,
-                      reuse=ctx.reuse)
+        trained = ctx.fit(cfg)
         model = trained.model.eval()
-        common = dict(n=settings["n"], store=ctx.store, experiment=ctx.name, model_name=cfg.model,
-                      defense=defense, dataset="mnist", profile=ctx.profile, seed=ctx.seed,
-                      progress=ctx.show_progress)
+        common = dict(n=settings["n"], model_name=cfg.model, defense=defense, dataset="mnist")
         # the eps curve with the two cheap gradient attacks, then all five at eps 0.3 (last,
         # so the stored worst case at 0.3 is the one over all five)
-        curve = evaluate(model, test, attacks[:1] + ["apgd-ce"], list(settings["curve_eps"]), **common)
-        res = evaluate(model, test, attacks, [EPS], **common)
+        curve = ctx.evaluate(model, test, attacks[:1] + ["apgd-ce"], list(settings["curve_eps"]), **common)
+        res = ctx.evaluate(model, test, attacks, [EPS], **common)
         pub = _published(ref, defense)
         label = [spec.label for spec in res.specs]  # canonical labels, in the order given
         n = res.n
@@ -216,7 +211,7 @@ def at_mnist(ctx: Context) -> Outcome:
                                                else ""), res.accuracy(label[3], EPS), None, n=n),
         ]
         if ctx.profile == "cpu":
-            suite = standard_suite(model, test, [EPS], **{**common, "n": settings["suite_n"]})
+            suite = ctx.suite(model, test, [EPS], **{**common, "n": settings["suite_n"]})
             comps += [
                 Comparison(f"{defense}: worst case (PGD-40, PGD-100, APGD-CE, APGD-T)",
                            res.accuracy("worst_case", EPS), pub["best"], n=n,

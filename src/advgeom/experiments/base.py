@@ -7,23 +7,28 @@ runs it and writes the report.
 """
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 from torch import nn
 
+from advgeom.attacks.spec import SMOKE_CAPS, cap_spec, parse_attacks
 from advgeom.errors import AdvgeomError
 from advgeom.distributed import world
+from advgeom.eval.runner import EvalResult, evaluate
+from advgeom.eval.suite import standard_suite
+from advgeom.experiments.smoke import SMOKE, SMOKE_POINTS, pick_points, smoke_check_config
 from advgeom.progress import progress_bar
 from advgeom.registry import register
 from advgeom.results import ResultStore, Row
 from advgeom.seeding import derive_seed, make_generator
 from advgeom.stats import percent_interval
-from advgeom.train import TrainConfig, fit
+from advgeom.train import TrainConfig, TrainResult, fit, smoke_config
 
 T = TypeVar("T")
 # The profiles an experiment may declare (DESIGN.md "Profiles and provenance"): ``quick``
@@ -169,7 +174,13 @@ def reference(key: str) -> dict[str, Any]:
 
 @dataclass
 class Context:
-    """Everything an experiment may touch: profile, cache, store, figures, device, seeds."""
+    """Everything an experiment may touch: profile, cache, store, figures, device, seeds.
+
+    ``smoke`` (``--smoke``, :mod:`advgeom.experiments.smoke`): the profile with every loop
+    that grows with it capped, centrally in :meth:`fit` / :meth:`train` (the smoke cut of
+    the config), :meth:`evaluate` / :meth:`suite` (points, batch, attack budgets) and, for
+    an experiment's own loops, :meth:`size`, :meth:`first`, :meth:`capped` and
+    :meth:`smoke_kwargs`; each returns its argument unchanged when ``smoke`` is off."""
 
     name: str
     profile: str
@@ -180,6 +191,8 @@ class Context:
     show_progress: bool = True
     log: Callable[[str], None] = print
     reuse: bool = False  # accept cached work of other code versions (``--reuse``)
+    smoke: bool = False  # ``--smoke``: every loop that grows with the profile capped
+    _picked: dict[tuple[int, int], Any] = field(default_factory=dict, repr=False)  # smoke points
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -191,6 +204,43 @@ class Context:
         return self.profile == "quick"
 
     @property
+    def label(self) -> str:
+        """The profile as rows and reports name it: ``cpu``, or ``cpu+smoke`` under ``--smoke``."""
+        return f"{self.profile}+{SMOKE}" if self.smoke else self.profile
+
+    # -- sizes: the experiments' own loops -------------------------------------------
+
+    def size(self, value: int | None, smoke: int) -> int | None:
+        """``value`` (a count that grows with the profile; ``None``: all), or under
+        ``--smoke`` at most ``smoke``."""
+        if not self.smoke:
+            return value
+        return smoke if value is None else min(value, smoke)
+
+    def first(self, values: Sequence[T], smoke: int) -> Sequence[T]:
+        """``values`` (a sweep), or under ``--smoke`` its first ``smoke`` entries."""
+        if not self.smoke:
+            return values
+        head = list(values)[:smoke]
+        return tuple(head) if isinstance(values, tuple) else head
+
+    def smoke_kwargs(self, **caps: Any) -> dict[str, Any]:
+        """Keyword arguments capping a function's own loops under ``--smoke`` (``caps``),
+        none otherwise (the function's defaults apply): ``f(x, **ctx.smoke_kwargs(steps=2))``."""
+        return dict(caps) if self.smoke else {}
+
+    def capped(self, settings: Any, **caps: int) -> Any:
+        """``settings`` (a dict or a dataclass of a profile's settings), or under
+        ``--smoke`` a copy with each named entry capped: a count by :meth:`size`, a
+        sweep (tuple or list) by :meth:`first`."""
+        if not self.smoke:
+            return settings
+        get = settings.get if isinstance(settings, dict) else lambda k: getattr(settings, k)
+        new = {k: self.first(get(k), cap) if isinstance(get(k), (list, tuple)) else self.size(get(k), cap)
+               for k, cap in caps.items()}
+        return {**settings, **new} if isinstance(settings, dict) else dataclasses.replace(settings, **new)
+
+    @property
     def out_dir(self) -> Path:
         d = self.root / "reports" / self.name
         d.mkdir(parents=True, exist_ok=True)
@@ -199,17 +249,58 @@ class Context:
     def reference(self, key: str) -> dict[str, Any]:
         return reference(key)
 
-    def train(self, cfg: TrainConfig) -> nn.Module:
+    # -- training and evaluation, capped centrally under --smoke -----------------------
+
+    def config(self, cfg: TrainConfig) -> TrainConfig:
+        """The config this context trains: ``cfg``, or its smoke cut (:func:`smoke_config`)."""
+        return smoke_config(cfg) if self.smoke else cfg
+
+    def fit(self, cfg: TrainConfig, model: nn.Module | None = None) -> TrainResult:
+        """Train (or load from cache / resume) ``cfg`` (capped under ``--smoke``), from
+        ``model`` when given (fine-tuning); the whole :class:`TrainResult`."""
+        return fit(self.config(cfg), model=model, root=self.root, device=self.device,
+                   progress=self.show_progress, reuse=self.reuse)
+
+    def train(self, cfg: TrainConfig, model: nn.Module | None = None) -> nn.Module:
         """Train (or load from cache / resume) ``cfg``; the model comes back in eval mode."""
-        return fit(cfg, root=self.root, device=self.device, progress=self.show_progress,
-                   reuse=self.reuse).model.eval()
+        return self.fit(cfg, model).model.eval()
+
+    def _eval_kwargs(self, kw: dict[str, Any]) -> dict[str, Any]:
+        out = dict(store=self.store, experiment=self.name, profile=self.label, seed=self.seed,
+                   progress=self.show_progress)
+        out.update(kw)
+        if self.smoke:
+            n = self.size(out.get("n"), SMOKE_POINTS)
+            out.update(n=n, batch_size=min(out.get("batch_size", 256), n),
+                       check_config=smoke_check_config(out.get("check_config"), n))
+        return out
+
+    def evaluate(self, model: nn.Module, data: Any, attacks: Any, eps: Any, **kw: Any) -> EvalResult:
+        """:func:`advgeom.eval.evaluate` with the context's store, experiment, profile,
+        seed and progress filled in (``kw`` may set any other argument). Under
+        ``--smoke`` it attacks :data:`~advgeom.experiments.smoke.SMOKE_POINTS` points
+        (:func:`~advgeom.experiments.smoke.pick_points`) in one batch, with every attack's
+        budget capped by :func:`cap_spec`."""
+        if self.smoke:
+            attacks = [cap_spec(s) for s in parse_attacks(attacks)]
+            data = pick_points(model, data, self._picked)
+        return evaluate(model, data, attacks, eps, **self._eval_kwargs(kw))
+
+    def suite(self, model: nn.Module, data: Any, eps: Any, *, version: str = "standard",
+              norm: str = "linf", **kw: Any) -> EvalResult:
+        """AutoAttack's ``version`` suite (:func:`advgeom.eval.standard_suite`) with the
+        context's settings, capped like :meth:`evaluate` under ``--smoke``."""
+        if self.smoke:
+            data = pick_points(model, data, self._picked)
+        return standard_suite(model, data, eps, version=version, norm=norm,
+                              caps=SMOKE_CAPS if self.smoke else None, **self._eval_kwargs(kw))
 
     def generator(self, offset: Any = 0) -> torch.Generator:
         """A generator seeded by (experiment, seed, offset), on the context's device."""
         return make_generator(derive_seed(self.name, self.seed, offset), self.device)
 
     def unit_key(self, key: str) -> str:
-        return f"{self.name}/{self.profile}/seed{self.seed}/{key}"
+        return f"{self.name}/{self.label}/seed{self.seed}/{key}"
 
     def cached(self, key: str, fn: Callable[[], T]) -> T:
         """Run a JSON-serialisable unit of work once; reruns return the stored payload."""
@@ -227,7 +318,7 @@ class Context:
             n: int = 0, **extra: Any) -> Row:
         """A result row of this experiment (profile and seed filled in)."""
         return Row(self.name, model, defense, attack, float(eps), self.seed, metric, float(value),
-                   dataset, norm, self.profile, int(n), extra)
+                   dataset, norm, self.label, int(n), extra)
 
     def record(self, rows: Iterable[Row]) -> None:
         """Store rows in the results database (one transaction; rank 0 only under torchrun)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from advgeom.data import load
 from advgeom.eval.report import format_checks
-from advgeom.eval.runner import evaluate
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.results.plots import plot_accuracy_vs_eps
 from advgeom.train import TrainConfig
@@ -41,9 +40,8 @@ def demo(ctx: Context) -> Outcome:
     model = ctx.train(cfg)
     test = load("mnist", "test")
     eps = CURVE_EPS if ctx.quick else (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-    res = evaluate(model, test, list(ATTACKS), list(eps), n=n, store=ctx.store,
-                   experiment=ctx.name, model_name=cfg.model, defense="natural", dataset="mnist",
-                   profile=ctx.profile, seed=ctx.seed, progress=ctx.show_progress)
+    res = ctx.evaluate(model, test, list(ATTACKS), list(eps), n=n, model_name=cfg.model,
+                       defense="natural", dataset="mnist")
 
     def value(attack: str, e: float) -> float:
         for r in res.rows:
@@ -56,13 +54,14 @@ def demo(ctx: Context) -> Outcome:
     col = 0  # natural_train column
     pgd_label = next(s.label for s in res.specs if s.name == "pgd")
     comps = [
-        Comparison("clean accuracy", clean, ref["baseline/natural"][col]),
-        Comparison("FGSM eps=0.3", value("fgsm", PAPER_EPS), ref["baseline/fgsm"][col]),
-        Comparison("PGD-100 eps=0.3 step 0.01", value(pgd_label, PAPER_EPS), ref["baseline/pgd"][col]),
-        Comparison("worst case over both, eps=0.3", value("worst_case", PAPER_EPS), None),
+        Comparison("clean accuracy", clean, ref["baseline/natural"][col], n=res.n),
+        Comparison("FGSM eps=0.3", value("fgsm", PAPER_EPS), ref["baseline/fgsm"][col], n=res.n),
+        Comparison("PGD-100 eps=0.3 step 0.01", value(pgd_label, PAPER_EPS), ref["baseline/pgd"][col],
+                   n=res.n),
+        Comparison("worst case over both, eps=0.3", value("worst_case", PAPER_EPS), None, n=res.n),
     ]
     fig = plot_accuracy_vs_eps(res.rows, ctx.figure_path("accuracy_vs_eps"),
                                title="hyper_mnist_cnn (natural training) on MNIST")
-    notes = [f"{n} MNIST test points; training: {cfg.iterations} Adam iterations, batch {cfg.batch_size}."]
+    notes = [f"{res.n} MNIST test points; training: {cfg.iterations} Adam iterations, batch {cfg.batch_size}."]
     notes += [line.strip() for line in format_checks(res.checks).splitlines() if line.strip()]
     return Outcome(comps, [fig], notes)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 from advgeom.data import load
-from advgeom.eval.runner import evaluate
 from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import hyper_cifar as HC
 from advgeom.experiments import hyper_mnist as HM
@@ -83,18 +82,17 @@ def hyper_blackbox(ctx: Context) -> Outcome:
                      for name, src in sources.items() for atk, kw in crafts.items()]
             specs += [AttackSpec(kw["attack"], {k: v for k, v in kw.items() if k != "attack"},
                                  label=f"white-box {atk}") for atk, kw in crafts.items()]
-            res = evaluate(target, test, specs, [eps], n=s["n"], store=ctx.store, experiment=ctx.name,
-                           model_name=cfg.model, defense=f"{training}_training", dataset=dataset,
-                           profile=ctx.profile, seed=ctx.seed, progress=ctx.show_progress)
+            res = ctx.evaluate(target, test, specs, [eps], n=s["n"], model_name=cfg.model,
+                               defense=f"{training}_training", dataset=dataset)
             col = 2 * a_idx + t_idx
             cell = f"{target_arch}/{training}"
-            comps.append(Comparison(f"{cell}: clean", res.accuracy("none"), None))
+            comps.append(Comparison(f"{cell}: clean", res.accuracy("none"), None, n=res.n))
             for name in ARCHS:
                 for atk in crafts:
                     pub = 100 * TABLE3[name][atk][col] if dataset == "cifar10" else None
                     comps.append(Comparison(f"{cell} <- {name} {atk.upper()}",
-                                            res.accuracy(f"transfer-{atk} from {name}", eps), pub))
+                                            res.accuracy(f"transfer-{atk} from {name}", eps), pub, n=res.n))
             comps += [Comparison(f"{cell}: white-box {atk.upper()} (reference)",
-                                 res.accuracy(f"white-box {atk}", eps), None) for atk in crafts]
+                                 res.accuracy(f"white-box {atk}", eps), None, n=res.n) for atk in crafts]
             notes += HM.check_lines(cell, res)
     return Outcome(comps, [], notes)

@@ -3,9 +3,10 @@ PGD on CIFAR-10 for the baseline CNN and the D-SphereNets, natural and FGSM trai
 beyond the paper the same additions as hyper-mnist (APGD-DLR, Square, worst case,
 geodesic rejection under PGD and the adaptive attack).
 
-Paper profile only (CIFAR-10 is not obtainable on the CPU machines and the run needs a
-GPU: 12 models x 64k Adam steps plus the attacks on 10,000 test points, an estimated
-several GPU hours, not measured). CIFAR-10 comes from a user directory (``ADVGEOM_DATA``
+Paper profile only, the only profile it declares (CIFAR-10 is not obtainable on the CPU
+machines and the run needs a GPU: 12 models x 64k Adam steps plus the attacks on 10,000
+test points, an estimated several GPU hours, not measured; ``--smoke`` proves it end to
+end on CIFAR-shaped files in seconds). CIFAR-10 comes from a user directory (``ADVGEOM_DATA``
 holding ``cifar-10-batches-py/``); without it the experiment stops with one clear error.
 
 Settings (Section 7.1): Adam 1e-3, lr / 10 at 34k and 54k, 64k iterations; FGSM
@@ -45,26 +46,28 @@ def cifar_configs(profile: str) -> dict[str, TrainConfig]:
             for t in TRAININGS for a, m in ARCHS.items()}
 
 
-def cifar_data(s: dict[str, Any]) -> dict[str, Any]:
-    """Train / test / held-out CIFAR-10, or one clear error when it is absent."""
+def cifar_data(s: dict[str, Any], held: int | None = None) -> dict[str, Any]:
+    """Train / test / held-out CIFAR-10, or one clear error when it is absent. The held-out
+    points follow the first ``train_size`` (``held``: the last ``held`` points instead)."""
     try:
         train, test = load("cifar10", "train"), load("cifar10", "test")
     except DataError as e:
         raise AdvgeomError(f"hyper-cifar needs CIFAR-10 from a user directory (set ADVGEOM_DATA to "
                            f"a directory holding cifar-10-batches-py/): {e}") from None
-    return dict(name="cifar10", train=train, test=test, held_out=train.images[s["train_size"]:])
+    start = s["train_size"] if held is None else len(train) - held
+    return dict(name="cifar10", train=train, test=test, held_out=train.images[start:])
 
 
 @experiment("hyper-cifar", title="Hyperspherical defense: white-box attacks on CIFAR-10 (Table 2)",
             paper="hyperspherical-defense.txt", reference="hyperspherical.cifar10_whitebox",
-            models=cifar_configs)
+            models=cifar_configs, profiles=("paper",))
 def hyper_cifar(ctx: Context) -> Outcome:
     """Table 2: six architectures x natural / FGSM training, FGSM and PGD-100 at eps 8/255."""
     if ctx.profile != "paper":
         raise AdvgeomError("hyper-cifar has only a paper profile (CIFAR-10 from a user directory "
                            "and a GPU): run `advgeom reproduce hyper-cifar --profile paper`")
     s = PAPER
-    data = cifar_data(s)
+    data = cifar_data(s, ctx.size(s["heldout"], 20) if ctx.smoke else None)
     ref = ctx.reference("hyperspherical.cifar10_whitebox")["rows"]
     comps: list[Comparison] = []
     notes = ["paper profile: Section 7.1 CIFAR-10 settings (batch 128 assumed), "

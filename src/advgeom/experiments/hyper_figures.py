@@ -18,10 +18,11 @@ POINTS = 2000
 
 
 @torch.no_grad()
-def embedding_projection(models: Mapping[str, nn.Module], data: Any, path: Path) -> Path:
+def embedding_projection(models: Mapping[str, nn.Module], data: Any, path: Path,
+                         points: int = POINTS) -> Path:
     """One panel per model: the first two principal components of the unit-normalized
-    features of ``POINTS`` test points, coloured by class."""
-    x, y = data.images[:POINTS], data.labels[:POINTS]
+    features of ``points`` test points, coloured by class."""
+    x, y = data.images[:points], data.labels[:points]
     fig = Figure(figsize=(4.5 * len(models), 4.2))
     for i, (name, model) in enumerate(models.items(), start=1):
         f = model.features(x)
@@ -38,13 +39,14 @@ def embedding_projection(models: Mapping[str, nn.Module], data: Any, path: Path)
 
 
 @torch.no_grad()
-def angle_histograms(models: Mapping[str, nn.Module], train: Any, test: Any, path: Path) -> Path:
+def angle_histograms(models: Mapping[str, nn.Module], train: Any, test: Any, path: Path,
+                     points: int = POINTS) -> Path:
     """Per model: the angle between each training point's features and its class weight
     (the source of theta_mu and theta_sigma) and, for test points, the angle to the
-    predicted class, with the mean p = 1 threshold marked."""
+    predicted class, with the mean p = 1 threshold marked (``points`` of each split)."""
     fig = Figure(figsize=(4.5 * len(models), 3.6))
-    xt, yt = train.images[:POINTS], train.labels[:POINTS]
-    xs = test.images[:POINTS]
+    xt, yt = train.images[:points], train.labels[:points]
+    xs = test.images[:points]
     for i, (name, model) in enumerate(models.items(), start=1):
         _, ang = class_angles(model, xt)
         own = ang.gather(1, yt.unsqueeze(1)).squeeze(1)

@@ -27,11 +27,12 @@ import torch
 
 from advgeom.data import load
 from advgeom.eval.report import format_checks
-from advgeom.eval.runner import EvalResult, evaluate
+from advgeom.eval.runner import EvalResult
 from advgeom.experiments.at_mnist import EPS, PGD
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.smoke import SMOKE_SAMPLES
 from advgeom.inference import GeodesicRejector
-from advgeom.train import TrainConfig, fit
+from advgeom.train import TrainConfig
 
 ARCHS = {"baseline": "hyper_mnist_cnn", "dsphere": "dsphere_mnist", "dsphere_wm": "dsphere_mnist_wm",
          "dsphere_wm_quadratic": "dsphere_mnist_wm_quadratic",
@@ -101,15 +102,18 @@ def rejector(model: torch.nn.Module, train: Any, s: dict[str, Any]) -> GeodesicR
 
 
 def rejection_comparisons(cell: str, res: EvalResult, eps: float, tag: str) -> list[Comparison]:
-    """Clean rejection rate and robust accuracy with rejection (per attack, worst case)."""
-    out = [Comparison(f"{cell}: clean rejection rate ({tag})", res.value("clean_rejection_rate", "none"), None),
+    """Clean rejection rate and robust accuracy with rejection (per attack, worst case);
+    the accuracy on accepted points counts the accepted ones."""
+    accepted = int(res.clean_accept.sum()) if res.clean_accept is not None else 0
+    out = [Comparison(f"{cell}: clean rejection rate ({tag})", res.value("clean_rejection_rate", "none"), None,
+                      n=res.n),
            Comparison(f"{cell}: clean accuracy on accepted ({tag})",
-                      res.value("clean_accuracy_accepted", "none"), None)]
+                      res.value("clean_accuracy_accepted", "none"), None, n=accepted)]
     for spec in res.specs:
         out.append(Comparison(f"{cell}: {spec.name}, robust with rejection ({tag})",
-                              res.value("robust_accuracy_with_rejection", spec.label, eps), None))
+                              res.value("robust_accuracy_with_rejection", spec.label, eps), None, n=res.n))
     out.append(Comparison(f"{cell}: worst case, robust with rejection ({tag})",
-                          res.value("robust_accuracy_with_rejection", WORST, eps), None,
+                          res.value("robust_accuracy_with_rejection", WORST, eps), None, n=res.n,
                           note="clean accepted and correct, every adversarial rejected or correct"))
     return out
 
@@ -129,24 +133,24 @@ def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[st
     when ``rejecting``.
     ``data``: ``train``, ``test``, ``held_out`` and the dataset ``name``."""
     eps = s["eps"]
+    s = ctx.capped(s, stats_n=SMOKE_SAMPLES)
     target = rejector(model, data["train"], s) if rejecting else model
-    common = dict(n=s["n"], store=ctx.store, experiment=ctx.name, model_name=model_name,
-                  defense=defense, dataset=data["name"], profile=ctx.profile, seed=ctx.seed,
-                  progress=ctx.show_progress)
+    common = dict(n=s["n"], model_name=model_name, defense=defense, dataset=data["name"])
     specs = attack_specs(s, rejecting)
-    res = evaluate(target, data["test"], specs, [eps], **common)
+    res = ctx.evaluate(target, data["test"], specs, [eps], **common)
     labels = [sp.label for sp in res.specs]
-    comps = [Comparison(f"{cell}: clean", res.accuracy("none"), paper[0]),
-             Comparison(f"{cell}: FGSM", res.accuracy(labels[0], eps), paper[1]),
-             Comparison(f"{cell}: PGD-100 (0.01)", res.accuracy(labels[1], eps), paper[2]),
-             Comparison(f"{cell}: APGD-DLR", res.accuracy(labels[2], eps), None),
-             Comparison(f"{cell}: Square", res.accuracy(labels[3], eps), None),
-             Comparison(f"{cell}: worst case (no rejection)", res.accuracy(WORST, eps), None)]
+    n = res.n
+    comps = [Comparison(f"{cell}: clean", res.accuracy("none"), paper[0], n=n),
+             Comparison(f"{cell}: FGSM", res.accuracy(labels[0], eps), paper[1], n=n),
+             Comparison(f"{cell}: PGD-100 (0.01)", res.accuracy(labels[1], eps), paper[2], n=n),
+             Comparison(f"{cell}: APGD-DLR", res.accuracy(labels[2], eps), None, n=n),
+             Comparison(f"{cell}: Square", res.accuracy(labels[3], eps), None, n=n),
+             Comparison(f"{cell}: worst case (no rejection)", res.accuracy(WORST, eps), None, n=n)]
     notes = check_lines(cell, res)
     if rejecting:
         comps += rejection_comparisons(cell, res, eps, "p=1")
         p = target.calibrate(data["held_out"], s["target_rejection"])
-        cal = evaluate(target, data["test"], [specs[1], specs[-1]], [eps], **common)
+        cal = ctx.evaluate(target, data["test"], [specs[1], specs[-1]], [eps], **common)
         comps += rejection_comparisons(cell, cal, eps, f"p={p:.3f}")
         notes.append(f"{cell}: p calibrated to {p:.4f} for {100 * s['target_rejection']:g}% clean "
                      f"rejection on {len(data['held_out'])} held-out training points")
@@ -158,7 +162,7 @@ def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[st
             models=hyper_configs)
 def hyper_mnist(ctx: Context) -> Outcome:
     """Table 1: six architectures x natural / FGSM / PGD training, FGSM and PGD-100 at eps 0.3."""
-    s = settings(ctx.profile)
+    s = ctx.capped(settings(ctx.profile), heldout=SMOKE_SAMPLES)
     train = load("mnist", "train")
     data = dict(name="mnist", train=train, test=load("mnist", "test"),
                 held_out=train.images[len(train) - s["heldout"]:])
@@ -212,10 +216,11 @@ def profile_note(profile: str) -> str:
 def hyper_figures(ctx: Context, trained: dict[str, torch.nn.Module], train: Any, test: Any) -> list:
     """Fig. 2-style 2-D projections of the features and the angle histograms behind the
     rejection thresholds (natural training, baseline vs. D-SphereNet + WM)."""
-    from advgeom.experiments.hyper_figures import angle_histograms, embedding_projection
+    from advgeom.experiments.hyper_figures import POINTS, angle_histograms, embedding_projection
 
     pair = {k: trained[k] for k in ("baseline/natural", "dsphere_wm/natural") if k in trained}
     if not pair:
         return []
-    return [embedding_projection(pair, test, ctx.figure_path("embedding_projection")),
-            angle_histograms(pair, train, test, ctx.figure_path("angle_histograms"))]
+    points = ctx.size(POINTS, SMOKE_SAMPLES)
+    return [embedding_projection(pair, test, ctx.figure_path("embedding_projection"), points),
+            angle_histograms(pair, train, test, ctx.figure_path("angle_histograms"), points)]

@@ -19,12 +19,13 @@ from typing import Any
 import torch
 
 from advgeom.data import load
-from advgeom.eval.runner import WORST, evaluate
+from advgeom.eval.runner import WORST
 from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import penalty_mnist as PM
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.smoke import SMOKE_SAMPLES
 from advgeom.results.plots import save_figure
-from advgeom.train import TrainConfig, fit
+from advgeom.train import TrainConfig
 
 ACTIVATIONS = ("relu", "prelu", "leaky_relu", "tanh")
 QUICK = dict(s=(0.01, 0.1, 1.0), iterations=300, n=50, square=1000)
@@ -57,7 +58,7 @@ def attack_specs(profile: str = "quick") -> list[AttackSpec]:
             models=activation_configs)
 def penalty_activations(ctx: Context) -> Outcome:
     """PGD-40 and worst-case accuracy vs s per activation; the feature picture."""
-    st = settings(ctx.profile)
+    st = ctx.capped(settings(ctx.profile), n=SMOKE_SAMPLES)   # geometry and Figure 3 (evaluations: capped)
     test = load("mnist", "test")
     specs = attack_specs(ctx.profile)
     acc: dict[str, dict[str, list[float]]] = {"pgd40": {}, "worst": {}}
@@ -66,16 +67,14 @@ def penalty_activations(ctx: Context) -> Outcome:
     pictures: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     x, y = test.images[:st["n"]].to(ctx.device), test.labels[:st["n"]]
     for label, cfg in activation_configs(ctx.profile).items():
-        model = fit(cfg, root=ctx.root, device=ctx.device, progress=ctx.show_progress,
-                    reuse=ctx.reuse).model.eval()
+        model = ctx.train(cfg)
         act, _, s_text = label.partition("/s=")
-        res = evaluate(model, test, specs, [PM.EPS], n=st["n"], store=ctx.store, experiment=ctx.name,
-                       model_name=label, defense=cfg.objective, dataset="mnist", profile=ctx.profile,
-                       seed=ctx.seed, progress=ctx.show_progress)
+        res = ctx.evaluate(model, test, specs, [PM.EPS], n=st["n"], model_name=label, defense=cfg.objective,
+                           dataset="mnist")
         geo = PM.model_geometry(model, x, float(s_text) if s_text else None)
-        comps += [Comparison(f"{label}: clean", res.accuracy("none"), None),
-                  Comparison(f"{label}: PGD-40", res.accuracy(specs[0].label, PM.EPS), None),
-                  Comparison(f"{label}: [audit] worst case", res.accuracy(WORST, PM.EPS), None),
+        comps += [Comparison(f"{label}: clean", res.accuracy("none"), None, n=res.n),
+                  Comparison(f"{label}: PGD-40", res.accuracy(specs[0].label, PM.EPS), None, n=res.n),
+                  Comparison(f"{label}: [audit] worst case", res.accuracy(WORST, PM.EPS), None, n=res.n),
                   Comparison(f"{label}: min class angle", geo["min_angle"], None, unit="deg",
                              note=f"optimum {geo['theorem1_angle']:.2f}")]
         ctx.record([ctx.row(model=label, defense=cfg.objective, metric=k, value=v, dataset="mnist",

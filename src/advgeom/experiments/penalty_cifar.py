@@ -7,7 +7,8 @@ Square (5000 queries) with the per-sample worst case and the gradient-masking ch
 Issue 12 quotes the authors' follow-up as reporting 44% under AutoAttack for a model of this
 family against the paper's 78.4% under PGD-20 (not verified here, so not in the reference tables).
 
-Paper profile only (a GPU job: about 10-15 GPU hours on one A100-class GPU, mostly the
+Paper profile only, the only one it declares (``--smoke`` runs it end to end on CIFAR-shaped
+files; the real run is a GPU job: about 10-15 GPU hours on one A100-class GPU, mostly the
 400 training epochs of WRN-34-10, then C&W and APGD-T on the 10,000 test points). CIFAR-10
 comes from a user directory (``$ADVGEOM_DATA``, see :mod:`advgeom.data.cifar10`); Table 3
 (CIFAR-100) is not run: advgeom has no CIFAR-100 loader. The batch size (128) is an
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 from advgeom.data import load
 from advgeom.errors import AdvgeomError
-from advgeom.eval.runner import WORST, evaluate
+from advgeom.eval.runner import WORST
 from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import penalty_mnist as PM
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
-from advgeom.train import TrainConfig, fit
+from advgeom.experiments.smoke import SMOKE_POINTS
+from advgeom.train import TrainConfig
 
 EPS, CW_EPS = 8 / 255, 1.0
 N = 10_000
@@ -56,29 +58,33 @@ def cifar_specs() -> tuple[list[AttackSpec], list[AttackSpec], list[AttackSpec]]
 
 @experiment("penalty-cifar", title="Weight penalty on WRN-34-10, CIFAR-10 (Table 2) and its audit",
             paper="weight-penalization-classification-layer.txt", reference="weight_penalty.cifar10_wrn",
-            models=cifar_configs)
+            models=cifar_configs, profiles=("paper",))
 def penalty_cifar(ctx: Context) -> Outcome:
     """Table 2's penalty row under its attacks and under the strong evaluation."""
     cfg = cifar_configs(ctx.profile)["penalty"]
     test = load("cifar10", "test")
     pub = ctx.reference("weight_penalty.cifar10_wrn")["penalty"]
-    model = fit(cfg, root=ctx.root, device=ctx.device, progress=ctx.show_progress, reuse=ctx.reuse).model.eval()
+    model = ctx.train(cfg)
     paper, audit, l2specs = cifar_specs()
-    common = dict(n=N, store=ctx.store, experiment=ctx.name, model_name=cfg.model, defense="weight_penalty",
-                  dataset="cifar10", profile=ctx.profile, seed=ctx.seed, progress=ctx.show_progress)
-    res = evaluate(model, test, paper + audit, [EPS], **common)
-    l2 = evaluate(model, test, l2specs, [CW_EPS], norm="l2", **common)
-    geo = PM.model_geometry(model, test.images[:N].to(ctx.device), PM.PENALTY["s"])
-    comps = [Comparison("penalty: clean", res.accuracy("none"), pub["clean"]),
-             Comparison("penalty: PGD-20 (0.0031)", res.accuracy(paper[0].label, EPS), pub["pgd20"]),
-             Comparison("penalty: PGD-100 (0.0031)", res.accuracy(paper[1].label, EPS), None),
-             Comparison("penalty: DeepFool (linf)", res.accuracy(paper[2].label, EPS), pub["deepfool"]),
-             Comparison("penalty: MTA-100", res.accuracy(paper[3].label, EPS), None),
-             Comparison("penalty: C&W L2 within radius 1", l2.accuracy(l2specs[0].label, CW_EPS), pub["cw"])]
-    comps += [Comparison(f"penalty: [audit] {PM.display(s)}", res.accuracy(s.label, EPS), None) for s in audit]
+    n = ctx.size(N, SMOKE_POINTS)
+    common = dict(n=n, model_name=cfg.model, defense="weight_penalty", dataset="cifar10")
+    res = ctx.evaluate(model, test, paper + audit, [EPS], **common)
+    l2 = ctx.evaluate(model, test, l2specs, [CW_EPS], norm="l2", **common)
+    geo = PM.model_geometry(model, test.images[:n].to(ctx.device), PM.PENALTY["s"])
+    comps = [Comparison("penalty: clean", res.accuracy("none"), pub["clean"], n=res.n),
+             Comparison("penalty: PGD-20 (0.0031)", res.accuracy(paper[0].label, EPS), pub["pgd20"], n=res.n),
+             Comparison("penalty: PGD-100 (0.0031)", res.accuracy(paper[1].label, EPS), None, n=res.n),
+             Comparison("penalty: DeepFool (linf)", res.accuracy(paper[2].label, EPS), pub["deepfool"],
+                        n=res.n),
+             Comparison("penalty: MTA-100", res.accuracy(paper[3].label, EPS), None, n=res.n),
+             Comparison("penalty: C&W L2 within radius 1", l2.accuracy(l2specs[0].label, CW_EPS), pub["cw"],
+                        n=l2.n)]
+    comps += [Comparison(f"penalty: [audit] {PM.display(s)}", res.accuracy(s.label, EPS), None, n=res.n)
+              for s in audit]
     comps += [Comparison("penalty: [audit] worst case, all linf attacks", res.accuracy(WORST, EPS), pub["pgd20"],
-                         note="paper: PGD-20; the fall is the gap"),
-              Comparison("penalty: [audit] l2 worst case at radius 1", l2.accuracy(WORST, CW_EPS), pub["cw"])]
+                         note="paper: PGD-20; the fall is the gap", n=res.n),
+              Comparison("penalty: [audit] l2 worst case at radius 1", l2.accuracy(WORST, CW_EPS), pub["cw"],
+                         n=l2.n)]
     comps += PM.geometry_comparisons("penalty", geo)
     notes = PM.check_notes("penalty", [res, l2])
     notes.append("Penalty norm: Frobenius; augmentation: advgeom's crop_flip inside the objective "

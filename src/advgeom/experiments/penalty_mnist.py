@@ -33,12 +33,13 @@ import torch
 from advgeom.analysis.class_angles import classifier_weight, geometry_summary, theorem1_angle
 from advgeom.data import load
 from advgeom.eval.report import format_checks
-from advgeom.eval.runner import WORST, EvalResult, evaluate
+from advgeom.eval.runner import WORST, EvalResult
 from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import at_mnist as AT
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.smoke import SMOKE_POINTS
 from advgeom.results.plots import plot_curves
-from advgeom.train import TrainConfig, fit
+from advgeom.train import TrainConfig
 
 EPS, CW_EPS = AT.EPS, 3.0
 ROWS = ("adv_training", "mmc", "penalty")     # the keys of [weight_penalty.mnist_small.rows]
@@ -211,7 +212,7 @@ def worst_of(res: EvalResult, labels: list[str], eps: float) -> float:
 def penalty_mnist(ctx: Context) -> Outcome:
     """AdvTraining, MMC and the weight penalty (tanh features) under the paper's attacks
     and under APGD-CE, APGD-T, margin PGD and Square, with the per-sample worst case."""
-    st = settings(ctx.profile)
+    st = ctx.capped(settings(ctx.profile), n=SMOKE_POINTS, cw_n=SMOKE_POINTS)
     test = load("mnist", "test")
     ref = ctx.reference("weight_penalty.mnist_small")
     paper = {row: dict(zip(ref["columns"], vals)) for row, vals in ref["rows"].items()}
@@ -222,31 +223,33 @@ def penalty_mnist(ctx: Context) -> Outcome:
     curves: dict[str, list[float]] = {}
     histories: dict[str, list[dict[str, float]]] = {}
     for row, cfg in table4_configs(ctx.profile).items():
-        trained = fit(cfg, root=ctx.root, device=ctx.device, progress=ctx.show_progress, reuse=ctx.reuse)
+        trained = ctx.fit(cfg)
         model = trained.model.eval()
         histories[row] = trained.history
-        common = dict(store=ctx.store, experiment=ctx.name, model_name=cfg.model, defense=row,
-                      dataset="mnist", profile=ctx.profile, seed=ctx.seed, progress=ctx.show_progress)
-        curve = evaluate(model, test, [specs["pgd40"], audit[0]], list(st["curve_eps"]), n=st["n"], **common)
-        res = evaluate(model, test, linf_paper + audit, [EPS], n=st["n"], **common)
-        l2 = evaluate(model, test, [specs["cw"]] + audit_specs(ctx.profile, "l2"), [CW_EPS], norm="l2",
-                      n=st["cw_n"], **common)
+        common = dict(model_name=cfg.model, defense=row, dataset="mnist")
+        curve = ctx.evaluate(model, test, [specs["pgd40"], audit[0]], list(st["curve_eps"]), n=st["n"],
+                             **common)
+        res = ctx.evaluate(model, test, linf_paper + audit, [EPS], n=st["n"], **common)
+        l2 = ctx.evaluate(model, test, [specs["cw"]] + audit_specs(ctx.profile, "l2"), [CW_EPS], norm="l2",
+                          n=st["cw_n"], **common)
         pub = paper[row]
         lab = {k: s.label for k, s in specs.items()}
-        comps += [Comparison(f"{row}: clean", res.accuracy("none"), pub["clean"])]
-        comps += [Comparison(f"{row}: {name}", res.accuracy(lab[k], EPS), pub[k])
+        n = res.n
+        comps += [Comparison(f"{row}: clean", res.accuracy("none"), pub["clean"], n=n)]
+        comps += [Comparison(f"{row}: {name}", res.accuracy(lab[k], EPS), pub[k], n=n)
                   for k, name in (("pgd40", "PGD-40"), ("pgd200", "PGD-200"), ("deepfool", "DeepFool (linf)"),
                                   ("mta200", "MTA-200"))]
         comps.append(Comparison(f"{row}: C&W L2 within radius 3", l2.accuracy(lab["cw"], CW_EPS), pub["cw"],
-                                note=f"{st['cw_n']} points"))
+                                note=f"{st['cw_n']} points", n=l2.n))
         paper_worst = worst_of(res, [s.label for s in linf_paper], EPS)
-        comps += [Comparison(f"{row}: [audit] {display(s)}", res.accuracy(s.label, EPS), None) for s in audit]
+        comps += [Comparison(f"{row}: [audit] {display(s)}", res.accuracy(s.label, EPS), None, n=n)
+                  for s in audit]
         comps += [Comparison(f"{row}: [audit] worst of the paper's linf attacks", paper_worst,
-                             min(pub[k] for k in ("pgd40", "pgd200", "deepfool", "mta200"))),
+                             min(pub[k] for k in ("pgd40", "pgd200", "deepfool", "mta200")), n=n),
                   Comparison(f"{row}: [audit] worst case, all linf attacks", res.accuracy(WORST, EPS),
-                             pub["pgd40"], note="paper: PGD-40; the fall is the gap"),
+                             pub["pgd40"], note="paper: PGD-40; the fall is the gap", n=n),
                   Comparison(f"{row}: [audit] l2 worst case at 3",
-                             l2.accuracy(WORST, CW_EPS), pub["cw"], note="paper: C&W")]
+                             l2.accuracy(WORST, CW_EPS), pub["cw"], note="paper: C&W", n=l2.n)]
         geo = model_geometry(model, test.images[:st["n"]].to(ctx.device),
                              PENALTY["s"] if row == "penalty" else None)
         comps += geometry_comparisons(row, geo)

@@ -11,7 +11,9 @@ import torch
 
 from advgeom.distributed import world
 from advgeom.eval.checks import collect_reports
+from advgeom.errors import AdvgeomError
 from advgeom.experiments.base import Context, Experiment, Outcome
+from advgeom.experiments.smoke import SMOKE, smoke_note
 from advgeom.registry import get
 from advgeom.results import environment
 from advgeom.results.store import open_store
@@ -32,6 +34,8 @@ class Report:
     outcome: Outcome
     path: Path
     seconds: float
+    store_path: Path | None = None   # the results store the rows went to
+    profile: str = ""                # the rows' profile label (``cpu``, ``cpu+smoke``)
 
     @property
     def ok(self) -> bool:
@@ -44,7 +48,9 @@ def write_report(ctx: Context, exp: Experiment, outcome: Outcome, seconds: float
     """Markdown report with the comparison table, notes, figures and environment."""
     lines = [f"# {exp.name}: {exp.title}", "",
              f"Paper: `{exp.paper}`" + (f" — reference `[{exp.reference}]`" if exp.reference else ""),
-             f"Profile: `{ctx.profile}` — seed {ctx.seed} — {seconds:.0f} s", ""]
+             f"Profile: `{ctx.label}` — seed {ctx.seed} — {seconds:.0f} s", ""]
+    if ctx.smoke:
+        lines += [smoke_note(), ""]
     if ctx.profile in PROFILE_NOTES:
         lines += [PROFILE_NOTES[ctx.profile], ""]
     if exp.description:
@@ -86,11 +92,17 @@ def checks_markdown(outcome: Outcome) -> list[str]:
 
 def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
               store_path: str | Path | None = None, device: str = "cpu", seed: int = 0,
-              progress: bool = True, log=print, reuse: bool = False, replace: bool = False) -> Report:
+              progress: bool = True, log=print, reuse: bool = False, replace: bool = False,
+              smoke: bool = False) -> Report:
     """Run experiment ``name`` under ``profile``; rows go to the store, the report to
     ``root/reports/name/report.md``. Cached models and units of work count only when
     the current code produced them, unless ``reuse``. ``replace``: stored rows that this
     run measures again on another point set are removed (``ResultStore.add``).
+
+    ``smoke`` (``--smoke``): the same profile with every loop that grows with it capped
+    (:class:`Context`), run apart from real results: run directory, store and reports
+    under ``root/smoke``, rows labelled ``<profile>+smoke``. A store path of one's own is
+    refused with it (the smoke store is always ``root/smoke/results.sqlite``).
 
     Under torchrun every rank runs the experiment (training and evaluation are split
     across ranks, :mod:`advgeom.distributed`); rank 0 alone writes the store, the run
@@ -100,16 +112,23 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
     exp.check_profile(profile)
     w = world()
     root = Path(root)
-    db = store_path or root / "results.sqlite"
+    if smoke:
+        if store_path is not None:
+            raise AdvgeomError(f"--smoke keeps its rows apart from real results, in "
+                               f"{root / SMOKE / 'results.sqlite'}: do not give a results database "
+                               "(--db) with --smoke")
+        root = root / SMOKE
+    db = Path(store_path or root / "results.sqlite")
     store = open_store(db, reuse=reuse, replace=replace)
     env = environment(device)
     command = (f"advgeom reproduce {name} --profile {profile}" + (f" --seed {seed}" if seed else "")
-               + (" --reuse" if reuse else "") + (" --replace" if replace else ""))
+               + (" --reuse" if reuse else "") + (" --replace" if replace else "")
+               + (" --smoke" if smoke else ""))
     if w.main:
         store.start_run(command, env)
     private = None if w.main else tempfile.mkdtemp(prefix=f"advgeom-rank{w.rank}-")
     ctx = Context(name, profile, root if w.main else Path(private), store, torch.device(device), seed,
-                  progress and w.main, log if w.main else (lambda m: None), reuse)
+                  progress and w.main, log if w.main else (lambda m: None), reuse, smoke)
     try:
         t0 = time.time()
         with collect_reports() as reports:
@@ -121,4 +140,4 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
-    return Report(exp, outcome, path, seconds)
+    return Report(exp, outcome, path, seconds, db, ctx.label)

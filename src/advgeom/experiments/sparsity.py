@@ -22,9 +22,10 @@ from advgeom.analysis import layer_bounds as LB
 from advgeom.config import config_hash
 from advgeom.data import load
 from advgeom.eval.report import summarize_checks
-from advgeom.eval.runner import EvalResult, evaluate
+from advgeom.eval.runner import EvalResult
 from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.smoke import SMOKE_ITERS, SMOKE_POINTS
 from advgeom.registry import get
 from advgeom.results.plots import save_figure
 from advgeom.train import TrainConfig
@@ -121,9 +122,7 @@ def adaptive_specs(profile: str, front_end: bool, binary: bool) -> list[AttackSp
 
 def run_eval(ctx: Context, model: nn.Module, x: Tensor, y: Tensor, specs: list[AttackSpec],
              eps: list[float], *, name: str, defense: str, dataset: str) -> EvalResult:
-    return evaluate(model, (x, y), specs, eps, store=ctx.store, experiment=ctx.name, model_name=name,
-                    defense=defense, dataset=dataset, profile=ctx.profile, seed=ctx.seed,
-                    progress=ctx.show_progress)
+    return ctx.evaluate(model, (x, y), specs, eps, model_name=name, defense=defense, dataset=dataset)
 
 
 def acc(res: EvalResult, labels: list[str] | str, eps: float = EPS) -> float:
@@ -138,7 +137,7 @@ def acc(res: EvalResult, labels: list[str] | str, eps: float = EPS) -> float:
             paper=PAPER, reference="sparsity.mnist_cnn4")
 def table1(ctx: Context) -> Outcome:
     """Table 1 (eps 0.25; iterative attacks delta eps/20, 80 steps) plus adaptive attacks."""
-    s, ref = SETTINGS[ctx.profile], ctx.reference("sparsity.mnist_cnn4")
+    s, ref = ctx.capped(SETTINGS[ctx.profile], n_cnn=SMOKE_POINTS), ctx.reference("sparsity.mnist_cnn4")
     x, y = test_points("cnn", s["n_cnn"])
     comps, notes = [], []
     for col, fe in enumerate((False, True)):
@@ -147,16 +146,19 @@ def table1(ctx: Context) -> Outcome:
         paper, extra = paper_specs(fe, False), adaptive_specs(ctx.profile, fe, False)
         res = run_eval(ctx, model, x, y, paper + extra, [EPS], name="nielsen_cnn4", defense=tag, dataset="mnist")
         lls = [p.label for p in paper if p.label.startswith("ll_")]
-        comps.append(Comparison(f"{tag}: clean", res.accuracy("none"), ref["clean"][col]))
+        n = res.n
+        comps.append(Comparison(f"{tag}: clean", res.accuracy("none"), ref["clean"][col], n=n))
         comps.append(Comparison(f"{tag}: locally linear (worst of {'/'.join(lls)})", acc(res, lls),
-                                ref["rows"]["locally_linear"][col]))
+                                ref["rows"]["locally_linear"][col], n=n))
         if fe:
-            comps += [Comparison(f"{tag}: {lab}", acc(res, lab), None) for lab in lls]
+            comps += [Comparison(f"{tag}: {lab}", acc(res, lab), None, n=n) for lab in lls]
         for key in ("fgsm", "iterative_fgsm", "momentum_ifgsm", "pgd"):
-            comps.append(Comparison(f"{tag}: {key}", acc(res, key), ref["rows"][key][col]))
-        comps += [Comparison(f"{tag}: [beyond] {sp.label}", acc(res, sp.label), None) for sp in extra]
-        comps.append(Comparison(f"{tag}: worst case, paper attacks", acc(res, [p.label for p in paper]), None))
-        comps.append(Comparison(f"{tag}: [beyond] worst case, all attacks", res.accuracy("worst_case", EPS), None))
+            comps.append(Comparison(f"{tag}: {key}", acc(res, key), ref["rows"][key][col], n=n))
+        comps += [Comparison(f"{tag}: [beyond] {sp.label}", acc(res, sp.label), None, n=n) for sp in extra]
+        comps.append(Comparison(f"{tag}: worst case, paper attacks", acc(res, [p.label for p in paper]), None,
+                                n=n))
+        comps.append(Comparison(f"{tag}: [beyond] worst case, all attacks", res.accuracy("worst_case", EPS),
+                                None, n=n))
         notes.append(f"{tag} checks: " + summarize_checks(res.checks))
     notes.insert(0, f"{len(y)} MNIST test points; CNN trained {s['cnn_iters']} Adam iterations (batch 64). "
                  "Gradient attacks on the front end use exact gradients through the kept support "
@@ -172,7 +174,7 @@ DEFENSES = ("none", "sparse_network", "front_end")
             paper=PAPER, reference="sparsity.binary_fc2")
 def table2(ctx: Context) -> Outcome:
     """Table 2 (locally linear attack, eps 0.25) plus adaptive attacks."""
-    s, ref = SETTINGS[ctx.profile], ctx.reference("sparsity.binary_fc2")
+    s, ref = ctx.capped(SETTINGS[ctx.profile], n_bin=SMOKE_POINTS), ctx.reference("sparsity.binary_fc2")
     comps, notes = [], []
     for task in TASKS:
         x, y = test_points(task, s["n_bin"])
@@ -187,16 +189,17 @@ def table2(ctx: Context) -> Outcome:
                 clean_ref = ref["clean"]["mnist"][0 if defense == "none" else 1]
             elif task == "fashion_mnist" and defense == "none":
                 clean_ref = ref["clean"]["fashion_mnist_no_defense"]
-            comps.append(Comparison(f"{task}/{defense}: clean", res.accuracy("none"), clean_ref))
+            n = res.n
+            comps.append(Comparison(f"{task}/{defense}: clean", res.accuracy("none"), clean_ref, n=n))
             comps.append(Comparison(f"{task}/{defense}: locally linear (worst of {'/'.join(lls)})",
-                                    acc(res, lls), ref["rows"][task][col]))
+                                    acc(res, lls), ref["rows"][task][col], n=n))
             if fe:
-                comps += [Comparison(f"{task}/{defense}: {lab}", acc(res, lab), None) for lab in lls]
-            comps.append(Comparison(f"{task}/{defense}: fgsm", acc(res, "fgsm"), None))
-            comps += [Comparison(f"{task}/{defense}: [beyond] {sp.label}", acc(res, sp.label), None)
+                comps += [Comparison(f"{task}/{defense}: {lab}", acc(res, lab), None, n=n) for lab in lls]
+            comps.append(Comparison(f"{task}/{defense}: fgsm", acc(res, "fgsm"), None, n=n))
+            comps += [Comparison(f"{task}/{defense}: [beyond] {sp.label}", acc(res, sp.label), None, n=n)
                       for sp in extra]
             comps.append(Comparison(f"{task}/{defense}: [beyond] worst case, all attacks",
-                                    res.accuracy("worst_case", EPS), None))
+                                    res.accuracy("worst_case", EPS), None, n=n))
             if defense != "front_end":
                 gam = [round(g, 2) for _, g in LB.layer_gammas(model)]
                 kept = [round(100 * k, 1) for k in advgeom.defenses.sparsity.weight_sparsity(model)]
@@ -254,7 +257,7 @@ def l1_sweep(ctx: Context) -> Outcome:
     """The l1 weight and the training length are advgeom's assumptions for Table 2 (the paper
     gives neither): train the sparse network over a small one-factor sweep and report clean,
     locally linear (the paper's attack) and worst-case robust accuracy at eps 0.25."""
-    sw, ref = SWEEP[ctx.profile], ctx.reference("sparsity.binary_fc2")
+    sw, ref = ctx.capped(SWEEP[ctx.profile], n=SMOKE_POINTS), ctx.reference("sparsity.binary_fc2")
     specs = [AttackSpec("locally_linear", label="ll_semi_white"),
              AttackSpec("apgd-ce", {"steps": 100}, label="apgd-ce"),
              AttackSpec("pgd", {"steps": 100, "loss": "margin"}, label="pgd_margin")]
@@ -274,9 +277,9 @@ def l1_sweep(ctx: Context) -> Outcome:
             v = res[task][(lam, iters)] = dict(clean=r.accuracy("none"), ll=acc(r, "ll_semi_white"),
                                                worst=r.accuracy("worst_case", EPS), kept=100.0 * kept[0])
             tag = f"{task}/lam={lam:g}/{iters} it"
-            comps += [Comparison(f"{tag}: clean", v["clean"], None),
-                      Comparison(f"{tag}: locally linear (ll_semi_white)", v["ll"], paper_ll),
-                      Comparison(f"{tag}: [beyond] worst case", v["worst"], None),
+            comps += [Comparison(f"{tag}: clean", v["clean"], None, n=r.n),
+                      Comparison(f"{tag}: locally linear (ll_semi_white)", v["ll"], paper_ll, n=r.n),
+                      Comparison(f"{tag}: [beyond] worst case", v["worst"], None, n=r.n),
                       Comparison(f"{tag}: first-layer weights kept (> 1% of max)", v["kept"], None)]
             notes.append(f"{tag}{': collapsed to a constant classifier (every point one class)' if constant else ''}; "
                          "checks: " + summarize_checks(r.checks))
@@ -317,7 +320,7 @@ def _curve_figure(eps: list[float], lines: dict[str, list[float]], path: Any, ti
 def curves(ctx: Context) -> Outcome:
     """Figures 5/6: locally linear (semi-white, white) and their iterative versions
     (delta = eps/10, 10 steps) for the three binary models, plus adaptive PGD."""
-    s = SETTINGS[ctx.profile]
+    s = ctx.capped(SETTINGS[ctx.profile], curve_n=SMOKE_POINTS)
     eps = list(s["curve_eps"])
     it = {"steps": 10}  # default delta = eps/10
     comps, figs, notes = [], [], []
@@ -343,9 +346,9 @@ def curves(ctx: Context) -> Outcome:
                                                              else res.accuracy("worst_case", e) for e in eps]
             comps.append(Comparison(f"{task}/{defense}: locally linear at eps 0.25", acc(
                 res, [sp.label for sp in specs if sp.label in ("ll_semi_white", "ll_white")]),
-                ctx.reference("sparsity.binary_fc2")["rows"][task][DEFENSES.index(defense)]))
+                ctx.reference("sparsity.binary_fc2")["rows"][task][DEFENSES.index(defense)], n=res.n))
             comps.append(Comparison(f"{task}/{defense}: [beyond] worst case at eps 0.25",
-                                    res.accuracy("worst_case", EPS), None))
+                                    res.accuracy("worst_case", EPS), None, n=res.n))
         figs.append(_curve_figure([0.0] + eps, lines, ctx.figure_path(f"accuracy_vs_eps_{task}"),
                                   f"{task}: fc2 (10 hidden units); front end rho=3%"))
     notes.append(f"{s['curve_n'] or 'all'} test points per task; 'worst_case' lines include PGD-40 "
@@ -372,7 +375,8 @@ def _histograms(d: dict[str, dict[str, np.ndarray]], path: Any) -> Any:
 def cw(ctx: Context) -> Outcome:
     """Figure 7: C&W L2 (confidence 0, lr 1e-2, initial const 1e-3) on the CNN; BPDA
     identity through the front end, as the paper."""
-    s, ref = SETTINGS[ctx.profile], ctx.reference("sparsity.cw_histograms")
+    s = ctx.capped(SETTINGS[ctx.profile], cw_n=SMOKE_POINTS, cw_steps=SMOKE_ITERS, cw_search=1)
+    ref = ctx.reference("sparsity.cw_histograms")
     x, y = test_points("cnn", s["cw_n"])
     attack = get("attack", "cw_l2")
     dists, comps = {}, []
@@ -393,7 +397,8 @@ def cw(ctx: Context) -> Outcome:
                     "l2_rms": (d.norm(dim=1) / d.shape[1] ** 0.5)[ok].tolist(),
                     "l2": d.norm(dim=1)[ok].tolist()}
 
-        key = f"cw/{tag}/{config_hash(cnn_config(ctx.profile, fe))}/n{len(y)}-{s['cw_steps']}x{s['cw_search']}"
+        cfg_hash = config_hash(ctx.config(cnn_config(ctx.profile, fe)))
+        key = f"cw/{tag}/{cfg_hash}/n{len(y)}-{s['cw_steps']}x{s['cw_search']}"
         r = ctx.cached(key, unit)
         linf, rms = np.array(r["linf"]), np.array(r["l2_rms"])
         dists[tag] = {"linf": linf, "l2 / sqrt(N)": rms}
@@ -403,7 +408,7 @@ def cw(ctx: Context) -> Outcome:
                   Comparison(f"{tag}: mean l2 distance", mean(np.array(r["l2"])), None, unit="")]
         if fe:
             comps.append(Comparison("front_end: accuracy under C&W (BPDA)", r["accuracy"],
-                                    ref["accuracy_with_front_end"]))
+                                    ref["accuracy_with_front_end"], n=len(y)))
             comps.append(Comparison("front_end: fraction of adversarials with linf > 0.25",
                                     float((linf > EPS).mean()) if linf.size else None,
                                     ref["fraction_outside_linf_budget_0_25"], unit=""))

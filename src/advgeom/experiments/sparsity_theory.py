@@ -15,6 +15,7 @@ from advgeom.analysis import layer_bounds as LB
 from advgeom.analysis import switches as SW
 from advgeom.analysis.locally_linear import linear_attenuation
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.smoke import SMOKE_POINTS
 from advgeom.experiments.sparsity import (
     EPS,
     PAPER,
@@ -71,7 +72,7 @@ def _sign_noise(gen: torch.Generator) -> Callable[[Tensor, float], Tensor]:
             paper=PAPER, reference=None)
 def theory(ctx: Context) -> Outcome:
     """Numerical checks of Sections 3.1, 3.4 and 4 on trained and random networks."""
-    s = SETTINGS[ctx.profile]
+    s = ctx.capped(SETTINGS[ctx.profile], theory_n=SMOKE_POINTS)
     comps, figs, notes = [], [], []
     x, y = test_points("mnist", s["theory_n"])
     ll = get("attack", "locally_linear")

@@ -22,10 +22,11 @@ from torch import nn
 
 from advgeom.data import load
 from advgeom.eval.report import format_checks
-from advgeom.eval.runner import EvalResult, evaluate
+from advgeom.eval.runner import EvalResult
 from advgeom.experiments import _spectral_figures as SF
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
-from advgeom.train import TrainConfig, build_model, fit
+from advgeom.experiments.smoke import SMOKE_ITERS, SMOKE_POINTS, SMOKE_SWEEP
+from advgeom.train import TrainConfig, build_model
 
 METHODS = ("standard", "adversarial_training", "global_snr", "data_snr")
 
@@ -82,11 +83,6 @@ def finetune_config(s: dict[str, Any], objective: str, kwargs: dict[str, Any]) -
                    epochs=s.get("finetune_epochs", 1), milestones=())
 
 
-def _train(ctx: Context, cfg: TrainConfig, init: nn.Module | None = None) -> nn.Module:
-    return fit(cfg, model=init, root=ctx.root, device=ctx.device, progress=ctx.show_progress,
-               reuse=ctx.reuse).model.eval()
-
-
 def _clean(ctx: Context, model: nn.Module, data: Any, n: int, key: str) -> float:
     def run() -> float:
         x, y = data[0][:n].to(ctx.device), data[1][:n].to(ctx.device)
@@ -112,7 +108,7 @@ def _regularized(ctx: Context, s: dict[str, Any], name: str, lams: tuple[float, 
     best: tuple[float, float, nn.Module] | None = None
     tried = []
     for lam in lams:
-        model = _train(ctx, finetune_config(s, name, {"lam": lam, **extra}), init)
+        model = ctx.train(finetune_config(s, name, {"lam": lam, **extra}), init)
         acc = _clean(ctx, model, val, s["rule_n"], f"{name}-{lam}")
         tried.append(f"{lam:g}: {acc:.1f}%")
         if best is None or abs(acc - target) < abs(best[1] - target):
@@ -126,16 +122,15 @@ def _regularized(ctx: Context, s: dict[str, Any], name: str, lams: tuple[float, 
 def train_all(ctx: Context, s: dict[str, Any], test: Any, val: Any,
               notes: list[str]) -> tuple[dict[str, nn.Module], float, EvalResult]:
     """The four models, the chosen eps and the standard model's l2 PGA curve."""
-    natural = _train(ctx, natural_config(s))
-    common = dict(store=ctx.store, experiment=ctx.name, model_name=s["model"], dataset=s["dataset"],
-                  profile=ctx.profile, seed=ctx.seed, progress=ctx.show_progress)
-    curve = evaluate(natural, test, ["pgd:steps=10"], list(s["eps_grid"]), norm="l2", n=s["rule_n"],
-                     defense="standard", **common)
+    natural = ctx.train(natural_config(s))
+    common = dict(model_name=s["model"], dataset=s["dataset"])
+    curve = ctx.evaluate(natural, test, ["pgd:steps=10"], list(s["eps_grid"]), norm="l2", n=s["rule_n"],
+                         defense="standard", **common)
     eps = choose_eps(curve, tuple(s["eps_grid"]), s["almost_all"])
     notes.append(f"eps rule: standard-model accuracy under l2 PGA-10 on {s['rule_n']} test points: "
                  + ", ".join(f"{e:g}: {curve.accuracy('worst_case', e):.1f}%" for e in s["eps_grid"])
                  + f"; chosen eps {eps:g} (first with <= {100 * s['almost_all']:.0f}% accuracy)")
-    at = _train(ctx, finetune_config(s, "pga_at", {"eps": eps, "iters": 10}), natural)
+    at = ctx.train(finetune_config(s, "pga_at", {"eps": eps, "iters": 10}), natural)
     target = _clean(ctx, at, val, s["rule_n"], "pga_at")
     models = {"standard": natural, "adversarial_training": at}
     models["global_snr"] = _regularized(ctx, s, "global_snr", tuple(s["global_lams"]), target, {},
@@ -151,14 +146,15 @@ def train_all(ctx: Context, s: dict[str, Any], test: Any, val: Any,
 
 def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
     """Train, evaluate and draw the whole study of one data set."""
-    s = settings(ctx.name, ctx.profile)
+    s = ctx.capped(settings(ctx.name, ctx.profile), rule_n=SMOKE_POINTS, n_eval=SMOKE_POINTS,
+                   n_curve=SMOKE_POINTS, n_fig=1, global_lams=SMOKE_SWEEP, data_lams=SMOKE_SWEEP,
+                   eps_grid=SMOKE_SWEEP, linf_grid=SMOKE_SWEEP, radii_factors=1)
     test = load(s["dataset"], "test")
     # the constants are matched on the last rule_n test points (disjoint from the evaluated ones)
     val = (test.images[-s["rule_n"]:], test.labels[-s["rule_n"]:])
     notes: list[str] = []
     models, eps, _ = train_all(ctx, s, test, val, notes)
-    common = dict(store=ctx.store, experiment=ctx.name, model_name=s["model"], dataset=s["dataset"],
-                  profile=ctx.profile, seed=ctx.seed, progress=ctx.show_progress)
+    common = dict(model_name=s["model"], dataset=s["dataset"])
     l2_attacks = [f"pgd:steps=10,step_size={2 * eps / 10:g}", "apgd-ce", "apgd-t"]
     li_eps = s["linf_eval_eps"]
     li_attacks = ["pgd:steps=10", "apgd-ce", "apgd-t", f"square:steps={s['square']}"]
@@ -171,23 +167,23 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
     for method, model in models.items():
         # the eps curves (PGA-10 only) first, so that the worst case stored at the evaluation
         # eps is the one over all attacks
-        l2 = evaluate(model, test, ["pgd:steps=10"], list(s["eps_grid"]), norm="l2", n=s["n_curve"],
-                      defense=method, **common)
-        li = evaluate(model, test, ["pgd:steps=10"], list(s["linf_grid"]), norm="linf", n=s["n_curve"],
-                      defense=method, **common)
+        l2 = ctx.evaluate(model, test, ["pgd:steps=10"], list(s["eps_grid"]), norm="l2", n=s["n_curve"],
+                          defense=method, **common)
+        li = ctx.evaluate(model, test, ["pgd:steps=10"], list(s["linf_grid"]), norm="linf", n=s["n_curve"],
+                          defense=method, **common)
         acc_l2[method] = [l2.accuracy("worst_case", e) for e in s["eps_grid"]]
         acc_linf[method] = [li.accuracy("worst_case", e) for e in s["linf_grid"]]
-        res = evaluate(model, test, l2_attacks, [eps], norm="l2", n=s["n_eval"], defense=method, **common)
-        rli = evaluate(model, test, li_attacks, [li_eps], norm="linf", n=s["n_eval"], defense=method,
-                       **common)
+        res = ctx.evaluate(model, test, l2_attacks, [eps], norm="l2", n=s["n_eval"], defense=method, **common)
+        rli = ctx.evaluate(model, test, li_attacks, [li_eps], norm="linf", n=s["n_eval"], defense=method,
+                           **common)
         comps.append(Comparison(f"{method}: clean", res.accuracy("none"),
-                                paper.get(keys[method], {}).get("clean")))
+                                paper.get(keys[method], {}).get("clean"), n=res.n))
         for r, e, names, norm in ((res, eps, ("PGA-10", "APGD-CE", "APGD-T"), "l2"),
                                   (rli, li_eps, ("PGD-10", "APGD-CE", "APGD-T", "Square"), "linf")):
-            comps += [Comparison(f"{method}: {short} ({norm} eps {e:g})", r.accuracy(spec.label, e), None)
-                      for spec, short in zip(r.specs, names)]
+            comps += [Comparison(f"{method}: {short} ({norm} eps {e:g})", r.accuracy(spec.label, e), None,
+                                 n=r.n) for spec, short in zip(r.specs, names)]
             comps.append(Comparison(f"{method}: worst case ({norm} eps {e:g})", r.accuracy("worst_case", e),
-                                    None, note="per sample, over the attacks above"))
+                                    None, note="per sample, over the attacks above", n=r.n))
         notes += [f"{method}: {line.strip()}" for r in (res, rli, l2, li)
                   for line in format_checks(r.checks).splitlines() if line.strip()]
     figs = figures(ctx, s, models, test, eps, acc_l2, acc_linf, comps)
@@ -204,9 +200,11 @@ def figures(ctx: Context, s: dict[str, Any], models: dict[str, nn.Module], test:
     radii = [f * eps for f in s["radii_factors"]]
     linf_eps = s["linf_grid"][-1]
     fig1, fig2, fig4, al2, alinf = {}, {}, {}, {}, {}
+    pga = ctx.smoke_kwargs(steps=SMOKE_ITERS)
     for method, model in {**models, "random net": random_net}.items():
         def unit(fn: Any, *args: Any, key: str) -> dict[str, Any]:
-            return ctx.cached(f"fig/{key}/{method}/{eps:g}", lambda: fn(model, x, y, *args, ctx.generator(key)))
+            return ctx.cached(f"fig/{key}/{method}/{eps:g}", lambda: fn(model, x, y, *args, ctx.generator(key),
+                                                                       **pga))
         fig1[method] = unit(SF.spectrum_data, eps, "l2", key="fig1")
         if method == "random net":
             continue
@@ -214,7 +212,10 @@ def figures(ctx: Context, s: dict[str, Any], models: dict[str, nn.Module], test:
         fig4[method] = unit(SF.linearity_data, linf_eps, "linf", radii, key="fig4")
         al2[method] = unit(SF.alignment_data, list(s["eps_grid"]), "l2", key="fig3")
         alinf[method] = unit(SF.alignment_data, list(s["linf_grid"]), "linf", key="fig5")
-    theorem = ctx.cached("theorem1", lambda: SF.theorem1_data(THEOREM_EPS, THEOREM_ALPHA))
+    # under --smoke the two ends of each grid (the comparisons below read them) and 2 power steps
+    ends = (lambda t: t) if not ctx.smoke else (lambda t: (t[0], t[-1]))
+    theorem = ctx.cached("theorem1", lambda: SF.theorem1_data(ends(THEOREM_EPS), ends(THEOREM_ALPHA),
+                                                              **ctx.smoke_kwargs(iters=SMOKE_ITERS)))
     comps.append(Comparison(f"Theorem 1: gradient gap at alpha = 1e6 eps, eps {THEOREM_EPS[0]:g}",
                             theorem["gaps"][str(THEOREM_EPS[0])][-1], None, unit="",
                             note="relative; -> 0 inside one activation region"))
@@ -266,11 +267,12 @@ def spectral_mnist(ctx: Context) -> Outcome:
 
 
 @experiment("spectral-cifar", title="Spectral norm regularization vs adversarial training (Table 1)",
-            paper="spectral-norm-adversarial-training.txt", reference="spectral.cifar10_cnn7")
+            paper="spectral-norm-adversarial-training.txt", reference="spectral.cifar10_cnn7",
+            profiles=("paper",))
 def spectral_cifar(ctx: Context) -> Outcome:
     """Table 1 and Figures 1-5 on CIFAR-10 with CNN7 (paper profile only; CIFAR-10 from a
     user directory, ``$ADVGEOM_DATA``)."""
-    if ctx.quick:
+    if ctx.profile != "paper":
         from advgeom.errors import AdvgeomError
         raise AdvgeomError("spectral-cifar has a paper profile only (a GPU job): "
                            "advgeom reproduce spectral-cifar --profile paper")

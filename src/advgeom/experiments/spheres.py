@@ -37,6 +37,7 @@ from advgeom.experiments._spheres_setup import (  # noqa: E402
     worst_case_found,
 )
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment  # noqa: E402
+from advgeom.experiments.smoke import SMOKE_ITERS, SMOKE_POINTS, SMOKE_SAMPLES, SMOKE_SWEEP  # noqa: E402
 from advgeom.models.spheres import QuadraticNet  # noqa: E402
 from advgeom.results.plots import save_figure
 
@@ -57,7 +58,10 @@ def spheres_relu(ctx: Context) -> Outcome:
     """Section 3: errors on random samples, manifold-attack distance to the nearest
     error, nearest other-class point between the spheres, and the largest d at which
     no error can be found adversarially."""
-    s, ref = SETTINGS[ctx.profile], ctx.reference("spheres.relu_h1000_d2")
+    s = ctx.capped(SETTINGS[ctx.profile], random_samples=SMOKE_SAMPLES, attack_points=SMOKE_POINTS,
+                   attack_steps=SMOKE_ITERS, shell_points=SMOKE_POINTS, sweep_dims=SMOKE_SWEEP,
+                   sweep_points=SMOKE_POINTS)
+    ref = ctx.reference("spheres.relu_h1000_d2")
     with one_thread():
         model = ctx.train(relu_config(s, seed=ctx.seed))
         errs = ctx.cached("random_errors", lambda: {
@@ -69,7 +73,8 @@ def spheres_relu(ctx: Context) -> Outcome:
         def shell() -> dict:
             x = sample_sphere(s.shell_points, s.d, 1.0, generator=ctx.generator("shell"))
             res = nearest_in_shell(model, x, torch.zeros(len(x), dtype=torch.int64, device=x.device),
-                                   r_min=1.0, r_max=s.R)
+                                   r_min=1.0, r_max=s.R, **ctx.smoke_kwargs(
+                                       bisection=SMOKE_ITERS, steps=SMOKE_ITERS, radial_points=3))
             return {"distance": res.distance[res.found].tolist(), "norm": res.norm[res.found].tolist(),
                     "n": len(x)}
 
@@ -77,7 +82,8 @@ def spheres_relu(ctx: Context) -> Outcome:
 
         def sweep_unit(d: int) -> dict:
             m = ctx.train(relu_config(s, d=d, steps=s.sweep_steps, seed=ctx.seed))
-            return worst_case_found(m, d, s.R, s.sweep_points, ctx.generator(("sweep", d)))
+            return worst_case_found(m, d, s.R, s.sweep_points, ctx.generator(("sweep", d)),
+                                    **ctx.smoke_kwargs(steps=SMOKE_ITERS))
 
         sweep = {d: ctx.cached(f"sweep_d{d}", lambda d=d: sweep_unit(d)) for d in s.sweep_dims}
 
@@ -153,7 +159,9 @@ def spheres_quadratic(ctx: Context) -> Outcome:
     """Section 4 and Figure 3: alpha analysis of quadratic nets trained online and on a
     finite sample, the CLT estimate of Proposition 4.1 against Monte Carlo, and
     training from a perfect initialization (average vs worst-case loss)."""
-    s, ref = SETTINGS[ctx.profile], ctx.reference("spheres.quadratic")
+    s = ctx.capped(SETTINGS[ctx.profile], quad_n=SMOKE_SAMPLES, mc_samples=SMOKE_SAMPLES,
+                   perfect_steps=SMOKE_ITERS, perfect_eval_every=1, perfect_n_eval=SMOKE_SAMPLES)
+    ref = ctx.reference("spheres.quadratic")
     units = {}
     with one_thread():
         for key, cfg in [("online", quad_config(s, seed=ctx.seed)),
@@ -163,13 +171,16 @@ def spheres_quadratic(ctx: Context) -> Outcome:
             units[key] = ctx.cached(key, lambda cfg=cfg, key=key: _quad_unit(
                 ctx.train(cfg), s, s.mc_samples, ctx.generator((key, "in")), ctx.generator((key, "out"))))
         finite_model = ctx.train(quad_config(s, n=s.quad_n, seed=ctx.seed))
+        attack_points = ctx.size(20, SMOKE_POINTS)
         attack = ctx.cached("finite_attack", lambda: worst_case_found(
-            finite_model, s.d, s.R, 20, ctx.generator("attack")))
+            finite_model, s.d, s.R, attack_points, ctx.generator("attack"),
+            **ctx.smoke_kwargs(steps=SMOKE_ITERS)))
 
         def perfect() -> dict:
             m = QuadraticNet(s.perfect_d, s.perfect_hidden).to(ctx.device)
             Q.perfect_init(m, s.R, generator=ctx.generator("perfect_init"))
-            x = sample_sphere(1000, s.perfect_d, 1.0, generator=ctx.generator("perfect_p"))
+            x = sample_sphere(ctx.size(1000, SMOKE_SAMPLES), s.perfect_d, 1.0,
+                              generator=ctx.generator("perfect_p"))
             with torch.no_grad():
                 p = [float(torch.sigmoid(m(r * x)).mean()) for r in (1.0, s.R)]
             rows = Q.track_training(m, R=s.R, steps=s.perfect_steps, lr=s.perfect_lr,
@@ -241,8 +252,9 @@ def spheres_quadratic(ctx: Context) -> Outcome:
                    f"Adam lr {s.perfect_lr}" + ("" if reappear else f"; none within {s.perfect_steps}")),
     ]
     notes = [f"Quadratic net h={s.quad_hidden}, d={s.d}, Adam {s.quad_lr}, batch 50, {s.quad_steps} steps.",
-             f"Worst-case manifold attack on the finite-N model from 20 points per sphere found errors: "
-             f"inner {attack['inner']}/20, outer {attack['outer']}/20; the alpha verdict predicts "
+             f"Worst-case manifold attack on the finite-N model from {attack_points} points per sphere found "
+             f"errors: inner {attack['inner']}/{attack_points}, outer {attack['outer']}/{attack_points}; the "
+             "alpha verdict predicts "
              f"inner errors={fin['n_above'] > 0}, outer errors={fin['n_below'] > 0}.",
              f"Perfect-init run: average loss {pf['rows'][0]['average_loss']:.3g} -> "
              f"{pf['rows'][-1]['average_loss']:.3g}, worst-case loss {pf['rows'][0]['worst_loss']:.3g} -> "
@@ -270,8 +282,11 @@ def spheres_quadratic(ctx: Context) -> Outcome:
 def spheres_slices(ctx: Context) -> Outcome:
     """Figure 1: slices through random and worst-case adversarial directions; Figure 2:
     accuracy and adversarial errors as a function of ||x||, and a d = 2 net."""
-    s, ref = SETTINGS[ctx.profile], ctx.reference("spheres.relu_h1000_d2")
-    norms = [round(float(r), 4) for r in np.arange(0.2, 2.6 + 1e-9, s.norm_step)]
+    s = ctx.capped(SETTINGS[ctx.profile], slice_resolution=11, norm_samples=SMOKE_SAMPLES,
+                   norm_attack_points=SMOKE_POINTS)
+    ref = ctx.reference("spheres.relu_h1000_d2")
+    norms = ctx.first([round(float(r), 4) for r in np.arange(0.2, 2.6 + 1e-9, s.norm_step)], 3)
+    circle_points, d2_resolution = ctx.size(100_000, SMOKE_SAMPLES), ctx.size(301, 11)
     with one_thread():
         model = ctx.train(relu_config(s, seed=ctx.seed))
 
@@ -279,7 +294,7 @@ def spheres_slices(ctx: Context) -> Outcome:
             g = ctx.generator("directions")
             x = sample_sphere(2, s.d, s.R, generator=g)
             res = manifold_attack(model, x, torch.ones(2, dtype=torch.int64, device=x.device),
-                                  steps=2000, step_size=0.05, mode="worst")
+                                  steps=ctx.size(2000, SMOKE_ITERS), step_size=0.05, mode="worst")
             rnd = torch.randn(2, s.d, generator=g, device=g.device)
             return {"adv": res.adv.tolist(), "success": res.success.tolist(), "random": rnd.tolist()}
 
@@ -292,11 +307,12 @@ def spheres_slices(ctx: Context) -> Outcome:
         acc = ctx.cached("accuracy", lambda: accuracy_vs_norm(model, s.d, norms, R=s.R, n=s.norm_samples,
                                                               generator=ctx.generator("acc")))
         found = ctx.cached("adv_norms", lambda: adversarial_errors_vs_norm(
-            model, s.d, norms, R=s.R, n=s.norm_attack_points, generator=ctx.generator("advnorm")))
+            model, s.d, norms, R=s.R, n=s.norm_attack_points, generator=ctx.generator("advnorm"),
+            **ctx.smoke_kwargs(steps=SMOKE_ITERS)))
         m2 = ctx.train(relu_config(s, d=2, n=s.d2_n, steps=s.d2_steps, seed=ctx.seed))
-        e_in, e_out = circle_errors(m2, s.R, points=100_000, device=ctx.device)
+        e_in, e_out = circle_errors(m2, s.R, points=circle_points, device=ctx.device)
         eye = torch.eye(2, device=ctx.device)
-        sl2 = slice_logits(m2, eye[0], eye[1], extent=2.0, resolution=301)
+        sl2 = slice_logits(m2, eye[0], eye[1], extent=2.0, resolution=d2_resolution)
 
     fig, ax = plt.subplots(1, 3, figsize=(12, 4))
     for a, (title, _u, _v), sl in zip(ax, planes, slices):
@@ -327,7 +343,7 @@ def spheres_slices(ctx: Context) -> Outcome:
              Comparison("adversarial slice: outer circle classified inner", outer_frac, 1.0, "fraction",
                         f"worst-case attacks succeeded: {dirs['success']}"),
              Comparison("d=2 net: errors on both circles", e_in + e_out, 0, "count",
-                        f"100,000 points per circle; N={s.d2_n}, {s.d2_steps} steps")]
+                        f"{circle_points:,} points per circle; N={s.d2_n}, {s.d2_steps} steps")]
     notes = [f"Same ReLU net as spheres-relu (d={s.d}). Accuracy from {s.norm_samples:,} points per norm.",
              "Random accuracy by norm: " + ", ".join(f"{r:g}:{a:.3f}" for r, a in zip(norms, acc))]
     return Outcome(comps, [f1, f2], notes)

@@ -7,6 +7,7 @@ to the nearest error for trained networks). Settings per profile are in
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import matplotlib
 
@@ -24,6 +25,7 @@ from advgeom.experiments._spheres_setup import (  # noqa: E402
     relu_config,
 )
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment  # noqa: E402
+from advgeom.experiments.smoke import SMOKE_ITERS, SMOKE_POINTS, SMOKE_SAMPLES, SMOKE_SWEEP  # noqa: E402
 from advgeom.results.plots import save_figure
 
 PAPER = "adversarial-spheres.txt"
@@ -38,7 +40,7 @@ PAPER = "adversarial-spheres.txt"
 def spheres_dimension(ctx: Context) -> Outcome:
     """Figure 4: the model "outer iff sum_{i<=k} x_i^2 > b" with b optimal; k/d needed
     for a target (balanced) error rate, by the CLT (as in the paper) and exactly."""
-    s = SETTINGS[ctx.profile]
+    s = ctx.capped(SETTINGS[ctx.profile], dim_grid=SMOKE_SWEEP, dim_targets=SMOKE_SWEEP)
 
     def curves() -> dict:
         return {str(t): [T.fraction_needed(d, t, s.R, "clt") for d in s.dim_grid] for t in s.dim_targets}
@@ -78,7 +80,11 @@ def spheres_bound(ctx: Context) -> Outcome:
     """Figure 5: (error rate on the inner sphere, average manifold distance to the
     nearest error) of three architectures at several training-set sizes and training
     snapshots, against the cap bound of Theorem 5.1."""
-    s = SETTINGS[ctx.profile]
+    s = ctx.capped(SETTINGS[ctx.profile], bound_snapshots=SMOKE_SWEEP, bound_error_samples=SMOKE_SAMPLES,
+                   bound_points=SMOKE_POINTS, attack_steps=SMOKE_ITERS)
+    # the training-set sizes capped under --smoke (the online run kept); unchanged otherwise
+    s = replace(s, bound_sizes=tuple(dict.fromkeys(ctx.size(n, SMOKE_SAMPLES) if n else 0
+                                                   for n in s.bound_sizes)))
     archs = {f"relu_h{s.relu_width}_d{s.relu_depth}": lambda st, n: relu_config(s, steps=st, n=n, seed=ctx.seed),
              f"quad_h{s.quad_hidden}": lambda st, n: quad_config(s, steps=st, n=n, seed=ctx.seed),
              f"relu_h{s.large_width}_d{s.large_depth}":

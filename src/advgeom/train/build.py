@@ -1,17 +1,22 @@
 """What a training run is built from: its model and optimizer, the
-compatibility of model and data, and the key and directory that cache it."""
+compatibility of model and data, the key and directory that cache it, and the capped
+config of a smoke run (``--smoke``)."""
 from __future__ import annotations
 
+import inspect
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from advgeom.attacks.spec import SMOKE_CAPS, cap_spec_text
 from advgeom.config import config_hash
 from advgeom.errors import ConfigError
 from advgeom.hashing import state_hash, text_hash
 from advgeom.models import create_model
+from advgeom.registry import get
 from advgeom.seeding import derive_seed
 from advgeom.train.config import TrainConfig
 
@@ -87,3 +92,60 @@ def run_dir(cfg: TrainConfig, root: str | Path = "runs", model: nn.Module | None
     name of a user's module when one is given)."""
     name = cfg.model if model is None else type(model).__name__
     return Path(root) / "train" / f"{name}-{run_key(cfg, model)}"
+
+
+# ---------------------------------------------------------------------------
+# smoke runs
+
+# What ``--smoke`` leaves of a training run (DESIGN.md "Profiles and provenance"): one
+# optimizer step on a batch of 2 (batch norm in training mode needs more than one sample),
+# the monitor (when on) on a few held-out points, and every loop inside the objective
+# (crafting steps, power iterations) at the attack caps.
+SMOKE_STEPS = 1
+SMOKE_BATCH = 2
+SMOKE_MONITOR = 4
+# Objective options that count iterations of an inner loop: crafting steps (TRADES,
+# MART), power steps (data-dependent SNR, PGA-AT's iterations) and warm-up power steps.
+LOOP_OPTIONS = ("steps", "iters", "init_iters")
+
+
+def smoke_config(cfg: TrainConfig, *, steps: int = SMOKE_STEPS, batch_size: int = SMOKE_BATCH,
+                 monitor_size: int = SMOKE_MONITOR, caps: Mapping[str, int] = SMOKE_CAPS) -> TrainConfig:
+    """``cfg`` cut to a smoke run on the same data, model and objective: ``steps``
+    iterations (in place of its iterations or epochs), batches of at most ``batch_size``,
+    a checkpoint at the end, the monitor (if on) every step on ``monitor_size`` held-out
+    points with its attack capped, and the objective's crafting attack and inner loops
+    capped (:func:`cap_objective`). Its hash differs from ``cfg``'s, so it never shares a
+    cache entry with the real run."""
+    mon = cfg.monitor
+    if mon.every > 0:
+        mon = replace(mon, every=min(mon.every, steps), size=min(mon.size, monitor_size),
+                      attack=cap_spec_text(mon.attack, caps))
+    return replace(cfg, iterations=steps, batch_size=min(cfg.batch_size, batch_size),
+                   checkpoint_every=min(cfg.checkpoint_every, steps), monitor=mon,
+                   objective_kwargs=cap_objective(cfg.objective, cfg.objective_kwargs,
+                                                  steps=caps.get("steps", SMOKE_STEPS), caps=caps))
+
+
+def cap_objective(name: str, kwargs: Mapping[str, Any], *, steps: int = SMOKE_STEPS,
+                  caps: Mapping[str, int] = SMOKE_CAPS) -> dict[str, Any]:
+    """The options of objective ``name`` with each inner loop (:data:`LOOP_OPTIONS`,
+    its value or the objective's default) at most ``steps`` and its crafting ``attack``
+    spec (given or default) capped by :func:`~advgeom.attacks.spec.cap_spec`; an
+    objective wrapping another (``base`` / ``base_kwargs``, the D-SphereNet objective)
+    has the inner one capped too."""
+    params = inspect.signature(get("defense", name)).parameters
+    out = dict(kwargs)
+
+    def given(key: str) -> Any:
+        return out.get(key, params[key].default)
+
+    if "base" in params and "base_kwargs" in params:
+        out["base_kwargs"] = cap_objective(given("base"), given("base_kwargs") or {}, steps=steps, caps=caps)
+    for key in LOOP_OPTIONS:
+        if key in params and isinstance(given(key), int) and not isinstance(given(key), bool) \
+                and given(key) > steps:
+            out[key] = steps
+    if "attack" in params and isinstance(given("attack"), str) and given("attack"):
+        out["attack"] = cap_spec_text(given("attack"), caps)
+    return out
