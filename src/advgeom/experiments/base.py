@@ -271,8 +271,7 @@ class Context:
         out.update(kw)
         if self.smoke:
             n = self.size(out.get("n"), SMOKE_POINTS)
-            out.update(n=n, batch_size=min(out.get("batch_size", 256), n),
-                       check_config=smoke_check_config(out.get("check_config"), n))
+            out.update(n=n, batch_size=n, check_config=smoke_check_config(out.get("check_config"), n))
         return out
 
     def evaluate(self, model: nn.Module, data: Any, attacks: Any, eps: Any, **kw: Any) -> EvalResult:

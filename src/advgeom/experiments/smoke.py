@@ -69,7 +69,7 @@ def pick_points(model: nn.Module, data: Any, picked: dict[tuple[int, int], Any])
     few right, and an evaluation attacks only correct points), looked for in chunks among
     the first :data:`SMOKE_SCAN`, then the first others; in their order in ``data``. The
     choice is kept in ``picked`` per model and data (a run evaluates them several times)."""
-    x, y, k, name = unpack(data, SMOKE_SCAN)
+    x, y, _, _ = unpack(data, SMOKE_SCAN)
     if model.training:   # evaluate() refuses it with its own message
         return data
     images = getattr(data, "images", None)
@@ -86,6 +86,6 @@ def pick_points(model: nn.Module, data: Any, picked: dict[tuple[int, int], Any])
         first = torch.argsort((~correct).to(torch.int8), stable=True)[:SMOKE_POINTS]
         picked[key] = (model, data, first.sort().values)   # the objects held keep their ids
     idx = picked[key][2]
-    if k is None or images is None:
-        return x[idx], y[idx]
-    return TensorData(x[idx], y[idx], int(k), name, getattr(data, "split", ""), getattr(data, "classes", ()))
+    if isinstance(data, TensorData):
+        return data.subset(indices=idx)
+    return x[idx], y[idx]
