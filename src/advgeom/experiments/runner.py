@@ -47,6 +47,8 @@ def write_report(ctx: Context, exp: Experiment, outcome: Outcome, seconds: float
              f"Profile: `{ctx.profile}` — seed {ctx.seed} — {seconds:.0f} s", ""]
     if ctx.profile in PROFILE_NOTES:
         lines += [PROFILE_NOTES[ctx.profile], ""]
+    if ctx.profile in exp.expected:
+        lines += [f"Expected cost of this profile: {exp.expected[ctx.profile]}.", ""]
     if exp.description:
         lines += [exp.description, ""]
     lines += ["## Measured vs paper", "", comparison_markdown(outcome.comparisons), ""]
