@@ -22,6 +22,10 @@ patch aligned with its kernel would give an attack no gradient through that unit
 norms come from a convolution of x^2 with a ones kernel (same stride and padding as the
 layer).
 
+Not implemented: Section 4.4 ("generalized hyperspherical defense") names other manifolds
+(simplex, hyperbola, affine) in one paragraph but gives no construction (no operator, no
+projection, no training objective) precise enough to implement without inventing one.
+
 SphereCorr layers carry ``no_weight_decay = True``: the training loop puts their
 parameters in a group without weight decay (the paper replaces it by the
 orthogonality regularizer, :func:`orthogonality_penalty`).
