@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from advgeom.registry import get
 from advgeom.results import environment
 from advgeom.results.store import open_store
 from advgeom.results.render import comparison_markdown
+from advgeom.results.runinfo import run_record, snapshot
 
 PROFILE_NOTES = {
     "quick": ("Profile `quick`: scaled down to run on 2 CPU cores in minutes (fewer training "
@@ -98,6 +100,7 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
     across ranks, :mod:`advgeom.distributed`); rank 0 alone writes the store, the run
     directory and the report. Other ranks read the store and put the figures they draw
     in a private temporary directory, removed at the end."""
+    start = snapshot()
     exp: Experiment = get("experiment", name)
     exp.check_profile(profile)
     w = world()
@@ -120,6 +123,8 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
         outcome.checks += [(label, rep) for label, rep in reports if id(rep) not in seen]
         seconds = time.time() - t0
         path = write_report(ctx, exp, outcome, seconds, env, command) if w.main else ctx.out_dir
+        if w.main:
+            (path.parent / "RUN.md").write_text(run_record(command, env, start, argv=sys.argv))
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
