@@ -33,13 +33,26 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return low, high
 
 
+def interval_text(percent: float | None, n: int, sep: str = ", ") -> str:
+    """``"[86.1, 90.0]"``: the 95% Wilson interval of an accuracy in percent on ``n`` points,
+    or ``""`` when there is none to give (no value, no n, or not a count of points)."""
+    if percent is None or not n or n <= 0:
+        return ""
+    try:
+        low, high = percent_interval(float(percent), int(n))
+    except AdvgeomError:
+        return ""
+    return f"[{low:.1f}{sep}{high:.1f}]"
+
+
 def percent_interval(percent: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson interval, in percent, of an accuracy given in percent on ``n`` points (the
-    count is recovered by rounding ``percent * n / 100``, exact for any stored accuracy)."""
+    """The Wilson interval, in percent, of an accuracy given in percent on ``n`` points. The
+    count is recovered by rounding ``percent * n / 100``: exact for a stored accuracy, and
+    for one printed with two decimals (within 0.005 points of a count) as reports print it."""
     if n <= 0:
         raise AdvgeomError(f"an interval needs n > 0 points, got {n}")
     count = round(percent * n / 100.0)
-    if abs(count - percent * n / 100.0) > 1e-6 * max(n, 1):
+    if abs(count - percent * n / 100.0) > 0.005 * n / 100.0 + 1e-9:
         raise AdvgeomError(f"{percent}% of {n} points is not a whole number of points")
     low, high = wilson_interval(int(count), int(n), confidence)
     return 100.0 * low, 100.0 * high

@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from advgeom.eval import CheckConfig, CheckError, evaluate
-from advgeom.eval.checks import (check_gradient_masking, check_gradients, check_iterative_vs_single_step,
-                                 check_monotone, check_softmax_outputs, check_threat_model,
-                                 threat_model_stats)
+from advgeom.eval.checks import (check_gradients, check_iterative_vs_single_step, check_monotone,
+                                 check_softmax_outputs, check_threat_model, threat_model_stats)
+from advgeom.eval.masking import check_gradient_masking
 from advgeom.results import Row
 
 from eval_fakes import ThresholdModel, fake_attack, spec, threshold_data
@@ -130,7 +130,7 @@ def _paired_rows(n, white_only, black_only, both, eps=0.1):
 def test_exact_mcnemar_matches_scipy_binomtest(b, c):
     from scipy.stats import binomtest
 
-    from advgeom.eval.checks import mcnemar_one_sided
+    from advgeom.eval.masking import mcnemar_one_sided
 
     expected = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5, alternative="greater").pvalue
     assert mcnemar_one_sided(b, c) == pytest.approx(expected, rel=1e-12, abs=0)

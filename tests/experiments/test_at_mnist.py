@@ -60,3 +60,4 @@ def test_cpu_profile_end_to_end_on_a_few_points(tmp_path, monkeypatch):
     assert all(c.n == 12 for label, c in comps.items() if "standard suite" not in label)
     text = rep.path.read_text()
     assert "Profile `cpu`" in text and "assumption: training length" in text and "| 95% interval |" in text
+    assert "Expected cost of this profile: about 6-7 hours on 2 idle CPU cores" in text

@@ -36,6 +36,8 @@ def test_reproduce_writes_report_rows_and_skips_units(tmp_path):
     text = rep.path.read_text()
     assert "| d | 500.00 | — | — | 500.00 | — | +0.00 |" in text and "Profile `quick`" in text and "fig.png" in text
     assert "scaled down" in text and "a note" in text and "torch" in text
+    run = (rep.path.parent / "RUN.md").read_text()
+    assert "| load average at start |" in run and "advgeom reproduce _test_tiny --profile quick" in run
     rows = ResultStore(tmp_path / "results.sqlite").query(experiment="_test_tiny")
     assert [(r.metric, r.value, r.profile) for r in rows] == [("d", 500.0, "quick")]
     n = CALLS["n"]

@@ -101,3 +101,20 @@ def test_reject_all_scores_zero_and_protocol_works_in_evaluate():
     res = evaluate(rej, (x, y), ["pgd:steps=2"], [0.01], checks=False, progress=False)
     assert res.value("robust_accuracy_with_rejection", "worst_case", 0.01) == 0.0
     assert res.value("clean_rejection_rate", "none") == 100.0
+
+
+def test_fit_measures_in_eval_mode_and_restores_the_mode():
+    """Fitting a BatchNorm model left in training mode must not move its running
+    statistics, and must give the statistics of the eval-mode network (issue 28)."""
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU())
+    model = Classifier(body, SphereHead(8, 3), num_classes=3, input_shape=(2,), feature_dim=8)
+    x, y = torch.randn(64, 2) * 3 + 1, torch.randint(0, 3, (64,))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rej = GeodesicRejector.fit(model, x, y)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.eval()
+    mean, std = angle_statistics(model, x, y)
+    assert torch.equal(rej.mean, mean) and torch.equal(rej.std, std)

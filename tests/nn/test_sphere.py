@@ -139,3 +139,18 @@ def test_head_rejects_bad_scale_and_annealing_without_norm():
         SphereHead(3, 2, scale="huge")
     with pytest.raises(ConfigError, match="annealing"):
         SphereHead(3, 2, scale="multiplier", annealed=True)
+
+
+@pytest.mark.parametrize("operator", ["linear", "sigmoid"])
+def test_aligned_inputs_keep_a_finite_nonzero_gradient(operator):
+    """An input parallel to the kernel (cos = 1, theta under 1.4e-3 rad) gets the gradient
+    of the clamp's limit, not zero (issue 28: a plain clamp zeroed it)."""
+    from advgeom.nn.sphere import COS_LIMIT, sphere_corr
+
+    cos = torch.tensor([1.0, COS_LIMIT, 0.5, -1.0], dtype=torch.float64, requires_grad=True)
+    sphere_corr(cos, torch.ones(4, dtype=torch.float64), operator).sum().backward()
+    g = cos.grad
+    assert torch.isfinite(g).all() and (g != 0).all()
+    assert g[0] == g[1]                       # the clamp's limit, passed straight through
+    assert sphere_corr(torch.tensor([1.0], dtype=torch.float64), torch.ones(1), operator) == \
+        sphere_corr(torch.tensor([COS_LIMIT], dtype=torch.float64), torch.ones(1), operator)

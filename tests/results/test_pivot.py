@@ -123,3 +123,29 @@ def test_comparison_cells_give_n_the_wilson_interval_and_whether_the_paper_is_in
     assert dict(zip(COMPARISON_HEADER, comparison_cells(outside)))["paper inside"] == "no"
     no_n = SimpleNamespace(label="x", measured=80.0, paper=88.0, unit="%", note="")
     assert comparison_cells(no_n)[2:4] == ["—", "—"]
+
+
+def test_titles_tables_and_the_leaderboard_carry_wilson_intervals(tmp_path):
+    from rich.console import Console
+
+    from advgeom.results import ResultStore, Row
+    from advgeom.results.pivot import pivot
+    from advgeom.results.render import pivot_tables
+    from advgeom.results.site import build_site
+
+    base = dict(experiment="e", model="m", defense="d", seed=0, dataset="mnist", norm="linf",
+                profile="cpu", n=1000, points="1000:abcdef012345")
+    rows = [Row(attack="none", eps=0.0, metric="clean_accuracy", value=98.5, **base),
+            Row(attack="pgd", eps=0.3, metric="robust_accuracy", value=90.0, **base),
+            Row(attack="worst_case", eps=0.3, metric="robust_accuracy", value=88.0, **base)]
+    (p,) = pivot(rows)
+    assert "clean 98.50% (95% interval [97.5, 99.1])" in p.title
+    console = Console(width=120, record=True)
+    for r in pivot_tables([p]):
+        console.print(r)
+    text = console.export_text()
+    assert "95% CI" in text and "85.8–89.9" in text
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add(rows)
+    html = build_site(store, tmp_path / "site").read_text()
+    assert '<span class="ci">[85.8, 89.9]</span>' in html and '<span class="ci">[97.5, 99.1]</span>' in html

@@ -233,8 +233,10 @@ def test_site_and_results_command_say_n(tmp_path):
     index = build_site(store, tmp_path / "site")
     text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>|<style.*?</style>", "",
                                                                    index.read_text(), flags=re.DOTALL))).split())
-    assert "e m d quick 0 100 points bbbbbbbb 85.00 30.00 pgd — 30.00 no checks sha100" in text
-    assert "e m d quick 0 1000 points aaaaaaaa 90.00 20.00 pgd — 20.00 no checks sha1000" in text
+    assert ("e m d quick 0 100 points bbbbbbbb 85.00 [76.7, 90.7] 30.00 [21.9, 39.6] pgd — "
+            "30.00 [21.9, 39.6] no checks sha100") in text
+    assert ("e m d quick 0 1000 points aaaaaaaa 90.00 [88.0, 91.7] 20.00 [17.6, 22.6] pgd — 20.00 [17.6, 22.6] "
+            "no checks sha1000") in text
     page = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", (tmp_path / "site" / "experiments" / "e.html")
                                          .read_text())).split())
     assert "m · d · mnist · linf (quick, seed 0, n 1000, points aaaaaaaa)" in page

@@ -35,11 +35,13 @@ def test_index_leaderboard_content(results_db, tmp_path):
     assert "mnist · linf · eps 0.3" in text and "mnist · linf · eps 0.1" in text
     # one leaderboard row: experiment, model, defense, profile, seed, n, clean, paper's attack, suite,
     # worst, checks, commit
-    assert ("sparsity-table1 nielsen_cnn4 front_end quick 0 300 99.33 43.33 ✗ pgd 16.50 standard 14.67 ✗ "
-            "✗ failed: gradient_masking abc123def456") in text
-    assert ("at-mnist madry_mnist_cnn pgd_at quick 0 300 98.50 — 89.00 apgd-ce → apgd-t → fab-t → square "
-            "89.00 pass (1 check)") in text
-    assert "demo hyper_mnist_cnn natural quick 0 300 97.67 0.00 pgd — 0.00 pass (2 checks) abc123def456" in text
+    # each number with its 95% Wilson interval over n (none where the value is not a count of n)
+    assert ("sparsity-table1 nielsen_cnn4 front_end quick 0 300 99.33 [97.6, 99.8] 43.33 ✗ [37.8, 49.0] pgd "
+            "16.50 standard 14.67 ✗ [11.1, 19.1] ✗ failed: gradient_masking abc123def456") in text
+    assert ("at-mnist madry_mnist_cnn pgd_at quick 0 300 98.50 — 89.00 [85.0, 92.1] apgd-ce → apgd-t → fab-t → "
+            "square 89.00 [85.0, 92.1] pass (1 check)") in text
+    assert ("demo hyper_mnist_cnn natural quick 0 300 97.67 [95.3, 98.9] 0.00 [0.0, 1.3] pgd — 0.00 [0.0, 1.3] "
+            "pass (2 checks) abc123def456") in text
     assert page.count('<tr class="failed">') == 1 and 'class="check-failed"' in page
     assert 'href="experiments/spheres-relu.html"' in page and 'href="experiments/demo.html"' in page
     # sortable with an inline script; nothing is fetched from the network
@@ -61,7 +63,7 @@ def test_experiment_pages(results_db, tmp_path):
     assert (exp.parent / img).read_bytes().startswith(b"\x89PNG")  # written out of the database
     assert "figs/gone.png could not be read when the report was stored" in text
     demo = _text(tmp_path / "site" / "experiments" / "sparsity-table1.html")
-    assert "clean accuracy 99.33% · checks: ✗ failed: gradient_masking" in demo
+    assert "clean accuracy 99.33% 95% interval [97.6, 99.8] · checks: ✗ failed: gradient_masking" in demo
     assert "square 17.33 ✗ standard 16.50 worst_case 14.67 ✗" in demo  # worst case last, flagged
     assert "advgeom evaluate --experiment demo" in demo  # environment of the rows' run
 
@@ -80,7 +82,7 @@ def test_results_command_views(results_db):
     out = _run("results", "--db", results_db, "--experiment", "demo")
     assert out.exit_code == 0, out.output
     assert "demo · hyper_mnist_cnn · natural · mnist linf (quick, seed 0, n 300)" in out.output
-    assert "clean 97.67% · checks: pass (2 checks)" in out.output
+    assert "clean 97.67% (95% interval [95.3, 98.9]) · checks: pass (2 checks)" in out.output
     assert re.search(r"worst_case\s+40\.50\s+0\.00", out.output)
     assert max(len(line) for line in out.output.splitlines()) <= 100
     assert out.output.index(" pgd ") < out.output.index(" worst_case ")

@@ -15,6 +15,12 @@ input, most likely first) and per sample, each of ``steps`` iterations
 4. when the new iterate is misclassified, keeps it if it is the closest adversarial so
    far and steps back toward the clean point: ``x_k <- x_0 + beta (x_k - x_0)``.
 
+"Misclassified" in the search is the reference's rule, the argmax leaving the true class,
+so the iterates follow the official implementation's exactly. The point returned is the
+closest iterate that is also a success by advgeom's logit margin
+(:func:`~advgeom.attacks._losses.success`, shared by every attack and the evaluator's
+scoring): a float-noise success on the boundary is never returned.
+
 Untargeted (``num_targets=0``): step 1 linearizes every ``z_j - z_y`` (j != y) and takes
 the closest linearized boundary, the ``j`` minimizing ``|f_j| / ||grad f_j||_q`` (``q``
 the dual norm: 1 for linf, 2 for l2); that needs the input gradient of every logit, one
@@ -226,7 +232,7 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
             u = u.mul_(2.0).sub_(1.0)
         u = u / bview(_size(u, norm) + 1e-12, u)
         x1 = (x0 + u * bview(radius, u)).clamp_(0.0, 1.0)
-    best = x0.clone()
+    best = x0.clone()   # the closest margin success (returned)
     dist = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
     act = torch.arange(n, device=x0.device)
     rows = torch.arange(n, device=x0.device)
@@ -258,7 +264,7 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
             z = s.forward(xg)
             f_new = None if untargeted else z[rows[:m], ta] - z[rows[:m], ya]
         with torch.no_grad():
-            adv = success(z, ya, False)
+            adv = z.argmax(1) != ya        # the reference's rule for the search
             hit = adv.nonzero().squeeze(1)
             h = hit.numel()
             if reuse and 2 * h <= m:  # the gradient at `new` serves the non-adversarial rows
@@ -269,7 +275,7 @@ def _fab_run(s: Setup, x0: Tensor, y: Tensor, t: Tensor | None, eps: Tensor, *, 
             got = False      # some distance shrank (early stop can only drop those rows)
             if h:
                 nd = _size(new - xa0, norm)
-                closer = (adv & (nd < dist[act])).nonzero().squeeze(1)
+                closer = (adv & (nd < dist[act]) & success(z, ya, False)).nonzero().squeeze(1)
                 if closer.numel():
                     best[act[closer]], dist[act[closer]] = new[closer], nd[closer]
                     got = True

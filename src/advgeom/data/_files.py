@@ -198,22 +198,24 @@ def load_pickle(path: Path) -> Any:
         raise DataError(f"{path}: corrupted pickle ({_one_line(exc)})") from None
 
 
-def read_cifar_batch(path: Path, *, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N x 3 x 32 x 32 uint8) and labels (N int64) of one CIFAR python batch."""
+def read_cifar_batch(path: Path, *, num_classes: int = 10,
+                     label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """Images (N x 3 x 32 x 32 uint8) and labels (N int64) of one CIFAR python batch
+    (``label_key``: "labels" in CIFAR-10, "fine_labels" / "coarse_labels" in CIFAR-100)."""
     obj = load_pickle(path)
     if not isinstance(obj, dict):
         raise DataError(f"{path}: not a CIFAR batch (a {type(obj).__name__}, expected a dict)")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
-    missing = [k for k in ("data", "labels") if k not in batch]
+    missing = [k for k in ("data", label_key) if k not in batch]
     if missing:
         raise DataError(f"{path}: CIFAR batch lacks key(s) {', '.join(missing)}")
     data = batch["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: CIFAR 'data' must be a uint8 N x 3072 array, got {desc}")
-    labels = np.asarray(batch["labels"])
+    labels = np.asarray(batch[label_key])
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: CIFAR 'labels' must be a list of ints, got {labels.dtype} {labels.shape}")
+        raise DataError(f"{path}: CIFAR '{label_key}' must be a list of ints, got {labels.dtype} {labels.shape}")
     if len(labels) != len(data):
         raise DataError(f"{path}: label count mismatch: {len(labels)} labels for {len(data)} images")
     check_labels(labels, num_classes, path)
@@ -221,16 +223,17 @@ def read_cifar_batch(path: Path, *, num_classes: int = 10) -> tuple[np.ndarray, 
 
 
 @functools.lru_cache(maxsize=4)
-def _cifar_cached(keys: tuple[PathKey, ...]) -> tuple[Tensor, Tensor]:
-    parts = [read_cifar_batch(Path(k[0])) for k in keys]
+def _cifar_cached(keys: tuple[PathKey, ...], num_classes: int, label_key: str) -> tuple[Tensor, Tensor]:
+    parts = [read_cifar_batch(Path(k[0]), num_classes=num_classes, label_key=label_key) for k in keys]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def load_cifar_batches(paths: Sequence[Path]) -> tuple[Tensor, Tensor]:
+def load_cifar_batches(paths: Sequence[Path], *, num_classes: int = 10,
+                       label_key: str = "labels") -> tuple[Tensor, Tensor]:
     """Cached (per process) concatenation of CIFAR batches; do not modify the result."""
-    return _cifar_cached(tuple(file_key(p) for p in paths))
+    return _cifar_cached(tuple(file_key(p) for p in paths), num_classes, label_key)
 
 
 # ----------------------------------------------------------------------- download

@@ -37,7 +37,13 @@ def noise_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, 
     """The inner maximization of TRADES (Zhang et al. 2019, ``loss="kl"``: maximize
     KL(p(x) || p(x'))) and MART (Wang et al. 2020, ``loss="ce"``): start at
     ``x + 0.001 N(0, I)``, take ``steps`` signed (linf) or normalized (l2) gradient
-    steps of ``step_size``, project onto the eps-ball and [0,1]; the last iterate."""
+    steps of ``step_size``, project onto the eps-ball and [0,1]; the last iterate.
+
+    The random start is clipped to [0,1] before its first gradient, so the model never
+    sees an input outside the box. The official TRADES and MART code takes the first
+    gradient at the unclipped start and clips only after each step; the two differ only
+    at pixels within 0.001-scale noise of 0 or 1 (the background of MNIST) and only in
+    that first gradient."""
     if eps <= 0.0:
         return x.detach()
     eps_t = torch.full((x.shape[0],), float(eps), dtype=x.dtype, device=x.device)
@@ -61,7 +67,9 @@ def noise_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, 
 def fast_fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, alpha: float,
               generator: torch.Generator) -> Tensor:
     """FGSM with a random start (Wong et al. 2020): a uniform point of the eps-ball,
-    one signed gradient step of ``alpha``, projection onto the ball and [0,1]."""
+    one signed gradient step of ``alpha``, projection onto the ball and [0,1]. The start
+    is clipped to [0,1] before the gradient (their CIFAR-10 code does the same; their
+    MNIST code takes the gradient at the unclipped start)."""
     if eps <= 0.0:
         return x.detach()
     eps_t = torch.full((x.shape[0],), float(eps), dtype=x.dtype, device=x.device)

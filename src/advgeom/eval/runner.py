@@ -26,6 +26,7 @@ from advgeom.attacks.spec import AttackSpec, parse_attacks, parse_eps
 from advgeom.distributed import World, all_gather_objects, world
 from advgeom.errors import AdvgeomError
 from advgeom.eval import checks as C
+from advgeom.eval.masking import check_cascade_black_box, check_gradient_masking
 from advgeom.eval.bookkeeping import percent, unit_seed
 from advgeom.eval.rejection import (adversarial_rejection_metrics, can_reject,
                                     clean_rejection_metrics)
@@ -280,7 +281,7 @@ def _checks(model: nn.Module, x: Tensor, y: Tensor, rows: list[Row],
         C.check_monotone(rows, cfg.monotone_tol),
         C.check_per_sample_monotone(rows),
         C.check_iterative_vs_single_step(rows, cfg.iterative_tol),
-        (C.check_cascade_black_box if cascade else C.check_gradient_masking)(
+        (check_cascade_black_box if cascade else check_gradient_masking)(
             rows, robust, level=cfg.masking_level, points=cfg.masking_points),
         C.check_fragile(rows),
     ]

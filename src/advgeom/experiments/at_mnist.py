@@ -180,7 +180,14 @@ def _published(ref: dict[str, Any], defense: str) -> dict[str, float | None]:
 
 @experiment("at-mnist", title="Adversarial-training baselines on MNIST, eps 0.3 (linf)",
             paper="(baselines of three papers)", reference="adversarial_training.mnist",
-            models=at_configs, profiles=("quick", "cpu", "paper"))
+            models=at_configs, profiles=("quick", "cpu", "paper"),
+            expected={"quick": "about 17 minutes on 2 CPU cores (results/at-mnist: 1024 s)",
+                      "cpu": "about 6-7 hours on 2 idle CPU cores, estimated from step timings "
+                             "(training: natural and fast FGSM-AT a few minutes each, the four PGD-style "
+                             "defenses about 65-75 minutes each; evaluation 15-20 minutes a model); "
+                             "RUN.md gives the measured times",
+                      "paper": "GPU hours (PGD-AT: 100,000 steps of PGD-40; TRADES, MART, MMC-AT: "
+                               "100 epochs of PGD-40)"})
 def at_mnist(ctx: Context) -> Outcome:
     """PGD-AT, fast FGSM-AT, TRADES, MART and MMC-AT against natural training."""
     settings = {"paper": PAPER, "cpu": CPU, "quick": QUICK}[ctx.profile]

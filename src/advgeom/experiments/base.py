@@ -110,6 +110,7 @@ class Experiment:
     description: str = ""
     models: Callable[[str], dict[str, TrainConfig]] | None = None
     profiles: tuple[str, ...] = ("quick", "paper")
+    expected: dict[str, str] = field(default_factory=dict)   # profile -> its expected cost, in words
 
     def check_profile(self, profile: str) -> str:
         """``profile`` if this experiment declares it, else one clear error listing its profiles."""
@@ -121,14 +122,16 @@ class Experiment:
 
 def experiment(name: str, *, title: str, paper: str, reference: str | None = None,
                models: Callable[[str], dict[str, TrainConfig]] | None = None,
-               profiles: tuple[str, ...] = ("quick", "paper")) -> Callable[[Callable], Callable]:
+               profiles: tuple[str, ...] = ("quick", "paper"),
+               expected: dict[str, str] | None = None) -> Callable[[Callable], Callable]:
     """Register ``fn(ctx) -> Outcome`` as experiment ``name`` (``advgeom reproduce NAME``).
 
     ``models(profile) -> {label: TrainConfig}``, when given, names the models the
     experiment trains, so ``advgeom evaluate --experiment NAME`` can attack them.
     ``profiles``: the profiles it declares (of :data:`PROFILES`); any other is refused.
+    ``expected``: per profile, its expected cost in words (the report header states it).
     """
-    unknown = [p for p in profiles if p not in PROFILES]
+    unknown = [p for p in (*profiles, *(expected or {})) if p not in PROFILES]
     if unknown or not profiles:
         raise AdvgeomError(f"experiment {name!r}: profiles must be among {', '.join(PROFILES)}, "
                            f"got {profiles!r}")
@@ -136,7 +139,7 @@ def experiment(name: str, *, title: str, paper: str, reference: str | None = Non
     def deco(fn: Callable[["Context"], Outcome]) -> Callable[["Context"], Outcome]:
         doc = (fn.__doc__ or "").strip()
         register("experiment", name)(Experiment(name, title, paper, reference, fn, doc, models,
-                                                tuple(profiles)))
+                                                tuple(profiles), dict(expected or {})))
         return fn
 
     return deco

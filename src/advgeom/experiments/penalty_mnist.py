@@ -50,6 +50,8 @@ SMALL_QUICK = {"widths": [16, 32], "fc_dims": [100, 100]}
 QUICK = dict(model_kwargs=SMALL_QUICK, iterations=AT.QUICK["iterations"], penalty_iterations=1000,
              batch_size=AT.QUICK["batch_size"], lr=AT.QUICK["lr"], penalty_lr=0.01, n=100, cw_n=50,
              cw_steps=200, cw_search=5, square=1000, curve_eps=AT.QUICK["curve_eps"])
+# cw_search: Table 1 gives C&W 1000 steps of 0.01 and no number of binary-search rounds;
+# 9 is an assumption of advgeom's.
 PAPER = dict(n=10_000, cw_n=10_000, cw_steps=1000, cw_search=9, square=5000,
              curve_eps=AT.PAPER["curve_eps"])
 
@@ -271,7 +273,9 @@ def penalty_mnist(ctx: Context) -> Outcome:
                      f"lr {QUICK['lr']}, PGD-{AT.QUICK['craft_steps']} of {AT.QUICK['craft_step']} with an eps "
                      f"ramp; MMC features 64 dims); {QUICK['n']} test points ({QUICK['cw_n']} for the l2 "
                      f"attacks); C&W {QUICK['cw_steps']} steps x {QUICK['cw_search']} binary-search rounds "
-                     f"(paper 1000 x 9); Square {QUICK['square']} queries.")
+                     f"(paper: {PAPER['cw_steps']} steps of 0.01, Table 1, and no number of binary-search "
+                     f"rounds; the paper profile's {PAPER['cw_search']} is an assumption); Square "
+                     f"{QUICK['square']} queries.")
     notes.append("Penalty norm: Frobenius (matrix_norm='fro'); the paper's ||.||_2 may also read as the "
                  "spectral norm (matrix_norm='spectral'). MMC is Pang et al.'s loss without adversarial "
                  "training (assumption: Table 4 cites MMC without AT numbers). DeepFool is run under linf "

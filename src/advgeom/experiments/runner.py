@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from advgeom.registry import get
 from advgeom.results import environment
 from advgeom.results.store import open_store
 from advgeom.results.render import comparison_markdown
+from advgeom.results.runinfo import run_record, snapshot
 
 PROFILE_NOTES = {
     "quick": ("Profile `quick`: scaled down to run on 2 CPU cores in minutes (fewer training "
@@ -53,6 +55,8 @@ def write_report(ctx: Context, exp: Experiment, outcome: Outcome, seconds: float
         lines += [smoke_note(), ""]
     if ctx.profile in PROFILE_NOTES:
         lines += [PROFILE_NOTES[ctx.profile], ""]
+    if ctx.profile in exp.expected:
+        lines += [f"Expected cost of this profile: {exp.expected[ctx.profile]}.", ""]
     if exp.description:
         lines += [exp.description, ""]
     lines += ["## Measured vs paper", "", comparison_markdown(outcome.comparisons), ""]
@@ -108,6 +112,7 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
     across ranks, :mod:`advgeom.distributed`); rank 0 alone writes the store, the run
     directory and the report. Other ranks read the store and put the figures they draw
     in a private temporary directory, removed at the end."""
+    start = snapshot()
     exp: Experiment = get("experiment", name)
     exp.check_profile(profile)
     w = world()
@@ -137,6 +142,8 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
         outcome.checks += [(label, rep) for label, rep in reports if id(rep) not in seen]
         seconds = time.time() - t0
         path = write_report(ctx, exp, outcome, seconds, env, command) if w.main else ctx.out_dir
+        if w.main:
+            (path.parent / "RUN.md").write_text(run_record(command, env, start, argv=sys.argv))
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)

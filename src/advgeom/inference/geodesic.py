@@ -97,8 +97,15 @@ class GeodesicRejector(nn.Module):
     @classmethod
     def fit(cls, model: nn.Module, inputs: Tensor, labels: Tensor, *, p: float = 1.0,
             batch_size: int = 500) -> "GeodesicRejector":
-        """Angle statistics from the training samples ``inputs``/``labels``."""
-        mean, std = angle_statistics(model, inputs, labels, batch_size=batch_size)
+        """Angle statistics from the training samples ``inputs``/``labels``, measured with
+        the model in eval mode (BatchNorm running statistics untouched); the model's mode
+        is restored afterwards."""
+        was_training = model.training
+        model.eval()
+        try:
+            mean, std = angle_statistics(model, inputs, labels, batch_size=batch_size)
+        finally:
+            model.train(was_training)
         return cls(model, mean, std, p)
 
     @property

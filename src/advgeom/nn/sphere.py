@@ -14,9 +14,17 @@ Operators ``g`` (``cos`` is the cosine of the angle theta between kernel and pat
 * ``truncated``  min(1, ||x||) cos(theta) (eq. 3, the input-truncated SphereCorr)
 
 Norms carry a small ``eps`` (``sqrt(||.||^2 + eps)``), so a zero patch gives cos = 0 and
-finite gradients; the cosine is clamped to +-(1 - 1e-6) before ``acos``, so ``linear``
-and ``sigmoid`` have finite gradients at theta = 0 and pi. Patch norms come from a
-convolution of x^2 with a ones kernel (same stride and padding as the layer).
+finite gradients; the cosine's value is clamped to +-(1 - 1e-6) before ``acos``, so
+``linear`` and ``sigmoid`` have finite gradients at theta = 0 and pi. The clamp passes the
+gradient straight through (the derivative of ``acos`` taken at the limit, about 707 in
+magnitude): a plain clamp would zero the gradient of every angle under 1.4e-3 rad, so a
+patch aligned with its kernel would give an attack no gradient through that unit. Patch
+norms come from a convolution of x^2 with a ones kernel (same stride and padding as the
+layer).
+
+Not implemented: Section 4.4 ("generalized hyperspherical defense") names other manifolds
+(simplex, hyperbola, affine) in one paragraph but gives no construction (no operator, no
+projection, no training objective) precise enough to implement without inventing one.
 
 SphereCorr layers carry ``no_weight_decay = True``: the training loop puts their
 parameters in a group without weight decay (the paper replaces it by the
@@ -53,8 +61,10 @@ def check_operator(operator: str, a: float = 1.0, k: float = 0.3) -> str:
 
 
 def angle(cos: Tensor) -> Tensor:
-    """theta = acos(cos), the cosine clamped to +-(1 - 1e-6) first (finite gradient)."""
-    return torch.acos(cos.clamp(-COS_LIMIT, COS_LIMIT))
+    """theta = acos(cos), the cosine's value clamped to +-(1 - 1e-6) first, its gradient
+    passed straight through the clamp (finite, and never zero)."""
+    clamped = cos.clamp(-COS_LIMIT, COS_LIMIT)
+    return torch.acos(cos + (clamped - cos).detach())
 
 
 def sigmoid_corr(theta: Tensor, k: Tensor | float) -> Tensor:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from advgeom.results.rows import Row
+from advgeom.stats import interval_text
 
 ENTRY: tuple[str, ...] = ("experiment", "model", "defense", "profile", "seed", "weights", "n", "points")
 GROUP: tuple[str, ...] = ENTRY + ("dataset", "norm")
@@ -125,6 +126,8 @@ class Pivot:
                                     f"weights {k['weights'][:8]}" if k.get("weights") else "",
                                     point_set_text(k.get("n", 0), k.get("points", ""))) if x)
         clean = "—" if self.clean is None else f"{self.clean:.2f}%"
+        ci = interval_text(self.clean, k.get("n", 0))
+        clean += f" (95% interval {ci})" if ci else ""
         return f"{head} ({run})\nclean {clean} · checks: {self.verdict.text}"
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advgeom.results.rows import COLUMNS, Row
-from advgeom.stats import percent_interval
+from advgeom.stats import interval_text, percent_interval
 
 
 def _fmt(v: float | None, unit: str = "") -> str:
@@ -106,7 +106,11 @@ def pivot_tables(pivots: Sequence, width: int = 100) -> list:
             t.add_column("attack \\ eps", overflow="fold", min_width=label_w, max_width=label_w)
             for e in p.eps[start:start + per]:
                 t.add_column(f"{e:.4g}", justify="right", no_wrap=True)
-            for lab, _ in p.lines:
-                t.add_row(lab, *[p.cell(lab, i, _fmt) for i in range(start, min(start + per, len(p.eps)))])
+            cols = range(start, min(start + per, len(p.eps)))
+            for lab, values in p.lines:
+                t.add_row(lab, *[p.cell(lab, i, _fmt) for i in cols])
+                if lab.startswith("worst_case") and p.key.get("n"):
+                    t.add_row("  95% CI", *[interval_text(values[i], p.key["n"], "–")[1:-1] or "—"
+                                            for i in cols], style="dim")
             out.append(t)
     return out

@@ -25,6 +25,7 @@ from advgeom.errors import AdvgeomError
 from advgeom.results.pivot import Pivot, leaderboard, pivot, point_set_text
 from advgeom.results.render import COMPARISON_HEADER, _fmt, comparison_cells
 from advgeom.results.store import ResultStore
+from advgeom.stats import interval_text
 
 DEFAULT_SITE = Path("runs") / "site"
 
@@ -93,6 +94,7 @@ def _templates() -> Environment:
     env.filters["slug"] = slug
     env.filters["point_set"] = lambda key: point_set_text(key.get("n", 0), key.get("points", ""))
     env.filters["digest"] = lambda points: points.split(":", 1)[-1][:8]
+    env.filters["ci"] = lambda value, n: interval_text(value, n)
     return env
 
 
