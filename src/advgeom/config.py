@@ -153,8 +153,19 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
 
 
 def config_hash(cfg: Any, length: int = 12) -> str:
-    """Stable short hash of a config (canonical JSON of its dict)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """Stable short hash of a config (canonical JSON of its dict).
+
+    The fields a config class lists in ``HASH_OMITTED_AT_DEFAULT`` (a ``ClassVar``) are
+    left out while they hold their default: an option added later keeps the hashes, and
+    so the cached runs, of every config that does not use it."""
+    data = to_dict(cfg)
+    omitted = getattr(type(cfg), "HASH_OMITTED_AT_DEFAULT", ())
+    for f in dataclasses.fields(cfg) if omitted else ():
+        if f.name in omitted:
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            if data.get(f.name) == to_dict({"v": default})["v"]:
+                del data[f.name]
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 

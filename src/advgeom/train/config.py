@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from advgeom.errors import ConfigError
 from advgeom.train.schedule import check_schedule
@@ -52,7 +52,18 @@ class TrainConfig:
     ``monitor`` configures the robust-accuracy monitor (:class:`MonitorConfig`).
     ``precision`` "bf16" runs each step's forward passes (crafting included) under bf16
     autocast (parameters, gradients and the optimizer stay float32); "fp32" does not.
+
+    Execution options (:mod:`advgeom.train.execution`; the same loss and weights as
+    the plain path within float tolerance, off by default, measured by
+    ``benchmarks/train_speed.py``): ``channels_last`` stores the model's 4-D weights in
+    channels-last memory format on a CPU too (a CUDA run always does); ``compile`` runs
+    every step's forward passes (crafting included) through ``torch.compile`` (inductor)
+    and checks the first step of each batch shape against the eager step, refusing to
+    train on a mismatch. While off they are left out of the config hash, so the runs
+    cached before they existed keep their keys.
     """
+
+    HASH_OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("channels_last", "compile")
 
     dataset: str = "mnist"
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +92,8 @@ class TrainConfig:
     train_size: int = 0
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.monitor, dict):  # TrainConfig(monitor={"every": 100}) from Python
@@ -93,6 +106,9 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.schedule_unit not in ("iteration", "epoch"):
             raise ConfigError(f"schedule_unit must be 'iteration' or 'epoch', got {self.schedule_unit!r}")
         for name in ("batch_size", "checkpoint_every"):

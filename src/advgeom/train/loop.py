@@ -9,11 +9,13 @@ A user's own ``nn.Module`` trains the same way (``fit(cfg, model=net)``): the ru
 keyed by the config and the module's fingerprint (class, ``repr`` and initial weights),
 so it is cached and resumable like a registered model; ``load_model(path, model=net)``
 reads its checkpoints back. What a run is built from is :mod:`advgeom.train.build`, its
-batches :mod:`advgeom.train.batches`, what it keeps on disk :mod:`advgeom.train.state`.
+batches :mod:`advgeom.train.batches`, what it keeps on disk :mod:`advgeom.train.state`,
+how its steps execute (memory format, ``torch.compile``) :mod:`advgeom.train.execution`.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import math
 import time
@@ -39,6 +41,8 @@ from advgeom.train.build import (build_model, build_optimizer, check_compatible,
                                  run_dir, run_key)
 from advgeom.train.checkpoint import load_checkpoint, remove_stale_temporaries, unflatten_state
 from advgeom.train.config import TrainConfig
+from advgeom.train.execution import (apply_memory_format, compile_mismatch, eager_reference,
+                                     refuse_compiled, step_runner)
 from advgeom.train.schedule import learning_rate
 from advgeom.train.monitor import Monitor, best_monitored, overfitting_steps
 from advgeom.train.state import (Meter, is_current, model_from, run_lock, save_state,
@@ -136,6 +140,27 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return nullcontext()
 
 
+def _call_objective(objective: Callable[..., Any], model: nn.Module, *, xs: torch.Tensor,
+                    ys: torch.Tensor, cfg: TrainConfig, device: torch.device, seed: int,
+                    extra: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One step's objective on ``model`` (the module or its compiled form), its generator
+    seeded from ``seed``: a second call on the same RNG state repeats the first."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    with _autocast(cfg, device):
+        return split_loss(objective(model, xs, ys, generator=g, **extra))
+
+
+def _verify_compiled(reference: tuple[float, list], loss: torch.Tensor, model: nn.Module,
+                     name: str, shape: tuple[int, ...], w: World, device: torch.device) -> None:
+    """Stop (on every rank) when the compiled step differs from the eager ``reference``."""
+    what = compile_mismatch(reference, loss, model)
+    if w.distributed:
+        bad = sum_tensor(torch.tensor([float(bool(what))], device=device))
+        what = what or ("on another rank" if float(bad) > 0 else "")
+    if what:
+        raise refuse_compiled(what, name, shape)
+
+
 def _drain(window: list[tuple[int, torch.Tensor, list[str]]], meter: Meter, name: str,
            cfg: TrainConfig, lr: float) -> None:
     """Read the pending step losses back (one synchronization) into ``meter``; a
@@ -167,8 +192,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
     else:
         model, name = copy.deepcopy(user_model).to(device), type(user_model).__name__
         key = custom["key"]
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = apply_memory_format(cfg, model, device)
     check_compatible(cfg, model, batches.data, name)
     try:
         objective = create("defense", cfg.objective, **cfg.objective_kwargs)
@@ -195,6 +219,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
         start, history = int(side["step"]), list(side.get("history", []))
         events = list(side.get("events", []))
     broadcast_module(model)  # one set of weights everywhere (a user's module included)
+    runner = step_runner(cfg, model)   # what the objective calls (compiled or the module)
+    checked: set[tuple[int, ...]] = set()   # batch shapes whose compiled step matched eager
 
     bar = progress_bar(total, f"train {name}", enabled=progress and w.main, initial=start, unit="step")
     model.train()
@@ -213,14 +239,19 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
         save_due = done % cfg.checkpoint_every == 0 or done == total or monitor_due
         ctx = StepContext(step, step // batches.per_epoch, total, batches.per_epoch)
         rank_part = ("rank", w.rank) if w.distributed else ()
+        call = functools.partial(_call_objective, objective, xs=xs, ys=ys, cfg=cfg, device=device,
+                                 seed=derive_seed("obj", cfg.seed, step, *rank_part),
+                                 extra={"context": ctx} if with_context else {})
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(derive_seed("step", cfg.seed, step, *rank_part))
-            g = torch.Generator(device=device).manual_seed(derive_seed("obj", cfg.seed, step, *rank_part))
-            extra = {"context": ctx} if with_context else {}
-            with _autocast(cfg, device):
-                loss, terms = split_loss(objective(model, xs, ys, generator=g, **extra))
+            verify = cfg.compile and tuple(xs.shape) not in checked
+            reference = eager_reference(model, call, device) if verify else None
+            loss, terms = call(runner)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if reference is not None:
+                _verify_compiled(reference, loss, model, name, tuple(xs.shape), w, device)
+                checked.add(tuple(xs.shape))
             share = len(ys) / len(y)
             scalars = torch.stack([loss.detach().float().reshape(()),
                                    *[torch.as_tensor(v, device=loss.device).detach().float().reshape(())
