@@ -26,6 +26,7 @@ from typing import Any
 from advgeom.data import load
 from advgeom.eval.report import format_checks
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.settings import Source, assumption, code, paper
 from advgeom.results.plots import plot_curves
 from advgeom.train import TrainConfig
 
@@ -67,8 +68,10 @@ CPU_ASSUMPTIONS = (
 
 def _paper_config(defense: str) -> TrainConfig:
     """The official recipe of each defense (assumptions named in the docstring)."""
+    # train_trades_mnist.py drops the rate at epochs 55, 75 and 90 in intent, but its
+    # if/elif order applies only the first drop: 0.001 from its 55th epoch (index 54) on.
     trades_recipe = dict(dataset="mnist", model="small_cnn", optimizer="sgd", lr=0.01, momentum=0.9,
-                         batch_size=128, epochs=100, milestones=(55, 75, 90), schedule_unit="epoch",
+                         batch_size=128, epochs=100, milestones=(54,), schedule_unit="epoch",
                          checkpoint_every=2000)
     pgd40 = PGD.format(steps=40, step=0.01) + ",early_stop=false"
     if defense == "pgd_at":
@@ -126,6 +129,95 @@ def _cpu_config(defense: str) -> TrainConfig:
                        monitor=monitor, **cyclic, **opt)
 
 
+def at_sources(profile: str) -> dict[str, Source]:
+    """Where each training setting of :func:`at_configs` comes from (the report's table)."""
+    madry, trades = "MadryLab/mnist_challenge", "yaodongyu/TRADES train_trades_mnist.py"
+    fast = "locuslab/fast_adversarial MNIST/train_mnist.py"
+    no_mnist = "its authors publish no MNIST recipe: TRADES's MNIST recipe (the closest published one)"
+    src: dict[str, Source] = {
+        "dataset": paper("MNIST, the 60,000 training images (every paper)"),
+        "train_size": paper("all training images"),
+        "weight_decay": code(f"none in {madry} and {trades}; {fast} uses none"),
+        "precision": assumption("fp32, the frameworks' default in every official code"),
+        "natural.objective": paper("cross-entropy (the undefended baseline of every paper)"),
+        "pgd_at.objective": paper("Madry et al. 2018, Section 2: the saddle-point objective, the loss at the PGD point"),
+        "trades.objective": paper("Zhang et al. 2019, Section 4: CE + beta * KL(f(x), f(x'))"),
+        "mart.objective": paper("Wang et al. 2020, Section 3: boosted CE on the adversarial point + beta * KL * (1 - p_y)"),
+        "mmc_at.objective": paper("Pang et al. 2020, Section 3: the MMC loss, trained on PGD points"),
+        "fgsm_at.objective": paper("Wong et al. 2020, Algorithm 3: FGSM from a uniform random start"),
+        "natural.model": assumption("TRADES's SmallCNN, the architecture of the three SGD defenses"),
+        "pgd_at.model": code(f"{madry} model.py (convolutions of 32 and 64, FC 1024)"),
+        "trades.model": code("yaodongyu/TRADES models/small_cnn.py"),
+        "mart.model": assumption(f"MART: {no_mnist}, SmallCNN"),
+        "mmc_at.model": assumption("MMC head (Pang et al. 2020, Section 3) on TRADES's SmallCNN for comparability"),
+        "mmc_at.model_kwargs": assumption("MMC centers in the SmallCNN's 256-dim penultimate space; "
+                                          "the paper's C_MM = 10 is the head's default"),
+        "fgsm_at.model": code(f"{fast} (two stride-2 convolutions of 16 and 32, FC 100)"),
+        "fgsm_at.objective_kwargs": code(f"{fast}: eps 0.3, alpha 0.375"),
+        "fgsm_at.optimizer": code(f"{fast}: Adam"), "fgsm_at.lr": code(f"{fast}: lr_max 5e-3"),
+        "fgsm_at.batch_size": code(f"{fast}: batch 100"), "fgsm_at.epochs": code(f"{fast}: 10 epochs"),
+        "fgsm_at.schedule": code(f"{fast}: piecewise-linear cyclic rate"),
+        "fgsm_at.lr_knots": code(f"{fast}: 0 -> lr_max at 2/5 of training -> 0"),
+        "fgsm_at.lr_factors": code(f"{fast}: 0 -> lr_max at 2/5 of training -> 0"),
+        "fgsm_at.monitor": assumption("records the held-out robust accuracy (Wong et al.'s catastrophic-"
+                                      "overfitting check) without selecting weights; holds out 1,000 points"),
+    }
+    if profile == "paper":
+        sgd = {"optimizer": code(f"{trades}: SGD"), "lr": code(f"{trades}: 0.01"),
+               "momentum": code(f"{trades}: 0.9"), "batch_size": code(f"{trades}: 128"),
+               "epochs": code(f"{trades}: 100 epochs"),
+               "milestones": code(f"{trades}: adjust_learning_rate, whose elif order applies only "
+                                  "the first drop (lr/10 from epoch 55)"),
+               "gamma": code(f"{trades}: lr/10"), "schedule_unit": code(f"{trades}: per epoch"),
+               "schedule": code(f"{trades}: step decay"),
+               "mart.objective_kwargs": assumption(f"MART: {no_mnist} with MART's beta 6 "
+                                                   "(YisenWang/MART train_wideresnet.py)"),
+               "mmc_at.objective_kwargs": assumption(f"MMC-AT: {no_mnist}: PGD-40 of step 0.01 at eps 0.3"),
+               "trades.objective_kwargs": code(f"{trades}: eps 0.3, 40 steps of 0.01, beta 1.0"),
+               "natural.optimizer": assumption("TRADES's SGD recipe, as the SGD defenses it is compared with")}
+        src.update(sgd)
+        for d in ("mart", "mmc_at", "natural"):
+            src[f"{d}.optimizer"] = assumption(f"{no_mnist if d != 'natural' else 'the baseline'}: SGD as in {trades}")
+        src.update({"pgd_at.schedule": code(f"{madry} train.py: a constant rate"),
+                    "pgd_at.optimizer": code(f"{madry} train.py: Adam"), "pgd_at.lr": code(f"{madry} train.py: 1e-4"),
+                    "pgd_at.batch_size": code(f"{madry} config.json: 50"),
+                    "pgd_at.iterations": code(f"{madry} config.json: 100,000 steps"),
+                    "pgd_at.objective_kwargs": code(f"{madry} config.json: eps 0.3, k 40, a 0.01, random start")})
+        return src
+    cpu = "cpu profile, to fit 2 hours on 2 CPU cores (report assumptions)"
+    if profile == "cpu":
+        src.update({
+            "optimizer": code(f"{trades}: SGD"), "momentum": code(f"{trades}: 0.9"),
+            "lr": assumption(f"peak 0.05 of the cyclic rate (the recipe's constant 0.01), raised with the shorter schedule: {cpu}"),
+            "batch_size": code(f"{trades}: 128"),
+            "epochs": assumption(f"10 epochs (natural 5) instead of 100: {cpu}; Wong et al. 2020 reach their "
+                                 "MNIST robustness in 10"),
+            "schedule": assumption(f"Wong et al. 2020's cyclic rate instead of the recipes' step or constant rate: {cpu}"),
+            "lr_knots": assumption("Wong et al. 2020: the peak at 2/5 of training"),
+            "lr_factors": assumption("Wong et al. 2020: 0 -> peak -> 0"),
+            "monitor": assumption("records the robust accuracy on 1,000 held-out training points every epoch "
+                                  "(no selection): evidence of the trend"),
+            "objective_kwargs": assumption(f"PGD-10 of step 0.04 (the same path length as the recipes' 40 of "
+                                           f"0.01) at eps 0.3: {cpu}; TRADES beta 1 ({trades}), MART beta 6 "
+                                           "(YisenWang/MART train_wideresnet.py)"),
+            "pgd_at.optimizer": code(f"{madry} train.py: Adam"),
+            "pgd_at.lr": assumption(f"peak 1e-3 of the cyclic rate (the recipe's constant 1e-4): {cpu}"),
+            "pgd_at.batch_size": assumption(f"128 (the recipe's 50): {cpu}"),
+            "natural.optimizer": assumption("TRADES's SGD recipe, as the SGD defenses it is compared with"),
+            "mart.optimizer": assumption(f"MART: {no_mnist}: SGD"),
+            "mmc_at.optimizer": assumption(f"MMC-AT: {no_mnist}: SGD"),
+        })
+        return src
+    q = "quick profile: a smoke-sized run (minutes on 2 CPU cores), not the paper's setting"
+    src.update({k: assumption(q) for k in ("model", "model_kwargs", "optimizer", "lr", "batch_size",
+                                           "iterations", "objective_kwargs", "monitor", "schedule")})
+    for d in DEFENSES:
+        src.pop(f"{d}.model", None), src.pop(f"{d}.objective_kwargs", None), src.pop(f"{d}.monitor", None)
+        for k in ("optimizer", "lr", "batch_size", "epochs", "schedule", "lr_knots", "lr_factors", "model_kwargs"):
+            src.pop(f"{d}.{k}", None)
+    return src
+
+
 def _quick_config(defense: str) -> TrainConfig:
     q = QUICK
     craft = PGD.format(steps=q["craft_steps"], step=q["craft_step"]) + ",early_stop=false"
@@ -178,9 +270,33 @@ def _published(ref: dict[str, Any], defense: str) -> dict[str, float | None]:
     return {k: row.get(k) for k in ("clean", "pgd40", "best")}
 
 
+def _record_settings(ctx: Context, settings: dict[str, Any], attacks: list[str]) -> None:
+    """The evaluation settings and their sources, for the report's table."""
+    scaled = {"cpu": "the cpu profile on 2 CPU cores (at least 1,000 points)",
+              "quick": "quick profile: a smoke-sized run"}.get(ctx.profile)
+    ctx.setting("eps (linf)", EPS, paper("0.3 on MNIST in Madry et al. 2018, Zhang et al. 2019 and Wong et al. 2020"))
+    ctx.setting("test points", settings["n"], assumption(f"the first {settings['n']} test images: {scaled}")
+                if scaled else paper("the 10,000 MNIST test images"))
+    ctx.setting("attacks", attacks, paper("PGD-40 and PGD-100 of step 0.01: Madry et al. 2018 (MadryLab/"
+                                          "mnist_challenge config.json: k 40, a 0.01) and Zhang et al. 2019; "
+                                          "APGD-CE, APGD-T" + (" (9 targets), Square" if ctx.profile != "cpu" else "")
+                                          + ": Croce & Hein 2020 (AutoAttack)"))
+    if ctx.profile == "cpu":
+        ctx.setting("APGD-T targets", CPU["apgd_t_targets"],
+                    assumption("3 target classes instead of AutoAttack's 9 on the 1,000 points, to fit 2 CPU cores; "
+                               "the standard suite keeps 9"))
+        ctx.setting("standard suite points", settings["suite_n"],
+                    assumption("AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square) on the first 200 "
+                               "of the points: 2 CPU cores"))
+    if ctx.profile != "cpu":
+        ctx.setting("Square queries", settings["square"], paper("AutoAttack's 5,000 (Croce & Hein 2020)")
+                    if ctx.profile == "paper" else assumption(scaled or ""))
+    ctx.setting("eps curve", settings["curve_eps"], assumption("a few radii up to the papers' 0.3 (figure only)"))
+
+
 @experiment("at-mnist", title="Adversarial-training baselines on MNIST, eps 0.3 (linf)",
             paper="(baselines of three papers)", reference="adversarial_training.mnist",
-            models=at_configs, profiles=("quick", "cpu", "paper"),
+            models=at_configs, profiles=("quick", "cpu", "paper"), sources=at_sources,
             expected={"quick": "about 17 minutes on 2 CPU cores (results/at-mnist: 1024 s)",
                       "cpu": "about 6-7 hours on 2 idle CPU cores, estimated from step timings "
                              "(training: natural and fast FGSM-AT a few minutes each, the four PGD-style "
@@ -194,6 +310,7 @@ def at_mnist(ctx: Context) -> Outcome:
     test = load("mnist", "test")
     ref = ctx.reference("adversarial_training.mnist")
     attacks = _attacks(ctx.profile)
+    _record_settings(ctx, settings, attacks)
     comps: list[Comparison] = []
     notes: list[str] = []
     curves: dict[str, list[float]] = {}

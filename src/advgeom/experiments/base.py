@@ -22,6 +22,7 @@ from advgeom.errors import AdvgeomError
 from advgeom.distributed import world
 from advgeom.eval.runner import EvalResult, evaluate
 from advgeom.eval.suite import standard_suite
+from advgeom.experiments.settings import Setting, Source, SourcesFn
 from advgeom.experiments.smoke import SMOKE, SMOKE_POINTS, pick_points, smoke_check_config
 from advgeom.progress import progress_bar
 from advgeom.registry import register
@@ -111,6 +112,7 @@ class Experiment:
     models: Callable[[str], dict[str, TrainConfig]] | None = None
     profiles: tuple[str, ...] = ("quick", "paper")
     expected: dict[str, str] = field(default_factory=dict)   # profile -> its expected cost, in words
+    sources: SourcesFn | None = None   # profile -> {field or "label.field": Source} (settings.py)
 
     def check_profile(self, profile: str) -> str:
         """``profile`` if this experiment declares it, else one clear error listing its profiles."""
@@ -123,13 +125,16 @@ class Experiment:
 def experiment(name: str, *, title: str, paper: str, reference: str | None = None,
                models: Callable[[str], dict[str, TrainConfig]] | None = None,
                profiles: tuple[str, ...] = ("quick", "paper"),
-               expected: dict[str, str] | None = None) -> Callable[[Callable], Callable]:
+               expected: dict[str, str] | None = None,
+               sources: SourcesFn | None = None) -> Callable[[Callable], Callable]:
     """Register ``fn(ctx) -> Outcome`` as experiment ``name`` (``advgeom reproduce NAME``).
 
     ``models(profile) -> {label: TrainConfig}``, when given, names the models the
     experiment trains, so ``advgeom evaluate --experiment NAME`` can attack them.
     ``profiles``: the profiles it declares (of :data:`PROFILES`); any other is refused.
     ``expected``: per profile, its expected cost in words (the report header states it).
+    ``sources(profile) -> {key: Source}``: where each training setting of ``models``
+    comes from (:mod:`advgeom.experiments.settings`); the report prints them.
     """
     unknown = [p for p in (*profiles, *(expected or {})) if p not in PROFILES]
     if unknown or not profiles:
@@ -139,7 +144,7 @@ def experiment(name: str, *, title: str, paper: str, reference: str | None = Non
     def deco(fn: Callable[["Context"], Outcome]) -> Callable[["Context"], Outcome]:
         doc = (fn.__doc__ or "").strip()
         register("experiment", name)(Experiment(name, title, paper, reference, fn, doc, models,
-                                                tuple(profiles), dict(expected or {})))
+                                                tuple(profiles), dict(expected or {}), sources))
         return fn
 
     return deco
@@ -196,6 +201,7 @@ class Context:
     reuse: bool = False  # accept cached work of other code versions (``--reuse``)
     smoke: bool = False  # ``--smoke``: every loop that grows with the profile capped
     _picked: dict[tuple[int, int], Any] = field(default_factory=dict, repr=False)  # smoke points
+    settings: list[Setting] = field(default_factory=list)  # evaluation settings (:meth:`setting`)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -251,6 +257,14 @@ class Context:
 
     def reference(self, key: str) -> dict[str, Any]:
         return reference(key)
+
+    def setting(self, name: str, value: Any, source: Source, scope: str = "evaluation") -> Any:
+        """Record a setting that affects the numbers (test points, attacks, eps, ...) with
+        its source for the report's settings table; returns ``value`` so the experiment
+        can use it where it is set: ``n = ctx.setting("test points", 1000, paper(...))``."""
+        shown = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        self.settings.append(Setting(scope, name, shown, source))
+        return value
 
     # -- training and evaluation, capped centrally under --smoke -----------------------
 

@@ -14,6 +14,7 @@ from advgeom.distributed import world
 from advgeom.eval.checks import collect_reports
 from advgeom.errors import AdvgeomError
 from advgeom.experiments.base import Context, Experiment, Outcome
+from advgeom.experiments.settings import settings_markdown, training_settings
 from advgeom.experiments.smoke import SMOKE, smoke_note
 from advgeom.registry import get
 from advgeom.results import environment
@@ -63,6 +64,7 @@ def write_report(ctx: Context, exp: Experiment, outcome: Outcome, seconds: float
     if outcome.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in outcome.notes] + [""]
     lines += checks_markdown(outcome)
+    lines += report_settings(ctx, exp)
     if outcome.figures:
         lines += ["## Figures", ""]
         for f in outcome.figures:
@@ -73,6 +75,22 @@ def write_report(ctx: Context, exp: Experiment, outcome: Outcome, seconds: float
     path = ctx.out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def report_settings(ctx: Context, exp: Experiment) -> list[str]:
+    """The settings table: the training settings of the experiment's models in this
+    profile with their declared sources, then the evaluation settings the run recorded
+    (:meth:`Context.setting`). Under ``--smoke`` it gives the profile's settings, which
+    the smoke note says were capped."""
+    configs = exp.models(ctx.profile) if exp.models else {}
+    rows, missing = training_settings(configs, exp.sources(ctx.profile) if exp.sources else {})
+    rows += ctx.settings
+    if not rows and not missing:
+        return []
+    lines = settings_markdown(rows, missing)
+    if ctx.smoke:
+        lines[2] += " The profile's settings: this `--smoke` run capped every loop that grows with it."
+    return lines
 
 
 def checks_markdown(outcome: Outcome) -> list[str]:
