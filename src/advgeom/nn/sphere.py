@@ -243,3 +243,39 @@ def orthogonality_penalty(model: nn.Module) -> Tensor:
     if not layers:
         return torch.zeros(())
     return torch.stack([orthogonality(m.weight) for m in layers]).sum()
+
+
+# ---------------------------------------------------------------------------
+# orthogonality as a hard constraint: the Stiefel manifold (footnote 4)
+
+
+def stiefel_retract(weight: Tensor) -> Tensor:
+    """The QR retraction of ``weight`` (kernels flattened per output channel, ``m x n``)
+    onto the Stiefel manifold: orthonormal rows when ``m <= n`` (``W W^T = I``), else
+    orthonormal columns (``W^T W = I``; e.g. 32 kernels of 9 weights), the Q factor with
+    the signs of R's diagonal so that an already orthonormal W is left unchanged."""
+    w = weight.detach().flatten(1).double()
+    rows = w.shape[0] <= w.shape[1]
+    q, r = torch.linalg.qr(w.T if rows else w)
+    sign = torch.sign(torch.diagonal(r))
+    q = q * torch.where(sign == 0, torch.ones_like(sign), sign)
+    return (q.T if rows else q).to(weight.dtype).reshape(weight.shape)
+
+
+def stiefel_deviation(weight: Tensor) -> float:
+    """``max |G - I|`` of the Gram matrix on the constrained side (rows when ``m <= n``,
+    columns otherwise): 0 on the Stiefel manifold."""
+    w = weight.detach().flatten(1).double()
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    return float((gram - torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)).abs().max())
+
+
+@torch.no_grad()
+def retract_to_stiefel(model: nn.Module) -> int:
+    """Retract the weight of every SphereCorr layer of ``model`` onto the Stiefel manifold
+    in place (after each optimizer step: a projected, not a Riemannian, optimizer; the
+    optimizer's moments are not transported). Returns the number of layers."""
+    layers = sphere_layers(model)
+    for m in layers:
+        m.weight.copy_(stiefel_retract(m.weight))
+    return len(layers)

@@ -61,9 +61,14 @@ class TrainConfig:
     and checks the first step of each batch shape against the eager step, refusing to
     train on a mismatch. While off they are left out of the config hash, so the runs
     cached before they existed keep their keys.
+
+    ``stiefel`` keeps the weights of every SphereCorr layer on the Stiefel manifold
+    (hyperspherical-defense.txt, footnote 4, as a hard constraint): a QR retraction
+    (:func:`advgeom.nn.sphere.retract_to_stiefel`) at the start and after every
+    optimizer step. Left out of the hash while off, like the execution options.
     """
 
-    HASH_OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("channels_last", "compile")
+    HASH_OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("channels_last", "compile", "stiefel")
 
     dataset: str = "mnist"
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +99,7 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    stiefel: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.monitor, dict):  # TrainConfig(monitor={"every": 100}) from Python
@@ -106,7 +112,7 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        for name in ("channels_last", "compile"):
+        for name in ("channels_last", "compile", "stiefel"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.schedule_unit not in ("iteration", "epoch"):

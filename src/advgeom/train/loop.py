@@ -33,6 +33,7 @@ from advgeom.defenses.base import StepContext, split_loss
 from advgeom.distributed import (World, average_gradients, broadcast_module, broadcast_object, shard,
                                  sum_tensor, world)
 from advgeom.errors import AdvgeomError, CheckpointError, ConfigError
+from advgeom.nn.sphere import retract_to_stiefel
 from advgeom.progress import progress_bar
 from advgeom.registry import create
 from advgeom.seeding import derive_seed
@@ -194,6 +195,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
         key = custom["key"]
     model = apply_memory_format(cfg, model, device)
     check_compatible(cfg, model, batches.data, name)
+    if cfg.stiefel and retract_to_stiefel(model) == 0:
+        raise ConfigError(f"stiefel = true needs SphereCorr layers to constrain; model {name!r} has none")
     try:
         objective = create("defense", cfg.objective, **cfg.objective_kwargs)
     except (TypeError, ValueError) as e:
@@ -263,6 +266,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
             if device.type != "cuda" or done % GPU_SYNC_EVERY == 0 or save_due:
                 _drain(window, meter, name, cfg, lr)
             opt.step()
+            if cfg.stiefel:
+                retract_to_stiefel(model)
         if w.distributed:
             broadcast_module(model, buffers_only=True)
         bar.update(1)
