@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from advgeom.attacks.base import canonical_norm
 from advgeom.attacks.spec import AttackSpec, parse_attacks, parse_eps
 from advgeom.distributed import World, all_gather_objects, world
 from advgeom.errors import AdvgeomError
@@ -115,6 +116,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     batches, and rank 0 alone stores units and rows and runs the sanity checks (other
     ranks return the same rows with an empty check report).
     """
+    norm = canonical_norm(norm)
     if norm not in NORMS:
         raise AdvgeomError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if batch_size <= 0:
