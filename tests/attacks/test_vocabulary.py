@@ -7,13 +7,13 @@ import warnings
 
 import pytest
 import torch
+from test_contract import call, meta  # same directory: pytest puts it on sys.path
 
 from advgeom.attacks.base import canonical_norm
 from advgeom.attacks.spec import parse_eps
 from advgeom.errors import AdvgeomError
 from advgeom.registry import get, names
 from advgeom.seeding import make_generator
-from test_contract import call, meta  # same directory: pytest puts it on sys.path
 
 ATTACKS = names("attack")
 

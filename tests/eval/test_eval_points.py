@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from eval_fakes import fake_attack, spec, threshold_data
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from advgeom.data.base import TensorData
@@ -12,8 +13,6 @@ from advgeom.eval import CheckConfig, evaluate
 from advgeom.eval.bookkeeping import percent
 from advgeom.eval.points import _chunks
 from advgeom.results.store import ResultStore
-
-from eval_fakes import fake_attack, spec, threshold_data
 
 NO_UNBOUNDED = CheckConfig(unbounded_subset=0)
 ATTACKS = "pgd:steps=3,fgsm"

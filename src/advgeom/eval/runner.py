@@ -27,8 +27,8 @@ from advgeom.attacks.spec import AttackSpec, parse_attacks, parse_eps
 from advgeom.distributed import World, all_gather_objects, world
 from advgeom.errors import AdvgeomError
 from advgeom.eval import checks as C
-from advgeom.eval.points import open_points
 from advgeom.eval.masking import check_cascade_black_box, check_gradient_masking
+from advgeom.eval.points import open_points
 from advgeom.eval.bookkeeping import percent, unit_seed
 from advgeom.eval.rejection import (adversarial_rejection_metrics, can_reject,
                                     clean_rejection_metrics)

@@ -16,7 +16,8 @@ file, or ``mean``/``std`` given by the user (the file wins only when none is giv
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,7 +41,7 @@ def state_dict_of(obj: Any, where: str = "the file") -> dict[str, Tensor]:
             break
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{where} holds no state dict of tensors")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+    return {(k.removeprefix("module.")): v for k, v in obj.items()}
 
 
 def advgeom_names(state: Mapping[str, Tensor], where: str = "the file") -> dict[str, Tensor]:
@@ -94,7 +95,7 @@ def wrn_from_robustbench(state: Mapping[str, Tensor], *, mean: Sequence[float] |
     bad = [k for k in set(ours) & set(mapped) if ours[k].shape != mapped[k].shape]
     if missing or extra or bad:
         what = (f"missing {', '.join(missing[:3])}" if missing else
-                f"unexpected {', '.join(extra[:3])}" if extra else f"shape of {sorted(bad)[0]}")
+                f"unexpected {', '.join(extra[:3])}" if extra else f"shape of {min(bad)}")
         raise CheckpointError(f"{where}: weights do not match a WRN-{6 * blocks + 4}-{width // 64} ({what})")
     model.load_state_dict({k: v.to(ours[k].dtype) for k, v in mapped.items()})
     return model.eval()
