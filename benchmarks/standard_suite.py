@@ -109,10 +109,10 @@ def main() -> None:
                 t_ref_all.append(t)
                 adv = out
     t_ours, t_ref = statistics.median(t_ours_all), statistics.median(t_ref_all)
-    ours = {s.label: res.accuracy(s.label, args.eps) for s in res.specs}
+    ours = {s.label: res.percent(s.label, args.eps) for s in res.specs}
     with torch.no_grad():
         theirs = 100.0 * float(((model(x).argmax(1) == y) & (model(adv).argmax(1) == y)).double().mean())
-    clean = res.accuracy("none")
+    clean = res.percent("none")
 
     env = environment("cpu")
     lines = [
@@ -125,12 +125,12 @@ def main() -> None:
         "| quantity | advgeom | pyautoattack |", "|---|---|---|",
         f"| clean accuracy | {clean:.2f} | - |",
         *(f"| after {k} | {v:.2f} | - |" for k, v in ours.items()),
-        f"| robust accuracy (standard) | {res.accuracy('worst_case', args.eps):.2f} | {theirs:.2f} |",
+        f"| robust accuracy (standard) | {res.percent('worst_case', args.eps):.2f} | {theirs:.2f} |",
         f"| wall time (s), median | {t_ours:.1f} | {t_ref:.1f} |",
         f"| wall times (s), each run | {', '.join(f'{t:.1f}' for t in t_ours_all)} | "
         f"{', '.join(f'{t:.1f}' for t in t_ref_all)} |",
         f"| time ratio advgeom / pyautoattack | {t_ours / t_ref:.2f} | |", "",
-        f"Difference: {res.accuracy('worst_case', args.eps) - theirs:+.2f} points "
+        f"Difference: {res.percent('worst_case', args.eps) - theirs:+.2f} points "
         "(criterion: within 0.5).", "",
         "Environment: " + ", ".join(f"{k}={v}" for k, v in env.items()), "",
     ]

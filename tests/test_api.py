@@ -120,7 +120,7 @@ def test_plain_sequential_through_evaluate_and_the_standard_suite():
         model[0].weight.copy_(torch.tensor([[-10.0, 0.0], [10.0, 0.0]]))
         model[0].bias.copy_(torch.tensor([5.0, -5.0]))
     result = advgeom.evaluate(model, TOY, "pgd:steps=5,fgsm", eps=[0.05, 0.1], progress=False)
-    assert result.ok and 50 < result.accuracy() <= result.accuracy("none") <= 100
+    assert result.ok and 0.5 < result.accuracy() <= result.accuracy("none") <= 1
     torch.manual_seed(1)
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()  # 10 classes for APGD-T
     mnist = advgeom.data.load("mnist", "test")

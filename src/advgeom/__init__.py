@@ -4,9 +4,15 @@ The Python API (README "Use it from Python")::
 
     import advgeom
     from advgeom.attacks import pgd, apgd, square      # every registered attack
-    result = advgeom.evaluate(model, (x, y), "pgd:steps=20", eps=[0.1, 0.2])
+    result = advgeom.evaluate(model, (x, y), "pgd:steps=20", eps=["4/255", "8/255"])
+    result = advgeom.evaluate(model, loader, "pgd:steps=20", eps=0.1)  # a DataLoader, streamed
+    zoo = advgeom.load_model("Carmon2019Unlabeled.pt")    # a RobustBench WideResNet file
     suite = advgeom.standard_suite(model, (x, y), eps=0.1)
     trained = advgeom.train.fit(advgeom.TrainConfig(objective="trades"), model=model).model
+
+Accuracies from the API are fractions in [0,1], exact from counts
+(``result.accuracy()`` = correct / n; ``f"{result.accuracy():.1%}"`` prints percent);
+only printed output (the CLI, reports) and the stored rows' ``value`` show percent.
 
 ``model`` is any ``nn.Module`` mapping inputs in [0,1] to logits
 (:func:`advgeom.models.with_normalization` puts a normalization inside it).

@@ -9,13 +9,25 @@ import torch
 from torch import Tensor, nn
 
 
+def tensor_header(t: Tensor, rows: int | None = None, name: str = "") -> bytes:
+    """What a hash reads before a tensor's values: its name, dtype and shape (``rows``:
+    the length of the whole tensor when ``t`` is only its first rows)."""
+    shape = tuple(t.shape) if rows is None else (int(rows), *t.shape[1:])
+    return f"{name}{t.dtype}|{shape}".encode()
+
+
+def tensor_bytes(t: Tensor) -> bytes:
+    """A tensor's values as the bytes a hash reads (row-major; rows in order, so the
+    bytes of a tensor are those of its row blocks one after another)."""
+    t = t.detach()
+    return t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
 def _hash_tensors(items: Any) -> str:
     h = hashlib.sha256()
     for name, t in items:
-        t = t.detach()
-        h.update(f"{name}{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
+        h.update(tensor_header(t, name=name))
+        h.update(tensor_bytes(t))
     return h.hexdigest()
 
 

@@ -40,8 +40,8 @@ def test_cascade_attacks_only_points_still_robust():
     assert calls["a"] == [list(range(8))]
     assert calls["b"] == [[2, 3, 4, 5, 6, 7]]          # a's successes are not attacked again
     assert calls["c"] == [[3, 4, 5, 6, 7]]
-    assert [res.accuracy(s, 0.1) for s in ("a", "b", "c")] == [75.0, 62.5, 50.0]  # cumulative
-    assert res.accuracy("worst_case", 0.1) == 50.0
+    assert [res.accuracy(s, 0.1) for s in ("a", "b", "c")] == [0.75, 0.625, 0.5]  # cumulative
+    assert res.accuracy("worst_case", 0.1) == 0.5
     # early exit: nothing left, nothing attacked
     calls2: list = []
     res = evaluate(ThresholdModel().eval(), (x, y), [spec("all", fake_attack(flip=range(8))),

@@ -13,11 +13,11 @@ def test_worst_case_is_per_sample(threshold_model):
     a = spec("fake_a", fake_attack(flip={0, 1, 2, 3}))
     b = spec("fake_b", fake_attack(flip={2, 3, 4, 5}))
     r = evaluate(threshold_model, (x, y), [a, b], [0.1], progress=False, check_config=NO_UNBOUNDED)
-    assert r.accuracy("none") == 100.0
-    assert r.accuracy("fake_a", 0.1) == 50.0
-    assert r.accuracy("fake_b", 0.1) == 50.0
+    assert r.accuracy("none") == 1.0
+    assert r.accuracy("fake_a", 0.1) == 0.5
+    assert r.accuracy("fake_b", 0.1) == 0.5
     # only samples 6 and 7 survive both attacks: 2/8, less than either attack alone
-    assert r.accuracy("worst_case", 0.1) == 25.0
+    assert r.accuracy("worst_case", 0.1) == 0.25
     assert r.robust[("worst_case", 0.1)].tolist() == [False] * 6 + [True] * 2
 
 
@@ -28,8 +28,8 @@ def test_disjoint_attacks_give_zero_worst_case(threshold_model):
     r = evaluate(threshold_model, (x, y), [a, b], [0.02, 0.1], progress=False,
                  check_config=NO_UNBOUNDED)
     # eps=0.02 cannot cross the threshold (0.04 away): nothing broken
-    assert r.accuracy("worst_case", 0.02) == 100.0
-    assert r.accuracy("even", 0.1) == r.accuracy("odd", 0.1) == 50.0
+    assert r.accuracy("worst_case", 0.02) == 1.0
+    assert r.accuracy("even", 0.1) == r.accuracy("odd", 0.1) == 0.5
     assert r.accuracy("worst_case", 0.1) == 0.0
 
 
@@ -39,8 +39,8 @@ def test_misclassified_samples_are_not_attacked_and_not_robust(threshold_model):
     a = spec("fake", fake_attack(flip={0}, calls=calls))
     r = evaluate(threshold_model, (x, y), [a], [0.1], progress=False, check_config=NO_UNBOUNDED,
                  batch_size=3)
-    assert r.accuracy("none") == 100.0 * 7 / 8
-    assert r.accuracy("fake", 0.1) == 100.0 * 6 / 8
+    assert r.accuracy("none") == 7 / 8 and r.percent("none") == 87.5
+    assert r.accuracy("fake", 0.1) == 6 / 8 == r.value("robust_accuracy", "fake", 0.1) / 100
     assert sorted(i for c in calls for i in c) == list(range(7))   # 7 never attacked
     assert [len(c) for c in calls] == [3, 3, 1]                     # batches of 3
 

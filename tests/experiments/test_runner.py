@@ -124,7 +124,7 @@ def _evaluating_experiment(leave_ball: bool):
         res = evaluate(Threshold().eval(), (x, y), [AttackSpec("shift", {}, attack=attack)], [0.01],
                        store=ctx.store, experiment=ctx.name, model_name="threshold", progress=False,
                        check_config=CheckConfig(unbounded_subset=0))
-        return Outcome([Comparison("robust", res.accuracy(), None)])
+        return Outcome([Comparison("robust", res.percent(), None)])
 
     return run
 

@@ -16,11 +16,11 @@ from advgeom.results import ResultStore
 
 
 class _Curve:
-    def __init__(self, acc: dict[float, float]) -> None:
-        self.acc = acc
+    def __init__(self, acc: dict[float, int]) -> None:
+        self.acc = acc   # percent of 100 points
 
     def accuracy(self, attack: str, eps: float) -> float:
-        return self.acc[eps]
+        return self.acc[eps] / 100   # a fraction, as EvalResult.accuracy
 
 
 def test_registered_with_reference():

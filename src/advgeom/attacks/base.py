@@ -16,7 +16,10 @@ Usage::
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -178,14 +181,81 @@ class AttackInfo:
 
 
 def describe(**kw: Any) -> Callable[[F], F]:
-    """Decorator attaching an :class:`AttackInfo` as ``fn.info``."""
+    """Decorator attaching an :class:`AttackInfo` as ``fn.info`` and reading the shared
+    vocabulary's spellings the same way for every attack (:func:`shared_arguments`):
+    the decorated attack is a thin wrapper whose ``inspect.signature`` is ``fn``'s."""
     meta = AttackInfo(**kw)
 
     def deco(fn: F) -> F:
-        fn.info = meta  # type: ignore[attr-defined]
-        return fn
+        params = inspect.signature(fn).parameters
+        param = params.get("norm")
+        default_norm = None if param is None or param.default is param.empty else param.default
+        foreign = {k: v for k, v in FOREIGN_NAMES.items() if k not in params}
+
+        @functools.wraps(fn)
+        def attack(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **shared_arguments(fn.__name__, kwargs, default_norm, foreign))
+
+        attack.info = meta  # type: ignore[attr-defined]
+        return attack  # type: ignore[return-value]
 
     return deco
+
+
+# torchattacks / foolbox spellings of the shared vocabulary's options, refused by name
+FOREIGN_NAMES: dict[str, str] = {"alpha": "step_size", "epsilon": "eps", "iters": "steps",
+                                 "nb_iter": "steps", "random_restarts": "restarts"}
+
+
+def canonical_norm(norm: Any) -> Any:
+    """A norm name in the vocabulary's spelling: ``"Linf"``, ``"LINF"`` -> ``"linf"``,
+    ``"L2"`` -> ``"l2"`` (anything else is returned as given, for the attack to refuse)."""
+    return norm.strip().lower() if isinstance(norm, str) else norm
+
+
+def shared_arguments(attack: str, kwargs: dict[str, Any], default_norm: str | None,
+                     foreign: Mapping[str, str] = FOREIGN_NAMES) -> dict[str, Any]:
+    """An attack's keyword arguments in the vocabulary's own spelling, for every attack
+    alike: ``eps`` given as text (``"8/255"``, read by the attack-spec parser as on the
+    command line) becomes a float, a norm name is lower-cased, another library's name of
+    an option (``alpha=``, torchattacks' step) is one clear error naming advgeom's, and a
+    linf ``eps`` above 1 (on [0,1] inputs the whole box: ``eps=8`` usually meant 8/255)
+    gives a ``UserWarning``. l2 radii above 1 are normal and pass silently. ``foreign``:
+    the other libraries' names this attack does not take itself."""
+    for theirs, ours in foreign.items():
+        if theirs in kwargs:
+            raise AdvgeomError(f"{attack} has no option {theirs}= (another library's name): "
+                               f"advgeom calls it {ours}=")
+    out = dict(kwargs)
+    if isinstance(out.get("eps"), str):
+        from advgeom.attacks.spec import parse_number
+
+        out["eps"] = parse_number(out["eps"], "eps")
+    if "norm" in out:
+        out["norm"] = canonical_norm(out["norm"])
+    if out.get("norm", default_norm) == "linf" and _above_one(out.get("eps")):
+        warnings.warn(f"{attack}: linf eps {_eps_text(out['eps'])} exceeds 1, the whole [0,1] box; "
+                      "an eps in pixel levels (8) means its fraction (8/255)", UserWarning,
+                      stacklevel=3)
+    return out
+
+
+def _above_one(eps: Any) -> bool:
+    """Whether a finite eps (a number or any entry of a tensor) exceeds 1."""
+    if isinstance(eps, bool) or eps is None:
+        return False
+    if isinstance(eps, (int, float)):
+        return math.isfinite(eps) and eps > 1
+    import torch
+
+    if isinstance(eps, torch.Tensor) and eps.numel():
+        e = eps.detach().double()
+        return bool(((e > 1) & torch.isfinite(e)).any())
+    return False
+
+
+def _eps_text(eps: Any) -> str:
+    return f"{eps:g}" if isinstance(eps, (int, float)) else "(an entry of the per-sample eps)"
 
 
 def info(name: str) -> AttackInfo:

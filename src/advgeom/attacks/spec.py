@@ -347,21 +347,28 @@ def parse_eps(eps: str | float | Iterable[float]) -> list[float]:
         items = list(eps)
     vals = []
     for v in items:
-        if isinstance(v, str) and not _NUMBER.fullmatch(v.replace(" ", "")):
-            raise ConfigError(f"eps {v!r} is not a number (a decimal or a fraction like 8/255)")
-        if isinstance(v, bool):
-            raise ConfigError(f"eps {v!r} is not a number")
-        try:
-            frac = _fraction(v) if isinstance(v, str) else None
-            f = frac if frac is not None else float(v)
-        except (TypeError, ValueError):
-            raise ConfigError(f"eps {v!r} is not a number") from None
+        f = parse_number(v, "eps")
         if not (f >= 0.0) or f == float("inf"):
             raise ConfigError(f"eps must be finite and >= 0, got {v!r}")
         vals.append(f)
     if not vals:
         raise ConfigError("no eps values given")
     return sorted(set(vals))
+
+
+def parse_number(value: Any, what: str = "eps") -> float:
+    """One number: a float, an int or text (a plain decimal or a fraction like ``"8/255"``,
+    the spelling the command line accepts) as a float; else a one-line
+    :class:`ConfigError` naming ``what``. Range checks are the caller's."""
+    if isinstance(value, str) and not _NUMBER.fullmatch(value.replace(" ", "")):
+        raise ConfigError(f"{what} {value!r} is not a number (a decimal or a fraction like 8/255)")
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} {value!r} is not a number")
+    try:
+        frac = _fraction(value) if isinstance(value, str) else None
+        return frac if frac is not None else float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} {value!r} is not a number") from None
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from advgeom.attacks.spec import AttackSpec, parse_attacks
 from advgeom.errors import AdvgeomError
-from advgeom.eval.bookkeeping import delta_norms, unit_seed
+from advgeom.eval.bookkeeping import delta_norms, percent, unit_seed
 from advgeom.eval.rejection import predict
 from advgeom.eval.units import Units, check_classes, check_readable, device_of, unpack
 from advgeom.hashing import state_hash, tensor_hash, text_hash
@@ -59,7 +59,7 @@ class MinNormResult:
         """Accuracy (%) at ``eps``: clean-correct samples whose minimal perturbation is
         larger than ``eps`` (or was not found)."""
         d = self.distances(norm)
-        return 100.0 * float((self.clean_correct & (d > eps)).float().mean())
+        return percent(self.clean_correct & (d > eps))
 
     def curve(self, eps: Sequence[float], norm: str = "l2") -> list[float]:
         return [self.robust_accuracy(float(e), norm) for e in eps]

@@ -22,30 +22,37 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from advgeom.attacks.base import canonical_norm
 from advgeom.attacks.spec import AttackSpec, parse_attacks, parse_eps
 from advgeom.distributed import World, all_gather_objects, world
 from advgeom.errors import AdvgeomError
 from advgeom.eval import checks as C
 from advgeom.eval.masking import check_cascade_black_box, check_gradient_masking
+from advgeom.eval.points import open_points
 from advgeom.eval.bookkeeping import percent, unit_seed
 from advgeom.eval.rejection import (adversarial_rejection_metrics, can_reject,
                                     clean_rejection_metrics)
 from advgeom.eval.units import (WORST, Outcomes, Payload, Units, attack_unit, check_classes,
                                 check_readable, clean_unit, device_of, from_bools, outcomes,
-                                run_unbounded, unpack)
-from advgeom.hashing import state_hash, tensor_hash, text_hash
+                                run_unbounded)
+from advgeom.hashing import state_hash, text_hash
 from advgeom.progress import progress_bar
 from advgeom.results.env import environment
 from advgeom.results.rows import Row, point_set
 from advgeom.results.store import ResultStore
-from advgeom.types import check_inputs, check_model_dtype
+from advgeom.types import check_model_dtype
 
 NORMS = ("linf", "l2")
 
 
 @dataclass
 class EvalResult:
-    """Rows, the check report and the per-sample outcomes of one evaluation."""
+    """Rows, the check report and the per-sample outcomes of one evaluation.
+
+    Convention: the API's accuracies are fractions in [0, 1], exact from the counts
+    (:meth:`accuracy` = correct / n); percent is for printed output only (the CLI, the
+    reports) and for the stored rows, whose ``value`` column has always held percent
+    (:meth:`percent` = correct * 100 / n, the same float as the row)."""
 
     rows: list[Row]
     checks: C.CheckReport
@@ -72,11 +79,25 @@ class EvalResult:
                 return r.value
         raise KeyError((metric, attack, eps))
 
-    def accuracy(self, attack: str = WORST, eps: float | None = None) -> float:
-        """Clean accuracy (``attack="none"``) or robust accuracy of ``attack`` at ``eps``."""
+    def correct(self, attack: str = WORST, eps: float | None = None) -> int:
+        """How many of the ``n`` points are correct clean (``attack="none"``) or robust
+        against ``attack`` (a label, or ``worst_case``) at ``eps`` (default: the largest)."""
         if attack == "none":
-            return self.value("clean_accuracy", "none", 0.0)
-        return self.value("robust_accuracy", attack, self.eps[-1] if eps is None else eps)
+            return int(self.clean_correct.sum())
+        e = self.eps[-1] if eps is None else eps
+        for (label, at), mask in self.robust.items():
+            if label == attack and math.isclose(at, e):
+                return int(mask.sum())
+        raise KeyError((attack, e))
+
+    def accuracy(self, attack: str = WORST, eps: float | None = None) -> float:
+        """Clean accuracy (``attack="none"``) or robust accuracy of ``attack`` at ``eps``,
+        a fraction in [0, 1]: exactly ``correct / n``."""
+        return self.correct(attack, eps) / self.n
+
+    def percent(self, attack: str = WORST, eps: float | None = None) -> float:
+        """:meth:`accuracy` in percent for printing, ``correct * 100 / n`` (the stored row's value)."""
+        return self.correct(attack, eps) * 100 / self.n
 
 
 # ---------------------------------------------------------------------------
@@ -92,8 +113,9 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
              profile: str = "", seed: int = 0, checks: bool = True, strict: bool = False,
              check_config: C.CheckConfig = C.CheckConfig(), progress: bool = True,
              cascade: bool = False, amp: bool = False) -> EvalResult:
-    """Evaluate ``model`` on ``data`` (TensorData or ``(x, y)``, first ``n`` samples)
-    against every attack at every eps; returns tidy rows (clean accuracy, robust
+    """Evaluate ``model`` on ``data`` (TensorData, ``(x, y)``, a torch ``Dataset`` or
+    ``DataLoader``; its first ``n`` samples, in its order) against every attack at every
+    eps; returns tidy rows (clean accuracy, robust
     accuracy per attack and eps, the per-sample ``worst_case`` over attacks, pass
     counts, rejection metrics for models that can abstain) and a check report.
 
@@ -101,6 +123,12 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     With ``cascade`` (the standard suite), the attacks run in the given order, each on
     the points every earlier attack left robust at that eps; an attack's row is then
     the robust accuracy after it and all earlier ones (AutoAttack's protocol).
+
+    A loader with a fixed order is streamed: read once to hash the points (the stored
+    point-set identity is that hash, the same as for the same tensors) and once to attack
+    them in ``batch_size`` batches, holding only the labels, the first rows (for the
+    checks) and the per-sample outcomes; a loader with a random sampler is read once into
+    memory, with a warning (:mod:`advgeom.eval.points`).
 
     Batches are moved to the model's device. With ``store``, finished units are
     reused and the rows written at the end; ``strict=True`` raises
@@ -115,37 +143,38 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     batches, and rank 0 alone stores units and rows and runs the sanity checks (other
     ranks return the same rows with an empty check report).
     """
+    norm = canonical_norm(norm)
     if norm not in NORMS:
         raise AdvgeomError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if batch_size <= 0:
         raise AdvgeomError(f"batch_size must be positive, got {batch_size}")
     specs, eps_list = parse_attacks(attacks), parse_eps(eps)
-    x, y, num_classes, data_name = unpack(data, n)
-    check_inputs(x, y, num_classes or getattr(model, "num_classes", None))
-    check_model_dtype(model, x)
     if model.training:
         raise AdvgeomError("model is in training mode: call model.eval() before evaluating")
+    points = open_points(data, n, batch_size, max(batch_size, check_config.unbounded_subset if checks else 0),
+                         getattr(model, "num_classes", None))
+    x, y, num_classes, data_name = points.head_x, points.head_y, points.num_classes, points.name
+    check_model_dtype(model, x)
     device = device_of(model, x)
-    check_classes(check_readable(model, x[:1].to(device)), y, num_classes, data_name)
+    check_classes(check_readable(model, x[:1].to(device)), points.labels, num_classes, data_name)
     model_name = model_name or type(model).__name__
     rejecting = can_reject(model)
     if cascade and rejecting:
         raise AdvgeomError("the cascade (standard suite) attacks the class only; a model that can "
                            "reject needs every attack on every point: evaluate without --suite")
     hash_before = state_hash(model)
-    data_fp = tensor_hash(x, y)
+    data_fp = points.digest
     w = world()
     if store is not None and store.run_id is None and w.main:
         store.start_run("evaluate", environment(device))
 
-    starts = list(range(0, len(y), batch_size))
+    starts = list(range(points.batches))
     bar = progress_bar(len(starts[w.rank::w.size]) * (1 + len(specs) * len(eps_list)),
                        f"evaluate {model_name}", enabled=progress and w.main)
     units = Units(store, bar, write=w.main)
 
     def run_batch(b: int) -> BatchOutcome:
-        s0 = starts[b]
-        xb, yb = x[s0:s0 + batch_size].to(device), y[s0:s0 + batch_size].to(device)
+        xb, yb = (t.to(device) for t in points.batch(b))
         base = (hash_before, data_fp, batch_size, b)
         clean = units(text_hash("clean", *base), lambda: clean_unit(model, xb, yb))
         out: dict[tuple[str, float], Payload] = {}
@@ -173,8 +202,8 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     out = outcomes(clean_p, adv_p, specs, eps_list, cascade, rejecting)
     common = dict(experiment=experiment, model=model_name, defense=defense,
                   dataset=data_name if dataset is None else dataset, norm=norm,
-                  profile=profile, seed=seed, n=len(y), weights=hash_before[:16],
-                  points=point_set(len(y), data_fp))
+                  profile=profile, seed=seed, n=points.n, weights=hash_before[:16],
+                  points=point_set(points.n, data_fp))
     row = lambda attack, e, metric, value, **extra: Row(  # noqa: E731
         attack=attack, eps=float(e), metric=metric, value=float(value), extra=extra, **common)
     rows = _rows(row, out, adv_p, specs, eps_list, cascade)
@@ -195,7 +224,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
 
     if store is not None and w.main:
         store.add(rows)
-    result = EvalResult(rows, report, specs, eps_list, norm, len(y), out.clean_correct, out.robust,
+    result = EvalResult(rows, report, specs, eps_list, norm, points.n, out.clean_correct, out.robust,
                         out.clean_accept, out.adv_accept, units.run, units.skipped)
     if strict:
         report.raise_if_failed()

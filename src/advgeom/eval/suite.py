@@ -93,7 +93,8 @@ def standard_suite(model: nn.Module, data: Any, eps: Any, *, version: str = "sta
     """Evaluate ``model`` with AutoAttack's ``version`` suite at every eps (a cascade,
     per-sample worst case); ``caps``: every attack budget capped (``--smoke``); other
     keyword arguments go to :func:`evaluate`."""
-    k = getattr(data, "num_classes", None) or getattr(model, "num_classes", None)
+    k = (getattr(data, "num_classes", None) or getattr(getattr(data, "dataset", None), "num_classes", None)
+         or getattr(model, "num_classes", None))
     return evaluate(model, data, suite_specs(version, norm, k, caps), eps, norm=norm, cascade=True,
                     **kwargs)
 

@@ -327,31 +327,31 @@ def at_mnist(ctx: Context) -> Outcome:
         label = [spec.label for spec in res.specs]  # canonical labels, in the order given
         n = res.n
         comps += [
-            Comparison(f"{defense}: clean", res.accuracy("none"), pub["clean"], n=n),
-            Comparison(f"{defense}: PGD-40 (0.01)", res.accuracy(label[0], EPS), pub["pgd40"], n=n),
-            Comparison(f"{defense}: PGD-100 (0.01)", res.accuracy(label[1], EPS), None, n=n),
-            Comparison(f"{defense}: APGD-CE", res.accuracy(label[2], EPS), None, n=n),
+            Comparison(f"{defense}: clean", res.percent("none"), pub["clean"], n=n),
+            Comparison(f"{defense}: PGD-40 (0.01)", res.percent(label[0], EPS), pub["pgd40"], n=n),
+            Comparison(f"{defense}: PGD-100 (0.01)", res.percent(label[1], EPS), None, n=n),
+            Comparison(f"{defense}: APGD-CE", res.percent(label[2], EPS), None, n=n),
             Comparison(f"{defense}: APGD-T" + (f" ({CPU['apgd_t_targets']} targets)" if ctx.profile == "cpu"
-                                               else ""), res.accuracy(label[3], EPS), None, n=n),
+                                               else ""), res.percent(label[3], EPS), None, n=n),
         ]
         if ctx.profile == "cpu":
             suite = ctx.suite(model, test, [EPS], **{**common, "n": settings["suite_n"]})
             comps += [
                 Comparison(f"{defense}: worst case (PGD-40, PGD-100, APGD-CE, APGD-T)",
-                           res.accuracy("worst_case", EPS), pub["best"], n=n,
+                           res.percent("worst_case", EPS), pub["best"], n=n,
                            note="paper: its strongest reported attack"),
                 Comparison(f"{defense}: standard suite (APGD-CE, APGD-T, FAB-T, Square), first "
-                           f"{suite.n} points", suite.accuracy("worst_case", EPS), pub["best"], n=suite.n),
+                           f"{suite.n} points", suite.percent("worst_case", EPS), pub["best"], n=suite.n),
             ]
             notes += [f"{defense}: {line.strip()}" for line in format_checks(suite.checks).splitlines()
                       if line.strip()]
         else:
             comps += [
-                Comparison(f"{defense}: Square", res.accuracy(label[4], EPS), None, n=n),
-                Comparison(f"{defense}: worst case (all five)", res.accuracy("worst_case", EPS), pub["best"],
+                Comparison(f"{defense}: Square", res.percent(label[4], EPS), None, n=n),
+                Comparison(f"{defense}: worst case (all five)", res.percent("worst_case", EPS), pub["best"],
                            n=n, note="paper: its strongest reported attack"),
             ]
-        curves[defense] = [curve.accuracy("worst_case", e) for e in settings["curve_eps"]]
+        curves[defense] = [curve.percent("worst_case", e) for e in settings["curve_eps"]]
         if ctx.profile == "cpu":
             notes.append(f"{defense}: {cfg.model}, {cfg.objective} {cfg.objective_kwargs}, "
                          f"{cfg.optimizer} peak lr {cfg.lr:g}, {cfg.epochs} epochs of batch "

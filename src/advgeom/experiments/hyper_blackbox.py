@@ -86,13 +86,13 @@ def hyper_blackbox(ctx: Context) -> Outcome:
                                defense=f"{training}_training", dataset=dataset)
             col = 2 * a_idx + t_idx
             cell = f"{target_arch}/{training}"
-            comps.append(Comparison(f"{cell}: clean", res.accuracy("none"), None, n=res.n))
+            comps.append(Comparison(f"{cell}: clean", res.percent("none"), None, n=res.n))
             for name in ARCHS:
                 for atk in crafts:
                     pub = 100 * TABLE3[name][atk][col] if dataset == "cifar10" else None
                     comps.append(Comparison(f"{cell} <- {name} {atk.upper()}",
-                                            res.accuracy(f"transfer-{atk} from {name}", eps), pub, n=res.n))
+                                            res.percent(f"transfer-{atk} from {name}", eps), pub, n=res.n))
             comps += [Comparison(f"{cell}: white-box {atk.upper()} (reference)",
-                                 res.accuracy(f"white-box {atk}", eps), None, n=res.n) for atk in crafts]
+                                 res.percent(f"white-box {atk}", eps), None, n=res.n) for atk in crafts]
             notes += HM.check_lines(cell, res)
     return Outcome(comps, [], notes)

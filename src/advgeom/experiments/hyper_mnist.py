@@ -140,12 +140,12 @@ def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[st
     res = ctx.evaluate(target, data["test"], specs, [eps], **common)
     labels = [sp.label for sp in res.specs]
     n = res.n
-    comps = [Comparison(f"{cell}: clean", res.accuracy("none"), paper[0], n=n),
-             Comparison(f"{cell}: FGSM", res.accuracy(labels[0], eps), paper[1], n=n),
-             Comparison(f"{cell}: PGD-100 (0.01)", res.accuracy(labels[1], eps), paper[2], n=n),
-             Comparison(f"{cell}: APGD-DLR", res.accuracy(labels[2], eps), None, n=n),
-             Comparison(f"{cell}: Square", res.accuracy(labels[3], eps), None, n=n),
-             Comparison(f"{cell}: worst case (no rejection)", res.accuracy(WORST, eps), None, n=n)]
+    comps = [Comparison(f"{cell}: clean", res.percent("none"), paper[0], n=n),
+             Comparison(f"{cell}: FGSM", res.percent(labels[0], eps), paper[1], n=n),
+             Comparison(f"{cell}: PGD-100 (0.01)", res.percent(labels[1], eps), paper[2], n=n),
+             Comparison(f"{cell}: APGD-DLR", res.percent(labels[2], eps), None, n=n),
+             Comparison(f"{cell}: Square", res.percent(labels[3], eps), None, n=n),
+             Comparison(f"{cell}: worst case (no rejection)", res.percent(WORST, eps), None, n=n)]
     notes = check_lines(cell, res)
     if rejecting:
         comps += rejection_comparisons(cell, res, eps, "p=1")

@@ -72,16 +72,16 @@ def penalty_activations(ctx: Context) -> Outcome:
         res = ctx.evaluate(model, test, specs, [PM.EPS], n=st["n"], model_name=label, defense=cfg.objective,
                            dataset="mnist")
         geo = PM.model_geometry(model, x, float(s_text) if s_text else None)
-        comps += [Comparison(f"{label}: clean", res.accuracy("none"), None, n=res.n),
-                  Comparison(f"{label}: PGD-40", res.accuracy(specs[0].label, PM.EPS), None, n=res.n),
-                  Comparison(f"{label}: [audit] worst case", res.accuracy(WORST, PM.EPS), None, n=res.n),
+        comps += [Comparison(f"{label}: clean", res.percent("none"), None, n=res.n),
+                  Comparison(f"{label}: PGD-40", res.percent(specs[0].label, PM.EPS), None, n=res.n),
+                  Comparison(f"{label}: [audit] worst case", res.percent(WORST, PM.EPS), None, n=res.n),
                   Comparison(f"{label}: min class angle", geo["min_angle"], None, unit="deg",
                              note=f"optimum {geo['theorem1_angle']:.2f}")]
         ctx.record([ctx.row(model=label, defense=cfg.objective, metric=k, value=v, dataset="mnist",
                             n=st["n"]) for k, v in geo.items()])
         if s_text:
-            acc["pgd40"].setdefault(act, []).append(res.accuracy(specs[0].label, PM.EPS))
-            acc["worst"].setdefault(act, []).append(res.accuracy(WORST, PM.EPS))
+            acc["pgd40"].setdefault(act, []).append(res.percent(specs[0].label, PM.EPS))
+            acc["worst"].setdefault(act, []).append(res.percent(WORST, PM.EPS))
         if label in ("softmax/relu", "relu/s=0.1", "tanh/s=0.1"):
             with torch.no_grad():
                 pictures[label] = (model.features(x).cpu(), PM.class_vectors(model).detach().cpu())

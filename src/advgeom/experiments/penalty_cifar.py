@@ -71,19 +71,19 @@ def penalty_cifar(ctx: Context) -> Outcome:
     res = ctx.evaluate(model, test, paper + audit, [EPS], **common)
     l2 = ctx.evaluate(model, test, l2specs, [CW_EPS], norm="l2", **common)
     geo = PM.model_geometry(model, test.images[:n].to(ctx.device), PM.PENALTY["s"])
-    comps = [Comparison("penalty: clean", res.accuracy("none"), pub["clean"], n=res.n),
-             Comparison("penalty: PGD-20 (0.0031)", res.accuracy(paper[0].label, EPS), pub["pgd20"], n=res.n),
-             Comparison("penalty: PGD-100 (0.0031)", res.accuracy(paper[1].label, EPS), None, n=res.n),
-             Comparison("penalty: DeepFool (linf)", res.accuracy(paper[2].label, EPS), pub["deepfool"],
+    comps = [Comparison("penalty: clean", res.percent("none"), pub["clean"], n=res.n),
+             Comparison("penalty: PGD-20 (0.0031)", res.percent(paper[0].label, EPS), pub["pgd20"], n=res.n),
+             Comparison("penalty: PGD-100 (0.0031)", res.percent(paper[1].label, EPS), None, n=res.n),
+             Comparison("penalty: DeepFool (linf)", res.percent(paper[2].label, EPS), pub["deepfool"],
                         n=res.n),
-             Comparison("penalty: MTA-100", res.accuracy(paper[3].label, EPS), None, n=res.n),
-             Comparison("penalty: C&W L2 within radius 1", l2.accuracy(l2specs[0].label, CW_EPS), pub["cw"],
+             Comparison("penalty: MTA-100", res.percent(paper[3].label, EPS), None, n=res.n),
+             Comparison("penalty: C&W L2 within radius 1", l2.percent(l2specs[0].label, CW_EPS), pub["cw"],
                         n=l2.n)]
-    comps += [Comparison(f"penalty: [audit] {PM.display(s)}", res.accuracy(s.label, EPS), None, n=res.n)
+    comps += [Comparison(f"penalty: [audit] {PM.display(s)}", res.percent(s.label, EPS), None, n=res.n)
               for s in audit]
-    comps += [Comparison("penalty: [audit] worst case, all linf attacks", res.accuracy(WORST, EPS), pub["pgd20"],
+    comps += [Comparison("penalty: [audit] worst case, all linf attacks", res.percent(WORST, EPS), pub["pgd20"],
                          note="paper: PGD-20; the fall is the gap", n=res.n),
-              Comparison("penalty: [audit] l2 worst case at radius 1", l2.accuracy(WORST, CW_EPS), pub["cw"],
+              Comparison("penalty: [audit] l2 worst case at radius 1", l2.percent(WORST, CW_EPS), pub["cw"],
                          n=l2.n)]
     comps += PM.geometry_comparisons("penalty", geo)
     notes = PM.check_notes("penalty", [res, l2])

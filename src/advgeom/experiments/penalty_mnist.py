@@ -237,27 +237,27 @@ def penalty_mnist(ctx: Context) -> Outcome:
         pub = paper[row]
         lab = {k: s.label for k, s in specs.items()}
         n = res.n
-        comps += [Comparison(f"{row}: clean", res.accuracy("none"), pub["clean"], n=n)]
-        comps += [Comparison(f"{row}: {name}", res.accuracy(lab[k], EPS), pub[k], n=n)
+        comps += [Comparison(f"{row}: clean", res.percent("none"), pub["clean"], n=n)]
+        comps += [Comparison(f"{row}: {name}", res.percent(lab[k], EPS), pub[k], n=n)
                   for k, name in (("pgd40", "PGD-40"), ("pgd200", "PGD-200"), ("deepfool", "DeepFool (linf)"),
                                   ("mta200", "MTA-200"))]
-        comps.append(Comparison(f"{row}: C&W L2 within radius 3", l2.accuracy(lab["cw"], CW_EPS), pub["cw"],
+        comps.append(Comparison(f"{row}: C&W L2 within radius 3", l2.percent(lab["cw"], CW_EPS), pub["cw"],
                                 note=f"{st['cw_n']} points", n=l2.n))
         paper_worst = worst_of(res, [s.label for s in linf_paper], EPS)
-        comps += [Comparison(f"{row}: [audit] {display(s)}", res.accuracy(s.label, EPS), None, n=n)
+        comps += [Comparison(f"{row}: [audit] {display(s)}", res.percent(s.label, EPS), None, n=n)
                   for s in audit]
         comps += [Comparison(f"{row}: [audit] worst of the paper's linf attacks", paper_worst,
                              min(pub[k] for k in ("pgd40", "pgd200", "deepfool", "mta200")), n=n),
-                  Comparison(f"{row}: [audit] worst case, all linf attacks", res.accuracy(WORST, EPS),
+                  Comparison(f"{row}: [audit] worst case, all linf attacks", res.percent(WORST, EPS),
                              pub["pgd40"], note="paper: PGD-40; the fall is the gap", n=n),
                   Comparison(f"{row}: [audit] l2 worst case at 3",
-                             l2.accuracy(WORST, CW_EPS), pub["cw"], note="paper: C&W", n=l2.n)]
+                             l2.percent(WORST, CW_EPS), pub["cw"], note="paper: C&W", n=l2.n)]
         geo = model_geometry(model, test.images[:st["n"]].to(ctx.device),
                              PENALTY["s"] if row == "penalty" else None)
         comps += geometry_comparisons(row, geo)
         ctx.record([ctx.row(model=cfg.model, defense=row, metric=k, value=v, dataset="mnist", n=st["n"])
                     for k, v in geo.items()])
-        curves[row] = [curve.accuracy("worst_case", e) for e in st["curve_eps"]]
+        curves[row] = [curve.percent("worst_case", e) for e in st["curve_eps"]]
         notes += check_notes(row, [curve, res, l2])
     figs = [plot_curves(list(st["curve_eps"]), curves, ctx.figure_path("robust_accuracy_vs_eps"),
                         title="MNIST small net: robust accuracy vs eps (worst of PGD-40, APGD-CE)",

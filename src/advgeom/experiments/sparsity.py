@@ -21,6 +21,7 @@ import advgeom.defenses.sparsity
 from advgeom.analysis import layer_bounds as LB
 from advgeom.config import config_hash
 from advgeom.data import load
+from advgeom.eval.bookkeeping import percent
 from advgeom.eval.report import summarize_checks
 from advgeom.eval.runner import EvalResult
 from advgeom.attacks.spec import AttackSpec
@@ -129,7 +130,7 @@ def acc(res: EvalResult, labels: list[str] | str, eps: float = EPS) -> float:
     """Robust accuracy (%) under the per-sample worst case over ``labels``."""
     labels = [labels] if isinstance(labels, str) else labels
     ok = torch.stack([res.robust[(lab, eps)] for lab in labels]).all(0)
-    return 100.0 * float(ok.float().mean())
+    return percent(ok)
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -147,7 +148,7 @@ def table1(ctx: Context) -> Outcome:
         res = run_eval(ctx, model, x, y, paper + extra, [EPS], name="nielsen_cnn4", defense=tag, dataset="mnist")
         lls = [p.label for p in paper if p.label.startswith("ll_")]
         n = res.n
-        comps.append(Comparison(f"{tag}: clean", res.accuracy("none"), ref["clean"][col], n=n))
+        comps.append(Comparison(f"{tag}: clean", res.percent("none"), ref["clean"][col], n=n))
         comps.append(Comparison(f"{tag}: locally linear (worst of {'/'.join(lls)})", acc(res, lls),
                                 ref["rows"]["locally_linear"][col], n=n))
         if fe:
@@ -157,7 +158,7 @@ def table1(ctx: Context) -> Outcome:
         comps += [Comparison(f"{tag}: [beyond] {sp.label}", acc(res, sp.label), None, n=n) for sp in extra]
         comps.append(Comparison(f"{tag}: worst case, paper attacks", acc(res, [p.label for p in paper]), None,
                                 n=n))
-        comps.append(Comparison(f"{tag}: [beyond] worst case, all attacks", res.accuracy("worst_case", EPS),
+        comps.append(Comparison(f"{tag}: [beyond] worst case, all attacks", res.percent("worst_case", EPS),
                                 None, n=n))
         notes.append(f"{tag} checks: " + summarize_checks(res.checks))
     notes.insert(0, f"{len(y)} MNIST test points; CNN trained {s['cnn_iters']} Adam iterations (batch 64). "
@@ -190,7 +191,7 @@ def table2(ctx: Context) -> Outcome:
             elif task == "fashion_mnist" and defense == "none":
                 clean_ref = ref["clean"]["fashion_mnist_no_defense"]
             n = res.n
-            comps.append(Comparison(f"{task}/{defense}: clean", res.accuracy("none"), clean_ref, n=n))
+            comps.append(Comparison(f"{task}/{defense}: clean", res.percent("none"), clean_ref, n=n))
             comps.append(Comparison(f"{task}/{defense}: locally linear (worst of {'/'.join(lls)})",
                                     acc(res, lls), ref["rows"][task][col], n=n))
             if fe:
@@ -199,7 +200,7 @@ def table2(ctx: Context) -> Outcome:
             comps += [Comparison(f"{task}/{defense}: [beyond] {sp.label}", acc(res, sp.label), None, n=n)
                       for sp in extra]
             comps.append(Comparison(f"{task}/{defense}: [beyond] worst case, all attacks",
-                                    res.accuracy("worst_case", EPS), None, n=n))
+                                    res.percent("worst_case", EPS), None, n=n))
             if defense != "front_end":
                 gam = [round(g, 2) for _, g in LB.layer_gammas(model)]
                 kept = [round(100 * k, 1) for k in advgeom.defenses.sparsity.weight_sparsity(model)]
@@ -274,8 +275,8 @@ def l1_sweep(ctx: Context) -> Outcome:
             kept = advgeom.defenses.sparsity.weight_sparsity(model)
             with torch.no_grad():
                 constant = bool((model(x).argmax(1) == model(x[:1]).argmax(1)).all())
-            v = res[task][(lam, iters)] = dict(clean=r.accuracy("none"), ll=acc(r, "ll_semi_white"),
-                                               worst=r.accuracy("worst_case", EPS), kept=100.0 * kept[0])
+            v = res[task][(lam, iters)] = dict(clean=r.percent("none"), ll=acc(r, "ll_semi_white"),
+                                               worst=r.percent("worst_case", EPS), kept=100.0 * kept[0])
             tag = f"{task}/lam={lam:g}/{iters} it"
             comps += [Comparison(f"{tag}: clean", v["clean"], None, n=r.n),
                       Comparison(f"{tag}: locally linear (ll_semi_white)", v["ll"], paper_ll, n=r.n),
@@ -338,17 +339,17 @@ def curves(ctx: Context) -> Outcome:
                           AttackSpec("locally_linear_white_iterative", it, label="ll_white_iter"),
                           AttackSpec("pgd_bpda", {"steps": 40}, label="pgd_bpda", attack=bpda("pgd"))]
             res = run_eval(ctx, model, x, y, specs, eps, name="fc2", defense=defense, dataset=task)
-            clean = res.accuracy("none")
+            clean = res.percent("none")
             for sp in specs + [AttackSpec("worst_case")]:
                 if sp.label in ("pgd", "pgd_bpda"):
                     continue
                 lines[f"{defense}: {sp.label}"] = [clean] + [acc(res, sp.label, e) if sp.label != "worst_case"
-                                                             else res.accuracy("worst_case", e) for e in eps]
+                                                             else res.percent("worst_case", e) for e in eps]
             comps.append(Comparison(f"{task}/{defense}: locally linear at eps 0.25", acc(
                 res, [sp.label for sp in specs if sp.label in ("ll_semi_white", "ll_white")]),
                 ctx.reference("sparsity.binary_fc2")["rows"][task][DEFENSES.index(defense)], n=res.n))
             comps.append(Comparison(f"{task}/{defense}: [beyond] worst case at eps 0.25",
-                                    res.accuracy("worst_case", EPS), None, n=res.n))
+                                    res.percent("worst_case", EPS), None, n=res.n))
         figs.append(_curve_figure([0.0] + eps, lines, ctx.figure_path(f"accuracy_vs_eps_{task}"),
                                   f"{task}: fc2 (10 hidden units); front end rho=3%"))
     notes.append(f"{s['curve_n'] or 'all'} test points per task; 'worst_case' lines include PGD-40 "
@@ -392,7 +393,7 @@ def cw(ctx: Context) -> Outcome:
                 wrong = model(adv).argmax(1) != y
             d = (adv - x).flatten(1)
             ok = wrong & (d.abs().amax(1) > 0)
-            return {"accuracy": 100.0 * float((~wrong).float().mean()),
+            return {"accuracy": percent(~wrong),
                     "linf": d.abs().amax(1)[ok].tolist(),
                     "l2_rms": (d.norm(dim=1) / d.shape[1] ** 0.5)[ok].tolist(),
                     "l2": d.norm(dim=1)[ok].tolist()}

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from advgeom.data import load
+from advgeom.eval.bookkeeping import percent
 from advgeom.eval.report import format_checks
 from advgeom.eval.runner import EvalResult
 from advgeom.experiments import _spectral_figures as SF
@@ -87,7 +88,7 @@ def _clean(ctx: Context, model: nn.Module, data: Any, n: int, key: str) -> float
     def run() -> float:
         x, y = data[0][:n].to(ctx.device), data[1][:n].to(ctx.device)
         with torch.no_grad():
-            return float((model(x).argmax(1) == y).float().mean() * 100)
+            return percent(model(x).argmax(1) == y)
     return ctx.cached(f"clean/{key}", run)
 
 
@@ -95,7 +96,7 @@ def choose_eps(curve: EvalResult, grid: tuple[float, ...], almost_all: float) ->
     """The paper's rule: the smallest eps of ``grid`` at which the standard model's
     accuracy under PGA is at most ``almost_all`` (else the largest eps)."""
     for e in grid:
-        if curve.accuracy("worst_case", e) <= 100 * almost_all + 1e-3:  # float32 rates
+        if curve.accuracy("worst_case", e) <= almost_all:  # exact fractions of counts
             return e
     return grid[-1]
 
@@ -128,7 +129,7 @@ def train_all(ctx: Context, s: dict[str, Any], test: Any, val: Any,
                          defense="standard", **common)
     eps = choose_eps(curve, tuple(s["eps_grid"]), s["almost_all"])
     notes.append(f"eps rule: standard-model accuracy under l2 PGA-10 on {s['rule_n']} test points: "
-                 + ", ".join(f"{e:g}: {curve.accuracy('worst_case', e):.1f}%" for e in s["eps_grid"])
+                 + ", ".join(f"{e:g}: {curve.percent('worst_case', e):.1f}%" for e in s["eps_grid"])
                  + f"; chosen eps {eps:g} (first with <= {100 * s['almost_all']:.0f}% accuracy)")
     at = ctx.train(finetune_config(s, "pga_at", {"eps": eps, "iters": 10}), natural)
     target = _clean(ctx, at, val, s["rule_n"], "pga_at")
@@ -171,18 +172,18 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
                           defense=method, **common)
         li = ctx.evaluate(model, test, ["pgd:steps=10"], list(s["linf_grid"]), norm="linf", n=s["n_curve"],
                           defense=method, **common)
-        acc_l2[method] = [l2.accuracy("worst_case", e) for e in s["eps_grid"]]
-        acc_linf[method] = [li.accuracy("worst_case", e) for e in s["linf_grid"]]
+        acc_l2[method] = [l2.percent("worst_case", e) for e in s["eps_grid"]]
+        acc_linf[method] = [li.percent("worst_case", e) for e in s["linf_grid"]]
         res = ctx.evaluate(model, test, l2_attacks, [eps], norm="l2", n=s["n_eval"], defense=method, **common)
         rli = ctx.evaluate(model, test, li_attacks, [li_eps], norm="linf", n=s["n_eval"], defense=method,
                            **common)
-        comps.append(Comparison(f"{method}: clean", res.accuracy("none"),
+        comps.append(Comparison(f"{method}: clean", res.percent("none"),
                                 paper.get(keys[method], {}).get("clean"), n=res.n))
         for r, e, names, norm in ((res, eps, ("PGA-10", "APGD-CE", "APGD-T"), "l2"),
                                   (rli, li_eps, ("PGD-10", "APGD-CE", "APGD-T", "Square"), "linf")):
-            comps += [Comparison(f"{method}: {short} ({norm} eps {e:g})", r.accuracy(spec.label, e), None,
+            comps += [Comparison(f"{method}: {short} ({norm} eps {e:g})", r.percent(spec.label, e), None,
                                  n=r.n) for spec, short in zip(r.specs, names)]
-            comps.append(Comparison(f"{method}: worst case ({norm} eps {e:g})", r.accuracy("worst_case", e),
+            comps.append(Comparison(f"{method}: worst case ({norm} eps {e:g})", r.percent("worst_case", e),
                                     None, note="per sample, over the attacks above", n=r.n))
         notes += [f"{method}: {line.strip()}" for r in (res, rli, l2, li)
                   for line in format_checks(r.checks).splitlines() if line.strip()]

@@ -9,7 +9,7 @@ import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -66,13 +66,38 @@ def save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None, 
     save_checkpoint(path, tensors, sidecar)
 
 
+# suffixes of plain torch state-dict files (a RobustBench model-zoo checkpoint)
+ZOO_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", *,
-               model: nn.Module | None = None) -> nn.Module:
+               model: nn.Module | None = None, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None) -> nn.Module:
     """Rebuild a trained model from a checkpoint (config in the sidecar), in eval mode.
 
     A checkpoint of a user's own module (``fit(cfg, model=net)``) needs ``model``: a
     module of the same architecture (same class and ``repr``); its weights are loaded
-    into a copy, ``model`` itself is left unchanged."""
+    into a copy, ``model`` itself is left unchanged.
+
+    A ``.pt``/``.pth``/``.ckpt``/``.bin`` file is read as a RobustBench model-zoo
+    checkpoint of a WideResNet (a state dict, possibly under ``"state_dict"`` or with
+    ``module.`` prefixes; read with ``weights_only=True``) into advgeom's ``wrn``
+    (:mod:`advgeom.models.zoo`): ``mean``/``std`` put the entry's normalization inside
+    the model (default: the file's ``mu``/``sigma`` buffers, else none)."""
+    if Path(path).suffix.lower() in ZOO_SUFFIXES:
+        from advgeom.models.zoo import state_dict_of, wrn_from_robustbench
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no such file") from None
+        except Exception as e:  # pickle/zip errors of a corrupt or foreign file
+            raise CheckpointError(f"{path}: not a readable torch state-dict file ({type(e).__name__})") from None
+        net = wrn_from_robustbench(state_dict_of(obj, str(path)), mean=mean, std=std, where=str(path))
+        return net.to(device).eval()
+    if mean is not None or std is not None:
+        raise CheckpointError(f"{path}: mean/std apply to model-zoo files ({', '.join(ZOO_SUFFIXES)}); "
+                              "an advgeom checkpoint carries its own normalization")
     tensors, side = load_checkpoint(path)
     return model_from(tensors, side, path, device, model)
 
