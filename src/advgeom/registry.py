@@ -81,14 +81,14 @@ def get(kind: str, name: str) -> Any:
 
 
 def accepts(kind: str, name: str, argument: str) -> bool:
-    """Whether the registered ``(kind, name)`` takes the keyword ``argument``."""
+    """Whether the registered ``(kind, name)`` names the keyword ``argument`` in its
+    signature (a ``**kwargs`` catch-all does not count)."""
     import inspect
 
     try:
-        params = inspect.signature(get(kind, name)).parameters
+        return argument in inspect.signature(get(kind, name)).parameters
     except (TypeError, ValueError):
-        return True
-    return argument in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        return False
 
 
 def check_arguments(kind: str, name: str, cfg: Mapping[str, Any]) -> Any:
