@@ -372,6 +372,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
     from advgeom.eval.runner import NORMS
     from advgeom.registry import get
     from advgeom.results import environment
+    from advgeom.results.pivot import CHECKPOINT_EXPERIMENT
     from advgeom.train import TrainConfig, fit, load_model
     from advgeom.train.checkpoint import load_checkpoint
 
@@ -448,9 +449,12 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
             import torch
 
             model = model.to(memory_format=torch.channels_last)
+        name = experiment or CHECKPOINT_EXPERIMENT
+        if checkpoint is not None:   # one set of weights, one name (issue 30)
+            name, label, smoke_rows = _checkpoint_name(store, model, label, smoke_rows)
         result = _run(run_evaluation, model, data, attacks, eps, suite=suite, norm=norm, n=n,
                       batch_size=batch_size,
-                      store=store, experiment=experiment or "evaluate", model_name=label,
+                      store=store, experiment=name, model_name=label,
                       defense=cfg.objective, dataset=dataset or cfg.dataset, seed=seed,
                       progress=progress, plot_dir=str(root / "reports" / "evaluate") if w.main else None,
                       amp=amp, caps=caps, **smoke_rows)
@@ -465,6 +469,22 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
     elif strict and failed:
         _fail("a sanity check failed: the numbers marked '!' are not trustworthy as they stand "
               "(--no-strict to exit 0 anyway)", 1)
+
+
+def _checkpoint_name(store, model, label: str, rows: dict) -> tuple[str, str, dict]:
+    """The (experiment, model label, row settings) a checkpoint's rows are stored under:
+    the name the store already gives the same weights when an experiment evaluated them
+    (:func:`advgeom.results.pivot.weights_names`), else ``evaluate`` and the model's name."""
+    from advgeom.hashing import state_hash
+    from advgeom.results.pivot import CHECKPOINT_EXPERIMENT, weights_names
+
+    weights = state_hash(model)[:16]   # the rows' ``weights`` (advgeom.eval.runner.evaluate)
+    owner = weights_names(_run(store.query, weights=weights)).get(weights)
+    if owner is None:
+        return CHECKPOINT_EXPERIMENT, label, rows
+    _out(f"these weights are {owner[1]} of experiment {owner[0]} ({owner[2] or 'no profile'}): "
+         "their rows are stored under that name")
+    return owner[0], owner[1], {**rows, "profile": owner[2]}
 
 
 def _keep_report(db: Path, rep, profile: str, seed: int) -> None:
@@ -513,8 +533,11 @@ def _open_store(db: Path):
 
 
 def _stored_rows(db: Path, experiment: Optional[str] = None) -> list:
-    """The rows of ``db`` (one experiment's with ``experiment``); missing or empty is an error."""
-    rows = _run(_open_store(db).query, **({"experiment": experiment} if experiment else {}))
+    """The rows of ``db`` (one experiment's with ``experiment``), a checkpoint's evaluations under
+    the name of the experiment that owns its weights; missing or empty is an error."""
+    from advgeom.results.pivot import one_name
+
+    rows = [r for r in one_name(_run(_open_store(db).query)) if experiment is None or r.experiment == experiment]
     if not rows:
         _fail(f"no results for experiment {experiment!r} in {db}" if experiment else f"{db} holds no results yet")
     return rows

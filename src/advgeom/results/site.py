@@ -22,7 +22,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from advgeom.errors import AdvgeomError
-from advgeom.results.pivot import Pivot, leaderboard, pivot, point_set_text
+from advgeom.results.pivot import Pivot, leaderboard, one_name, pivot, point_set_text
 from advgeom.results.render import COMPARISON_HEADER, _fmt, comparison_cells
 from advgeom.results.store import ResultStore
 from advgeom.stats import interval_text
@@ -68,7 +68,8 @@ def _pages(store: ResultStore, runs: dict[int, dict[str, Any]]) -> list[Page]:
     pages: dict[str, Page] = {}
     by_exp: dict[str, list] = defaultdict(list)
     run_ids: dict[str, set] = defaultdict(set)
-    for row, run_id in store.query_with_runs():
+    pairs = store.query_with_runs()
+    for row, run_id in zip(one_name(r for r, _ in pairs), (i for _, i in pairs)):
         by_exp[row.experiment].append(row)
         run_ids[row.experiment].add(run_id)
     for rep in store.reports():
