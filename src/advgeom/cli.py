@@ -280,8 +280,11 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     w, device = _join(device)
     if cfgs:
         from advgeom.experiments.smoke import SMOKE
+        from advgeom.results.schema import inspect
 
-        _announce(list(cfgs.values()), root / SMOKE if smoke else root, reuse)
+        run_root = root / SMOKE if smoke else root
+        _run(inspect, Path(db or run_root / "results.sqlite"), 30.0)   # a foreign file: one line, first
+        _announce(list(cfgs.values()), run_root, reuse)
     rep = _run(run_experiment, name, profile, root=root, store_path=db, device=device, seed=seed,
                progress=progress, log=lambda m: _out(m, highlight=False), reuse=reuse,
                replace=replace, smoke=smoke)
@@ -420,6 +423,10 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         cfgs = {cfg.model: cfg}
     if download:
         _check_download([dataset] if dataset else [c.dataset for c in cfgs.values()])
+    from advgeom.results.store import open_store
+
+    # the results database next (another program's file is refused untouched), then the data
+    store = _run(open_store, db or root / "results.sqlite", reuse=reuse, replace=replace)
     data_of: dict[str, object] = {}
 
     def data_for(cfg: TrainConfig) -> object:
@@ -438,9 +445,6 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         model = (_run(load_model, checkpoint, device) if checkpoint is not None else
                  _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse).model.eval())
         targets.append((label, model, cfg, data_for(cfg)))
-    from advgeom.results.store import open_store
-
-    store = _run(open_store, db or root / "results.sqlite", reuse=reuse, replace=replace)
     if w.main:
         _run(store.start_run, "advgeom evaluate " + " ".join(sys.argv[2:]), environment(device))
     failed = False

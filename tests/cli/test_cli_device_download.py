@@ -74,7 +74,7 @@ def recording_mnist(monkeypatch):
         return TensorData(torch.rand(16, 1, 28, 28, generator=g), torch.arange(16) % 10, 10, "mnist", split)
 
     monkeypatch.setitem(registry._REGISTRY["dataset"], "mnist", fake)
-    monkeypatch.delenv(DOWNLOAD_ENV, raising=False)
+    monkeypatch.setenv(DOWNLOAD_ENV, "0")   # restored after the test (the CLI sets it to 1)
     return calls
 
 
@@ -85,7 +85,7 @@ def test_download_reaches_the_loader(tmp_path, recording_mnist, monkeypatch):
     out = _run("train", *MNIST, "--root", tmp_path, "--no-progress", "--download")
     assert out.exit_code == 0, out.output
     assert recording_mnist and all(recording_mnist)
-    monkeypatch.delenv(DOWNLOAD_ENV, raising=False)
+    monkeypatch.setenv(DOWNLOAD_ENV, "0")   # restored after the test (the CLI sets it to 1)
     recording_mnist.clear()
     out = _run("train", *MNIST, "--root", tmp_path / "other", "--no-progress")
     assert out.exit_code == 0, out.output
@@ -97,7 +97,7 @@ def test_download_reaches_the_loader(tmp_path, recording_mnist, monkeypatch):
     ["evaluate", "--experiment", "demo", "--dataset", "cifar100"],
 ])
 def test_download_for_a_data_set_without_a_source_is_one_line(tmp_path, monkeypatch, args):
-    monkeypatch.delenv(DOWNLOAD_ENV, raising=False)
+    monkeypatch.setenv(DOWNLOAD_ENV, "0")   # restored after the test (the CLI sets it to 1)
     out = _run(*args, "--root", tmp_path, "--download")
     assert out.exit_code == 2, out.output
     assert out.output.startswith("error: --download: data set ") and out.output.count("\n") == 1

@@ -102,6 +102,7 @@ class Verdict:
     warned: tuple[str, ...] = ()
     count: int = 0
     messages: tuple[str, ...] = ()
+    checks: tuple[tuple[str, str, str], ...] = ()   # (name, pass|warn|fail, message) of every check
 
     @property
     def text(self) -> str:
@@ -125,7 +126,9 @@ def verdict(rows: Iterable[Row]) -> Verdict:
     warned = tuple(name(r) for r in checks if 0.25 <= r.value < 0.75)
     msgs = tuple(f"{name(r)}: {r.extra.get('message', '')}" for r in checks if r.value < 0.75)
     status = "fail" if failed else "warn" if warned else "pass"
-    return Verdict(status, failed, warned, len(checks), msgs)
+    each = tuple((name(r), "fail" if r.value < 0.25 else "warn" if r.value < 0.75 else "pass",
+                  str(r.extra.get("message", ""))) for r in checks)
+    return Verdict(status, failed, warned, len(checks), msgs, each)
 
 
 # ---------------------------------------------------------------------------
@@ -306,3 +309,17 @@ def leaderboard(rows: Iterable[tuple[Row, int | None]], runs: Mapping[int, Mappi
     for b in boards.values():
         b.entries.sort(key=lambda x: -1.0 if x.worst.value is None else x.worst.value, reverse=True)
     return [boards[k] for k in sorted(boards)]
+
+
+
+def check_matrix(evaluations: Iterable[tuple[dict[str, Any], Verdict]]
+                 ) -> tuple[list[str], list[tuple[dict[str, Any], dict[str, tuple[str, str]]]]]:
+    """Sanity checks as one compact table: the check names (columns) and, per evaluation
+    (``(key, verdict)`` pairs, each key once), ``{check: (status, message)}``;
+    evaluations without checks are left out."""
+    seen: dict[tuple, tuple[dict[str, Any], dict[str, tuple[str, str]]]] = {}
+    for key, v in evaluations:
+        if v.checks:
+            seen.setdefault(tuple(key.values()), (key, {c: (status, msg) for c, status, msg in v.checks}))
+    names = sorted({c for _, cells in seen.values() for c in cells})
+    return names, list(seen.values())
