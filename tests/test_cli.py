@@ -34,9 +34,14 @@ def test_train_then_cached_then_results(tmp_path):
                    '[dataset_kwargs]\nd = 4\nn = 32\n[model_kwargs]\ninput_dim = 4\nwidth = 8\n')
     out = _run("train", "--config", cfg, "--root", tmp_path / "runs", "--no-progress", "lr=0.01")
     assert out.exit_code == 0, out.output
-    assert out.output.startswith("trained: relu_mlp")
+    # the header names the resolved device, then what will happen before it happens
+    lines = out.output.splitlines()
+    assert lines[0] == "device: cpu (auto)" or torch.cuda.is_available()
+    assert lines[1].startswith("will train relu_mlp [") and lines[1].endswith(
+        ": 4 steps (no earlier run of it recorded)")
+    assert lines[2].startswith("trained: relu_mlp")
     again = _run("train", "--config", cfg, "--root", tmp_path / "runs", "--no-progress", "lr=0.01")
-    assert again.output.startswith("cached: relu_mlp")
+    assert again.output.splitlines()[1].startswith("cached: relu_mlp")
     missing = _run("results", "--db", tmp_path / "none.sqlite")
     assert missing.exit_code == 2 and "no results database" in missing.output
 

@@ -41,6 +41,18 @@ def _say(msg: str) -> None:
             block(signal.SIG_SETMASK, old)
 
 
+_HEADER: list[str] = []     # the run's header, printed before its first line of output
+
+
+def _out(msg: object, **kwargs: object) -> None:
+    """Print a line of a run's output, after the run's header (:func:`_join`) when it is
+    still pending: a run that ends in an error before any output prints the one error
+    line alone."""
+    while _HEADER:
+        console.print(_HEADER.pop(0), highlight=False)
+    console.print(msg, **{"highlight": False, **kwargs})
+
+
 def _fail(msg: str, code: int = 2) -> None:
     _say(msg)
     raise typer.Exit(code)
@@ -58,13 +70,26 @@ def _on_sigterm(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
-def _join(device: str) -> tuple[object, str]:
-    """Under torchrun, join the process group (gloo on CPU, NCCL on CUDA) and return the
-    world and this rank's device; ranks other than 0 print nothing (rank 0 speaks)."""
-    from advgeom.distributed import init_from_env
-    from advgeom.types import check_device
+DEVICE_HELP = ("torch device: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps; "
+               "resolved once and printed in the run's header.")
 
-    _run(check_device, device)   # before anything uses it: `--device cuda` without CUDA is one line
+
+def _resolve_device(device: str) -> str:
+    """``--device`` resolved (``auto``) and checked before anything uses it: a device this
+    machine lacks (``--device cuda`` without CUDA) is one line and exit 2."""
+    from advgeom.types import resolve_device
+
+    return _run(resolve_device, device)
+
+
+def _join(device: str) -> tuple[object, str]:
+    """Resolve ``device`` (:func:`_resolve_device`), under torchrun join the process group
+    (gloo on CPU, NCCL on CUDA), print the run's device, and return the world and this
+    rank's device; ranks other than 0 print nothing (rank 0 speaks)."""
+    from advgeom.distributed import init_from_env
+    from advgeom.types import AUTO
+
+    asked, device = device, _resolve_device(device)
     w, device = _run(init_from_env, device)
     if w.distributed:
         import signal
@@ -72,7 +97,30 @@ def _join(device: str) -> tuple[object, str]:
         signal.signal(signal.SIGTERM, _on_sigterm)
     if not w.main:
         console.quiet = True
+    _HEADER[:] = [f"device: {device}" + (f" ({AUTO})" if asked == AUTO else "")]
     return w, device
+
+
+def _check_download(datasets: list[str]) -> None:
+    """``--download``: one line, before anything runs, when a data set of the run has no
+    download source; then every loader that has one may download
+    (:data:`advgeom.data.base.DOWNLOAD_ENV`)."""
+    from advgeom.data.base import DOWNLOAD_ENV, can_download
+
+    for name in dict.fromkeys(datasets):
+        if not _run(can_download, name):
+            _fail(f"--download: data set {name!r} has no download source (it is generated, or read "
+                  "only from a directory given by --data-dir / ADVGEOM_DATA or an offline package)")
+    os.environ[DOWNLOAD_ENV] = "1"
+
+
+def _announce(cfgs: list, root: Path, reuse: bool) -> None:
+    """Say, before any training starts, what each config will do: cached, resumed or
+    trained (steps, and how long its last recorded run took)."""
+    from advgeom.train.preview import preview
+
+    for cfg in cfgs:
+        _out(_run(preview, cfg, root, reuse=reuse).text(), highlight=False)
 
 
 def _run(fn, *args, **kwargs):
@@ -108,21 +156,19 @@ def main(data_dir: Optional[Path] = typer.Option(
 # list
 
 
-class Kind(str, Enum):
-    datasets = "datasets"
-    models = "models"
-    attacks = "attacks"
-    defenses = "defenses"
-    experiments = "experiments"
+KINDS = {"datasets": "dataset", "models": "model", "attacks": "attack", "defenses": "defense",
+         "experiments": "experiment"}
 
 
 @app.command("list")
-def list_(kind: Kind = typer.Argument(..., help="What to list.")) -> None:
+def list_(kind: str = typer.Argument(..., metavar="KIND", help="What to list: " + ", ".join(KINDS) + ".")) -> None:
     """List the registered names of one kind."""
-    from advgeom.registry import get, names
+    from advgeom.registry import did_you_mean, get, names
 
-    singular = {"datasets": "dataset", "models": "model", "attacks": "attack",
-                "defenses": "defense", "experiments": "experiment"}[kind.value]
+    if kind not in KINDS:
+        hint = did_you_mean(kind, KINDS)
+        _fail(f"unknown kind {kind!r}{'; ' + hint if hint else ''} (kinds: {', '.join(KINDS)})")
+    singular = KINDS[kind]
     for name in names(singular):
         obj = get(singular, name)
         doc = getattr(obj, "title", None) or (getattr(obj, "__doc__", None) or "").strip()
@@ -135,20 +181,31 @@ def list_(kind: Kind = typer.Argument(..., help="What to list.")) -> None:
 
 
 @app.command()
-def train(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML training config."),
+def train(ctx: typer.Context,
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML training config."),
           overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides."),
           root: Path = typer.Option(Path("runs"), help="Run directory (cache, checkpoints)."),
-          device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+          device: str = typer.Option("auto", help=DEVICE_HELP),
+          download: bool = typer.Option(False, "--download", help="Download the data set when no local "
+                                        "source has it (checksummed; data sets with a download source)."),
           progress: bool = typer.Option(True, help="Show a progress bar."),
           reuse: bool = typer.Option(False, "--reuse", help="Accept a cached run or checkpoint "
                                      "written by another code version."),
           smoke: bool = typer.Option(False, "--smoke", help="A smoke run of the config: a few steps on "
                                      "small batches, every inner loop capped, under ROOT/smoke.")) -> None:
-    """Train a model from a config; cached by config hash and code version, resumable after a kill."""
+    """Train a model from a config (a TOML file and/or key=value overrides); cached by
+    config hash and code version, resumable after a kill. Without a config: this help."""
     from advgeom.config import config_hash, load_config
     from advgeom.train import TrainConfig, fit, smoke_config
+    from advgeom.train.preview import check_names
 
+    if config is None and not overrides:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
     cfg = _run(load_config, TrainConfig, config, overrides or [])
+    _run(check_names, cfg)
+    if download:
+        _check_download([cfg.dataset])
     if smoke:
         from advgeom.experiments.smoke import SMOKE
 
@@ -156,19 +213,24 @@ def train(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TO
         console.print(f"--smoke: {cfg.iterations} training step(s) of batch {cfg.batch_size}, inner loops "
                       f"capped, under {root}", highlight=False, markup=False)
     _, device = _join(device)
+    from advgeom.train.preview import preview
+
+    plan = _run(preview, cfg, root, reuse=reuse)
+    if plan.state != "cached":
+        _out(plan.text(), highlight=False)
     res = _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse)
     state = "cached" if res.cached else (f"resumed at step {res.resumed_from}" if res.resumed_from else "trained")
-    console.print(f"{state}: {cfg.model} [{config_hash(cfg)}] -> {res.path}", highlight=False, markup=False)
+    _out(f"{state}: {cfg.model} [{config_hash(cfg)}] -> {res.path}", highlight=False, markup=False)
     if res.history:
         last = res.history[-1]
         terms = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "seconds", "lr"))
-        console.print(f"step {last['step']}: {terms}", highlight=False, markup=False)
+        _out(f"step {last['step']}: {terms}", highlight=False, markup=False)
     for ev in res.events:
-        console.print(f"warning: {ev['event'].replace('_', ' ')} at step {ev['step']} (monitored robust "
+        _out(f"warning: {ev['event'].replace('_', ' ')} at step {ev['step']} (monitored robust "
                       f"accuracy {ev['robust']:.1%} after a best of {ev['best_robust']:.1%})",
                       highlight=False, markup=False)
     if res.selected_step and res.selected_step != res.history[-1]["step"]:
-        console.print(f"final weights: step {res.selected_step} (monitor.keep_best)", highlight=False,
+        _out(f"final weights: step {res.selected_step} (monitor.keep_best)", highlight=False,
                       markup=False)
 
 
@@ -184,7 +246,9 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
               seed: int = typer.Option(0, help="Seed of the run."),
               root: Path = typer.Option(Path("runs"), help="Run directory."),
               db: Optional[Path] = typer.Option(None, help="Results database (default ROOT/results.sqlite)."),
-              device: str = typer.Option("cpu"),
+              device: str = typer.Option("auto", help=DEVICE_HELP),
+              download: bool = typer.Option(False, "--download", help="Download data sets no local source "
+                                            "has (checksummed; those with a download source)."),
               progress: bool = typer.Option(True),
               strict: bool = typer.Option(True, help="Exit with status 1 when a sanity check of one "
                                                      "of its evaluations fails (--no-strict: exit 0)."),
@@ -206,29 +270,61 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     from advgeom.results.render import comparison_table
     from advgeom.seeding import seed_everything
 
+    cfgs = _experiment_configs(name, profile, smoke, download)
+    if smoke and db is not None:
+        from advgeom.experiments.smoke import SMOKE
+
+        _fail(f"--smoke keeps its rows apart from real results, in {root / SMOKE / 'results.sqlite'}: "
+              "do not give a results database (--db) with --smoke")
     seed_everything(seed)
     w, device = _join(device)
+    if cfgs:
+        from advgeom.experiments.smoke import SMOKE
+        from advgeom.results.schema import inspect
+
+        run_root = root / SMOKE if smoke else root
+        _run(inspect, Path(db or run_root / "results.sqlite"), 30.0)   # a foreign file: one line, first
+        _announce(list(cfgs.values()), run_root, reuse)
     rep = _run(run_experiment, name, profile, root=root, store_path=db, device=device, seed=seed,
-               progress=progress, log=lambda m: console.print(m, highlight=False), reuse=reuse,
+               progress=progress, log=lambda m: _out(m, highlight=False), reuse=reuse,
                replace=replace, smoke=smoke)
     if w.main:
         _run(_keep_report, rep.store_path, rep, rep.profile, seed)
-    console.print(comparison_table(rep.outcome.comparisons,
+    _out(comparison_table(rep.outcome.comparisons,
                                    title=f"{name} ({rep.profile}): measured vs paper"))
     for note in rep.outcome.notes:
-        console.print(f"- {note}", highlight=False)
+        _out(f"- {note}", highlight=False)
     for fig in rep.outcome.figures:
-        console.print(f"figure: {fig}", highlight=False)
-    console.print(f"report: {rep.path}  ({rep.seconds:.0f} s)", highlight=False)
+        _out(f"figure: {fig}", highlight=False)
+    _out(f"report: {rep.path}  ({rep.seconds:.0f} s)", highlight=False)
     for label, r in rep.outcome.failed_checks:
-        console.print(f"check failed: {r.name} in {label}: {r.message}", highlight=False)
+        _out(f"check failed: {r.name} in {label}: {r.message}", highlight=False)
     if smoke and not rep.ok:
-        console.print(f"--smoke: {len(rep.outcome.failed_checks)} check(s) failed on capped attacks and "
+        _out(f"--smoke: {len(rep.outcome.failed_checks)} check(s) failed on capped attacks and "
                       "a model trained for a few steps; a smoke run's verdicts do not set the exit status",
                       highlight=False)
     elif strict and not rep.ok:
         _fail(f"{len(rep.outcome.failed_checks)} sanity check(s) failed: the numbers they concern "
               "are marked in the report and tables (--no-strict to exit 0 anyway)", 1)
+
+
+def _experiment_configs(name: str, profile: str, smoke: bool, download: bool) -> dict:
+    """The training configs experiment ``name`` declares for ``profile`` by label (their
+    smoke cut under ``--smoke``), every one checked (names, arguments, ``--download``)
+    before anything is trained or loaded; ``{}`` when it declares none."""
+    from advgeom.registry import get
+    from advgeom.train import smoke_config
+    from advgeom.train.preview import check_names
+
+    exp = _run(get, "experiment", name)
+    _run(exp.check_profile, profile)
+    cfgs = dict(_run(exp.models, profile)) if exp.models is not None else {}
+    cfgs = {label: smoke_config(c) if smoke else c for label, c in cfgs.items()}
+    for cfg in cfgs.values():
+        _run(check_names, cfg)
+    if download:
+        _check_download([c.dataset for c in cfgs.values()])
+    return cfgs
 
 
 @app.command()
@@ -254,7 +350,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
                                                     "(--no-strict: report and exit 0)."),
              root: Path = typer.Option(Path("runs"), help="Run directory."),
              db: Optional[Path] = typer.Option(None, help="Results database (default ROOT/results.sqlite)."),
-             device: str = typer.Option("cpu"),
+             device: str = typer.Option("auto", help=DEVICE_HELP),
+             download: bool = typer.Option(False, "--download", help="Download data sets no local source "
+                                           "has (checksummed; those with a download source)."),
              progress: bool = typer.Option(True),
              amp: bool = typer.Option(False, "--amp", help="Attacks' forward passes under bf16 "
                                       "autocast (GPU speed; scoring stays float32)."),
@@ -270,14 +368,18 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
     """Attack a checkpoint (or an experiment's models) with every attack at every eps, or
     with AutoAttack's suite (--suite standard); numbers concerned by a failed check are
     marked '!' and the exit status is 1 unless --no-strict (or --smoke)."""
+    from advgeom.attacks.spec import parse_attacks, parse_eps
     from advgeom.config import from_dict
     from advgeom.data import load
     from advgeom.eval import format_report, run_evaluation
+    from advgeom.eval.runner import NORMS
     from advgeom.registry import get
     from advgeom.results import environment
-    from advgeom.train import TrainConfig, fit, load_model, smoke_config
+    from advgeom.results.pivot import CHECKPOINT_EXPERIMENT
+    from advgeom.train import TrainConfig, fit, load_model
     from advgeom.train.checkpoint import load_checkpoint
 
+    # every argument, spec and config is checked before any file, device or data is used
     if (checkpoint is None) == (experiment is None):
         _fail("give exactly one of --checkpoint PATH or --experiment NAME")
     if suite is not None and attacks is not None:
@@ -286,68 +388,107 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         _fail(f"unknown --suite {suite!r}; choose standard, plus or rand")
     if suite is None and attacks is None:
         attacks = "pgd,apgd-dlr,square"
-    from advgeom.attacks.spec import parse_attacks, parse_eps
-
-    if attacks is not None:   # every spec and eps checked before any file or device is used
+    if attacks is not None:
         _run(parse_attacks, attacks)
     _run(parse_eps, eps)
+    if norm not in NORMS:
+        _fail(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if n is not None and n <= 0:
+        _fail(f"--n must be a positive number of points, got {n}")
+    if batch_size <= 0:
+        _fail(f"--batch-size must be positive, got {batch_size}")
+    if dataset is not None:
+        _run(get, "dataset", dataset)
+    from advgeom.experiments.smoke import SMOKE
+
+    if smoke and db is not None:
+        _fail(f"--smoke keeps its rows apart from real results, in "
+              f"{root / SMOKE / 'results.sqlite'}: do not give a results database (--db) with --smoke")
+    cfgs = _experiment_configs(experiment, profile, smoke, False) if experiment is not None else {}
+    if experiment is not None and not cfgs:
+        _fail(f"experiment {experiment!r} declares no models to evaluate; use --checkpoint")
     caps, smoke_rows = None, {}
     if smoke:
         from advgeom.attacks.spec import SMOKE_CAPS
-        from advgeom.experiments.smoke import SMOKE, SMOKE_POINTS
+        from advgeom.experiments.smoke import SMOKE_POINTS
 
-        if db is not None:
-            _fail(f"--smoke keeps its rows apart from real results, in "
-                  f"{root / SMOKE / 'results.sqlite'}: do not give a results database (--db) with --smoke")
         caps, root, n = SMOKE_CAPS, root / SMOKE, min(n or SMOKE_POINTS, SMOKE_POINTS)
         batch_size = min(batch_size, n)
         smoke_rows = {"profile": f"{profile}+{SMOKE}" if experiment else SMOKE}
         budgets = ", ".join(f"{k} {v}" for k, v in caps.items())
         console.print(f"--smoke: {n} point(s), attack budgets capped ({budgets}), under {root}", highlight=False)
     w, device = _join(device)
-    targets: list[tuple[str, object, TrainConfig]] = []
     if checkpoint is not None:
-        model = _run(load_model, checkpoint, device)
         cfg = _run(from_dict, TrainConfig, _run(load_checkpoint, checkpoint)[1]["config"])
-        targets.append((cfg.model, model, cfg))
-    else:
-        exp = _run(get, "experiment", experiment)
-        if exp.models is None:
-            _fail(f"experiment {experiment!r} declares no models to evaluate; use --checkpoint")
-        _run(exp.check_profile, profile)
-        for label, cfg in exp.models(profile).items():
-            res = _run(fit, smoke_config(cfg) if smoke else cfg, root=root, device=device, progress=progress,
-                       reuse=reuse)
-            targets.append((label, res.model.eval(), cfg))
+        cfgs = {cfg.model: cfg}
+    if download:
+        _check_download([dataset] if dataset else [c.dataset for c in cfgs.values()])
     from advgeom.results.store import open_store
 
+    # the results database next (another program's file is refused untouched), then the data
     store = _run(open_store, db or root / "results.sqlite", reuse=reuse, replace=replace)
+    data_of: dict[str, object] = {}
+
+    def data_for(cfg: TrainConfig) -> object:
+        name, kwargs = dataset or cfg.dataset, {} if dataset else cfg.dataset_kwargs
+        key = repr((name, sorted(kwargs.items())))
+        if key not in data_of:
+            data_of[key] = _run(load, name, split, **kwargs)
+        return data_of[key]
+
+    for cfg in cfgs.values():   # the evaluation data first: one that cannot be read fails before training
+        data_for(cfg)
+    targets: list[tuple[str, object, TrainConfig, object]] = []
+    if checkpoint is None:
+        _announce(list(cfgs.values()), root, reuse)
+    for label, cfg in cfgs.items():
+        model = (_run(load_model, checkpoint, device) if checkpoint is not None else
+                 _run(fit, cfg, root=root, device=device, progress=progress, reuse=reuse).model.eval())
+        targets.append((label, model, cfg, data_for(cfg)))
     if w.main:
         _run(store.start_run, "advgeom evaluate " + " ".join(sys.argv[2:]), environment(device))
     failed = False
-    for label, model, cfg in targets:
+    for label, model, cfg, data in targets:
         if device.startswith("cuda"):
             import torch
 
             model = model.to(memory_format=torch.channels_last)
-        data = _run(load, dataset or cfg.dataset, split, **({} if dataset else cfg.dataset_kwargs))
+        name = experiment or CHECKPOINT_EXPERIMENT
+        if checkpoint is not None:   # one set of weights, one name (issue 30)
+            name, label, smoke_rows = _checkpoint_name(store, model, label, smoke_rows)
         result = _run(run_evaluation, model, data, attacks, eps, suite=suite, norm=norm, n=n,
                       batch_size=batch_size,
-                      store=store, experiment=experiment or "evaluate", model_name=label,
+                      store=store, experiment=name, model_name=label,
                       defense=cfg.objective, dataset=dataset or cfg.dataset, seed=seed,
                       progress=progress, plot_dir=str(root / "reports" / "evaluate") if w.main else None,
                       amp=amp, caps=caps, **smoke_rows)
-        console.print(format_report(result), highlight=False)
+        _out(format_report(result), highlight=False)
         failed |= not result.ok
     if store.replaced:
-        console.print(f"--replace: removed {store.replaced} stored row(s) measured on another "
+        _out(f"--replace: removed {store.replaced} stored row(s) measured on another "
                       "point set", highlight=False)
     if smoke and failed:
-        console.print("--smoke: a check failed on capped attacks; a smoke run's verdicts do not set the "
+        _out("--smoke: a check failed on capped attacks; a smoke run's verdicts do not set the "
                       "exit status", highlight=False)
     elif strict and failed:
         _fail("a sanity check failed: the numbers marked '!' are not trustworthy as they stand "
               "(--no-strict to exit 0 anyway)", 1)
+
+
+def _checkpoint_name(store, model, label: str, rows: dict) -> tuple[str, str, dict]:
+    """The (experiment, model label, row settings) a checkpoint's rows are stored under:
+    the name the store already gives the same weights when an experiment evaluated them
+    (:func:`advgeom.results.pivot.weights_names`), else ``evaluate`` and the model's name."""
+    from advgeom.hashing import state_hash
+    from advgeom.results.pivot import CHECKPOINT_EXPERIMENT, weights_names
+
+    weights = state_hash(model)[:16]   # the rows' ``weights`` (advgeom.eval.runner.evaluate)
+    owner = weights_names(_run(store.query, weights=weights)).get(weights)
+    if owner is None:
+        return CHECKPOINT_EXPERIMENT, label, rows
+    _out(f"these weights are {owner[1]} of experiment {owner[0]} ({owner[2] or 'no profile'}): "
+         "their rows are stored under that name")
+    return owner[0], owner[1], {**rows, "profile": owner[2]}
 
 
 def _keep_report(db: Path, rep, profile: str, seed: int) -> None:
@@ -396,8 +537,11 @@ def _open_store(db: Path):
 
 
 def _stored_rows(db: Path, experiment: Optional[str] = None) -> list:
-    """The rows of ``db`` (one experiment's with ``experiment``); missing or empty is an error."""
-    rows = _run(_open_store(db).query, **({"experiment": experiment} if experiment else {}))
+    """The rows of ``db`` (one experiment's with ``experiment``), a checkpoint's evaluations under
+    the name of the experiment that owns its weights; missing or empty is an error."""
+    from advgeom.results.pivot import one_name
+
+    rows = [r for r in one_name(_run(_open_store(db).query)) if experiment is None or r.experiment == experiment]
     if not rows:
         _fail(f"no results for experiment {experiment!r} in {db}" if experiment else f"{db} holds no results yet")
     return rows

@@ -7,7 +7,6 @@ Unknown keys are errors (with a suggestion), so a typo never silently does nothi
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import tomllib
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from advgeom.errors import ConfigError
+from advgeom.registry import did_you_mean
 
 C = TypeVar("C")
 
@@ -96,8 +96,8 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, fields)
+            hint = f" ({hint})" if hint else ""
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from advgeom.errors import AdvgeomError, ConfigError
 
@@ -59,40 +59,63 @@ def names(kind: str) -> list[str]:
     return sorted(_REGISTRY[kind])
 
 
+def did_you_mean(name: str, choices: Iterable[str], n: int = 1) -> str:
+    """``"did you mean 'x'?"`` naming the closest of ``choices`` to ``name`` (up to ``n``),
+    or ``""`` when none is close: the one hint every unknown name gets."""
+    close = difflib.get_close_matches(name, list(choices), n=n)
+    return f"did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
 def get(kind: str, name: str) -> Any:
     """The registered object itself (class or function); clear error on unknown names."""
     _check_kind(kind)
     _populate(kind)
     table = _REGISTRY[kind]
     if name not in table:
-        close = difflib.get_close_matches(name, table, n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(name, table, n=3)
+        hint = f"; {hint}" if hint else ""
         raise AdvgeomError(
             f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(table)) or 'none'})"
         )
     return table[name]
 
 
-def create(kind: str, name: str, **cfg: Any) -> Any:
-    """Build the registered object: ``get(kind, name)(**cfg)``; unknown keyword
-    arguments are a clear error naming the accepted ones."""
+def accepts(kind: str, name: str, argument: str) -> bool:
+    """Whether the registered ``(kind, name)`` names the keyword ``argument`` in its
+    signature (a ``**kwargs`` catch-all does not count)."""
+    import inspect
+
+    try:
+        return argument in inspect.signature(get(kind, name)).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def check_arguments(kind: str, name: str, cfg: Mapping[str, Any]) -> Any:
+    """The registered object, after checking that it accepts every keyword of ``cfg``
+    (nothing is built): an unknown name or argument is a clear error naming the
+    accepted ones."""
     import inspect
 
     obj = get(kind, name)
     try:
-        sig = inspect.signature(obj)
+        params = inspect.signature(obj).parameters.values()
     except (TypeError, ValueError):
-        return obj(**cfg)
-    params = sig.parameters.values()
+        return obj
     if not any(p.kind is p.VAR_KEYWORD for p in params):
         accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         bad = [k for k in cfg if k not in accepted]
         if bad:
-            close = difflib.get_close_matches(bad[0], accepted, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{kind} {name!r}: unknown argument {bad[0]!r}{hint} "
+            hint = did_you_mean(bad[0], accepted)
+            raise ConfigError(f"{kind} {name!r}: unknown argument {bad[0]!r}{'; ' + hint if hint else ''} "
                               f"(options: {', '.join(accepted) or 'none'})")
-    return obj(**cfg)
+    return obj
+
+
+def create(kind: str, name: str, **cfg: Any) -> Any:
+    """Build the registered object: ``get(kind, name)(**cfg)``; unknown keyword
+    arguments are a clear error naming the accepted ones."""
+    return check_arguments(kind, name, cfg)(**cfg)
 
 
 def import_submodules(package: str) -> None:

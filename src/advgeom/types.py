@@ -78,13 +78,33 @@ def check_eps(eps: Eps, batch: int) -> None:
         raise AdvgeomError(f"eps must be finite and >= 0, got {eps!r}")
 
 
+AUTO = "auto"
+
+
+def resolve_device(device: str | torch.device = AUTO) -> str:
+    """``device`` as a concrete name: ``auto`` becomes ``cuda`` when CUDA is available,
+    else ``mps`` when MPS is, else ``cpu``; any other name is checked by
+    :func:`check_device` and returned as given (``cuda:1`` stays ``cuda:1``). Resolved
+    once per run, before anything is keyed or recorded, so a run on ``auto`` that lands
+    on the CPU is the same run as one on ``cpu``."""
+    if str(device) != AUTO:
+        check_device(device)
+        return str(device)
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def check_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device``, or one clear error for an unknown name or a
     device this machine lacks (``cuda`` without CUDA, ``mps`` without MPS)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise AdvgeomError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        raise AdvgeomError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise AdvgeomError(f"device {device!r}: CUDA is not available on this machine")
@@ -93,7 +113,7 @@ def check_device(device: str | torch.device) -> torch.device:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise AdvgeomError(f"device {device!r}: MPS is not available on this machine")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise AdvgeomError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+        raise AdvgeomError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return dev
 
 

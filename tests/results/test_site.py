@@ -43,6 +43,12 @@ def test_index_leaderboard_content(results_db, tmp_path):
     assert ("demo hyper_mnist_cnn natural quick 0 300 97.67 [95.3, 98.9] 0.00 [0.0, 1.3] pgd — 0.00 [0.0, 1.3] "
             "pass (2 checks) abc123def456") in text
     assert page.count('<tr class="failed">') == 1 and 'class="check-failed"' in page
+    # the checks as one compact table: a column per check, a row per evaluation, pass/fail per cell
+    assert ("Sanity checks Each evaluation's checks (Carlini et al. 2019): ✓ pass, ! warn, ✗ fail; hover a cell "
+            "for its message. experiment model profile seed n gradient_masking monotone threat_model "
+            "demo hyper_mnist_cnn quick 0 300 — ✓ pass ✓ pass at-mnist madry_mnist_cnn quick 0 300 — ✓ pass — "
+            "sparsity-table1 nielsen_cnn4 quick 0 300 ✗ fail ✓ pass —") in text
+    assert 'title="gradient_masking msg"' in page
     assert 'href="experiments/spheres-relu.html"' in page and 'href="experiments/demo.html"' in page
     # sortable with an inline script; nothing is fetched from the network
     assert "<script>" in page and 'class="sortable leaderboard"' in page
@@ -64,7 +70,10 @@ def test_experiment_pages(results_db, tmp_path):
     assert "figs/gone.png could not be read when the report was stored" in text
     demo = _text(tmp_path / "site" / "experiments" / "sparsity-table1.html")
     assert "clean accuracy 99.33% 95% interval [97.6, 99.8] · checks: ✗ failed: gradient_masking" in demo
-    assert "square 17.33 ✗ standard 16.50 worst_case 14.67 ✗" in demo  # worst case last, flagged
+    # worst case last, flagged; every number with its 95% interval over n (none where it is not a count)
+    assert ("fgsm 80.00 [75.1, 84.1] pgd 43.33 ✗ [37.8, 49.0] square 17.33 ✗ [13.5, 22.0] standard 16.50 "
+            "worst_case 14.67 ✗ [11.1, 19.1]") in demo
+    assert "gradient_masking monotone ✗ fail ✓ pass" in demo  # its checks, a compact table
     assert "advgeom evaluate --experiment demo" in demo  # environment of the rows' run
 
 
@@ -154,7 +163,13 @@ document.getElementById("f").addEventListener("load", function () {
                                      function (r) { return r.cells[1].textContent; }).join(","); };
   var worst = t.querySelectorAll("th")[9];
   worst.click(); var up = order(); worst.click();
-  document.getElementById("out").textContent = "asc=" + up + ";desc=" + order();
+  var c = this.contentDocument.querySelector("table.checks");
+  var models = function () { return Array.prototype.map.call(c.tBodies[0].rows,
+                                      function (r) { return r.cells[1].textContent; }).join(","); };
+  var masking = c.querySelectorAll("th")[5];
+  masking.click(); var fails = models();
+  document.getElementById("out").textContent = "asc=" + up + ";desc=" + order() + ";checks=" + masking.textContent
+    + ":" + fails;
 });
 </script></body></html>"""
 
@@ -166,6 +181,7 @@ def test_leaderboard_in_headless_chromium(results_db, tmp_path):
     for number in ("99.33", "43.33", "16.50", "14.67", "97.67", "abc123def456"):
         assert number in dom
     assert 'class="check-failed"' in dom and "✗ failed: gradient_masking" in dom
+    assert '<table class="sortable checks">' in dom and 'class="check check-fail"' in dom
     assert re.search(r'<tr class="failed">\s*<td><a href="experiments/sparsity-table1.html"', dom)
     shot = tmp_path / "leaderboard.png"
     _chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1280,1000", index.as_uri())
@@ -176,3 +192,5 @@ def test_leaderboard_in_headless_chromium(results_db, tmp_path):
                     (tmp_path / "harness.html").as_uri())
     assert ("asc=hyper_mnist_cnn,nielsen_cnn4,madry_mnist_cnn;desc=madry_mnist_cnn,nielsen_cnn4,hyper_mnist_cnn"
             in dom)
+    # the checks table sorts too: by gradient_masking, the failed evaluation first
+    assert ";checks=gradient_masking:nielsen_cnn4,hyper_mnist_cnn,madry_mnist_cnn" in dom

@@ -2,6 +2,7 @@
 int64 labels, plus ``load(name, split)``, the single entry point."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -9,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from advgeom.errors import DataError
-from advgeom.registry import create
+from advgeom.registry import accepts, create
 
 
 @dataclass
@@ -40,9 +41,24 @@ class TensorData(Dataset):
                           self.split, self.classes)
 
 
+# Set to "1" (the CLI's ``--download``): every data set that can download does, unless
+# its call says ``download=`` itself.
+DOWNLOAD_ENV = "ADVGEOM_DOWNLOAD"
+
+
+def can_download(name: str) -> bool:
+    """Whether data set ``name`` has a download source (its loader takes ``download``);
+    the others are generated or read only from a user directory or an offline package."""
+    return accepts("dataset", name, "download")
+
+
 def load(name: str, split: str = "train", **kwargs: object) -> TensorData:
     """Load data set ``name`` (``advgeom list datasets``) split ``train``/``test``/``val``.
 
-    Returns a :class:`TensorData` (the whole split in memory as tensors).
+    Returns a :class:`TensorData` (the whole split in memory as tensors). With
+    ``$ADVGEOM_DOWNLOAD=1`` (``--download``), a data set that can download is fetched
+    when no local source has it.
     """
+    if "download" not in kwargs and os.environ.get(DOWNLOAD_ENV) == "1" and can_download(name):
+        kwargs["download"] = True
     return create("dataset", name, split=split, **kwargs)

@@ -74,7 +74,7 @@ def load_split(file_split: str, *, root: str | os.PathLike | None, download: boo
             return _load(paths, file_split, strict=False)
         if find_batches(d, other) is not None:
             raise DataError(f"{NAME}: {d} holds the {other} batches but not {first}")
-        note = f"; {ARCHIVE.name} is there: pass download=True to verify and extract it" \
+        note = f"; {ARCHIVE.name} is there: pass download=True (advgeom: --download) to verify and extract it" \
             if (d / ARCHIVE.name).is_file() else ""
         looked.add(f"{d} (no {BATCH_DIR}/{first}{note})" if d.is_dir() else f"{d} (does not exist)")
     cache = cache_dir(SUBDIR)
@@ -83,7 +83,7 @@ def load_split(file_split: str, *, root: str | os.PathLike | None, download: boo
         return _load(paths, file_split, strict=True)
     looked.add(f"{cache} (download cache; no {BATCH_DIR}/{first})")
     if not download:
-        raise looked.error(f"Pass download=True to fetch {MIRRORS[0]}{ARCHIVE.name} (163 MiB), "
+        raise looked.error(f"Pass download=True (advgeom: --download) to fetch {MIRRORS[0]}{ARCHIVE.name} (163 MiB), "
                            "or set ADVGEOM_DATA to a directory holding cifar-10-batches-py/.")
     dest = download_dir(root, SUBDIR)
     archive = fetch(ARCHIVE, MIRRORS, dest)

@@ -127,7 +127,7 @@ def load_idx_split(spec: IdxSpec, file_split: str, *, root: str | os.PathLike | 
         return load_idx_files(spec, paths, file_split, strict=True)
     looked.add(f"{cache} (download cache; no {stem}[.gz])")
     if not download:
-        raise looked.error(f"Pass download=True to fetch it from {spec.mirrors[0]}, "
+        raise looked.error(f"Pass download=True (advgeom: --download) to fetch it from {spec.mirrors[0]}, "
                            "or set ADVGEOM_DATA to a directory holding the IDX files.")
     dest = download_dir(root, spec.subdir)
     paths = [fetch(spec.remotes[s + ".gz"], spec.mirrors, dest) for s in IDX_STEMS[file_split]]

@@ -13,7 +13,7 @@ each says its n.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from advgeom.results.rows import Row
@@ -26,6 +26,39 @@ CHECK_PREFIX = "check:"
 COST_METRICS = frozenset({"forward_passes", "backward_passes"})
 SUITE_PREFIXES = ("standard", "suite")
 WHITE_BOX_KINDS = frozenset({"single_step", "iterative", "unknown", ""})
+
+
+# ---------------------------------------------------------------------------
+# one name per evaluated weights
+
+# The experiment ``advgeom evaluate --checkpoint`` names its rows by (when the store
+# knows the weights under no experiment's name).
+CHECKPOINT_EXPERIMENT = "evaluate"
+
+
+def weights_names(rows: Iterable[Row]) -> dict[str, tuple[str, str, str]]:
+    """``{weights: (experiment, model, profile)}``: the name an experiment gave each stored
+    set of weights (the first in name order when several experiments share a cached
+    model). Weights known only from ``advgeom evaluate --checkpoint`` get none."""
+    names: dict[str, tuple[str, str, str]] = {}
+    for r in sorted(rows, key=lambda r: (r.experiment, r.model, r.profile)):
+        if r.weights and r.experiment != CHECKPOINT_EXPERIMENT:
+            names.setdefault(r.weights, (r.experiment, r.model, r.profile))
+    return names
+
+
+def one_name(rows: Iterable[Row]) -> list[Row]:
+    """``rows`` with every checkpoint evaluation's rows (experiment
+    :data:`CHECKPOINT_EXPERIMENT`) renamed to the experiment, model and profile that own
+    the same weights (:func:`weights_names`): one set of weights is one entry under one
+    name in every table, however it was evaluated. Rows are never dropped."""
+    rows = list(rows)
+    names = weights_names(rows)
+    out = []
+    for r in rows:
+        name = names.get(r.weights) if r.experiment == CHECKPOINT_EXPERIMENT else None
+        out.append(r if name is None else replace(r, experiment=name[0], model=name[1], profile=name[2]))
+    return out
 
 
 def group_key(row: Row) -> tuple:
@@ -69,6 +102,7 @@ class Verdict:
     warned: tuple[str, ...] = ()
     count: int = 0
     messages: tuple[str, ...] = ()
+    checks: tuple[tuple[str, str, str], ...] = ()   # (name, pass|warn|fail, message) of every check
 
     @property
     def text(self) -> str:
@@ -92,7 +126,9 @@ def verdict(rows: Iterable[Row]) -> Verdict:
     warned = tuple(name(r) for r in checks if 0.25 <= r.value < 0.75)
     msgs = tuple(f"{name(r)}: {r.extra.get('message', '')}" for r in checks if r.value < 0.75)
     status = "fail" if failed else "warn" if warned else "pass"
-    return Verdict(status, failed, warned, len(checks), msgs)
+    each = tuple((name(r), "fail" if r.value < 0.25 else "warn" if r.value < 0.75 else "pass",
+                  str(r.extra.get("message", ""))) for r in checks)
+    return Verdict(status, failed, warned, len(checks), msgs, each)
 
 
 # ---------------------------------------------------------------------------
@@ -150,7 +186,7 @@ def pivot(rows: Iterable[Row]) -> list[Pivot]:
     metrics as their own lines); clean accuracy and checks go to the title, cost
     metrics (forward/backward passes) are left to the long view."""
     groups: dict[tuple, list[Row]] = defaultdict(list)
-    for r in rows:
+    for r in one_name(rows):
         groups[group_key(r)].append(r)
     out = []
     for key, rs in groups.items():
@@ -250,8 +286,9 @@ def leaderboard(rows: Iterable[tuple[Row, int | None]], runs: Mapping[int, Mappi
     (:data:`GROUP`: its clean accuracy, attacks, worst case and checks all come from that
     point set), from ``(row, run_id)`` pairs
     (:meth:`ResultStore.query_with_runs`) and ``{run_id: run}`` (:meth:`ResultStore.runs`)."""
+    pairs_in = list(rows)
     groups: dict[tuple, list[tuple[Row, int | None]]] = defaultdict(list)
-    for r, run_id in rows:
+    for r, run_id in zip(one_name(r for r, _ in pairs_in), (i for _, i in pairs_in)):
         groups[group_key(r)].append((r, run_id))
     boards: dict[tuple, Board] = {}
     for key, pairs in groups.items():
@@ -272,3 +309,17 @@ def leaderboard(rows: Iterable[tuple[Row, int | None]], runs: Mapping[int, Mappi
     for b in boards.values():
         b.entries.sort(key=lambda x: -1.0 if x.worst.value is None else x.worst.value, reverse=True)
     return [boards[k] for k in sorted(boards)]
+
+
+
+def check_matrix(evaluations: Iterable[tuple[dict[str, Any], Verdict]]
+                 ) -> tuple[list[str], list[tuple[dict[str, Any], dict[str, tuple[str, str]]]]]:
+    """Sanity checks as one compact table: the check names (columns) and, per evaluation
+    (``(key, verdict)`` pairs, each key once), ``{check: (status, message)}``;
+    evaluations without checks are left out."""
+    seen: dict[tuple, tuple[dict[str, Any], dict[str, tuple[str, str]]]] = {}
+    for key, v in evaluations:
+        if v.checks:
+            seen.setdefault(tuple(key.values()), (key, {c: (status, msg) for c, status, msg in v.checks}))
+    names = sorted({c for _, cells in seen.values() for c in cells})
+    return names, list(seen.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from fractions import Fraction
 from typing import Iterable, Sequence
 
 from rich import box
@@ -22,6 +23,26 @@ def _fmt(v: float | None, unit: str = "") -> str:
     if abs(v) != 0 and (abs(v) < 0.1 or abs(v) >= 1e5):
         return f"{v:.3g}"
     return f"{v:.2f}"
+
+
+PIXEL = 255   # image eps are written in steps of one 8-bit pixel level, k/255
+
+
+def eps_text(eps: float, max_denominator: int = 1024) -> str:
+    """An eps as people write it: ``8/255`` for 0.0313725..., ``0.3`` for 0.3. A value
+    with at most five decimals (to 12 significant digits) is written as a decimal;
+    otherwise the fraction with the smallest denominator (up to ``max_denominator``)
+    equal to it within 1e-9 (over 255 when it is a whole number of pixel levels), else ``%g``."""
+    e = float(eps)
+    short = f"{e:.12g}"
+    if "e" not in short and len(short.partition(".")[2]) <= 5:
+        return f"{float(short):g}"
+    f = Fraction(e).limit_denominator(max_denominator)
+    if abs(float(f) - e) > 1e-9:
+        return f"{e:g}"
+    if f.denominator > 5 and PIXEL % f.denominator == 0:   # 20/255, not 4/51
+        return f"{f.numerator * (PIXEL // f.denominator)}/{PIXEL}"
+    return f"{f.numerator}/{f.denominator}"
 
 
 def interval_cells(measured: float | None, paper: float | None, unit: str, n: int) -> list[str]:
@@ -74,7 +95,7 @@ def rows_table(rows: Iterable[Row], title: str = "") -> Table:
     for c in cols:
         t.add_column(c, justify="right" if c in ("eps", "value", "n") else "left")
     for r in rows:
-        t.add_row(*[(_fmt(getattr(r, c)) if c in ("value",) else f"{getattr(r, c):g}" if c == "eps"
+        t.add_row(*[(_fmt(getattr(r, c)) if c in ("value",) else eps_text(getattr(r, c)) if c == "eps"
                     else str(getattr(r, c))) for c in cols])
     return t
 
@@ -105,7 +126,7 @@ def pivot_tables(pivots: Sequence, width: int = 100) -> list:
             t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
             t.add_column("attack \\ eps", overflow="fold", min_width=label_w, max_width=label_w)
             for e in p.eps[start:start + per]:
-                t.add_column(f"{e:.4g}", justify="right", no_wrap=True)
+                t.add_column(eps_text(e), justify="right", no_wrap=True)
             cols = range(start, min(start + per, len(p.eps)))
             for lab, values in p.lines:
                 t.add_row(lab, *[p.cell(lab, i, _fmt) for i in cols])

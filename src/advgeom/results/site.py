@@ -11,6 +11,7 @@ fetched at view time.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections import defaultdict
@@ -22,8 +23,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from advgeom.errors import AdvgeomError
-from advgeom.results.pivot import Pivot, leaderboard, pivot, point_set_text
-from advgeom.results.render import COMPARISON_HEADER, _fmt, comparison_cells
+from advgeom.results.pivot import Pivot, check_matrix, leaderboard, one_name, pivot, point_set_text
+from advgeom.results.render import COMPARISON_HEADER, _fmt, comparison_cells, eps_text
 from advgeom.results.store import ResultStore
 from advgeom.stats import interval_text
 
@@ -68,7 +69,8 @@ def _pages(store: ResultStore, runs: dict[int, dict[str, Any]]) -> list[Page]:
     pages: dict[str, Page] = {}
     by_exp: dict[str, list] = defaultdict(list)
     run_ids: dict[str, set] = defaultdict(set)
-    for row, run_id in store.query_with_runs():
+    pairs = store.query_with_runs()
+    for row, run_id in zip(one_name(r for r, _ in pairs), (i for _, i in pairs)):
         by_exp[row.experiment].append(row)
         run_ids[row.experiment].add(run_id)
     for rep in store.reports():
@@ -95,7 +97,29 @@ def _templates() -> Environment:
     env.filters["point_set"] = lambda key: point_set_text(key.get("n", 0), key.get("points", ""))
     env.filters["digest"] = lambda points: points.split(":", 1)[-1][:8]
     env.filters["ci"] = lambda value, n: interval_text(value, n)
+    env.filters["eps"] = eps_text
+    env.filters["check_matrix"] = check_matrix
     return env
+
+
+def report_links(reports: list[dict[str, Any]], out: Path,
+                 committed: Path = Path("results")) -> dict[tuple, str]:
+    """``{(experiment, profile, seed): href}`` and ``{(experiment,): href}`` of the reports
+    that exist, relative to the site directory ``out``: the ``report.md`` a stored report
+    names, else ``results/<experiment>/report.md`` (the committed reports) under the
+    current directory."""
+    links: dict[tuple, str] = {}
+    here = Path(out).resolve()
+    for rep in reports:
+        path = Path(rep["payload"].get("report_path", ""))
+        if rep["payload"].get("report_path") and path.is_file():
+            href = os.path.relpath(path.resolve(), here)
+            links[(rep["experiment"], rep["profile"], rep["seed"])] = href
+            links.setdefault((rep["experiment"],), href)
+    for d in committed.iterdir() if committed.is_dir() else ():
+        if (d / "report.md").is_file():
+            links.setdefault((d.name,), os.path.relpath((d / "report.md").resolve(), here))
+    return links
 
 
 def build_site(store: ResultStore, out_dir: str | Path = DEFAULT_SITE) -> Path:
@@ -111,13 +135,18 @@ def build_site(store: ResultStore, out_dir: str | Path = DEFAULT_SITE) -> Path:
     boards = leaderboard(store.query_with_runs(), runs)
     env = _templates()
     out = Path(out_dir)
+    links = report_links(store.reports(), out)
+    env.globals["report_href"] = lambda key: links.get(
+        (key["experiment"], key["profile"], key["seed"]), links.get((key["experiment"],), ""))
     common = dict(database=str(store.path), header=COMPARISON_HEADER, pages=pages)
     try:
         if (out / "experiments").is_dir():
             shutil.rmtree(out / "experiments")
         (out / "experiments").mkdir(parents=True, exist_ok=True)
         index = out / "index.html"
-        index.write_text(env.get_template("index.html").render(boards=boards, root="", **common))
+        index.write_text(env.get_template("index.html").render(boards=boards, checks=check_matrix(
+            (e.key, e.verdict) for b in boards for e in b.entries),
+                                                               root="", **common))
         for page in pages:
             for rep in page.reports:
                 fig_dir = out / "experiments" / rep["dir"]

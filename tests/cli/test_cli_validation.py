@@ -1,0 +1,123 @@
+"""Issue 30, "The CLI": every argument, attack spec, config and data set is checked
+before anything is trained, loaded or written (one line, exit 2, an empty run
+directory); a run says what it will train before it trains; `train` without a config
+is its help; a misspelt kind gets the registry's suggestion."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from advgeom.cli import app
+
+runner = CliRunner()
+
+SPHERES = ['dataset="spheres"', 'model="relu_mlp"', 'objective="bce"', "iterations=4", "batch_size=8",
+           "dataset_kwargs.d=4", "dataset_kwargs.n=32", "model_kwargs.input_dim=4", "model_kwargs.width=8"]
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _nothing_written(root):
+    return not root.exists() or not any(root.rglob("*"))
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["evaluate", "--experiment", "demo", "--attacks", "nope"], "unknown attack 'nope'"),
+    (["evaluate", "--experiment", "demo", "--eps", "0.1,abc"], "eps 'abc' is not a number"),
+    (["evaluate", "--experiment", "demo", "--eps", "-0.1"], "eps must be finite and >= 0"),
+    (["evaluate", "--experiment", "demo", "--norm", "l3"], "--norm must be one of linf, l2, got 'l3'"),
+    (["evaluate", "--experiment", "demo", "--n", "0"], "--n must be a positive number of points"),
+    (["evaluate", "--experiment", "demo", "--batch-size", "0"], "--batch-size must be positive"),
+    (["evaluate", "--experiment", "demo", "--dataset", "mnsit"], "unknown dataset 'mnsit'; did you mean 'mnist'"),
+    (["evaluate", "--experiment", "demo", "--profile", "cpu"], "has no profile 'cpu'"),
+    (["evaluate", "--experiment", "demo", "--suite", "strong"], "unknown --suite 'strong'"),
+    (["evaluate", "--experiment", "demo", "--smoke", "--db", "x.sqlite"], "do not give a results database"),
+    (["reproduce", "demo", "--smoke", "--db", "x.sqlite"], "do not give a results database"),
+    (["train", *SPHERES, 'objective="nope"'], "unknown defense 'nope'"),
+    (["train", *SPHERES, "model_kwargs.widht=8"], "unknown argument 'widht'; did you mean 'width'"),
+    (["train", *SPHERES, "batch_size=0"], "batch_size must be > 0"),
+])
+def test_bad_arguments_fail_before_anything_runs(tmp_path, args, msg):
+    root = tmp_path / "runs"
+    out = _run(*args, "--root", root)
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("error: ") and msg in out.output, out.output
+    assert out.output.count("\n") == 1 and "Traceback" not in out.output
+    assert _nothing_written(root), sorted(root.rglob("*"))
+
+
+def test_unreadable_evaluation_data_fails_before_training(tmp_path, monkeypatch):
+    """The data an evaluation reads is loaded before any model is trained: no CIFAR-10 here
+    is one line, and no run directory is written."""
+    monkeypatch.delenv("ADVGEOM_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "runs"
+    out = _run("evaluate", "--experiment", "hyper-cifar", "--profile", "paper", "--attacks", "fgsm",
+               "--eps", "8/255", "--root", root, "--no-progress")
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("error: cifar10") and out.output.count("\n") == 1, out.output
+    assert "--download" in out.output  # the way to get it, in the CLI's words
+    assert not (root / "train").exists()
+
+
+def test_train_says_what_it_will_train_and_how_long_it_took_last_time(tmp_path):
+    root = tmp_path / "runs"
+    first = _run("train", *SPHERES, "--root", root, "--no-progress", "--device", "cpu")
+    assert first.exit_code == 0, first.output
+    lines = first.output.splitlines()
+    assert lines[0] == "device: cpu"  # an explicit device is printed as given
+    assert lines[1].startswith("will train relu_mlp [") and lines[1].endswith(": 4 steps (no earlier run of it recorded)")
+    assert lines[2].startswith("trained: relu_mlp")
+    # code changed since: fit sets the old final weights aside under final.code-<version>; the
+    # next run says it trains again, and how long the set-aside run took for how many steps
+    run = next((root / "train").iterdir())
+    record = json.loads((run / "final.json").read_text())
+    seconds = record["history"][-1]["seconds"]
+    record["code"] = "0ld"
+    (run / "final.code-0ld.json").write_text(json.dumps(record))
+    (run / "final.json").unlink()
+    (run / "final.safetensors").unlink()
+    (run / "last.json").unlink(missing_ok=True)
+    (run / "last.safetensors").unlink(missing_ok=True)
+    again = _run("train", *SPHERES, "--root", root, "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert f": 4 steps (last run: {round(seconds)} s for 4 steps)" in again.output.splitlines()[1]
+
+
+def test_evaluate_an_experiment_announces_its_training_first(tmp_path):
+    out = _run("evaluate", "--experiment", "demo", "--smoke", "--attacks", "fgsm", "--eps", "0.1",
+               "--root", tmp_path / "runs", "--no-progress", "--no-strict")
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    start = lines.index("device: cpu (auto)")
+    assert lines[start + 1].startswith("will train hyper_mnist_cnn [") and lines[start + 1].endswith(
+        ": 1 step (no earlier run of it recorded)")
+    rerun = _run("evaluate", "--experiment", "demo", "--smoke", "--attacks", "fgsm", "--eps", "0.1",
+                 "--root", tmp_path / "runs", "--no-progress", "--no-strict")
+    assert any(line.startswith("cached: hyper_mnist_cnn [") and "(trained in " in line
+               for line in rerun.output.splitlines())
+
+
+def test_train_without_a_config_is_its_help(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = _run("train")
+    assert out.exit_code == 0, out.output
+    assert "Usage" in out.output and "--config" in out.output
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("typo,hint", [("attack", "did you mean 'attacks'?"),
+                                       ("experimnts", "did you mean 'experiments'?")])
+def test_list_suggests_the_kind(typo, hint):
+    out = _run("list", typo)
+    assert out.exit_code == 2
+    assert out.output.strip() == (f"error: unknown kind {typo!r}; {hint} "
+                                  "(kinds: datasets, models, attacks, defenses, experiments)")
+
+
+def test_list_without_a_close_kind_names_the_kinds():
+    out = _run("list", "zzz")
+    assert out.exit_code == 2
+    assert out.output.strip() == "error: unknown kind 'zzz' (kinds: datasets, models, attacks, defenses, experiments)"
