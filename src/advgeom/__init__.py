@@ -25,8 +25,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from advgeom.errors import AdvgeomError  # noqa: E402
-from advgeom.registry import create, get, names, register  # noqa: E402
+from advgeom.errors import AdvgeomError as AdvgeomError  # noqa: E402
+from advgeom.registry import create as create, get as get, names as names, register as register  # noqa: E402
 
 # public name -> "module" (a subpackage) or "module:attribute", imported on first use
 _LAZY: dict[str, str] = {

@@ -143,9 +143,25 @@ def _run(fn, *args, **kwargs):
         _fail("interrupted; rerun the same command to resume from the last checkpoint", 130)
 
 
+def _version(value: bool) -> None:
+    """``--version``: the installed distribution's version (package metadata)."""
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            console.print(f"advgeom {version('advgeom')}")
+        except PackageNotFoundError:   # a source tree on PYTHONPATH, not installed
+            from advgeom import __version__
+
+            console.print(f"advgeom {__version__} (not installed)")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", help="Directory with data set files (same as ADVGEOM_DATA).")) -> None:
+        None, "--data-dir", help="Directory with data set files (same as ADVGEOM_DATA)."),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print advgeom's version and exit.")) -> None:
     if data_dir is not None:
         if not data_dir.is_dir():
             _fail(f"--data-dir {data_dir}: no such directory")

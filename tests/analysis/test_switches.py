@@ -29,12 +29,21 @@ def test_counter_matches_direct_count_cnn() -> None:
     def direct(z: torch.Tensor) -> list[torch.Tensor]:
         b = net.body
         out = []
-        h = b.conv1(z); out.append(h > 0); h = F.relu(h)
-        out.append(F.max_pool2d(h, 2, return_indices=True)[1]); h = F.max_pool2d(h, 2)
-        h = b.conv2(h); out.append(h > 0); h = F.relu(h)
-        out.append(F.max_pool2d(h, 2, return_indices=True)[1]); h = F.max_pool2d(h, 2)
-        h = b.fc1(h.flatten(1)); out.append(h > 0); h = F.relu(h)
-        h = b.fc2(h); out.append(h > 0)
+        h = b.conv1(z)
+        out.append(h > 0)
+        h = F.relu(h)
+        out.append(F.max_pool2d(h, 2, return_indices=True)[1])
+        h = F.max_pool2d(h, 2)
+        h = b.conv2(h)
+        out.append(h > 0)
+        h = F.relu(h)
+        out.append(F.max_pool2d(h, 2, return_indices=True)[1])
+        h = F.max_pool2d(h, 2)
+        h = b.fc1(h.flatten(1))
+        out.append(h > 0)
+        h = F.relu(h)
+        h = b.fc2(h)
+        out.append(h > 0)
         return [o.flatten(1) for o in out]
 
     with torch.no_grad():

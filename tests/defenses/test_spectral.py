@@ -50,6 +50,7 @@ def test_conv_operator_norm_matches_dense_matrix(stride, padding):
     # the adjoint really is the transpose
     a, b = torch.randn(98, dtype=torch.float64), torch.randn(dense.shape[0], dtype=torch.float64)
     assert torch.allclose(op.adjoint(w, b), dense.T @ b, atol=1e-10)
+    assert torch.allclose(op.forward(w, a) @ b, a @ op.adjoint(w, b), atol=1e-10)  # <Aa, b> = <a, A*b>
     v = torch.randn(98, generator=_gen(4), dtype=torch.float64)
     sigma, _ = operator_sigma(op, w, v / v.norm(), iters=500)
     ref = torch.linalg.svdvals(dense)[0]

@@ -1,5 +1,4 @@
 """The classifier weight penalty (weight-penalization-classification-layer.txt, eq. 3.8)."""
-import math
 import warnings
 
 import pytest

@@ -26,7 +26,10 @@ def _tiny(ctx: Context) -> Outcome:
     import matplotlib.pyplot as plt
 
     fig = ctx.figure_path("fig")
-    plt.figure(); plt.plot([0, 1]); plt.savefig(fig); plt.close()
+    plt.figure()
+    plt.plot([0, 1])
+    plt.savefig(fig)
+    plt.close()
     assert not model.training
     return Outcome([Comparison("d", d, 500.0, unit="")], [fig], ["a note"])
 

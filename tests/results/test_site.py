@@ -1,10 +1,8 @@
 """`advgeom report` (the static site) and `advgeom results`: page content from a small
 database, the CLI's views and errors, and the leaderboard in a real headless browser."""
 import html
-import os
 import re
 import shutil
-import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +11,7 @@ from advgeom.cli import app
 from advgeom.errors import AdvgeomError
 from advgeom.results import ResultStore
 from advgeom.results.site import build_site
+from browser import chromium, find_browser  # tests/browser.py
 
 runner = CliRunner()
 
@@ -132,27 +131,6 @@ def test_bad_input_is_one_line_exit_2(tmp_path, results_db):
 # ---------------------------------------------------------------------------
 # a real browser
 
-BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
-
-
-def _browser():
-    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if found is None:
-        msg = ("no headless Chromium found (" + ", ".join(BROWSERS) + "); `make test` (target `browser`) "
-               "installs Debian's chromium-headless-shell when run as root")
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail("browser test must run in CI: " + msg)
-        pytest.skip(msg)
-    return found
-
-
-def _chromium(browser, tmp_path, *args):
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--allow-file-access-from-files", f"--user-data-dir={tmp_path / 'profile'}", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout
-
 
 HARNESS = """<!DOCTYPE html><html><body><div id="out">pending</div>
 <iframe id="f" src="site/index.html" width="1200" height="800"></iframe>
@@ -174,21 +152,21 @@ document.getElementById("f").addEventListener("load", function () {
 </script></body></html>"""
 
 
-def test_leaderboard_in_headless_chromium(results_db, tmp_path):
-    browser = _browser()
+def test_leaderboard_in_headlesschromium(results_db, tmp_path):
+    browser = find_browser()
     index = build_site(ResultStore(results_db), tmp_path / "site")
-    dom = _chromium(browser, tmp_path, "--dump-dom", index.as_uri())
+    dom = chromium(browser, tmp_path, "--dump-dom", index.as_uri())
     for number in ("99.33", "43.33", "16.50", "14.67", "97.67", "abc123def456"):
         assert number in dom
     assert 'class="check-failed"' in dom and "✗ failed: gradient_masking" in dom
     assert '<table class="sortable checks">' in dom and 'class="check check-fail"' in dom
     assert re.search(r'<tr class="failed">\s*<td><a href="experiments/sparsity-table1.html"', dom)
     shot = tmp_path / "leaderboard.png"
-    _chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1280,1000", index.as_uri())
+    chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1280,1000", index.as_uri())
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
     # the inline script sorts by a clicked column (worst case: 0.00, 14.67, 89.00, then reversed)
     (tmp_path / "harness.html").write_text(HARNESS)
-    dom = _chromium(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom",
+    dom = chromium(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom",
                     (tmp_path / "harness.html").as_uri())
     assert ("asc=hyper_mnist_cnn,nielsen_cnn4,madry_mnist_cnn;desc=madry_mnist_cnn,nielsen_cnn4,hyper_mnist_cnn"
             in dom)

@@ -187,7 +187,9 @@ def cap_threshold(mu: float, d: int) -> float:
     a = (d - 1) / 2
     s = float(special.betaincinv(a, 0.5, 2.0 * m))  # s = 1 - t^2
     # polish in log space (betaincinv loses relative accuracy for tiny m at small d)
-    f = lambda ls: math.log(max(float(special.betainc(a, 0.5, math.exp(ls))), 1e-320)) - math.log(2 * m)
+    def f(ls: float) -> float:
+        return math.log(max(float(special.betainc(a, 0.5, math.exp(ls))), 1e-320)) - math.log(2 * m)
+
     lo, hi = math.log(max(s, 1e-300)) - 1.0, min(math.log(max(s, 1e-300)) + 1.0, 0.0)
     if s > 0 and f(lo) < 0 < f(hi):
         s = math.exp(optimize.brentq(f, lo, hi, xtol=1e-14, rtol=1e-14))

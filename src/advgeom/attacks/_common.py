@@ -291,10 +291,10 @@ class BestTracker:
     def update_at(self, idx: Tensor, x: Tensor, loss: Tensor, succ: Tensor) -> None:
         """``update`` on the samples ``idx`` only (``x``, ``loss``, ``succ`` for those)."""
         loss = loss.detach().to(self.loss.dtype)
-        b, l, xs = self.broken[idx], self.loss[idx], self.x[idx]
-        upd = (succ & ~b) | ((succ == b) & (loss > l))
+        b, best, xs = self.broken[idx], self.loss[idx], self.x[idx]
+        upd = (succ & ~b) | ((succ == b) & (loss > best))
         self.x[idx] = torch.where(bview(upd, xs), x.detach(), xs)
-        self.loss[idx] = torch.where(upd, loss, l)
+        self.loss[idx] = torch.where(upd, loss, best)
         self.broken[idx] = b | succ
 
     def merge(self, idx: Tensor, other: "BestTracker") -> None:

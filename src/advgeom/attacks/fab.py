@@ -128,7 +128,9 @@ def project_to_hyperplane(p: Tensor, w: Tensor, r: Tensor, norm: str, *,
     if moving is not None and bool(moving.any()):
         d = p.shape[-1]
         rows = moving.reshape(-1).nonzero().squeeze(1)
-        full = (lambda v: v.expand(p.shape).reshape(-1, d)[rows])
+        def full(v: Tensor) -> Tensor:
+            return v.expand(p.shape).reshape(-1, d)[rows]
+
         step.view(-1, d)[rows] = _project_sorted(full(cap), full(a), full(aw), r.reshape(-1)[rows], norm)
     return step.mul_(sw)
 

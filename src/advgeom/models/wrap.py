@@ -40,6 +40,8 @@ def with_normalization(model: nn.Module, mean: Sequence[float] | float,
     e.g. ``with_normalization(net, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))``
     for CIFAR-10 or ``with_normalization(net, 0.1307, 0.3081)`` for MNIST. The result
     shares ``model``'s parameters (nothing is copied) and keeps its training mode."""
-    as_list = (lambda v: [float(v)] if isinstance(v, (int, float)) else [float(t) for t in v])
+    def as_list(v: float | Sequence[float]) -> list[float]:
+        return [float(v)] if isinstance(v, (int, float)) else [float(t) for t in v]
+
     wrapped = Normalized(model, as_list(mean), as_list(std))
     return wrapped.train(model.training)
