@@ -82,11 +82,11 @@ def hyper_stiefel(ctx: Context) -> Outcome:
         res = ctx.evaluate(model, test, attacks, [eps], n=n, model_name=cfg.model,
                            defense=f"dsphere_{variant}", dataset="mnist")
         labels = [sp.label for sp in res.specs]
-        comps += [Comparison(f"{variant}: clean", res.accuracy("none"), None, n=res.n),
-                  Comparison(f"{variant}: FGSM", res.accuracy(labels[0], eps), None, n=res.n),
-                  Comparison(f"{variant}: PGD-100 (0.01)", res.accuracy(labels[1], eps), None, n=res.n),
-                  Comparison(f"{variant}: APGD-DLR", res.accuracy(labels[2], eps), None, n=res.n),
-                  Comparison(f"{variant}: worst case", res.accuracy("worst_case", eps), None, n=res.n)]
+        comps += [Comparison(f"{variant}: clean", res.percent("none"), None, n=res.n),
+                  Comparison(f"{variant}: FGSM", res.percent(labels[0], eps), None, n=res.n),
+                  Comparison(f"{variant}: PGD-100 (0.01)", res.percent(labels[1], eps), None, n=res.n),
+                  Comparison(f"{variant}: APGD-DLR", res.percent(labels[2], eps), None, n=res.n),
+                  Comparison(f"{variant}: worst case", res.percent("worst_case", eps), None, n=res.n)]
         devs = [stiefel_deviation(m.weight) for m in sphere_layers(model)]
         comps.append(Comparison(f"{variant}: largest |G - I| over the SphereCorr layers", max(devs), None,
                                 unit="", note="set by construction (the retraction)" if variant == "stiefel"
