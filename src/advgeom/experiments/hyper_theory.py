@@ -212,6 +212,11 @@ def hyper_theory(ctx: Context) -> Outcome:
                             _fraction([x <= 1 for x in ratios]), 1.0, "fraction", f"of {total}"))
     comps.append(Comparison("Thm 5, Gaussian w*: max LHS / bound", max(ratios), 1.0, "ratio",
                             _fmt_case(p, r, u, c, "exact; paper: <= 1")))
+    if max(ratios) > 1:
+        notes.append("Theorem 5 fails as printed for a Gaussian w*: " + _fmt_case(
+            p, r, u, c, f"exact (n = infinity, quadrature): E|u^T w* - x^T w*|^2 = {c['t5']:.8g} > "
+            f"(p-1)/p E|x~^T w* - x^T w*|^2 = {c['t5_bound']:.8g}; ") + f"{sum(x > 1 for x in ratios)}/{total} cases "
+            "fail (w* is drawn from the seed: numpy default_rng(seed).standard_normal(p)).")
     mc_z = [(c["t5_mc"] - c["t5"]) / c["t5_mc_se"] for *_, c in all_cases if c["t5_mc_se"] > 0]
     comps.append(Comparison("Thm 5 Monte Carlo vs quadrature: max |z|", float(np.max(np.abs(mc_z))), None, "z",
                             f"up to {s['test_inputs']} inputs per case, {len(mc_z)} cases (a check of the quadrature)"))
