@@ -90,7 +90,8 @@ SETTINGS: dict[str, SphereSettings] = {"quick": QUICK, "paper": PAPER}
 
 # Where each SphereSettings field comes from in the paper profile (adversarial-spheres.txt);
 # a quick value that differs from the paper's is an assumption (QUICK_WHY).
-S3 = "Section 3: 2 hidden layers of 1000 ReLU units with batch normalization, Adam, batch 50, lr 0.0001, 1 million steps"
+S3 = ("Section 3: 2 hidden layers of 1000 ReLU units with batch normalization, Adam, batch 50, lr 0.0001, "
+      "1 million steps")
 ATTACK = "Section 5: 100 random points, PGD of 1000 steps of .001 on the manifold (Section 3.1's manifold attack)"
 FIELD_SOURCES: dict[str, Source] = {
     "d": paper("Section 3: d = 500"), "R": paper("Section 2: R = 1.3"),
@@ -142,7 +143,8 @@ def record_settings(ctx: Any, s: SphereSettings, *names: str, training: bool = T
             src = assumption(QUAD_LR_WHY if name in ("quad_lr", "perfect_lr") else QUICK_WHY)
         ctx.setting(name, value, src)
     if training:
-        ctx.setting("training", "sigmoid cross-entropy, Adam, batch 50; online (a fresh batch each step) unless N is set",
+        ctx.setting("training", "sigmoid cross-entropy, Adam, batch 50; online (a fresh batch each step) unless "
+                    "N is set",
                     paper("Section 3: minibatch SGD on the sigmoid cross entropy with Adam, batch 50, online "
                           "sampling (Section 2)"))
     return s

@@ -61,7 +61,8 @@ def blackbox_configs(profile: str) -> dict[str, TrainConfig]:
 
 
 SUBSTITUTE_WHY = ("the paper says only that substitutes get 'natural and FGSM training' with the same data and "
-                  "parameters (Section 7.1, 'Black-box Attack'): each substitute is trained like the target column it attacks")
+                  "parameters (Section 7.1, 'Black-box Attack'): each substitute is trained like the target "
+                  "column it attacks")
 
 
 def blackbox_sources(profile: str) -> dict[str, Source]:
@@ -95,7 +96,8 @@ def hyper_blackbox(ctx: Context) -> Outcome:
                 paper("Section 7.1 ('Black-box Attack') and 7.3: independently trained substitutes, "
                       "the same training data and parameters"))
     ctx.setting("transfer attacks", "FGSM; PGD-100 of step 0.01 on the substitute (no early stop)",
-                paper("Section 7.2's FGSM and PGD (step 0.01, 100 iterations), crafted on the substitute (Section 7.3)"))
+                paper("Section 7.2's FGSM and PGD (step 0.01, 100 iterations), crafted on the substitute "
+                      "(Section 7.3)"))
     ctx.setting("white-box reference", "FGSM and PGD-100 on the target itself",
                 assumption("advgeom's gradient-masking check: a transfer attack beating the white-box ones flags it"))
     comps: list[Comparison] = []

@@ -153,7 +153,8 @@ def record_settings(ctx: Context, s: dict[str, Any]) -> None:
     mnist_why = "the paper reports CIFAR-10 only: MNIST is advgeom's smaller companion of the same study"
     ctx.setting("data and model", f"{s['dataset']}, {s['model']} {s['model_kwargs'] or ''}".strip(),
                 paper("Section 5.1 and Appendix A.4: CIFAR10, a 7-layer CNN with batch normalization") if cifar
-                else assumption(f"{mnist_why}; Madry et al.'s MNIST CNN" + (f" narrowed: {QUICK_WHY}" if quick else "")))
+                else assumption(f"{mnist_why}; Madry et al.'s MNIST CNN"
+                                + (f" narrowed: {QUICK_WHY}" if quick else "")))
     nat = (f"{s['optimizer']} lr {s['lr']:g}, batch {s['batch_size']}, "
            + (f"{s['natural_epochs']} epochs, lr / 10 at epochs {s['natural_milestones']}, weight decay "
               f"{s['weight_decay']:g}" if cifar else f"{s['natural_iters']} iterations"))

@@ -43,6 +43,7 @@ from advgeom.models.spheres import QuadraticNet  # noqa: E402
 from advgeom.results.plots import save_figure
 
 PAPER = "adversarial-spheres.txt"
+RELU_FIELDS = ("d", "R", "relu_width", "relu_depth", "relu_steps", "relu_lr")   # the ReLU net's settings
 
 
 def _mean(v: list[float]) -> float | None:
@@ -59,9 +60,10 @@ def spheres_relu(ctx: Context) -> Outcome:
     """Section 3: errors on random samples, manifold-attack distance to the nearest
     error, nearest other-class point between the spheres, and the largest d at which
     no error can be found adversarially."""
-    s = ctx.capped(record_settings(ctx, SETTINGS[ctx.profile], "d", "R", "relu_width", "relu_depth", "relu_steps", "relu_lr", "random_samples",
-                                   "attack_points", "attack_steps", "attack_step", "shell_points", "sweep_dims",
-                                   "sweep_steps", "sweep_points"), random_samples=SMOKE_SAMPLES, attack_points=SMOKE_POINTS,
+    recorded = record_settings(ctx, SETTINGS[ctx.profile], *RELU_FIELDS, "random_samples", "attack_points",
+                               "attack_steps", "attack_step", "shell_points", "sweep_dims", "sweep_steps",
+                               "sweep_points")
+    s = ctx.capped(recorded, random_samples=SMOKE_SAMPLES, attack_points=SMOKE_POINTS,
                    attack_steps=SMOKE_ITERS, shell_points=SMOKE_POINTS, sweep_dims=SMOKE_SWEEP,
                    sweep_points=SMOKE_POINTS)
     ref = ctx.reference("spheres.relu_h1000_d2")
@@ -288,9 +290,10 @@ def spheres_quadratic(ctx: Context) -> Outcome:
 def spheres_slices(ctx: Context) -> Outcome:
     """Figure 1: slices through random and worst-case adversarial directions; Figure 2:
     accuracy and adversarial errors as a function of ||x||, and a d = 2 net."""
-    s = ctx.capped(record_settings(ctx, SETTINGS[ctx.profile], "d", "R", "relu_width", "relu_depth", "relu_steps", "relu_lr", "attack_steps", "attack_step",
-                                   "slice_resolution", "norm_step", "norm_samples", "norm_attack_points", "d2_n",
-                                   "d2_steps"), slice_resolution=11, norm_samples=SMOKE_SAMPLES,
+    recorded = record_settings(ctx, SETTINGS[ctx.profile], *RELU_FIELDS, "attack_steps", "attack_step",
+                               "slice_resolution", "norm_step", "norm_samples", "norm_attack_points", "d2_n",
+                               "d2_steps")
+    s = ctx.capped(recorded, slice_resolution=11, norm_samples=SMOKE_SAMPLES,
                    norm_attack_points=SMOKE_POINTS)
     ref = ctx.reference("spheres.relu_h1000_d2")
     norms = ctx.first([round(float(r), 4) for r in np.arange(0.2, 2.6 + 1e-9, s.norm_step)], 3)
