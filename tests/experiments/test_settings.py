@@ -9,7 +9,12 @@ from advgeom.errors import AdvgeomError
 from advgeom.experiments.at_mnist import at_configs, at_sources
 from advgeom.experiments.settings import (Setting, Source, active_fields, assumption, code, missing_sources,
                                           paper, settings_markdown, training_settings)
+from advgeom.registry import get, names
 from advgeom.train import TrainConfig
+
+# every (experiment, profile) whose experiment declares the models it trains
+WITH_MODELS = [(n, p) for n in names("experiment") if not n.startswith("_") and get("experiment", n).models
+               for p in get("experiment", n).profiles]
 
 
 def test_source_kinds_and_text():
@@ -68,3 +73,27 @@ def test_at_mnist_paper_follows_the_trades_code_schedule():
     """train_trades_mnist.py's if/elif applies one drop only: lr 0.01 for epochs 1-54, then 0.001."""
     cfg = at_configs("paper")["trades"]
     assert cfg.milestones == (54,) and cfg.gamma == 0.1 and cfg.schedule_unit == "epoch"
+
+
+def test_every_experiment_with_models_covers_the_known_ones():
+    declared = {n for n, _ in WITH_MODELS}
+    assert {"at-mnist", "demo", "hyper-mnist", "hyper-cifar", "hyper-blackbox", "penalty-mnist",
+            "penalty-cifar", "penalty-activations"} <= declared
+    assert all(get("experiment", n).sources is not None for n in declared)
+
+
+@pytest.mark.parametrize("name,profile", WITH_MODELS, ids=[f"{n}-{p}" for n, p in WITH_MODELS])
+def test_every_training_setting_has_a_source(name, profile):
+    exp = get("experiment", name)
+    assert missing_sources(exp.models(profile), exp.sources(profile)) == []
+
+
+def test_the_hold_out_of_the_hyperspherical_models_is_named():
+    """The 5,000 training images held out for calibrating the rejection threshold appear
+    in the table with their reason (issue 27)."""
+    exp = get("experiment", "hyper-mnist")
+    rows, _ = training_settings(exp.models("paper"), exp.sources("paper"))
+    held = {(r.value, r.source.kind) for r in rows if r.name == "train_size"}
+    assert held == {("55000", "assumption")}
+    assert "last 5,000 MNIST training images are held out" in next(r.source.where for r in rows
+                                                                    if r.name == "train_size")

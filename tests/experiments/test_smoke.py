@@ -85,6 +85,8 @@ def test_profile_runs_under_smoke(name, profile, tmp_path, user_data):
     assert f"Profile: `{profile}+smoke`" in text and "Smoke run (`--smoke`)" in text
     assert f"advgeom reproduce {name} --profile {profile}" in text and "--smoke" in text
     assert rep.outcome.comparisons
+    # issue 27: every report has its settings table, each setting with its source
+    assert "## Settings and their sources" in text and "without a declared source" not in text
     for fig in rep.outcome.figures:
         assert smoke in fig.parents and fig.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [SMOKE]   # nothing outside root/smoke

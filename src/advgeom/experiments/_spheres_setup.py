@@ -20,6 +20,7 @@ from torch import nn
 
 from advgeom.attacks.manifold import manifold_attack, predict
 from advgeom.data.spheres import sample_sphere
+from advgeom.experiments.settings import Source, assumption, paper
 from advgeom.train import TrainConfig
 
 
@@ -85,6 +86,68 @@ QUICK = SphereSettings(
     slice_resolution=161, norm_step=0.1, norm_samples=2000, norm_attack_points=8,
     d2_steps=3000, dim_grid=tuple(range(100, 5001, 300)), checkpoint_every=1000)
 SETTINGS: dict[str, SphereSettings] = {"quick": QUICK, "paper": PAPER}
+
+
+# Where each SphereSettings field comes from in the paper profile (adversarial-spheres.txt);
+# a quick value that differs from the paper's is an assumption (QUICK_WHY).
+S3 = ("Section 3: 2 hidden layers of 1000 ReLU units with batch normalization, Adam, batch 50, lr 0.0001, "
+      "1 million steps")
+ATTACK = "Section 5: 100 random points, PGD of 1000 steps of .001 on the manifold (Section 3.1's manifold attack)"
+FIELD_SOURCES: dict[str, Source] = {
+    "d": paper("Section 3: d = 500"), "R": paper("Section 2: R = 1.3"),
+    "relu_width": paper(S3), "relu_depth": paper(S3), "relu_steps": paper(S3), "relu_lr": paper(S3),
+    "random_samples": paper("Section 3: 10 million uniform samples from each sphere"),
+    "attack_points": paper(ATTACK), "attack_steps": paper(ATTACK), "attack_step": paper(ATTACK),
+    "shell_points": assumption("the paper gives no count for the nearest other-class point between the spheres"),
+    "sweep_dims": assumption("Section 3 does not list the dimensions at which no adversarial error is found"),
+    "sweep_steps": assumption("the paper gives no training length for the dimension sweep"),
+    "sweep_points": assumption("the paper gives no number of attacked points for the dimension sweep"),
+    "quad_hidden": paper("Section 4: the quadratic network with h = 1000"),
+    "quad_lr": paper("Section 4: 'the same setup as in Section 3' (Adam, lr 0.0001)"),
+    "quad_steps": paper("Section 4: the setup of Section 3 (1 million steps)"),
+    "quad_n": paper("Section 4: a fixed finite training set of N = 10^6 points"),
+    "quad_early_steps": assumption("snapshots early in training, before the alpha_i settle (not in the paper)"),
+    "mc_samples": paper("Section 4: 10 million random points from each sphere"),
+    "perfect_d": paper("Section 4: the perfect initialization of the d = 500 quadratic network"),
+    "perfect_hidden": paper("Section 4: h = 1000"), "perfect_lr": paper("Section 4: the setup of Section 3"),
+    "perfect_steps": assumption("Figure 3: errors reappear after 1000 steps; 10,000 steps show the divergence"),
+    "perfect_eval_every": assumption("the cadence of Figure 3's loss curves (not in the paper)"),
+    "perfect_n_eval": assumption("the test points of Figure 3's average loss (not in the paper)"),
+    "large_width": paper("Section 5: the large ReLU network, 2000 hidden units, depth 8"),
+    "large_depth": paper("Section 5: the large ReLU network, 2000 hidden units, depth 8"),
+    "bound_sizes": paper("Section 5: N in {1000, 5000, 10000, 100000, infinity}"),
+    "bound_snapshots": assumption("Section 5 samples the networks 'several times during training' without saying when"),
+    "bound_error_samples": paper("Section 5: the error rate from 100000 random samples"),
+    "bound_points": paper(ATTACK),
+    "slice_resolution": assumption("the grid of Figure 1's slices (the paper gives none)"),
+    "norm_step": assumption("the spacing of Figure 2's norms (the paper gives none)"),
+    "norm_samples": paper("Figure 2: the accuracy among 10000 random samples per norm"),
+    "norm_attack_points": assumption("the attacked points per norm of Figure 2 (the paper gives none)"),
+    "d2_n": paper("Figure 2 (right): the ReLU net trained on 100 samples at d = 2"),
+    "d2_steps": assumption("the paper gives no training length for the d = 2 net"),
+    "dim_grid": paper("Figure 4: input dimensions up to 5000"),
+    "dim_targets": assumption("Figure 4's target error rates are read from the figure, down to the text's 1e-14"),
+}
+QUICK_WHY = ("quick profile: scaled to 2 CPU cores in minutes (distances to errors scale like 1/sqrt(d), so "
+             "quick distances are not the paper's)")
+QUAD_LR_WHY = "quick profile: Adam 1e-3, since 1e-4 converges too slowly in 1e4 steps"
+
+
+def record_settings(ctx: Any, s: SphereSettings, *names: str, training: bool = True) -> SphereSettings:
+    """Record the fields ``names`` of ``s`` (the profile's settings, before ``--smoke`` caps)
+    with their sources, and the training recipe shared by every net when ``training``; returns ``s``."""
+    for name in names:
+        value = getattr(s, name)
+        src = FIELD_SOURCES[name]
+        if value != getattr(PAPER, name):
+            src = assumption(QUAD_LR_WHY if name in ("quad_lr", "perfect_lr") else QUICK_WHY)
+        ctx.setting(name, value, src)
+    if training:
+        ctx.setting("training", "sigmoid cross-entropy, Adam, batch 50; online (a fresh batch each step) unless "
+                    "N is set",
+                    paper("Section 3: minibatch SGD on the sigmoid cross entropy with Adam, batch 50, online "
+                          "sampling (Section 2)"))
+    return s
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 from advgeom.data import load
 from advgeom.eval.report import format_checks
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.settings import Source, assumption, paper
 from advgeom.results.plots import plot_accuracy_vs_eps
 from advgeom.train import TrainConfig
 
@@ -31,16 +32,40 @@ def demo_config(profile: str) -> tuple[TrainConfig, int]:
     return cfg, 300
 
 
+def demo_sources(profile: str) -> dict[str, Source]:
+    """Where each training setting of :func:`demo_config` comes from (hyperspherical-defense.txt)."""
+    sched = paper("hyperspherical-defense.txt Section 7.1: lr / 10 every 10K iterations, stop at 30K")
+    src = {"dataset": paper("hyperspherical-defense.txt Section 7: MNIST"),
+           "model": paper("hyperspherical-defense.txt Appendix C, Table 4: the CNN for MNIST"),
+           "objective": paper("Table 1's natural-training column: cross-entropy"),
+           "optimizer": paper("Section 7.1: ADAM"), "lr": paper("Section 7.1: initial learning rate 0.001"),
+           "weight_decay": assumption("the paper names no weight decay for the baseline CNN: none"),
+           "batch_size": assumption("the paper gives no batch size: 128"),
+           "iterations": sched, "milestones": sched, "gamma": paper("Section 7.1: lr / 10"),
+           "schedule_unit": sched, "schedule": sched,
+           "train_size": paper("all 60,000 MNIST training images (Section 7.1 holds none out)"),
+           "precision": assumption("fp32, the frameworks' default; the paper states none")}
+    if profile == "quick":
+        why = assumption("quick profile: 600 iterations of the same recipe at a constant rate, minutes on 2 CPU cores")
+        src.update(iterations=why, schedule=why)
+    return src
+
+
 @experiment("demo", title="Baseline MNIST CNN, natural training, FGSM and PGD at eps 0.3",
             paper="hyperspherical-defense.txt", reference="hyperspherical.mnist_whitebox",
-            models=lambda profile: {"hyper_mnist_cnn/natural": demo_config(profile)[0]})
+            models=lambda profile: {"hyper_mnist_cnn/natural": demo_config(profile)[0]}, sources=demo_sources)
 def demo(ctx: Context) -> Outcome:
     """Table 1 of hyperspherical-defense.txt, baseline rows, natural-training column."""
     cfg, n = demo_config(ctx.profile)
     model = ctx.train(cfg)
     test = load("mnist", "test")
-    eps = CURVE_EPS if ctx.quick else (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-    res = ctx.evaluate(model, test, list(ATTACKS), list(eps), n=n, model_name=cfg.model,
+    n = ctx.setting("test points", n, paper("the 10,000 MNIST test images") if n == 10_000
+                    else assumption(f"the first {n} test images: quick profile, minutes on 2 CPU cores"))
+    attacks = ctx.setting("attacks", list(ATTACKS), paper("Section 7.2: FGSM at eps 0.3; PGD of step 0.01, "
+                                                          "100 iterations"))
+    eps = ctx.setting("eps (linf)", CURVE_EPS if ctx.quick else (0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+                      assumption(f"a curve up to Table 1's eps {PAPER_EPS} (Section 7.2), which it compares"))
+    res = ctx.evaluate(model, test, attacks, list(eps), n=n, model_name=cfg.model,
                        defense="natural", dataset="mnist")
 
     def value(attack: str, e: float) -> float:

@@ -26,6 +26,7 @@ from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import hyper_cifar as HC
 from advgeom.experiments import hyper_mnist as HM
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.settings import Source, assumption, paper
 from advgeom.train import TrainConfig
 
 ARCHS = ("baseline", "dsphere", "dsphere_wm")
@@ -59,14 +60,46 @@ def blackbox_configs(profile: str) -> dict[str, TrainConfig]:
     return out
 
 
+SUBSTITUTE_WHY = ("the paper says only that substitutes get 'natural and FGSM training' with the same data and "
+                  "parameters (Section 7.1, 'Black-box Attack'): each substitute is trained like the target "
+                  "column it attacks")
+
+
+def blackbox_sources(profile: str) -> dict[str, Source]:
+    """The targets' sources are hyper-cifar's (paper) or hyper-mnist's quick ones; the
+    substitutes share them, their pairing with the targets an assumption."""
+    s, dataset, _ = _recipe(profile)
+    labels = list(blackbox_configs(profile))
+    src = HM.hyper_sources(s, dataset, labels, quick=profile == "quick")
+    if profile == "quick":
+        src["dataset"] = assumption("quick profile on MNIST (Table 3 is CIFAR-10, which is not obtainable on the "
+                                    "CPU machines): the hyper-mnist quick recipe, so no published column")
+    for label in labels:
+        if label.startswith("substitute:"):
+            src[f"{label}.objective"] = assumption(SUBSTITUTE_WHY)
+    return src
+
+
 @experiment("hyper-blackbox", title="Hyperspherical defense: black-box transfer attacks (Table 3)",
-            paper="hyperspherical-defense.txt", models=blackbox_configs)
+            paper="hyperspherical-defense.txt", models=blackbox_configs,
+            sources=blackbox_sources)
 def hyper_blackbox(ctx: Context) -> Outcome:
     """Table 3: FGSM and PGD examples transferred from independently trained substitutes."""
     s, dataset, _ = _recipe(ctx.profile)
     test = HC.cifar_data(s)["test"] if dataset == "cifar10" else load("mnist", "test")
     cfgs = blackbox_configs(ctx.profile)
-    eps = s["eps"]
+    eps = ctx.setting("eps (linf)", s["eps"], paper("Section 7.1: eps 8/255 on CIFAR-10") if dataset == "cifar10"
+                      else paper("Section 7.1: eps 0.3 on MNIST (the quick profile's data)"))
+    n = ctx.setting("test points", s["n"], paper(f"the {s['n']:,} CIFAR-10 test images") if ctx.profile == "paper"
+                    else assumption(f"the first {s['n']} MNIST test images: {HM.QUICK_WHY}"))
+    ctx.setting("substitutes", f"the targets' recipe with seed {SUBSTITUTE_SEED} (targets: seed 0)",
+                paper("Section 7.1 ('Black-box Attack') and 7.3: independently trained substitutes, "
+                      "the same training data and parameters"))
+    ctx.setting("transfer attacks", "FGSM; PGD-100 of step 0.01 on the substitute (no early stop)",
+                paper("Section 7.2's FGSM and PGD (step 0.01, 100 iterations), crafted on the substitute "
+                      "(Section 7.3)"))
+    ctx.setting("white-box reference", "FGSM and PGD-100 on the target itself",
+                assumption("advgeom's gradient-masking check: a transfer attack beating the white-box ones flags it"))
     comps: list[Comparison] = []
     notes = [f"{ctx.profile} profile on {dataset}, eps {eps:.4g}, {s['n']} test points; substitutes "
              f"trained with seed {SUBSTITUTE_SEED}, targets with seed 0; PGD: 100 steps of 0.01 on "
@@ -82,7 +115,7 @@ def hyper_blackbox(ctx: Context) -> Outcome:
                      for name, src in sources.items() for atk, kw in crafts.items()]
             specs += [AttackSpec(kw["attack"], {k: v for k, v in kw.items() if k != "attack"},
                                  label=f"white-box {atk}") for atk, kw in crafts.items()]
-            res = ctx.evaluate(target, test, specs, [eps], n=s["n"], model_name=cfg.model,
+            res = ctx.evaluate(target, test, specs, [eps], n=n, model_name=cfg.model,
                                defense=f"{training}_training", dataset=dataset)
             col = 2 * a_idx + t_idx
             cell = f"{target_arch}/{training}"

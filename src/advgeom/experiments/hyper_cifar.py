@@ -23,7 +23,8 @@ from typing import Any
 from advgeom.data import load
 from advgeom.errors import AdvgeomError, DataError
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
-from advgeom.experiments.hyper_mnist import evaluate_cell, hyper_config
+from advgeom.experiments.hyper_mnist import evaluate_cell, hyper_config, hyper_sources, record_eval_settings
+from advgeom.experiments.settings import Source
 from advgeom.train import TrainConfig
 
 EPS = 8 / 255
@@ -46,6 +47,11 @@ def cifar_configs(profile: str) -> dict[str, TrainConfig]:
             for t in TRAININGS for a, m in ARCHS.items()}
 
 
+def cifar_sources(profile: str) -> dict[str, Source]:
+    """Where each training setting of :func:`cifar_configs` comes from (Section 7.1, else assumptions)."""
+    return hyper_sources(PAPER, "cifar10", list(cifar_configs(profile)), quick=False)
+
+
 def cifar_data(s: dict[str, Any], held: int | None = None) -> dict[str, Any]:
     """Train / test / held-out CIFAR-10, or one clear error when it is absent. The held-out
     points follow the first ``train_size`` (``held``: the last ``held`` points instead)."""
@@ -60,13 +66,14 @@ def cifar_data(s: dict[str, Any], held: int | None = None) -> dict[str, Any]:
 
 @experiment("hyper-cifar", title="Hyperspherical defense: white-box attacks on CIFAR-10 (Table 2)",
             paper="hyperspherical-defense.txt", reference="hyperspherical.cifar10_whitebox",
-            models=cifar_configs, profiles=("paper",))
+            models=cifar_configs, profiles=("paper",), sources=cifar_sources)
 def hyper_cifar(ctx: Context) -> Outcome:
     """Table 2: six architectures x natural / FGSM training, FGSM and PGD-100 at eps 8/255."""
     if ctx.profile != "paper":
         raise AdvgeomError("hyper-cifar has only a paper profile (CIFAR-10 from a user directory "
                            "and a GPU): run `advgeom reproduce hyper-cifar --profile paper`")
     s = PAPER
+    record_eval_settings(ctx, s, "cifar10")
     data = cifar_data(s, ctx.size(s["heldout"], 20) if ctx.smoke else None)
     ref = ctx.reference("hyperspherical.cifar10_whitebox")["rows"]
     comps: list[Comparison] = []

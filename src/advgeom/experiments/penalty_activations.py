@@ -23,6 +23,7 @@ from advgeom.eval.runner import WORST
 from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import penalty_mnist as PM
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.settings import Source, assumption, paper as in_paper
 from advgeom.experiments.smoke import SMOKE_SAMPLES
 from advgeom.results.plots import save_figure
 from advgeom.train import TrainConfig
@@ -45,6 +46,28 @@ def activation_configs(profile: str) -> dict[str, TrainConfig]:
     return out
 
 
+def activation_sources(profile: str) -> dict[str, Source]:
+    """Figure 6's settings where Section 4.3 gives them; the training recipe is Table 4's
+    (Section 4.3 gives none), the values of s an assumption."""
+    recipe = "Section 4.3 gives no training recipe for Figure 6: Table 4's"
+    src = {k.partition(".")[2]: v for k, v in PM.penalty_sources(profile).items()}
+    src.update({"dataset": in_paper("Section 4.3: PGD40 on MNIST for the ablation"),
+                "train_size": in_paper("the MNIST training set"),
+                "precision": assumption("fp32, the frameworks' default; the paper states none"),
+                "model": assumption(f"{recipe} small network (Section 4.2)"),
+                "model_kwargs": in_paper("Section 4.3, Figure 6: ReLU, PReLU, LeakyReLU and Tanh features"),
+                "objective_kwargs": assumption("Figure 6: alpha = 100 and s varied; its values of s are not in "
+                                               "the text (the figure's axis): a log grid around the default 0.1"),
+                "softmax/relu.objective": in_paper("Figure 3 (a): the plain softmax with ReLU features"),
+                "softmax/relu.model_kwargs": in_paper("Figure 3 (a): the plain softmax with ReLU features")})
+    for k in ("optimizer", "lr", "epochs", "schedule"):
+        src[k] = assumption(f"{recipe} ({src[k].where})")
+    if profile == "quick":
+        src.update({k: assumption(PM.AT_QUICK_WHY) for k in ("model_kwargs", "batch_size", "iterations")})
+        src["softmax/relu.model_kwargs"] = assumption(PM.AT_QUICK_WHY)
+    return src
+
+
 def attack_specs(profile: str = "quick") -> list[AttackSpec]:
     """PGD-40 (step 0.01), the paper's Figure 6 attack, then the audit (Square: the black
     box that exposes saturated-gradient masking; APGD through a straight-through tanh)."""
@@ -55,9 +78,22 @@ def attack_specs(profile: str = "quick") -> list[AttackSpec]:
 
 @experiment("penalty-activations", title="Weight penalty: feature activation and s (Figures 6 and 3)",
             paper="weight-penalization-classification-layer.txt", reference="weight_penalty.settings",
-            models=activation_configs)
+            models=activation_configs, sources=activation_sources)
 def penalty_activations(ctx: Context) -> Outcome:
     """PGD-40 and worst-case accuracy vs s per activation; the feature picture."""
+    quick = ctx.profile == "quick"
+    ctx.setting("eps (linf)", PM.EPS, in_paper("Section 4: eps = 0.3 for MNIST"))
+    ctx.setting("test points", settings(ctx.profile)["n"],
+                assumption(f"the first {settings(ctx.profile)['n']} test images: {PM.AT_QUICK_WHY}") if quick
+                else in_paper("the 10,000 MNIST test images"))
+    ctx.setting("paper attack", "PGD-40 of step 0.01", in_paper("Section 4.3: PGD40 on MNIST; Table 1: step 0.01"))
+    ctx.setting("audit attacks", f"APGD-CE, APGD-DLR, Square ({settings(ctx.profile)['square']} queries), "
+                "APGD-CE/-DLR through a straight-through tanh",
+                assumption("advgeom's strong evaluation (DESIGN.md): saturated tanh features weaken "
+                           "cross-entropy gradients"))
+    ctx.setting("Figure 3 projection", "PCA of the MNIST test features at s = 0.1",
+                assumption("the paper's Figure 3 is t-SNE on CIFAR-10; advgeom has no t-SNE and PCA keeps the "
+                           "angles between directions in the plane readable (figure only)"))
     st = ctx.capped(settings(ctx.profile), n=SMOKE_SAMPLES)   # geometry and Figure 3 (evaluations: capped)
     test = load("mnist", "test")
     specs = attack_specs(ctx.profile)

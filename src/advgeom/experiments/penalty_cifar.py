@@ -22,6 +22,7 @@ from advgeom.eval.runner import WORST
 from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import penalty_mnist as PM
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.settings import Source, assumption, paper as in_paper
 from advgeom.experiments.smoke import SMOKE_POINTS
 from advgeom.train import TrainConfig
 
@@ -42,6 +43,25 @@ def cifar_configs(profile: str) -> dict[str, TrainConfig]:
         gamma=0.9, schedule_unit="epoch", checkpoint_every=1000)}
 
 
+def cifar_sources(profile: str) -> dict[str, Source]:
+    """Where each training setting of :func:`cifar_configs` comes from (Section 4.1, else assumptions)."""
+    sched = in_paper("Section 4.1: Adam, initial learning rate 0.01 decayed by a factor 0.9 every 60 epochs, "
+                     "400 epochs")
+    return {"dataset": in_paper("Section 4.1: CIFAR-10, the training set"),
+            "train_size": in_paper("Section 4.1: the training dataset"),
+            "model": in_paper("Section 4.1: WRN-34-10 (the network of refs. [17, 42])"),
+            "model_kwargs": in_paper("Section 4.1: WRN-34-10; tanh features (Sections 3.2 and 4.3)"),
+            "objective": in_paper("Section 3, eq. (3.8): softmax cross-entropy + alpha ||W W^T - Sigma||"),
+            "objective_kwargs": in_paper(PM.PENALTY_SOURCE + "; Section 4.1: 4-pixel padding, 32x32 random crop "
+                                         "and horizontal flip (crop_flip, applied inside the objective)"),
+            "optimizer": sched, "lr": sched, "epochs": sched, "milestones": sched, "gamma": sched,
+            "schedule_unit": sched, "schedule": sched,
+            "batch_size": assumption("the paper gives no batch size: 128, the batch of the WRN-34-10 recipes "
+                                     "it compares with (TRADES, MART)"),
+            "weight_decay": assumption("the paper names no weight decay: none"),
+            "precision": assumption("fp32, the frameworks' default; the paper states none")}
+
+
 def cifar_specs() -> tuple[list[AttackSpec], list[AttackSpec], list[AttackSpec]]:
     """``(paper linf, audit linf, l2)``: Table 1's CIFAR settings and the strong evaluation."""
     paper = [AttackSpec("pgd", {"steps": 20, "step_size": 0.0031}),
@@ -58,7 +78,7 @@ def cifar_specs() -> tuple[list[AttackSpec], list[AttackSpec], list[AttackSpec]]
 
 @experiment("penalty-cifar", title="Weight penalty on WRN-34-10, CIFAR-10 (Table 2) and its audit",
             paper="weight-penalization-classification-layer.txt", reference="weight_penalty.cifar10_wrn",
-            models=cifar_configs, profiles=("paper",))
+            models=cifar_configs, profiles=("paper",), sources=cifar_sources)
 def penalty_cifar(ctx: Context) -> Outcome:
     """Table 2's penalty row under its attacks and under the strong evaluation."""
     cfg = cifar_configs(ctx.profile)["penalty"]
@@ -66,6 +86,16 @@ def penalty_cifar(ctx: Context) -> Outcome:
     pub = ctx.reference("weight_penalty.cifar10_wrn")["penalty"]
     model = ctx.train(cfg)
     paper, audit, l2specs = cifar_specs()
+    ctx.setting("eps (linf)", EPS, in_paper("Section 4: eps = 8/255 for CIFAR-10 (PGD, DeepFool, MTA)"))
+    ctx.setting("eps (l2, C&W)", CW_EPS, in_paper("Section 4: eps = 1 for CIFAR-10 (C&W, l2)"))
+    ctx.setting("test points", N, in_paper("the 10,000 CIFAR-10 test images"))
+    ctx.setting("paper attacks", "PGD-20 and PGD-100 (0.0031), DeepFool (50, overshoot 0.02), MTA-100 (0.0031), "
+                "C&W L2 (1000 steps of 0.01)", in_paper("Table 1; Table 2 reports PGD-20, DeepFool and C&W"))
+    ctx.setting("C&W binary-search rounds", l2specs[0].kwargs["search_steps"],
+                assumption("Table 1 gives C&W 1000 steps of 0.01 and no number of binary-search rounds"))
+    ctx.setting("audit attacks", "APGD-CE, APGD-T (9 targets), PGD-100 margin loss, Square (5000 queries); "
+                "l2: APGD-CE, APGD-DLR", assumption("advgeom's strong evaluation (DESIGN.md): saturated tanh "
+                                                    "features weaken cross-entropy gradients"))
     n = ctx.size(N, SMOKE_POINTS)
     common = dict(n=n, model_name=cfg.model, defense="weight_penalty", dataset="cifar10")
     res = ctx.evaluate(model, test, paper + audit, [EPS], **common)

@@ -37,6 +37,8 @@ from advgeom.eval.runner import WORST, EvalResult
 from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments import at_mnist as AT
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.settings import Source, assumption
+from advgeom.experiments.settings import paper as in_paper
 from advgeom.experiments.smoke import SMOKE_POINTS
 from advgeom.results.plots import plot_curves
 from advgeom.train import TrainConfig
@@ -170,6 +172,81 @@ def table4_configs(profile: str) -> dict[str, TrainConfig]:
 
 
 # ---------------------------------------------------------------------------
+# sources (issue 27)
+
+SMALL_NET = "Section 4.2: the small network of four convolutional layers (Carlini & Wagner 2017, ref. [2])"
+PENALTY_SOURCE = ("Section 4: alpha = 100 and s = 0.1 in (3.8) unless stated otherwise; matrix_norm 'fro' is "
+                  "advgeom's reading of the paper's ||W W^T - Sigma||_2 (the spectral norm is the other one)")
+
+
+def penalty_sources(profile: str, label: str = "penalty") -> dict[str, Source]:
+    """Sources of a penalty model's settings (:func:`penalty_config`), keyed ``label.field``."""
+    src = {"model": in_paper(SMALL_NET),
+           "model_kwargs": in_paper("Sections 3.2 and 4.3: tanh features (the saturated activation)"),
+           "objective": in_paper("Section 3, eq. (3.8): softmax cross-entropy + alpha ||W W^T - Sigma||"),
+           "objective_kwargs": in_paper(PENALTY_SOURCE),
+           "optimizer": in_paper("Section 4.2: Adam"), "lr": in_paper("Section 4.2: learning rate 0.01"),
+           "epochs": in_paper("Section 4.2: 400 epochs"),
+           "schedule": assumption("Section 4.2 gives a learning rate of 0.01 and no decay on MNIST: constant"),
+           "batch_size": assumption("the paper gives no batch size: 128"),
+           "weight_decay": assumption("the paper names no weight decay: none")}
+    if profile == "quick":
+        why = assumption(AT_QUICK_WHY)
+        src.update(model_kwargs=why, batch_size=why, iterations=why)
+    return {f"{label}.{k}": v for k, v in src.items()}
+
+
+AT_QUICK_WHY = "quick profile: a smoke-sized run (minutes on 2 CPU cores), not the paper's setting"
+
+
+def table4_sources(profile: str) -> dict[str, Source]:
+    """AdvTraining and MMC keep at-mnist's sources of the recipes they take (PGD-AT, MMC-AT),
+    moved onto the small network; the penalty's come from Section 4.2."""
+    at = AT.at_sources(profile)
+    rename = {"pgd_at": "adv_training", "mmc_at": "mmc"}
+    src = {k: v for k, v in at.items() if "." not in k}
+    for key, value in at.items():
+        d, _, f = key.partition(".")
+        if f and d in rename:
+            src[f"{rename[d]}.{f}"] = value
+    literature = "Section 4: compared methods' hyperparameters 'selected according to the original literature'"
+    src.update({"adv_training.model": in_paper(SMALL_NET),
+                "adv_training.objective": in_paper(f"Section 4.2: AdvTraining (Madry et al. 2018); {literature}"),
+                "mmc.model": in_paper(f"{SMALL_NET}, with the MMC head (Pang et al. 2020)"),
+                "mmc.objective": assumption("MMC's loss (Pang et al. 2020) without adversarial training: Table 4 "
+                                            "cites MMC without AT numbers")})
+    if profile == "paper":
+        src["mmc.model_kwargs"] = assumption("MMC centers in a 256-dim feature space (as at-mnist's MMC-AT); "
+                                             "the paper's C_MM = 10 is the head's default")
+    return {**src, **penalty_sources(profile)}
+
+
+def record_attacks(ctx: Context, st: dict[str, Any]) -> None:
+    """The evaluation settings of penalty-mnist and their sources."""
+    quick = ctx.profile == "quick"
+    ctx.setting("eps (linf)", EPS, in_paper("Section 4: eps = 0.3 for MNIST (PGD, DeepFool, MTA)"))
+    ctx.setting("eps (l2, C&W)", CW_EPS, in_paper("Section 4: eps = 3 for MNIST (C&W, l2)"))
+    ctx.setting("test points", st["n"], assumption(f"the first {st['n']} test images: {AT_QUICK_WHY}") if quick
+                else in_paper("the 10,000 MNIST test images"))
+    ctx.setting("l2 test points", st["cw_n"], assumption(f"C&W is the costly attack: {AT_QUICK_WHY}") if quick
+                else in_paper("the 10,000 MNIST test images"))
+    ctx.setting("paper attacks", "PGD-40 and PGD-200 (0.01), DeepFool (50, overshoot 0.02), MTA-200 (0.01), "
+                f"C&W L2 ({st['cw_steps']} steps of 0.01)",
+                in_paper("Table 1") if not quick else assumption(f"Table 1, C&W cut to {st['cw_steps']} steps: "
+                                                                 f"{AT_QUICK_WHY}"))
+    ctx.setting("C&W binary-search rounds", st["cw_search"],
+                assumption("Table 1 gives C&W 1000 steps of 0.01 and no number of binary-search rounds"))
+    ctx.setting("DeepFool norm", "linf, projected onto eps 0.3",
+                assumption("Section 4 puts DeepFool among the linf attacks at eps 0.3; the projection keeps it "
+                           "inside the threat model"))
+    ctx.setting("audit attacks", f"APGD-CE, APGD-T (9 targets), PGD-100 margin loss, Square ({st['square']} "
+                "queries), APGD-CE/-DLR through a straight-through tanh; l2: APGD-CE, APGD-DLR",
+                assumption("advgeom's strong evaluation (DESIGN.md): saturated tanh features weaken "
+                           "cross-entropy gradients, so margin losses, a black box and BPDA run beside Table 1"))
+    ctx.setting("eps curve", st["curve_eps"], assumption("a few radii up to the paper's 0.3 (figure only)"))
+
+
+# ---------------------------------------------------------------------------
 # geometry
 
 
@@ -210,10 +287,11 @@ def worst_of(res: EvalResult, labels: list[str], eps: float) -> float:
 
 @experiment("penalty-mnist", title="Weight penalty on the small MNIST network (Table 4) and its audit",
             paper="weight-penalization-classification-layer.txt", reference="weight_penalty.mnist_small",
-            models=table4_configs)
+            models=table4_configs, sources=table4_sources)
 def penalty_mnist(ctx: Context) -> Outcome:
     """AdvTraining, MMC and the weight penalty (tanh features) under the paper's attacks
     and under APGD-CE, APGD-T, margin PGD and Square, with the per-sample worst case."""
+    record_attacks(ctx, settings(ctx.profile))
     st = ctx.capped(settings(ctx.profile), n=SMOKE_POINTS, cw_n=SMOKE_POINTS)
     test = load("mnist", "test")
     ref = ctx.reference("weight_penalty.mnist_small")

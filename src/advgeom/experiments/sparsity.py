@@ -26,6 +26,8 @@ from advgeom.eval.report import summarize_checks
 from advgeom.eval.runner import EvalResult
 from advgeom.attacks.spec import AttackSpec
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.settings import assumption
+from advgeom.experiments.settings import paper as in_paper
 from advgeom.experiments.smoke import SMOKE_ITERS, SMOKE_POINTS
 from advgeom.registry import get
 from advgeom.results.plots import save_figure
@@ -75,6 +77,64 @@ def test_points(task: str, n: int | None) -> tuple[Tensor, Tensor]:
     data = load("mnist", "test") if task == "cnn" else load(TASKS[task][0], "test", classes=TASKS[task][1])
     n = len(data) if n is None else min(n, len(data))
     return data.images[:n], data.labels[:n]
+
+
+# --------------------------------------------------------------------------- sources (issue 27)
+QUICK_WHY = "quick profile: scaled to 2 CPU cores in minutes, not the paper's setting"
+
+
+def _points_source(ctx: Context, n: int | None, what: str) -> Any:
+    if n is None or (ctx.profile == "paper" and n >= 10_000):
+        return in_paper(f"all {what}")
+    return assumption(f"the first {n} {what}: " + (QUICK_WHY if ctx.quick else
+                                                                "a subset, to bound the cost of the profile"))
+
+
+def record_training(ctx: Context, *, cnn: bool = False, fc2: bool = False, l1: bool = False) -> None:
+    """The models' and training recipes' settings with their sources (the configs above)."""
+    s = SETTINGS[ctx.profile]
+    recipe = "the paper gives no optimizer, batch size or training length"
+    if cnn or fc2:
+        ctx.setting("front end", f"CDF 9/7 (bior4.4), top-K with rho = K/N = {RHO:g}",
+                    in_paper("Section 5.1: the Cohen-Daubechies-Feauveau 9/7 wavelet, network retrained on "
+                             "sparsified images; Section 5.2: rho = 3%"))
+    if cnn:
+        ctx.setting("CNN", "nielsen_cnn4", in_paper("Section 5.1: two convolutions (20 and 40 maps, 5x5), two fully "
+                                                     "connected layers of 1000 with dropout (Nielsen 2015)"))
+        ctx.setting("CNN training", f"Adam 1e-3, batch 64, {cnn_config(ctx.profile, False).iterations} iterations",
+                    assumption(recipe + ("" if ctx.profile == "paper" else f"; {QUICK_WHY}")))
+    if fc2:
+        ctx.setting("binary network", "fc2: one hidden layer of 10 units",
+                    in_paper("Section 5.1: a fully connected network with 1 hidden layer of 10 neurons"))
+        ctx.setting("binary tasks", "MNIST 3 vs 7; Fashion-MNIST T-shirt vs pullover",
+                    in_paper("Section 5.1: digits 3 and 7; classes T-Shirt and Pullover"))
+        ctx.setting("fc2 training", f"Adam 1e-3, batch 64, {s['fc_iters']} iterations, weight decay 1e-3",
+                    assumption(recipe + "; weight decay 1e-3 as an l2 regularizer (the module's note attributes "
+                               "it to the authors' code, whose repository advgeom does not name)"
+                               + ("" if ctx.profile == "paper" else f"; {QUICK_WHY}")))
+    if l1:
+        ctx.setting("l1 weight (sparse network)", L1_LAM,
+                    assumption("Section 5.1 implements network sparsity by l1 regularization without its weight: "
+                               "0.01 keeps about 2-3% of the first-layer weights (sparsity-l1-sweep probes it)"))
+
+
+def record_paper_attacks(ctx: Context, *, iterative: bool) -> float:
+    """eps and Table 1's attack budgets; returns eps."""
+    eps = ctx.setting("eps (linf)", EPS, in_paper("Section 5.2: eps = 0.25, images in [0,1] (footnote 3)"))
+    ctx.setting("paper attacks", "locally linear (semi-white; white for the front end), FGSM"
+                + (", iterative FGSM, momentum iterative FGSM, PGD: delta = eps/20, 80 iterations" if iterative
+                   else ""), in_paper("Section 5 list of attacks; Section 5.2: delta = eps/20 for 80 iterations"))
+    ctx.setting("gradient through the front end", "exact (projection onto the kept support); BPDA as well",
+                in_paper("Section 5, footnote 2: the gradient across the front end is the projection onto the "
+                         "top K basis vectors; BPDA (identity) is advgeom's addition"))
+    return eps
+
+
+def record_adaptive(ctx: Context) -> None:
+    s = SETTINGS[ctx.profile]
+    ctx.setting("adaptive attacks", f"iterative locally linear, APGD ({s['apgd']} steps), PGD-100 margin loss, "
+                f"Square ({s['square']} queries), BPDA PGD/APGD on the front end",
+                assumption("beyond the paper: advgeom's strong evaluation (DESIGN.md), per-sample worst case"))
 
 
 # --------------------------------------------------------------------------- attacks
@@ -138,6 +198,11 @@ def acc(res: EvalResult, labels: list[str] | str, eps: float = EPS) -> float:
             paper=PAPER, reference="sparsity.mnist_cnn4")
 def table1(ctx: Context) -> Outcome:
     """Table 1 (eps 0.25; iterative attacks delta eps/20, 80 steps) plus adaptive attacks."""
+    record_training(ctx, cnn=True)
+    record_paper_attacks(ctx, iterative=True)
+    record_adaptive(ctx)
+    n = SETTINGS[ctx.profile]["n_cnn"]
+    ctx.setting("test points", n, _points_source(ctx, n, "MNIST test images"))
     s, ref = ctx.capped(SETTINGS[ctx.profile], n_cnn=SMOKE_POINTS), ctx.reference("sparsity.mnist_cnn4")
     x, y = test_points("cnn", s["n_cnn"])
     comps, notes = [], []
@@ -175,6 +240,11 @@ DEFENSES = ("none", "sparse_network", "front_end")
             paper=PAPER, reference="sparsity.binary_fc2")
 def table2(ctx: Context) -> Outcome:
     """Table 2 (locally linear attack, eps 0.25) plus adaptive attacks."""
+    record_training(ctx, fc2=True, l1=True)
+    record_paper_attacks(ctx, iterative=False)
+    record_adaptive(ctx)
+    n = SETTINGS[ctx.profile]["n_bin"]
+    ctx.setting("test points per task", n or "all", _points_source(ctx, n, "test images of each task's two classes"))
     s, ref = ctx.capped(SETTINGS[ctx.profile], n_bin=SMOKE_POINTS), ctx.reference("sparsity.binary_fc2")
     comps, notes = [], []
     for task in TASKS:
@@ -258,6 +328,16 @@ def l1_sweep(ctx: Context) -> Outcome:
     """The l1 weight and the training length are advgeom's assumptions for Table 2 (the paper
     gives neither): train the sparse network over a small one-factor sweep and report clean,
     locally linear (the paper's attack) and worst-case robust accuracy at eps 0.25."""
+    record_training(ctx, fc2=True)
+    ctx.setting("eps (linf)", EPS, in_paper("Section 5.2: eps = 0.25 (Table 2)"))
+    ctx.setting("l1 weights", SWEEP[ctx.profile]["lams"], assumption(
+        f"one factor at a time around advgeom's l1 weight {L1_LAM:g} (the paper gives none), at the profile's length"))
+    ctx.setting("training lengths", SWEEP[ctx.profile]["iters"], assumption(
+        f"one factor at a time around the profile's length, at l1 weight {L1_LAM:g} (the paper gives none)"))
+    ctx.setting("attacks", "locally linear (semi-white), APGD-CE (100 steps), PGD-100 margin loss",
+                assumption("Table 2's locally linear attack and two gradient attacks for the worst case"))
+    n = SWEEP[ctx.profile]["n"]
+    ctx.setting("test points per task", n or "all", _points_source(ctx, n, "test images of each task's two classes"))
     sw, ref = ctx.capped(SWEEP[ctx.profile], n=SMOKE_POINTS), ctx.reference("sparsity.binary_fc2")
     specs = [AttackSpec("locally_linear", label="ll_semi_white"),
              AttackSpec("apgd-ce", {"steps": 100}, label="apgd-ce"),
@@ -321,6 +401,15 @@ def _curve_figure(eps: list[float], lines: dict[str, list[float]], path: Any, ti
 def curves(ctx: Context) -> Outcome:
     """Figures 5/6: locally linear (semi-white, white) and their iterative versions
     (delta = eps/10, 10 steps) for the three binary models, plus adaptive PGD."""
+    record_training(ctx, fc2=True, l1=True)
+    ctx.setting("eps curve", SETTINGS[ctx.profile]["curve_eps"],
+                assumption("the range of Figures 5 and 6's eps axis, read from the figures"))
+    ctx.setting("attacks", "locally linear (semi-white, white) and their iterative versions (delta = eps/10, 10 "
+                "iterations); PGD-40 (BPDA as well on the front end) for the worst case",
+                in_paper("Appendix B.1: iterative attacks with delta = eps/10 for 10 iterations; PGD-40 is "
+                         "advgeom's addition"))
+    n = SETTINGS[ctx.profile]["curve_n"]
+    ctx.setting("test points per task", n or "all", _points_source(ctx, n, "test images of each task's two classes"))
     s = ctx.capped(SETTINGS[ctx.profile], curve_n=SMOKE_POINTS)
     eps = list(s["curve_eps"])
     it = {"steps": 10}  # default delta = eps/10
@@ -376,6 +465,19 @@ def _histograms(d: dict[str, dict[str, np.ndarray]], path: Any) -> Any:
 def cw(ctx: Context) -> Outcome:
     """Figure 7: C&W L2 (confidence 0, lr 1e-2, initial const 1e-3) on the CNN; BPDA
     identity through the front end, as the paper."""
+    record_training(ctx, cnn=True)
+    full = SETTINGS[ctx.profile]
+    ctx.setting("C&W L2", f"confidence 0, learning rate 1e-2, initial const 1e-3, {full['cw_steps']} iterations",
+                in_paper("Appendix B.3: confidence 0, LEARNING_RATE 1e-2, INITIAL_CONST 1e-3, MAX_ITERATIONS 1000")
+                if full["cw_steps"] == 1000 else assumption(f"Appendix B.3's attack cut to {full['cw_steps']} "
+                                                             f"iterations: {QUICK_WHY}"))
+    ctx.setting("C&W binary-search steps", full["cw_search"],
+                assumption("Appendix B.3 lists no binary-search steps"))
+    ctx.setting("gradient through the front end", "BPDA (identity)",
+                in_paper("Appendix B.3: BPDA of identity for the front end"))
+    ctx.setting("test points", full["cw_n"], _points_source(ctx, full["cw_n"], "MNIST test images")
+                if ctx.quick else assumption(f"the first {full['cw_n']} MNIST test images: the paper does not say "
+                                             "how many it attacked; C&W of 1000 iterations is costly"))
     s = ctx.capped(SETTINGS[ctx.profile], cw_n=SMOKE_POINTS, cw_steps=SMOKE_ITERS, cw_search=1)
     ref = ctx.reference("sparsity.cw_histograms")
     x, y = test_points("cnn", s["cw_n"])

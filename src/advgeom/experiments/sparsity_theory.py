@@ -14,7 +14,9 @@ from torch import Tensor
 from advgeom.analysis import layer_bounds as LB
 from advgeom.analysis import switches as SW
 from advgeom.analysis.locally_linear import linear_attenuation
+from advgeom.experiments import sparsity as S
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
+from advgeom.experiments.settings import assumption, paper
 from advgeom.experiments.smoke import SMOKE_POINTS
 from advgeom.experiments.sparsity import (
     EPS,
@@ -72,6 +74,13 @@ def _sign_noise(gen: torch.Generator) -> Callable[[Tensor, float], Tensor]:
             paper=PAPER, reference=None)
 def theory(ctx: Context) -> Outcome:
     """Numerical checks of Sections 3.1, 3.4 and 4 on trained and random networks."""
+    S.record_training(ctx, cnn=True, fc2=True, l1=True)
+    n = SETTINGS[ctx.profile]["theory_n"]
+    ctx.setting("test points", n, assumption(f"the first {n} MNIST test images (3-vs-7 for fc2): numerical checks "
+                                             "of the theorems, whose size the paper does not fix"))
+    ctx.setting("eps (linf)", EPS, paper("Section 5.2: eps = 0.25"))
+    ctx.setting("random network", "784-256-128-64-10, 20% of the weights kept; Theorem 1 layers of 100 units, "
+                "N up to 4096", assumption("illustrations of Theorems 1 and 2 on random networks (not in the paper)"))
     s = ctx.capped(SETTINGS[ctx.profile], theory_n=SMOKE_POINTS)
     comps, figs, notes = [], [], []
     x, y = test_points("mnist", s["theory_n"])

@@ -33,6 +33,7 @@ from advgeom.experiments._spheres_setup import (  # noqa: E402
     nearest_error_distances,
     one_thread,
     quad_config,
+    record_settings,
     relu_config,
     worst_case_found,
 )
@@ -42,6 +43,7 @@ from advgeom.models.spheres import QuadraticNet  # noqa: E402
 from advgeom.results.plots import save_figure
 
 PAPER = "adversarial-spheres.txt"
+RELU_FIELDS = ("d", "R", "relu_width", "relu_depth", "relu_steps", "relu_lr")   # the ReLU net's settings
 
 
 def _mean(v: list[float]) -> float | None:
@@ -58,7 +60,10 @@ def spheres_relu(ctx: Context) -> Outcome:
     """Section 3: errors on random samples, manifold-attack distance to the nearest
     error, nearest other-class point between the spheres, and the largest d at which
     no error can be found adversarially."""
-    s = ctx.capped(SETTINGS[ctx.profile], random_samples=SMOKE_SAMPLES, attack_points=SMOKE_POINTS,
+    recorded = record_settings(ctx, SETTINGS[ctx.profile], *RELU_FIELDS, "random_samples", "attack_points",
+                               "attack_steps", "attack_step", "shell_points", "sweep_dims", "sweep_steps",
+                               "sweep_points")
+    s = ctx.capped(recorded, random_samples=SMOKE_SAMPLES, attack_points=SMOKE_POINTS,
                    attack_steps=SMOKE_ITERS, shell_points=SMOKE_POINTS, sweep_dims=SMOKE_SWEEP,
                    sweep_points=SMOKE_POINTS)
     ref = ctx.reference("spheres.relu_h1000_d2")
@@ -159,7 +164,10 @@ def spheres_quadratic(ctx: Context) -> Outcome:
     """Section 4 and Figure 3: alpha analysis of quadratic nets trained online and on a
     finite sample, the CLT estimate of Proposition 4.1 against Monte Carlo, and
     training from a perfect initialization (average vs worst-case loss)."""
-    s = ctx.capped(SETTINGS[ctx.profile], quad_n=SMOKE_SAMPLES, mc_samples=SMOKE_SAMPLES,
+    s = ctx.capped(record_settings(ctx, SETTINGS[ctx.profile], "d", "R", "quad_hidden", "quad_lr", "quad_steps",
+                                   "quad_n", "quad_early_steps", "mc_samples", "perfect_d", "perfect_hidden",
+                                   "perfect_lr", "perfect_steps", "perfect_eval_every", "perfect_n_eval"),
+                   quad_n=SMOKE_SAMPLES, mc_samples=SMOKE_SAMPLES,
                    perfect_steps=SMOKE_ITERS, perfect_eval_every=1, perfect_n_eval=SMOKE_SAMPLES)
     ref = ctx.reference("spheres.quadratic")
     units = {}
@@ -282,7 +290,10 @@ def spheres_quadratic(ctx: Context) -> Outcome:
 def spheres_slices(ctx: Context) -> Outcome:
     """Figure 1: slices through random and worst-case adversarial directions; Figure 2:
     accuracy and adversarial errors as a function of ||x||, and a d = 2 net."""
-    s = ctx.capped(SETTINGS[ctx.profile], slice_resolution=11, norm_samples=SMOKE_SAMPLES,
+    recorded = record_settings(ctx, SETTINGS[ctx.profile], *RELU_FIELDS, "attack_steps", "attack_step",
+                               "slice_resolution", "norm_step", "norm_samples", "norm_attack_points", "d2_n",
+                               "d2_steps")
+    s = ctx.capped(recorded, slice_resolution=11, norm_samples=SMOKE_SAMPLES,
                    norm_attack_points=SMOKE_POINTS)
     ref = ctx.reference("spheres.relu_h1000_d2")
     norms = ctx.first([round(float(r), 4) for r in np.arange(0.2, 2.6 + 1e-9, s.norm_step)], 3)

@@ -22,6 +22,7 @@ from advgeom.experiments._spheres_setup import (  # noqa: E402
     nearest_error_distances,
     one_thread,
     quad_config,
+    record_settings,
     relu_config,
 )
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment  # noqa: E402
@@ -40,7 +41,8 @@ PAPER = "adversarial-spheres.txt"
 def spheres_dimension(ctx: Context) -> Outcome:
     """Figure 4: the model "outer iff sum_{i<=k} x_i^2 > b" with b optimal; k/d needed
     for a target (balanced) error rate, by the CLT (as in the paper) and exactly."""
-    s = ctx.capped(SETTINGS[ctx.profile], dim_grid=SMOKE_SWEEP, dim_targets=SMOKE_SWEEP)
+    s = ctx.capped(record_settings(ctx, SETTINGS[ctx.profile], "R", "dim_grid", "dim_targets", training=False),
+                   dim_grid=SMOKE_SWEEP, dim_targets=SMOKE_SWEEP)
 
     def curves() -> dict:
         return {str(t): [T.fraction_needed(d, t, s.R, "clt") for d in s.dim_grid] for t in s.dim_targets}
@@ -80,7 +82,10 @@ def spheres_bound(ctx: Context) -> Outcome:
     """Figure 5: (error rate on the inner sphere, average manifold distance to the
     nearest error) of three architectures at several training-set sizes and training
     snapshots, against the cap bound of Theorem 5.1."""
-    s = ctx.capped(SETTINGS[ctx.profile], bound_snapshots=SMOKE_SWEEP, bound_error_samples=SMOKE_SAMPLES,
+    s = ctx.capped(record_settings(ctx, SETTINGS[ctx.profile], "d", "R", "relu_width", "relu_depth", "relu_lr",
+                                   "quad_hidden", "quad_lr", "large_width", "large_depth", "bound_sizes",
+                                   "bound_snapshots", "bound_error_samples", "bound_points", "attack_steps",
+                                   "attack_step"), bound_snapshots=SMOKE_SWEEP, bound_error_samples=SMOKE_SAMPLES,
                    bound_points=SMOKE_POINTS, attack_steps=SMOKE_ITERS)
     # the training-set sizes capped under --smoke (the online run kept); unchanged otherwise
     s = replace(s, bound_sizes=tuple(dict.fromkeys(ctx.size(n, SMOKE_SAMPLES) if n else 0
