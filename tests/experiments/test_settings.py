@@ -62,6 +62,9 @@ def test_rows_sharing_a_value_and_source_merge():
     table = [line for line in md if line.startswith("| lr") or line.startswith("| points")]
     assert table == ["| lr | a, b | 0.1 | paper: x |", "| lr | c | 0.2 | paper: x |",
                      "| points | evaluation | 1/0 | paper: x |"]
+    everyone = settings_markdown([Setting("a", "lr", "0.1", s), Setting("b", "lr", "0.1", s),
+                                  Setting("c", "lr", "0.2", s)], models=["a", "b"])
+    assert "| lr | all | 0.1 | paper: x |" in everyone and "| lr | c | 0.2 | paper: x |" in everyone
 
 
 @pytest.mark.parametrize("profile", ["quick", "cpu", "paper"])

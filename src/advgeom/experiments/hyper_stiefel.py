@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from advgeom.data import load
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
-from advgeom.experiments.hyper_mnist import PGD, check_lines, hyper_config, settings
+from advgeom.experiments.hyper_mnist import PGD, check_lines, hyper_config, hyper_sources, settings
 from advgeom.experiments.settings import Source, assumption, paper
 from advgeom.nn.sphere import sphere_layers, stiefel_deviation
 from advgeom.train import TrainConfig
@@ -36,29 +36,21 @@ def stiefel_configs(profile: str) -> dict[str, TrainConfig]:
 
 
 def stiefel_sources(profile: str) -> dict[str, Source]:
-    """Where each training setting comes from (hyper-mnist's recipe, Section 7.1)."""
-    scaled = profile == "quick"
-    q = "quick profile: scaled to minutes on 2 CPU cores"
-    return {
-        "dataset": paper("Section 7.1: MNIST"),
-        "train_size": assumption(f"the last {settings(profile)['heldout']:,} training images held out, as "
-                                 "in hyper-mnist (for its rejection calibration)"),
-        "model": paper("Section 4 and Appendix C Table 4: the D-SphereNet with cosine SphereCorr"),
-        "model_kwargs": assumption(q),
-        "objective": paper("Section 4: SphereCorr training with the orthogonality-inducing regularizer"),
-        "objective_kwargs": assumption("the regularizer weight 1e-4 (the paper gives none), as in hyper-mnist"),
+    """hyper-mnist's sources of its natural D-SphereNet cell (:func:`hyper_sources`) for
+    each variant, with the regularizer and the constraint of each."""
+    roles = {v: f"{v}:dsphere/natural" for v in VARIANTS}
+    src: dict[str, Source] = {}
+    for key, source in hyper_sources(settings(profile), "mnist", list(roles.values()), profile == "quick").items():
+        label, _, name = key.rpartition(".")
+        src[f"{next(v for v, r in roles.items() if r == label)}.{name}" if label else key] = source
+    src.update({
+        "soft.objective_kwargs": assumption("the regularizer weight 1e-4 (the paper gives none), as in hyper-mnist"),
         "stiefel.objective_kwargs": assumption("the regularizer off: the constraint replaces it"),
         "none.objective_kwargs": assumption("the regularizer off: the control with neither"),
         "stiefel.stiefel": paper("footnote 4: the orthogonality constraint is the Stiefel manifold, optimized "
                                  "stochastically; the QR retraction after each step is advgeom's choice"),
-        "optimizer": paper("Section 7.1: Adam"), "lr": paper("Section 7.1: 1e-3"),
-        "batch_size": assumption(q if scaled else "128: the paper does not state it"),
-        "iterations": assumption(q) if scaled else paper("Section 7.1: 30k iterations"),
-        "milestones": assumption(q) if scaled else paper("Section 7.1: lr / 10 every 10k iterations"),
-        "gamma": paper("Section 7.1: lr / 10"), "schedule": paper("Section 7.1: step decay"),
-        "schedule_unit": paper("Section 7.1: counted in iterations"),
-        "precision": assumption("fp32, the frameworks' default"),
-    }
+    })
+    return src
 
 
 @experiment("hyper-stiefel", title="Hyperspherical defense: orthogonality regularizer vs Stiefel constraint",

@@ -87,7 +87,7 @@ def report_settings(ctx: Context, exp: Experiment) -> list[str]:
     rows += ctx.settings
     if not rows and not missing:
         return []
-    lines = settings_markdown(rows, missing)
+    lines = settings_markdown(rows, missing, configs)
     if ctx.smoke:
         lines[2] += " The profile's settings: this `--smoke` run capped every loop that grows with it."
     return lines

@@ -110,6 +110,8 @@ def active_fields(cfg: TrainConfig) -> dict[str, str]:
             continue
         if f.name.endswith("_kwargs") and not value:
             continue
+        if f.name == "stiefel" and not value:   # an option off by default (footnote 4's constraint)
+            continue
         if f.name == "monitor":
             if value.every <= 0:
                 continue
@@ -148,9 +150,12 @@ def missing_sources(configs: Mapping[str, TrainConfig], sources: Mapping[str, So
 # the report's table
 
 
-def settings_markdown(rows: Iterable[Setting], missing: Iterable[str] = ()) -> list[str]:
+def settings_markdown(rows: Iterable[Setting], missing: Iterable[str] = (),
+                      models: Iterable[str] = ()) -> list[str]:
     """The "Settings and their sources" section: one row per (setting, value, source),
-    models that share it named together, training settings first in field order."""
+    models that share it named together ("all" when they are every one of ``models``,
+    the experiment's model labels), training settings first in field order."""
+    everyone = set(models)
     merged: dict[tuple[str, str, Source], list[str]] = {}
     for s in rows:
         merged.setdefault((s.name, s.value, s.source), []).append(s.scope)
@@ -159,7 +164,8 @@ def settings_markdown(rows: Iterable[Setting], missing: Iterable[str] = ()) -> l
              "| setting | models | value | source |", "|---|---|---|---|"]
     for (name, value, src), scopes in merged.items():
         cell = lambda t: str(t).replace("|", "/")   # noqa: E731 (a table cell)
-        lines.append(f"| {cell(name)} | {cell(', '.join(dict.fromkeys(scopes)))} | {cell(value)} | {cell(src)} |")
+        who = "all" if len(everyone) > 1 and set(scopes) == everyone else ", ".join(dict.fromkeys(scopes))
+        lines.append(f"| {cell(name)} | {cell(who)} | {cell(value)} | {cell(src)} |")
     gaps = list(missing)
     if gaps:
         lines += ["", f"**Settings without a declared source**: {', '.join(gaps)}."]
