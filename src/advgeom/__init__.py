@@ -7,6 +7,7 @@ The Python API (README "Use it from Python")::
     result = advgeom.evaluate(model, (x, y), "pgd:steps=20", eps=["4/255", "8/255"])
     result = advgeom.evaluate(model, loader, "pgd:steps=20", eps=0.1)  # a DataLoader, streamed
     zoo = advgeom.load_model("Carmon2019Unlabeled.pt")    # a RobustBench WideResNet file
+    fast = advgeom.load_model("Wong2020Fast.pt", zoo_entry="Wong2020Fast")  # PreAct ResNet + its mean/std
     suite = advgeom.standard_suite(model, (x, y), eps=0.1)
     trained = advgeom.train.fit(advgeom.TrainConfig(objective="trades"), model=model).model
 

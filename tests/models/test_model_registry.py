@@ -1,7 +1,8 @@
 """Contract tests run over EVERY registered model name (advgeom.registry.names("model")).
 
-Each model is built with its defaults (except ``wrn``, built as WRN-10-1 here; the
-default WRN-34-10 is checked by parameter count in test_resnet.py; the train/eval and
+Each model is built with its defaults (except ``wrn``, built as WRN-10-1 here, and the
+PreAct ResNets, at base width 8; the default WRN-34-10 and PreAct ResNet-18 are checked
+by parameter count in test_resnet.py and test_preact.py; the train/eval and
 normalize-first checks use a narrow ``cnn7``) and fed
 ``torch.rand(2, *input_shape)``. A model's output width is ``num_outputs`` when it
 declares one (the single-logit binary spheres models), else ``num_classes``; a
@@ -32,7 +33,8 @@ MODEL_NAMES = names("model")
 # narrow CNN7 to keep the suite fast.
 # TRADES' SmallCNN starts with a zero classifier (no gradient reaches the body before
 # its first update; test_cw_cnn.py checks that initialization): use the default one.
-SMALL = {"wrn": {"depth": 10, "widen_factor": 1}, "small_cnn": {"zero_head": False}}
+SMALL = {"wrn": {"depth": 10, "widen_factor": 1}, "small_cnn": {"zero_head": False},
+         "preact_resnet": {"base_width": 8}, "preact_resnet18": {"base_width": 8}}
 NARROW = SMALL | {"cnn7": {"width": 16}}
 
 
@@ -66,7 +68,7 @@ def named_model(request):
 
 def test_registry_lists_the_architectures():
     for expected in ("hyper_mnist_cnn", "hyper_cifar_cnn", "cw_mnist_cnn", "nielsen_cnn4",
-                     "fc2", "cnn7", "wrn", "resnet32"):
+                     "fc2", "cnn7", "wrn", "resnet32", "preact_resnet", "preact_resnet18"):
         assert expected in MODEL_NAMES
 
 

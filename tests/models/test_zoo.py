@@ -1,6 +1,10 @@
-"""RobustBench model-zoo WideResNet files loaded into advgeom's wrn (advgeom.models.zoo,
-through advgeom.load_model): identical logits to a module shaped and named like the zoo's."""
+"""RobustBench model-zoo files (WideResNet and PreAct ResNet) loaded into advgeom's wrn and
+preact_resnet (advgeom.models.zoo, through advgeom.load_model): identical logits to a
+module shaped, named and computed like the zoo's, the known entries' normalization,
+architecture detection and one clear error for a malformed file."""
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -8,7 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import advgeom
-from advgeom.errors import CheckpointError
+from advgeom.errors import CheckpointError, ConfigError
+from advgeom.models import create_model
+from advgeom.models.zoo import from_robustbench, zoo_family
+from advgeom.models.zoo_entries import ZOO_ENTRIES
 
 
 class _ZooBlock(nn.Module):
@@ -121,3 +128,164 @@ def test_a_mismatched_file_is_one_clear_error(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="not a readable"):
         advgeom.load_model(tmp_path / "junk.pt")
+
+
+# ---------------------------------------------------------------------------
+# PreAct ResNet (RobustBench's model_zoo/architectures/resnet.py names and forward pass)
+
+
+class _ZooPreActBlock(nn.Module):
+    """PreActBlock (shortcut of the raw input) or PreActBlockV2 (of the activated one)
+    as the zoo names them: bn1, conv1, bn2, conv2, shortcut.0 only when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, activated_shortcut: bool) -> None:
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.activated = activated_shortcut
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        skip = self.shortcut(out if self.activated else x) if hasattr(self, "shortcut") else x
+        return self.conv2(F.relu(self.bn2(self.conv1(out)))) + skip
+
+
+class ZooPreAct(nn.Module):
+    """PreActResNet(block, blocks, bn_before_fc) at base width ``width`` (the zoo's is 64);
+    ``bn_before_fc`` networks use PreActBlockV2, the others PreActBlock, as in the zoo."""
+
+    def __init__(self, blocks=(2, 2, 2, 2), width: int = 8, classes: int = 10,
+                 bn_before_fc: bool = False, mu=None, sigma=None) -> None:
+        super().__init__()
+        self.bn_before_fc = bn_before_fc
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        c_in = width
+        for k, n in enumerate(blocks):
+            c_out = width * 2 ** k
+            setattr(self, f"layer{k + 1}", nn.Sequential(*[
+                _ZooPreActBlock(c_in if i == 0 else c_out, c_out, (2 if k else 1) if i == 0 else 1,
+                                bn_before_fc) for i in range(n)]))
+            c_in = c_out
+        if bn_before_fc:
+            self.bn = nn.BatchNorm2d(c_in)
+        self.linear = nn.Linear(c_in, classes)
+        if mu is not None:
+            self.register_buffer("mu", torch.tensor(mu).view(1, 3, 1, 1))
+            self.register_buffer("sigma", torch.tensor(sigma).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        if hasattr(self, "mu"):
+            x = (x - self.mu) / self.sigma
+        out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
+        if self.bn_before_fc:
+            out = F.relu(self.bn(out))
+        return self.linear(F.avg_pool2d(out, 4).flatten(1))
+
+
+def _close(ours: torch.Tensor, ref: torch.Tensor, rel: float = 1e-5) -> bool:
+    """Agreement within ``rel`` of the reference's largest logit."""
+    return bool((ours - ref).abs().max() <= rel * ref.abs().max())
+
+
+X2 = X[:2]
+
+
+@pytest.mark.parametrize("bn_before_fc", [False, True])
+@pytest.mark.parametrize("blocks,wrap", [((2, 2, 2, 2), "last"), ((3, 4, 6, 3), "prefixed")])
+def test_preact_zoo_file_gives_identical_logits(tmp_path, bn_before_fc, blocks, wrap):
+    ref = _trained_looking(ZooPreAct(blocks, width=4, classes=6, bn_before_fc=bn_before_fc))
+    state = ref.state_dict()
+    obj = {"last": {"last": state, "best": state},   # Kireev's and Andriushchenko's files
+           "prefixed": {f"module.model.{k}": v for k, v in state.items()}}[wrap]
+    torch.save(obj, tmp_path / "preact.pth")
+    net = advgeom.load_model(tmp_path / "preact.pth")
+    depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}[blocks]
+    assert [len(getattr(net.body, f"stage{k}")) for k in (1, 2, 3, 4)] == list(blocks)
+    assert hasattr(net.body, "bn") == bn_before_fc and net.num_classes == 6 and not net.training
+    with torch.no_grad():
+        ref_logits = ref(X2)
+        assert _close(net(X2), ref_logits)
+        # the shortcut's input is not in the shapes; the other choice is another network
+        other = create_model("preact_resnet", depth=depth, base_width=4, num_classes=6,
+                             mean=[0.0], std=[1.0], final_bn=bn_before_fc,
+                             shortcut="input" if bn_before_fc else "activated")
+        other.load_state_dict(net.state_dict())
+        assert not _close(other.eval()(X2), ref_logits, rel=1e-3)
+
+
+def test_architecture_detection():
+    wrn_state = ZooWRN(depth=10, k=1).state_dict()
+    preact_state = ZooPreAct(width=4).state_dict()
+    assert zoo_family(wrn_state) == "WideResNet" and zoo_family(preact_state) == "PreAct ResNet"
+    assert hasattr(from_robustbench(wrn_state).body, "stage3")
+    net = from_robustbench(preact_state)
+    assert hasattr(net.body, "stage4") and net.body.conv1.out_channels == 4
+    with pytest.raises(CheckpointError, match="not a RobustBench WideResNet .* nor a PreAct ResNet"):
+        zoo_family({"features.0.weight": torch.zeros(3), "classifier.weight": torch.zeros(2, 3)})
+
+
+C10 = ([0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616])   # Wong2020FastNet's mu/sigma
+
+
+def test_a_zoo_entry_puts_its_normalization_inside(tmp_path):
+    # Wong2020Fast at full size; its file does not store mu/sigma
+    ref = _trained_looking(ZooPreAct(width=64, mu=C10[0], sigma=C10[1]))
+    torch.save({k: v for k, v in ref.state_dict().items() if k not in ("mu", "sigma")},
+               tmp_path / "wong.pt")
+    with torch.no_grad():
+        ref_logits = ref(X2)
+        assert _close(advgeom.load_model(tmp_path / "wong.pt", zoo_entry="Wong2020Fast")(X2), ref_logits)
+        assert not _close(advgeom.load_model(tmp_path / "wong.pt")(X2), ref_logits, rel=1e-2)
+    # Hendrycks2020AugMix_WRN (WRN-40-2) computes 2x - 1 before the network
+    wrn = _trained_looking(ZooWRN(depth=40, k=2))
+    torch.save(wrn.state_dict(), tmp_path / "augmix.pt")
+    net = advgeom.load_model(tmp_path / "augmix.pt", zoo_entry="corruptions/Hendrycks2020AugMix_WRN")
+    with torch.no_grad():
+        assert _close(net(X2), wrn(2 * X2 - 1))
+
+
+def test_zoo_entry_errors(tmp_path):
+    torch.save(_trained_looking(ZooWRN(depth=10, k=1)).state_dict(), tmp_path / "wrn.pt")
+    with pytest.raises(ConfigError, match=r"unknown model-zoo entry 'Wong2020Fats'; did you mean "
+                                          r"'Wong2020Fast'\? \(known: Andriushchenko2020Understanding, "):
+        advgeom.load_model(tmp_path / "wrn.pt", zoo_entry="Wong2020Fats")
+    with pytest.raises(CheckpointError, match="holds a WRN-10-1, but zoo entry 'Linf/Wong2020Fast' is a "
+                                              "PreAct ResNet-18 without final BN"):
+        advgeom.load_model(tmp_path / "wrn.pt", zoo_entry="Linf/Wong2020Fast")
+    with pytest.raises(CheckpointError, match="zoo entry or mean/std, not both"):
+        advgeom.load_model(tmp_path / "wrn.pt", zoo_entry="Carmon2019Unlabeled", mean=[0.5], std=[0.5])
+    with pytest.raises(CheckpointError, match="mean/std/zoo_entry apply to model-zoo files"):
+        advgeom.load_model(tmp_path / "run.safetensors", zoo_entry="Carmon2019Unlabeled")
+
+
+def test_entry_table_is_well_formed():
+    archs = re.compile(r"WRN-\d+-\d+|PreAct ResNet-(18|34)( without final BN)?")
+    assert len(ZOO_ENTRIES) >= 10
+    for name, entry in ZOO_ENTRIES.items():
+        assert archs.fullmatch(entry.arch), name
+        assert (entry.mean is None) == (entry.std is None), name
+        assert entry.mean is None or (len(entry.mean) == len(entry.std) == 3 and min(entry.std) > 0), name
+
+
+def test_a_malformed_preact_file_is_one_clear_error(tmp_path):
+    state = _trained_looking(ZooPreAct(width=4)).state_dict()
+    cases = {
+        "bottleneck": ({**state, "layer1.0.conv3.weight": torch.zeros(4, 4, 1, 1)},
+                       "layer1.0.conv3.weight do not belong to a RobustBench PreAct ResNet"),
+        "depth": (_trained_looking(ZooPreAct((3, 3, 3, 3), width=4)).state_dict(),
+                  r"\(3, 3, 3, 3\) blocks per stage; advgeom builds depths 18"),
+        "shape": ({**state, "layer3.1.conv1.weight": torch.zeros(16, 16, 1, 1)},
+                  r"do not match a PreAct ResNet-18 \(base width 4\) without final BN \(shape of "
+                  r"body.stage3.1.conv1.weight\)"),
+        "missing": ({k: v for k, v in state.items() if k != "layer2.0.shortcut.0.weight"},
+                    "missing body.stage2.0.shortcut.weight"),
+        "no stem": ({k: v for k, v in state.items() if not k.startswith("conv1.")},
+                    "PreAct ResNet state dict without conv1.weight"),
+    }
+    for name, (bad, message) in cases.items():
+        torch.save(bad, tmp_path / f"{name}.pt")
+        with pytest.raises(CheckpointError, match=message):
+            advgeom.load_model(tmp_path / f"{name}.pt")

@@ -41,10 +41,14 @@ from advgeom.models.base import Classifier
 
 
 class WideBasicBlock(nn.Module):
-    """Pre-activation basic block of a WRN (Zagoruyko & Komodakis 2016)."""
+    """Pre-activation basic block of a WRN (Zagoruyko & Komodakis 2016). Its 1x1
+    projection shortcut reads the pre-activated input, or the raw input when
+    ``raw_shortcut`` (the PreAct ResNet form of :mod:`advgeom.models.preact`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, dropout: float) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, dropout: float,
+                 raw_shortcut: bool = False) -> None:
         super().__init__()
+        self.raw_shortcut = raw_shortcut
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.relu1 = nn.ReLU()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
@@ -58,7 +62,7 @@ class WideBasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         pre = self.relu1(self.bn1(x))
-        skip = x if self.shortcut is None else self.shortcut(pre)
+        skip = x if self.shortcut is None else self.shortcut(x if self.raw_shortcut else pre)
         out = self.conv2(self.dropout(self.relu2(self.bn2(self.conv1(pre)))))
         return out + skip
 

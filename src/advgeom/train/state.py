@@ -72,7 +72,7 @@ ZOO_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", *,
                model: nn.Module | None = None, mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None) -> nn.Module:
+               std: Sequence[float] | None = None, zoo_entry: str | None = None) -> nn.Module:
     """Rebuild a trained model from a checkpoint (config in the sidecar), in eval mode.
 
     A checkpoint of a user's own module (``fit(cfg, model=net)``) needs ``model``: a
@@ -80,12 +80,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     into a copy, ``model`` itself is left unchanged.
 
     A ``.pt``/``.pth``/``.ckpt``/``.bin`` file is read as a RobustBench model-zoo
-    checkpoint of a WideResNet (a state dict, possibly under ``"state_dict"`` or with
-    ``module.`` prefixes; read with ``weights_only=True``) into advgeom's ``wrn``
-    (:mod:`advgeom.models.zoo`): ``mean``/``std`` put the entry's normalization inside
-    the model (default: the file's ``mu``/``sigma`` buffers, else none)."""
+    checkpoint of a WideResNet or a PreAct ResNet (a state dict, possibly under
+    ``"state_dict"`` or with ``module.`` prefixes; read with ``weights_only=True``) into
+    advgeom's ``wrn`` or ``preact_resnet`` (:mod:`advgeom.models.zoo`): ``mean``/``std``
+    put the entry's normalization inside the model (default: the file's ``mu``/``sigma``
+    buffers, else that of the known entry named by ``zoo_entry``, e.g.
+    ``"Wong2020Fast"``, whose architecture the file must hold; else none)."""
     if Path(path).suffix.lower() in ZOO_SUFFIXES:
-        from advgeom.models.zoo import state_dict_of, wrn_from_robustbench
+        from advgeom.models.zoo import from_robustbench, state_dict_of
 
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -93,10 +95,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
             raise CheckpointError(f"{path}: no such file") from None
         except Exception as e:  # pickle/zip errors of a corrupt or foreign file
             raise CheckpointError(f"{path}: not a readable torch state-dict file ({type(e).__name__})") from None
-        net = wrn_from_robustbench(state_dict_of(obj, str(path)), mean=mean, std=std, where=str(path))
+        net = from_robustbench(state_dict_of(obj, str(path)), mean=mean, std=std, entry=zoo_entry,
+                               where=str(path))
         return net.to(device).eval()
-    if mean is not None or std is not None:
-        raise CheckpointError(f"{path}: mean/std apply to model-zoo files ({', '.join(ZOO_SUFFIXES)}); "
+    if mean is not None or std is not None or zoo_entry is not None:
+        raise CheckpointError(f"{path}: mean/std/zoo_entry apply to model-zoo files ({', '.join(ZOO_SUFFIXES)}); "
                               "an advgeom checkpoint carries its own normalization")
     tensors, side = load_checkpoint(path)
     return model_from(tensors, side, path, device, model)
