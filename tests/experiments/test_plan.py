@@ -14,7 +14,7 @@ from advgeom.experiments.cost import (CPU_UTILISATION, GRAD_PASS, Passes, attack
 from advgeom.experiments import plan as P
 from advgeom.experiments.plan import make_plan
 from advgeom.registry import get, names
-from test_smoke import write_cifar_like   # tests/experiments/test_smoke.py
+from test_smoke import SLOW, write_cifar_like   # tests/experiments/test_smoke.py
 
 CASES = [(name, profile) for name in names("experiment") if not name.startswith("_")
          for profile in get("experiment", name).profiles]
@@ -29,7 +29,8 @@ def cifar_dir(tmp_path_factory):
 
 
 @pytest.mark.filterwarnings("ignore")
-@pytest.mark.parametrize("name,profile", [pytest.param(n, p, id=f"{n}-{p}") for n, p in CASES])
+@pytest.mark.parametrize("name,profile", [pytest.param(n, p, id=f"{n}-{p}", marks=[pytest.mark.slow] if n in SLOW
+                                                       else []) for n, p in CASES])
 def test_plan_of_every_profile(name, profile, tmp_path, cifar_dir, monkeypatch):
     monkeypatch.setenv("ADVGEOM_DATA", str(cifar_dir))
     monkeypatch.chdir(tmp_path)
