@@ -278,10 +278,21 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
                                          "the profile capped (training steps, points, attack budgets, "
                                          "samples, sweeps). Everything goes under ROOT/smoke, rows are "
                                          "labelled PROFILE+smoke; check verdicts do not set the exit "
-                                         "status.")) -> None:
+                                         "status."),
+              plan: bool = typer.Option(False, "--plan", help="Print in seconds what the run will do "
+                                        "(models, steps, batch, crafting, points, attacks and budgets) and "
+                                        "its FLOPs and time on a GPU class and this CPU; trains nothing, "
+                                        "writes nothing.")) -> None:
     """Train what is not cached, evaluate, compare with the paper, write a report. The
     report lists the sanity checks of every evaluation; a failed one makes the exit
-    status 1 (after the report and rows are written) unless --no-strict (or --smoke)."""
+    status 1 (after the report and rows are written) unless --no-strict (or --smoke).
+    --plan only prints what the run will do and cost."""
+    if plan:
+        from advgeom.experiments.plan import make_plan, render
+
+        console.print(render(_run(make_plan, name, profile, smoke=smoke, seed=seed)), highlight=False,
+                      markup=False, soft_wrap=True)
+        return
     from advgeom.experiments.runner import reproduce as run_experiment
     from advgeom.results.render import comparison_table
     from advgeom.seeding import seed_everything
