@@ -154,7 +154,8 @@ def guarded(name: str, fn: Callable[[], list[list[str]]]) -> list[list[str]]:
 def table(rows: list[list[str]]) -> str:
     head = ["measurement", "result", "time", "note"]
     width = [max(len(str(r[i])) for r in [head, *rows]) for i in range(4)]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, width)) + " |"
+    def line(r):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, width)) + " |"
     return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in width) + "|", *map(line, rows)])
 
 

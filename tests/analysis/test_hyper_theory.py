@@ -94,9 +94,11 @@ def l1_solver(obj, w_star: np.ndarray) -> np.ndarray:
 def test_estimators_10_11_against_a_solver(delta: float, sigma: float) -> None:
     w = np.random.default_rng(2).standard_normal(8)
     p = w.size
-    obj10 = lambda v, l1: np.sum((v - w) ** 2) / p + (delta * l1 + C * sigma) ** 2
-    obj11 = lambda v, l1: (np.sum((v - w) ** 2) / p + (p - 2) / p * (delta * l1 + C * sigma) ** 2
-                           + delta ** 2 * (v @ v / (p + 2) + 2 * l1 ** 2 / (p * (p + 2))))
+    def obj10(v, l1):
+        return np.sum((v - w) ** 2) / p + (delta * l1 + C * sigma) ** 2
+    def obj11(v, l1):
+        return (np.sum((v - w) ** 2) / p + (p - 2) / p * (delta * l1 + C * sigma) ** 2
+                + delta ** 2 * (v @ v / (p + 2) + 2 * l1 ** 2 / (p * (p + 2))))
     for est, obj, exact_obj in ((H.estimator_10, obj10, H.objective_10), (H.estimator_11, obj11, H.objective_11)):
         mine, ref = est(w, delta, sigma), l1_solver(obj, w)
         np.testing.assert_allclose(mine, ref, atol=1e-5)
@@ -164,7 +166,8 @@ def test_theorems_hold_on_a_gaussian_w_and_fail_where_reported() -> None:
     delta, sigma = 0.1 / math.sqrt(50), 0.1
     t = H.theorem5(w, delta)
     assert t["projected"] < t["bound"]
-    err = lambda v: np.linalg.norm(v - w)
+    def err(v):
+        return np.linalg.norm(v - w)
     assert err(H.estimator_10(w, delta, sigma)) > err(H.estimator_11(w, delta, sigma))
     assert err(H.plain_minimizer(w, delta, sigma)) > err(H.population_minimizer(w, delta, sigma, True))
     # Corollary 4 for the estimators as defined fails at d = 0.5 (same w*)

@@ -112,7 +112,8 @@ def moments(p: int, d: float, sigma: float, projected: bool) -> Moments:
     sign(eps) = +1 is taken, and ``E[eps g(sign eps)] = sigma C (g(1) - g(-1)) / 2``."""
     if not projected:   # the closed forms (N = 1)
         return Moments(1 / p + d * d, 1 / p, 1 / p, 1 / p, -sigma * C * d)
-    inv = lambda s: 1.0 / np.sqrt(1.0 - 2.0 * d * s + d * d)
+    def inv(s):
+        return 1.0 / np.sqrt(1.0 - 2.0 * d * s + d * d)
     return Moments(alpha=sphere_mean(lambda s: (s - d) ** 2 * inv(s) ** 2, p),
                    beta=sphere_mean(lambda s: (1 - s * s) * inv(s) ** 2, p) / (p - 1),
                    gamma=sphere_mean(lambda s: (s - d) * s * inv(s), p),
@@ -233,7 +234,8 @@ def theorem5(w_star: np.ndarray, delta: float) -> dict[str, float]:
     d = delta * nb
     we = float(e @ w)
     wp2 = float(w @ w) - we ** 2
-    inv = lambda s: 1.0 / np.sqrt(1.0 - 2.0 * d * s + d * d)
+    def inv(s):
+        return 1.0 / np.sqrt(1.0 - 2.0 * d * s + d * d)
     proj = (we ** 2 * sphere_mean(lambda s: ((s - d) * inv(s) - s) ** 2, p)
             + wp2 / (p - 1) * sphere_mean(lambda s: (1 - s * s) * (inv(s) - 1) ** 2, p))
     l1 = float(np.sign(w) @ w)

@@ -75,7 +75,8 @@ def _case(w: np.ndarray, d: float, sigma: float, n: int, n_test: int, rng: np.ra
     """Every quantity of one (w*, d, sigma)."""
     p = w.size
     delta = d / math.sqrt(p)
-    err = lambda v: float(np.linalg.norm(v - w))
+    def err(v):
+        return float(np.linalg.norm(v - w))
     w1, w2 = H.plain_minimizer(w, delta, sigma), H.population_minimizer(w, delta, sigma, True)
     a10, a11 = H.estimator_10(w, delta, sigma), H.estimator_11(w, delta, sigma)
     n1, n2 = H.empirical_estimators(w, delta, sigma, n, rng)
