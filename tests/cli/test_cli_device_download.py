@@ -5,22 +5,16 @@ line; a run on ``auto`` that lands on the CPU has the keys of one on ``cpu``.
 that cannot (nothing here downloads: the loader is replaced by one that records)."""
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from advgeom import registry
-from advgeom.cli import app
+from cli_helpers import run, spheres  # tests/cli/cli_helpers.py
 from advgeom.config import config_hash
 from advgeom.data.base import DOWNLOAD_ENV, TensorData, can_download
 from advgeom.train import TrainConfig
 from advgeom.types import resolve_device
 
-runner = CliRunner()
-SPHERES = ['dataset="spheres"', 'model="relu_mlp"', 'objective="bce"', "iterations=2", "batch_size=8",
-           "dataset_kwargs.d=4", "dataset_kwargs.n=32", "model_kwargs.input_dim=4", "model_kwargs.width=8"]
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
+SPHERES = spheres(2)
+_run = run
 
 
 def test_auto_resolves_to_cuda_then_mps_then_cpu(monkeypatch):

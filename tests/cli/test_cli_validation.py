@@ -5,18 +5,11 @@ is its help; a misspelt kind gets the registry's suggestion."""
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from advgeom.cli import app
+from cli_helpers import run, spheres  # tests/cli/cli_helpers.py
 
-runner = CliRunner()
-
-SPHERES = ['dataset="spheres"', 'model="relu_mlp"', 'objective="bce"', "iterations=4", "batch_size=8",
-           "dataset_kwargs.d=4", "dataset_kwargs.n=32", "model_kwargs.input_dim=4", "model_kwargs.width=8"]
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
+SPHERES = spheres(4)
+_run = run
 
 
 def _nothing_written(root):

@@ -46,7 +46,19 @@ class _Stage(nn.Module):
         return self.layer(x)
 
 
-class ZooWRN(nn.Module):
+class _Normalizing(nn.Module):
+    """RobustBench's zoo models keep their normalization as ``mu``/``sigma`` buffers."""
+
+    def normalize_with(self, mu, sigma) -> None:
+        if mu is not None:
+            self.register_buffer("mu", torch.tensor(mu).view(1, 3, 1, 1))
+            self.register_buffer("sigma", torch.tensor(sigma).view(1, 3, 1, 1))
+
+    def normalized(self, x):
+        return (x - self.mu) / self.sigma if hasattr(self, "mu") else x
+
+
+class ZooWRN(_Normalizing):
     """WRN-depth-k as the zoo names it (conv1, block1-3, sub_block1, bn1, fc; mu/sigma)."""
 
     def __init__(self, depth: int = 10, k: int = 1, classes: int = 10, sub_block1: bool = False,
@@ -59,13 +71,10 @@ class ZooWRN(nn.Module):
             self.sub_block1 = _Stage(n, w[0], w[1], 1)
         self.block2, self.block3 = _Stage(n, w[1], w[2], 2), _Stage(n, w[2], w[3], 2)
         self.bn1, self.fc = nn.BatchNorm2d(w[3]), nn.Linear(w[3], classes, bias=bias_last)
-        if mu is not None:
-            self.register_buffer("mu", torch.tensor(mu).view(1, 3, 1, 1))
-            self.register_buffer("sigma", torch.tensor(sigma).view(1, 3, 1, 1))
+        self.normalize_with(mu, sigma)
 
     def forward(self, x):
-        if hasattr(self, "mu"):
-            x = (x - self.mu) / self.sigma
+        x = self.normalized(x)
         out = F.relu(self.bn1(self.block3(self.block2(self.block1(self.conv1(x))))))
         return self.fc(F.avg_pool2d(out, 8).flatten(1))
 
@@ -153,7 +162,7 @@ class _ZooPreActBlock(nn.Module):
         return self.conv2(F.relu(self.bn2(self.conv1(out)))) + skip
 
 
-class ZooPreAct(nn.Module):
+class ZooPreAct(_Normalizing):
     """PreActResNet(block, blocks, bn_before_fc) at base width ``width`` (the zoo's is 64);
     ``bn_before_fc`` networks use PreActBlockV2, the others PreActBlock, as in the zoo."""
 
@@ -172,13 +181,10 @@ class ZooPreAct(nn.Module):
         if bn_before_fc:
             self.bn = nn.BatchNorm2d(c_in)
         self.linear = nn.Linear(c_in, classes)
-        if mu is not None:
-            self.register_buffer("mu", torch.tensor(mu).view(1, 3, 1, 1))
-            self.register_buffer("sigma", torch.tensor(sigma).view(1, 3, 1, 1))
+        self.normalize_with(mu, sigma)
 
     def forward(self, x):
-        if hasattr(self, "mu"):
-            x = (x - self.mu) / self.sigma
+        x = self.normalized(x)
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
         if self.bn_before_fc:
             out = F.relu(self.bn(out))

@@ -397,13 +397,29 @@ def cap_spec(spec: str | AttackSpec, caps: Mapping[str, int] = SMOKE_CAPS) -> At
     info = getattr(fn, "info", None)
     if info is not None and getattr(info, "transfer", False):
         return validate(AttackSpec(spec.name, _cap_transfer(dict(spec.kwargs), caps), spec.label, spec.attack))
+    ranges = info.option_ranges() if hasattr(info, "option_ranges") else {}
+    kwargs = dict(spec.kwargs)
+    for key, value in budget_values(spec, caps).items():
+        rng, cap = ranges.get(key), caps[key]
+        low = int(rng.low) if rng is not None and rng.low is not None else 0
+        kwargs[key] = max(low, cap) if value is None else max(min(int(value), cap), min(low, int(value)))
+    return validate(AttackSpec(spec.name, kwargs, spec.label, spec.attack))
+
+
+def budget_values(spec: AttackSpec, keys: Iterable[str]) -> dict[str, int | None]:
+    """The value each budget option of ``keys`` takes when ``spec`` runs: the spec's, the
+    alias's or else the attack function's default (``None``: all, e.g. every target).
+    Options the attack does not take or does not use (``fgsm``'s steps), and values that
+    are not integers, are left out."""
+    fn = spec.fn
+    info = getattr(fn, "info", None)
     params = inspect.signature(fn).parameters
     alias = {} if spec.attack is not None else resolve(spec.name)[1]
     ranges = info.option_ranges() if hasattr(info, "option_ranges") else {}
-    kwargs = dict(spec.kwargs)
-    for key, cap in caps.items():
-        if key in kwargs:
-            value = kwargs[key]
+    out: dict[str, int | None] = {}
+    for key in keys:
+        if key in spec.kwargs:
+            value = spec.kwargs[key]
         elif key in alias:
             value = alias[key]
         elif key in params and params[key].default is not inspect.Parameter.empty:
@@ -411,12 +427,10 @@ def cap_spec(spec: str | AttackSpec, caps: Mapping[str, int] = SMOKE_CAPS) -> At
         else:
             continue
         rng = ranges.get(key)
-        if (rng is not None and rng.unused) or isinstance(value, bool) \
-                or not isinstance(value, (int, type(None))):
+        if (rng is not None and rng.unused) or isinstance(value, bool) or not isinstance(value, (int, type(None))):
             continue
-        low = int(rng.low) if rng is not None and rng.low is not None else 0
-        kwargs[key] = max(low, cap) if value is None else max(min(int(value), cap), min(low, int(value)))
-    return validate(AttackSpec(spec.name, kwargs, spec.label, spec.attack))
+        out[key] = value
+    return out
 
 
 def _cap_transfer(kwargs: dict[str, Any], caps: Mapping[str, int]) -> dict[str, Any]:

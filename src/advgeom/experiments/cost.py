@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from advgeom.attacks.spec import SMOKE_CAPS, AttackSpec, parse_attack_spec
+from advgeom.attacks.spec import SMOKE_CAPS, AttackSpec, budget_values, parse_attack_spec
 from advgeom.registry import get
 
 GRAD_PASS = 3.0                    # forward + backward = 3 forwards (backward ~ 2 forwards)
@@ -107,19 +107,8 @@ def budget(spec: AttackSpec, num_classes: int = 10) -> dict[str, int]:
         inner = {k: kw[k] for k in ("steps", "restarts") if k in kw}
         return budget(AttackSpec(str(kw.get("attack", "pgd")), {**inner, **(kw.get("attack_kwargs") or {})}),
                       num_classes)
-    params = inspect.signature(fn).parameters
-    ranges = info.option_ranges() if hasattr(info, "option_ranges") else {}
     out: dict[str, int] = {}
-    for key in BUDGET:
-        if key in kw:
-            value = kw[key]
-        elif key in params and params[key].default is not inspect.Parameter.empty:
-            value = params[key].default
-        else:
-            continue
-        rng = ranges.get(key)
-        if (rng is not None and rng.unused) or isinstance(value, bool):
-            continue
+    for key, value in budget_values(spec, BUDGET).items():
         if key in ("num_targets", "candidates") and (value is None or isinstance(value, int)):
             value = num_classes - 1 if value is None else min(value, num_classes - 1)   # other classes only
         if isinstance(value, int):

@@ -20,6 +20,10 @@ Profiles:
   without adversarial training (features to 256 dims, C_MM 10) with the SGD recipe of
   at-mnist; 10,000 test points, Square 5000 queries. A GPU job: about 6-8 GPU hours on one
   recent GPU (400 epochs of the penalty, 100k PGD-40 steps, C&W/MTA-200 on 10k points).
+- ``cpu``: see :data:`CPU`; the paper's networks, losses, eps and attacks with compressed
+  schedules (the penalty 50 epochs, AdvTraining and MMC at-mnist's cpu recipes on the small
+  network), 1,000 test points (C&W and MTA-200 on the first 200), APGD-T with 3 targets and
+  AutoAttack's standard suite on the first 200.
 - ``quick``: see :data:`QUICK`; scaled to 2 CPU cores (about 15 minutes on idle cores).
 """
 from __future__ import annotations
@@ -56,10 +60,15 @@ QUICK = dict(model_kwargs=SMALL_QUICK, iterations=AT.QUICK["iterations"], penalt
 # 9 is an assumption of advgeom's.
 PAPER = dict(n=10_000, cw_n=10_000, cw_steps=1000, cw_search=9, square=5000,
              curve_eps=AT.PAPER["curve_eps"])
+# The cpu profile: the penalty's 400 epochs at a constant 0.01 compressed to 50 epochs of the
+# cyclic rate peaking at 0.01; C&W (9 x 1,000 steps) and MTA-200 (9 x 200 steps) on the first
+# 200 points, the rest on 1,000; Square runs in the standard suite on the first 200.
+CPU = dict(n=1000, cw_n=200, cw_steps=1000, cw_search=9, penalty_epochs=50, suite_n=200, apgd_t_targets=3,
+           curve_eps=AT.CPU["curve_eps"])
 
 
 def settings(profile: str) -> dict[str, Any]:
-    return PAPER if profile == "paper" else QUICK
+    return {"paper": PAPER, "cpu": CPU}.get(profile, QUICK)
 
 
 # ---------------------------------------------------------------------------
@@ -118,9 +127,11 @@ def audit_specs(profile: str, norm: str = "linf") -> list[AttackSpec]:
     adaptive = adaptive_specs()
     if norm == "l2":
         return [AttackSpec("apgd-ce", {"steps": 100}), AttackSpec("apgd-dlr", {"steps": 100})] + adaptive
-    return [AttackSpec("apgd-ce", {"steps": 100}), AttackSpec("apgd-t", {"steps": 100, "num_targets": 9}),
-            AttackSpec("pgd", {"steps": 100, "step_size": 0.01, "loss": "margin"}),
-            AttackSpec("square", {"steps": settings(profile)["square"]})] + adaptive
+    st = settings(profile)
+    square = [AttackSpec("square", {"steps": st["square"]})] if "square" in st else []   # cpu: in the suite
+    return [AttackSpec("apgd-ce", {"steps": 100}),
+            AttackSpec("apgd-t", {"steps": 100, "num_targets": st.get("apgd_t_targets", 9)}),
+            AttackSpec("pgd", {"steps": 100, "step_size": 0.01, "loss": "margin"})] + square + adaptive
 
 
 def display(spec: AttackSpec) -> str:
@@ -148,6 +159,11 @@ def penalty_config(profile: str, activation: str = "tanh", s: float = PENALTY["s
         return TrainConfig(dataset="mnist", model="cw_mnist_cnn", model_kwargs={"feature_activation": activation},
                            objective=objective, objective_kwargs=kw, optimizer="adam", lr=0.01,
                            batch_size=128, epochs=400, checkpoint_every=2000)
+    if profile == "cpu":
+        return TrainConfig(dataset="mnist", model="cw_mnist_cnn", model_kwargs={"feature_activation": activation},
+                           objective=objective, objective_kwargs=kw, optimizer="adam", lr=0.01,
+                           batch_size=128, epochs=CPU["penalty_epochs"], schedule="piecewise",
+                           lr_knots=(0.0, 0.4, 1.0), lr_factors=(0.0, 1.0, 0.0), checkpoint_every=500)
     q = QUICK
     return TrainConfig(dataset="mnist", model="cw_mnist_cnn",
                        model_kwargs={**q["model_kwargs"], "feature_activation": activation},
@@ -162,6 +178,11 @@ def table4_configs(profile: str) -> dict[str, TrainConfig]:
     if profile == "paper":
         at = replace(AT.at_configs("paper")["pgd_at"], model="cw_mnist_cnn", model_kwargs={})
         mmc = replace(AT.at_configs("paper")["mmc_at"], objective_kwargs={},
+                      model_kwargs={"base": "cw_mnist_cnn", "dim": 256})
+    elif profile == "cpu":
+        cpu = AT.at_configs("cpu")
+        at = replace(cpu["pgd_at"], model="cw_mnist_cnn", model_kwargs={})
+        mmc = replace(cpu["mmc_at"], objective_kwargs={}, monitor={},
                       model_kwargs={"base": "cw_mnist_cnn", "dim": 256})
     else:
         quick = AT.at_configs("quick")
@@ -193,6 +214,13 @@ def penalty_sources(profile: str, label: str = "penalty") -> dict[str, Source]:
     if profile == "quick":
         why = assumption(AT_QUICK_WHY)
         src.update(model_kwargs=why, batch_size=why, iterations=why)
+    if profile == "cpu":
+        why = "cpu profile: within 2 hours of training on 2 CPU cores"
+        src.update(epochs=assumption(f"{CPU['penalty_epochs']} epochs instead of Section 4.2's 400: {why}"),
+                   schedule=assumption(f"Wong et al. 2020's cyclic rate instead of a constant one: {why}"),
+                   lr_knots=assumption("Wong et al. 2020: the peak at 40% of training"),
+                   lr_factors=assumption("Wong et al. 2020: 0 -> Section 4.2's 0.01 -> 0"),
+                   lr=in_paper("Section 4.2: learning rate 0.01, here the cyclic rate's peak"))
     return {f"{label}.{k}": v for k, v in src.items()}
 
 
@@ -215,7 +243,7 @@ def table4_sources(profile: str) -> dict[str, Source]:
                 "mmc.model": in_paper(f"{SMALL_NET}, with the MMC head (Pang et al. 2020)"),
                 "mmc.objective": assumption("MMC's loss (Pang et al. 2020) without adversarial training: Table 4 "
                                             "cites MMC without AT numbers")})
-    if profile == "paper":
+    if profile in ("paper", "cpu"):
         src["mmc.model_kwargs"] = assumption("MMC centers in a 256-dim feature space (as at-mnist's MMC-AT); "
                                              "the paper's C_MM = 10 is the head's default")
     return {**src, **penalty_sources(profile)}
@@ -223,13 +251,17 @@ def table4_sources(profile: str) -> dict[str, Source]:
 
 def record_attacks(ctx: Context, st: dict[str, Any]) -> None:
     """The evaluation settings of penalty-mnist and their sources."""
-    quick = ctx.profile == "quick"
+    quick, cpu = ctx.profile == "quick", ctx.profile == "cpu"
+    cpu_why = "cpu profile: 2 CPU cores"
     ctx.setting("eps (linf)", EPS, in_paper("Section 4: eps = 0.3 for MNIST (PGD, DeepFool, MTA)"))
     ctx.setting("eps (l2, C&W)", CW_EPS, in_paper("Section 4: eps = 3 for MNIST (C&W, l2)"))
-    ctx.setting("test points", st["n"], assumption(f"the first {st['n']} test images: {AT_QUICK_WHY}") if quick
+    ctx.setting("test points", st["n"], assumption(f"the first {st['n']} test images: "
+                                                   f"{AT_QUICK_WHY if quick else cpu_why}") if quick or cpu
                 else in_paper("the 10,000 MNIST test images"))
-    ctx.setting("l2 test points", st["cw_n"], assumption(f"C&W is the costly attack: {AT_QUICK_WHY}") if quick
-                else in_paper("the 10,000 MNIST test images"))
+    ctx.setting("l2 test points" + (" (and MTA-200)" if cpu else ""), st["cw_n"],
+                assumption(f"C&W is the costly attack: {AT_QUICK_WHY}") if quick else
+                assumption(f"C&W and MTA-200 (9 targets x 200 steps) on the first {st['cw_n']}: {cpu_why}")
+                if cpu else in_paper("the 10,000 MNIST test images"))
     ctx.setting("paper attacks", "PGD-40 and PGD-200 (0.01), DeepFool (50, overshoot 0.02), MTA-200 (0.01), "
                 f"C&W L2 ({st['cw_steps']} steps of 0.01)",
                 in_paper("Table 1") if not quick else assumption(f"Table 1, C&W cut to {st['cw_steps']} steps: "
@@ -239,10 +271,13 @@ def record_attacks(ctx: Context, st: dict[str, Any]) -> None:
     ctx.setting("DeepFool norm", "linf, projected onto eps 0.3",
                 assumption("Section 4 puts DeepFool among the linf attacks at eps 0.3; the projection keeps it "
                            "inside the threat model"))
-    ctx.setting("audit attacks", f"APGD-CE, APGD-T (9 targets), PGD-100 margin loss, Square ({st['square']} "
-                "queries), APGD-CE/-DLR through a straight-through tanh; l2: APGD-CE, APGD-DLR",
+    black_box = (f"Square ({st['square']} queries)" if "square" in st else
+                 f"AutoAttack's standard suite (with Square) on the first {st.get('suite_n')}")
+    ctx.setting("audit attacks", f"APGD-CE, APGD-T ({st.get('apgd_t_targets', 9)} targets), PGD-100 margin loss, "
+                f"{black_box}, APGD-CE/-DLR through a straight-through tanh; l2: APGD-CE, APGD-DLR",
                 assumption("advgeom's strong evaluation (DESIGN.md): saturated tanh features weaken "
-                           "cross-entropy gradients, so margin losses, a black box and BPDA run beside Table 1"))
+                           "cross-entropy gradients, so margin losses, a black box and BPDA run beside Table 1"
+                           + (f"; {cpu_why}: 3 targets and the suite on a subset" if cpu else "")))
     ctx.setting("eps curve", st["curve_eps"], assumption("a few radii up to the paper's 0.3 (figure only)"))
 
 
@@ -287,7 +322,10 @@ def worst_of(res: EvalResult, labels: list[str], eps: float) -> float:
 
 @experiment("penalty-mnist", title="Weight penalty on the small MNIST network (Table 4) and its audit",
             paper="weight-penalization-classification-layer.txt", reference="weight_penalty.mnist_small",
-            models=table4_configs, sources=table4_sources)
+            models=table4_configs, sources=table4_sources, profiles=("quick", "cpu", "paper"),
+            expected={"cpu": "about 6-8 hours on 2 idle CPU cores (estimated: AdvTraining about 80 minutes and the "
+                             "penalty about 40 minutes of training, MMC a few minutes; about an hour of evaluation "
+                             "per model); RUN.md gives the measured times"})
 def penalty_mnist(ctx: Context) -> Outcome:
     """AdvTraining, MMC and the weight penalty (tanh features) under the paper's attacks
     and under APGD-CE, APGD-T, margin PGD and Square, with the per-sample worst case."""
@@ -297,7 +335,8 @@ def penalty_mnist(ctx: Context) -> Outcome:
     ref = ctx.reference("weight_penalty.mnist_small")
     paper = {row: dict(zip(ref["columns"], vals)) for row, vals in ref["rows"].items()}
     specs, audit = paper_specs(ctx.profile), audit_specs(ctx.profile)
-    linf_paper = [specs[k] for k in ("pgd40", "pgd200", "deepfool", "mta200")]
+    split_mta = ctx.profile == "cpu"   # MTA-200 on the l2 subset
+    linf_paper = [specs[k] for k in ("pgd40", "pgd200", "deepfool") + (() if split_mta else ("mta200",))]
     comps: list[Comparison] = []
     notes: list[str] = []
     curves: dict[str, list[float]] = {}
@@ -318,13 +357,23 @@ def penalty_mnist(ctx: Context) -> Outcome:
         comps += [Comparison(f"{row}: clean", res.percent("none"), pub["clean"], n=n)]
         comps += [Comparison(f"{row}: {name}", res.percent(lab[k], EPS), pub[k], n=n)
                   for k, name in (("pgd40", "PGD-40"), ("pgd200", "PGD-200"), ("deepfool", "DeepFool (linf)"),
-                                  ("mta200", "MTA-200"))]
+                                  ("mta200", "MTA-200")) if k != "mta200" or not split_mta]
+        if split_mta:
+            mta = ctx.evaluate(model, test, [specs["mta200"]], [EPS], n=st["cw_n"], **common)
+            comps.append(Comparison(f"{row}: MTA-200", mta.percent(lab["mta200"], EPS), pub["mta200"],
+                                    note=f"first {mta.n} points", n=mta.n))
+            suite = ctx.suite(model, test, [EPS], n=st["suite_n"], **common)
+            comps.append(Comparison(f"{row}: [audit] standard suite (APGD-CE, APGD-T, FAB-T, Square), first "
+                                    f"{suite.n} points", suite.percent(WORST, EPS), pub["pgd40"],
+                                    note="paper: PGD-40", n=suite.n))
+            notes += check_notes(row, [mta, suite])
         comps.append(Comparison(f"{row}: C&W L2 within radius 3", l2.percent(lab["cw"], CW_EPS), pub["cw"],
                                 note=f"{st['cw_n']} points", n=l2.n))
         paper_worst = worst_of(res, [s.label for s in linf_paper], EPS)
         comps += [Comparison(f"{row}: [audit] {display(s)}", res.percent(s.label, EPS), None, n=n)
                   for s in audit]
-        comps += [Comparison(f"{row}: [audit] worst of the paper's linf attacks", paper_worst,
+        comps += [Comparison(f"{row}: [audit] worst of the paper's linf attacks"
+                             + (" but MTA-200 (on its subset above)" if split_mta else ""), paper_worst,
                              min(pub[k] for k in ("pgd40", "pgd200", "deepfool", "mta200")), n=n),
                   Comparison(f"{row}: [audit] worst case, all linf attacks", res.percent(WORST, EPS),
                              pub["pgd40"], note="paper: PGD-40; the fall is the gap", n=n),
@@ -372,10 +421,19 @@ def verdict_notes(comps: list[Comparison]) -> list[str]:
         l2w = by["penalty: [audit] l2 worst case at 3"]
     except KeyError:
         return []
+    clean = by.get("penalty: clean")
     fall = (pgd.measured or 0.0) - (worst.measured or 0.0)
     holds = (worst.measured or 0.0) >= (pgd.paper or 0.0) - 5.0
-    return [f"VERDICT (penalty, linf eps 0.3): PGD-40 {pgd.measured:.1f}% here (paper {pgd.paper:.2f}%); "
-            f"under the strong evaluation (per-sample worst case) {worst.measured:.1f}%, "
+
+    def ci(c: Comparison) -> str:
+        lo_hi = c.interval
+        return f" (n = {c.n}, 95% interval {lo_hi[0]:.1f}-{lo_hi[1]:.1f})" if lo_hi else ""
+
+    model = (f"on a model of clean accuracy {clean.measured:.1f}%{ci(clean)}" if clean and clean.measured is not None
+             else "")
+    return [f"VERDICT (penalty, linf eps 0.3) {model}: PGD-40 {pgd.measured:.1f}%{ci(pgd)} here (paper "
+            f"{pgd.paper:.2f}%); "
+            f"under the strong evaluation (per-sample worst case) {worst.measured:.1f}%{ci(worst)}, "
             f"{fall:.1f} points below PGD-40 and {(pgd.paper or 0.0) - (worst.measured or 0.0):.1f} "
             f"points below the paper's PGD-40 number: the paper's linf robustness "
             f"{'holds' if holds else 'does NOT hold'} under strong evaluation in this profile.",

@@ -46,6 +46,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
                   curve_eps=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4), curve_n=None, cw_n=1000,
                   cw_steps=1000, cw_search=6, theory_n=1000),
 }
+# The cpu profile (sparsity-table1 only): the paper profile's training (cheap on 2 cores) and
+# attacks on the first 1,000 test points.
+SETTINGS["cpu"] = dict(SETTINGS["paper"], n_cnn=1000)
 
 
 # --------------------------------------------------------------------------- models
@@ -102,7 +105,7 @@ def record_training(ctx: Context, *, cnn: bool = False, fc2: bool = False, l1: b
         ctx.setting("CNN", "nielsen_cnn4", in_paper("Section 5.1: two convolutions (20 and 40 maps, 5x5), two fully "
                                                      "connected layers of 1000 with dropout (Nielsen 2015)"))
         ctx.setting("CNN training", f"Adam 1e-3, batch 64, {cnn_config(ctx.profile, False).iterations} iterations",
-                    assumption(recipe + ("" if ctx.profile == "paper" else f"; {QUICK_WHY}")))
+                    assumption(recipe + (f"; {QUICK_WHY}" if ctx.quick else "")))
     if fc2:
         ctx.setting("binary network", "fc2: one hidden layer of 10 units",
                     in_paper("Section 5.1: a fully connected network with 1 hidden layer of 10 neurons"))
@@ -195,7 +198,10 @@ def acc(res: EvalResult, labels: list[str] | str, eps: float = EPS) -> float:
 
 # --------------------------------------------------------------------------- Table 1
 @experiment("sparsity-table1", title="4-layer CNN on MNIST: no defense vs sparsifying front end (rho 3%)",
-            paper=PAPER, reference="sparsity.mnist_cnn4")
+            paper=PAPER, reference="sparsity.mnist_cnn4", profiles=("quick", "cpu", "paper"),
+            expected={"cpu": "about 1-2 hours on 2 idle CPU cores (estimated): two 18,750-step trainings of the "
+                             "small CNN (minutes each) and the paper's and adaptive attacks on 1,000 points; RUN.md "
+                             "gives the measured times"})
 def table1(ctx: Context) -> Outcome:
     """Table 1 (eps 0.25; iterative attacks delta eps/20, 80 steps) plus adaptive attacks."""
     record_training(ctx, cnn=True)
