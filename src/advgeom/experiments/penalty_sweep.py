@@ -46,8 +46,9 @@ GRID_WHY = ("Figure 5's values of alpha and s are not in the text (the figure's 
 STEPS_PER_EPOCH = 469          # ceil(60,000 / 128)
 # Measured step time behind the cpu estimate: 0.18 s of CPU per training step (batch 128,
 # the full small network with tanh features and the penalty, one thread, at nice 15 on the
-# shared 2-core machine at load ~7; /tmp/psweep_bench2.py in the session of issue 28).
-STEP_SECONDS = 0.18
+# shared 2-core machine at load ~7, in the session of issue 28); an attack step (input
+# gradient) costs 0.15 s of CPU per 128 points, a forward pass 0.07 s.
+STEP_SECONDS, ATTACK_STEP_SECONDS = 0.18, 0.15
 
 QUICK = dict(alphas=(1.0, 100.0), s=(0.1, 1.0), iterations=300, n=100, suite_n=0)
 CPU = dict(alphas=ALPHAS, s=S_VALUES, epochs=20, peak_lr=0.01, n=1000, suite_n=200)
@@ -57,6 +58,8 @@ PAPER = dict(alphas=ALPHAS, s=S_VALUES, n=10_000, suite_n=10_000)
 # intervals overlap; "great impact" on PGD-40 accuracy when its spread is at least
 # ADV_GREAT points and the extremes' 95% intervals are disjoint.
 CLEAN_LITTLE, ADV_GREAT = 2.0, 10.0
+_CELLS = len(ALPHAS) * len(S_VALUES)
+_TRAIN_S = CPU["epochs"] * STEPS_PER_EPOCH * STEP_SECONDS   # one cpu model's training, estimated
 
 
 def settings(profile: str) -> dict[str, Any]:
@@ -206,12 +209,13 @@ def record_settings(ctx: Context, st: dict[str, Any]) -> None:
             paper="weight-penalization-classification-layer.txt", reference="weight_penalty.settings",
             models=sweep_configs, sources=sweep_sources, profiles=("quick", "cpu", "paper"),
             expected={"quick": "a few minutes on 2 CPU cores (4 small models of 300 steps, 100 points)",
-                      "cpu": f"about 10-11 hours on 2 CPU cores for the 12 models, from a measured "
+                      "cpu": f"about 9-11 hours on 2 CPU cores for the {_CELLS} models, from a measured "
                              f"{STEP_SECONDS} s of CPU per training step (batch 128, one thread, shared machine "
-                             f"at load ~7): training {CPU['epochs']} x {STEPS_PER_EPOCH} steps = about 28 "
-                             "minutes a model (5.6 h in all), evaluation (PGD-40 and two APGD-100 on 1,000 "
-                             "points, the standard suite on 200) about 25 minutes a model; on idle cores "
-                             "about two thirds of that",
+                             f"at load ~7) and {ATTACK_STEP_SECONDS} s per attack step on 128 points: training "
+                             f"{CPU['epochs']} x {STEPS_PER_EPOCH} steps = about {_TRAIN_S / 60:.0f} minutes a model "
+                             f"({_CELLS * _TRAIN_S / 3600:.1f} h in all); evaluation about 5 minutes a model for "
+                             "PGD-40 and the two APGD-100 on 1,000 points and 10-20 for the standard suite's "
+                             "cascade on 200; on idle cores about two thirds of that",
                       "paper": "a GPU job: 12 models x 400 epochs of the small network (about 1 GPU hour a "
                                "model), the attacks on 10,000 points"})
 def penalty_sweep(ctx: Context) -> Outcome:
