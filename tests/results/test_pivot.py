@@ -145,6 +145,8 @@ def test_titles_tables_and_the_leaderboard_carry_wilson_intervals(tmp_path):
         console.print(r)
     text = console.export_text()
     assert "95% CI" in text and "85.8–89.9" in text
+    # every robust accuracy carries its interval, not only the worst case
+    assert text.count("95% CI") == 2 and "88.0–91.7" in text
     store = ResultStore(tmp_path / "r.sqlite")
     store.add(rows)
     html = build_site(store, tmp_path / "site").read_text()

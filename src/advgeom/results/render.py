@@ -115,8 +115,9 @@ def rows_json(rows: Iterable[Row]) -> str:
 
 def pivot_tables(pivots: Sequence, width: int = 100) -> list:
     """Rich renderables of :func:`advgeom.results.pivot.pivot` (the default ``advgeom
-    results`` view): per evaluation a heading (clean accuracy, checks' verdict) and a
-    table of attacks down, eps across, with as many eps columns per table as fit ``width``."""
+    results`` view): per evaluation a heading (clean accuracy with n and its 95% interval,
+    checks' verdict) and a table of attacks down, eps across, each accuracy followed by a dim
+    row of its 95% Wilson interval, with as many eps columns per table as fit ``width``."""
     out: list = []
     for p in pivots:
         label_w = min(max([12] + [len(lab) for lab, _ in p.lines]), 30)
@@ -130,7 +131,7 @@ def pivot_tables(pivots: Sequence, width: int = 100) -> list:
             cols = range(start, min(start + per, len(p.eps)))
             for lab, values in p.lines:
                 t.add_row(lab, *[p.cell(lab, i, _fmt) for i in cols])
-                if lab.startswith("worst_case") and p.key.get("n"):
+                if p.key.get("n"):          # every accuracy with its 95% Wilson interval
                     t.add_row("  95% CI", *[interval_text(values[i], p.key["n"], "–")[1:-1] or "—"
                                             for i in cols], style="dim")
             out.append(t)
