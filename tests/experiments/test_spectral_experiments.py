@@ -1,6 +1,7 @@
 """Experiments spectral-mnist / spectral-cifar: registration, the eps rule, figure data and plots."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,83 @@ def test_figure_data_shapes_and_plots(tmp_path: Path):
     assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
     small = theorem["gaps"]["1e-05"]
     assert small[-1] < small[0] and small[-1] < 1e-4
+
+
+# ---------------------------------------------------------------------------
+# the cpu profile (issue 26)
+
+
+def test_cpu_profile_keeps_the_paper_network_schedule_and_threat_model():
+    cpu, pap = S.settings("spectral-mnist", "cpu"), S.settings("spectral-mnist", "paper")
+    assert "cpu" in get("experiment", "spectral-mnist").profiles
+    assert "cpu" in get("experiment", "spectral-mnist").expected
+    same = ("dataset", "model", "model_kwargs", "optimizer", "lr", "batch_size", "natural_iters", "finetune_iters",
+            "finetune_lr", "eps_grid", "linf_grid", "almost_all", "power_iters", "linf_eval_eps", "rule_n",
+            "global_lams", "square", "n_curve", "n_fig")
+    assert {k: cpu[k] for k in same} == {k: pap[k] for k in same}
+    assert cpu["model"] == "madry_mnist_cnn" and cpu["model_kwargs"] == {}      # the full Madry CNN
+    assert cpu["n_eval"] >= 1000 and cpu["suite_n"] >= 200 and cpu["apgd_t_targets"] == 3
+    # two of the paper profile's data-SNR constants, bracketing the quick pilot's choice 0.3
+    assert set(cpu["data_lams"]) <= set(pap["data_lams"]) and len(cpu["data_lams"]) >= 2
+    assert min(cpu["data_lams"]) <= 0.3 < max(cpu["data_lams"])
+
+
+def test_cpu_configs_differ_from_the_paper_ones_by_the_monitor_only():
+    cpu, pap = S.settings("spectral-mnist", "cpu"), S.settings("spectral-mnist", "paper")
+    nat = S.natural_config(cpu)
+    assert replace(nat, monitor={}) == S.natural_config(pap)
+    assert (nat.monitor.every, nat.monitor.size, nat.monitor.eps, nat.monitor.norm) == (500, 1000, 1.0, "l2")
+    assert nat.monitor.attack == "pgd:steps=10,step_size=0.2" and not nat.monitor.keep_best
+    for objective, kw in (("pga_at", {"eps": 2.5, "iters": 10}), ("global_snr", {"lam": 0.01}),
+                          ("data_snr", {"lam": 0.3, "eps": 2.5, "iters": 10})):
+        ft = S.finetune_config(cpu, objective, kw, 2.5)
+        assert replace(ft, monitor={}) == S.finetune_config(pap, objective, kw, 2.5)
+        assert (ft.monitor.every, ft.monitor.eps, ft.monitor.norm) == (300, 2.5, "l2")
+        assert ft.monitor.attack == "pgd:steps=10,step_size=0.5"          # the paper's PGA-10: 2 eps / 10
+    # profiles without a monitor keep their configs (and cached runs) as they were
+    assert S.finetune_config(pap, "pga_at", {"eps": 2.5}, 2.5).monitor.every == 0
+    assert S.natural_config(S.settings("spectral-mnist", "quick")).monitor.every == 0
+
+
+@pytest.mark.slow   # the plan runs the experiment under --smoke: ~15 s of CPU
+@pytest.mark.filterwarnings("ignore")
+def test_cpu_plan_attacks_every_model_as_the_profile_requires():
+    """What the cpu run would really evaluate (recorded by --plan, nothing trained): per model
+    the paper's PGA-10, APGD-CE and APGD-T on 1,000 points at the rule's l2 eps, and the
+    standard suite on 200 points in l2 (with FAB-T) and linf (with FAB-T and Square)."""
+    from advgeom.experiments.plan import make_plan
+
+    plan = make_plan("spectral-mnist", "cpu")
+    assert all(t.config.model == "madry_mnist_cnn" and t.config.model_kwargs == {} for t in plan.trainings)
+    assert [t.steps for t in plan.trainings] == [6000] + [3000] * 7       # standard, AT, 4 + 2 constants
+    assert all(t.config.monitor.every > 0 and t.config.monitor.norm == "l2" for t in plan.trainings)
+    defenses = ("standard", "adversarial_training", "global_snr", "data_snr")
+    for d in defenses:
+        evals = [e for e in plan.evaluations if e.model.endswith("/" + d)]
+        paper_attacks = [e for e in evals if not e.cascade and e.norm == "l2" and len(e.eps) == 1]
+        assert len(paper_attacks) == 1 and paper_attacks[0].n >= 1000
+        names = [s.name for s, _, _ in paper_attacks[0].attacks]
+        assert names == ["pgd", "apgd-ce", "apgd-t"]
+        pga = paper_attacks[0].attacks[0][0].call_kwargs()
+        assert pga["steps"] == 10 and pga["step_size"] == pytest.approx(2 * paper_attacks[0].eps[0] / 10)
+        suites = {e.norm: e for e in evals if e.cascade}
+        assert set(suites) == {"l2", "linf"} and all(e.n >= 200 for e in suites.values())
+        assert suites["l2"].eps == paper_attacks[0].eps
+        assert {"apgd-ce", "apgd-t", "fab-t"} <= {s.label for s, _, _ in suites["l2"].attacks}
+        assert {"apgd-ce", "apgd-t", "fab-t", "square"} <= {s.label for s, _, _ in suites["linf"].attacks}
+
+
+def test_training_summary_and_curves(tmp_path: Path):
+    hist = [{"step": 100 * (i + 1), "loss": 2.0 / (i + 1)} for i in range(20)]
+    line = S.training_summary("standard", hist)
+    # last tenth (records 19, 20) against the tenth before (17, 18): means 0.1026 and 0.1144
+    a, b = (2 / 17 + 2 / 18) / 2, (2 / 19 + 2 / 20) / 2
+    assert line == (f"training curve standard: loss 2 at step 100 -> 0.1 at step 2000; mean of the last tenth "
+                    f"of the records {100 * (b - a) / a:+.1f}% against the tenth before")
+    monitored = [dict(h, monitor_clean=0.9, monitor_robust=0.1 * i / 20) for i, h in enumerate(hist)]
+    line = S.training_summary("at", monitored)
+    assert line.endswith("at steps 1800: 90.0 / 8.5%, 1900: 90.0 / 9.0%, 2000: 90.0 / 9.5%")
+    assert S.training_summary("x", []) == "x: no training history recorded"
+    for name, h in (("plain", {"standard": hist}), ("mon", {"standard": hist, "at": monitored})):
+        p = SF.figure_training(tmp_path / f"{name}.png", h, "t")
+        assert p.is_file() and p.stat().st_size > 1000

@@ -8,6 +8,7 @@ data (JSON-ready dicts of lists, cached per model by the experiments) and plots.
   and adversarial (l2 or linf PGA) directions.
 - :func:`alignment_data` Figures 3 / 5 (right): ``|cos(delta(eps), v_1)|`` against eps.
 - :func:`theorem1_data`  relative gradient gap of PGA-AT vs data-dependent SNR.
+- :func:`figure_training` the training curves (loss, monitored accuracies) of every run.
 """
 from __future__ import annotations
 
@@ -195,4 +196,36 @@ def figure_theorem1(path: Path, data: dict[str, Any]) -> Path:
     ax.set_title("Theorem 1: PGA-AT (sum of squares) -> data-dependent SNR", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def figure_training(path: Path, histories: Mapping[str, Sequence[Mapping[str, float]]], title: str) -> Path:
+    """Training curves of every run: the loss (each record the mean over its window)
+    against the step, and, where a run had the monitor, its held-out clean (dotted) and
+    robust (solid) accuracy."""
+    monitored = any("monitor_robust" in h for hist in histories.values() for h in hist)
+    fig = Figure(figsize=(11 if monitored else 5.5, 4.2))
+    ax = fig.add_subplot(1, 2 if monitored else 1, 1)
+    for i, (label, hist) in enumerate(histories.items()):
+        pts = [(h["step"], h["loss"]) for h in hist if "loss" in h]
+        if pts:
+            ax.plot(*zip(*pts), color=f"C{i % 10}", label=label)
+    ax.set_yscale("log")
+    ax.set(xlabel="training step", ylabel="training loss (mean since the last record)", title="loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    if monitored:
+        right = fig.add_subplot(1, 2, 2)
+        for i, (label, hist) in enumerate(histories.items()):
+            mon = [h for h in hist if "monitor_robust" in h]
+            if mon:
+                steps = [h["step"] for h in mon]
+                right.plot(steps, [100 * h["monitor_clean"] for h in mon], color=f"C{i % 10}", linestyle=":")
+                right.plot(steps, [100 * h["monitor_robust"] for h in mon], color=f"C{i % 10}", marker="o",
+                           markersize=3, label=label)
+        right.set(xlabel="training step", ylabel="held-out accuracy (%)",
+                  title="monitor: clean (dotted), l2 PGA-10 (solid)")
+        right.grid(alpha=0.3)
+        right.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)

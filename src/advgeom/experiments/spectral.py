@@ -11,9 +11,26 @@ paper's rule; with one candidate the constant is fixed). As in the paper's Appen
 A.4, the three robust models are fine-tuned from the standard model. Every model is
 attacked with l2 PGA-10 (the paper's attack), APGD-CE, APGD-T and Square (per-sample
 worst case) at the training eps, and Figures 1-5 plus the Theorem 1 check are drawn.
+
+Profiles of ``spectral-mnist``:
+
+- ``paper`` (:data:`MNIST_PAPER`): Madry et al.'s MNIST CNN, 6,000 Adam steps of natural
+  training, 3,000 fine-tuning steps per robust model, four global and four data-dependent
+  SNR constants for the clean-accuracy rule, 1,000 test points, Square with 5,000 queries.
+- ``cpu`` (:data:`MNIST_CPU`): the paper profile's network, schedule, losses, eps rule and
+  attacks unchanged (they fit 2 CPU cores as they are: a natural step ~80 ms, a PGA-AT
+  step ~0.6 s, a data-SNR step ~1 s); two of the four data-SNR constants (0.3 and 1), APGD-T
+  with 3 targets on the 1,000 points and AutoAttack's standard suite on the first 200 in
+  both norms (Square in linf only: advgeom's Square is linf); the training monitor records
+  every model's curve (the last 1,000 training images held out). Expected: about 4-5 hours
+  on 2 idle CPU cores (training 2.7 hours, evaluation 20-40 minutes a model), from measured
+  step times; --plan's FLOP upper bound at the 171 GFLOP/s 2-core matmul floor x 0.5:
+  8.9 hours (:data:`CPU_EXPECTED`).
+- ``quick`` (:data:`MNIST_QUICK`): a narrowed network, 100 test points (minutes).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -52,6 +69,23 @@ CIFAR_PAPER = dict(
     almost_all=0.05, power_iters=10, global_lams=(3e-4,), data_lams=(2e-2,), linf_eval_eps=8 / 255,
     rule_n=2000,
     n_eval=1000, square=5000, n_fig=200, n_curve=2000, radii_factors=MNIST_QUICK["radii_factors"])
+# The cpu profile (issue 26): the paper profile's network, schedule, losses, eps rule and
+# attacks, which fit 2 CPU cores as they are (a natural step ~80 ms, a PGA-AT step ~0.6 s, a
+# data-SNR step ~1 s: 8, 31 and ~50 minutes of training); what changes: two of the four
+# data-SNR constants (the sweep's cost), the training monitor (the curves of every model),
+# APGD-T with 3 targets on the 1,000 points and AutoAttack's standard suite on the first 200
+# in both norms (Square there, not on the 1,000).
+MNIST_CPU = dict(
+    MNIST_PAPER, data_lams=(0.3, 1.0), apgd_t_targets=3, suite_n=200,
+    monitor=dict(size=1000, natural_every=500, finetune_every=300, natural_eps=1.0))
+CPU_EXPECTED = (
+    "about 4-5 hours on 2 idle CPU cores, estimated from measured step times (a natural step ~80 ms; "
+    "a PGA-AT step ~0.6 s as PGD-AT's in results/benchmarks/train_speed.md, a data-SNR step ~1 s, spectral.md): "
+    "training 2.7 hours (standard model ~9 minutes, PGA-AT ~32, each of the 4 global-SNR constants ~5, each "
+    "of the 2 data-SNR constants ~50), evaluation 20-40 minutes a model; --plan's FLOP count (2.75e15 FLOP) "
+    "at the 171 GFLOP/s 2-core matmul floor x 0.5 gives 8.9 hours (PGA-AT 77 minutes, a data-SNR constant "
+    "133), an upper bound: it charges every pass as a full gradient pass and no attack stops early; RUN.md "
+    "gives the measured times")
 THEOREM_EPS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 THEOREM_ALPHA = (0.1, 1.0, 10.0, 100.0, 1e4, 1e6)
 
@@ -60,11 +94,25 @@ def settings(name: str, profile: str) -> dict[str, Any]:
     """The profile's settings of experiment ``name``."""
     if name == "spectral-cifar":
         return CIFAR_PAPER
-    return MNIST_PAPER if profile == "paper" else MNIST_QUICK
+    return {"paper": MNIST_PAPER, "cpu": MNIST_CPU}.get(profile, MNIST_QUICK)
 
 
 # ---------------------------------------------------------------------------
 # training
+
+
+def monitor_settings(s: dict[str, Any], eps: float | None = None) -> dict[str, Any]:
+    """The training monitor of a profile with one (cpu): l2 PGA-10 (step 2 eps / 10, the
+    paper's attack) on the last ``size`` training images every ``finetune_every`` steps at
+    the training eps ``eps``, or, for the standard model (``eps`` None: trained before the
+    rule picks it), every ``natural_every`` steps at ``natural_eps``; recorded only, no
+    selection. ``{}`` (off) without one."""
+    m = s.get("monitor")
+    if not m:
+        return {}
+    e = m["natural_eps"] if eps is None else eps
+    return {"every": m["natural_every"] if eps is None else m["finetune_every"], "size": m["size"],
+            "eps": e, "norm": "l2", "attack": f"pgd:steps=10,step_size={2 * e / 10:g}"}
 
 
 def natural_config(s: dict[str, Any]) -> TrainConfig:
@@ -75,14 +123,18 @@ def natural_config(s: dict[str, Any]) -> TrainConfig:
                        iterations=s["natural_iters"], epochs=epochs,
                        milestones=tuple(s.get("natural_milestones", ())),
                        schedule_unit="epoch" if s["natural_iters"] == 0 else "iteration",
-                       weight_decay=s.get("weight_decay", 0.0), checkpoint_every=100)
+                       weight_decay=s.get("weight_decay", 0.0), checkpoint_every=100,
+                       monitor=monitor_settings(s))
 
 
-def finetune_config(s: dict[str, Any], objective: str, kwargs: dict[str, Any]) -> TrainConfig:
-    """A robust model's run: ``objective`` fine-tuned from the standard model."""
+def finetune_config(s: dict[str, Any], objective: str, kwargs: dict[str, Any],
+                    eps: float | None = None) -> TrainConfig:
+    """A robust model's run: ``objective`` fine-tuned from the standard model (its
+    monitor, where the profile has one, at the training eps ``eps``)."""
     return replace(natural_config(s), objective=objective, objective_kwargs=kwargs,
                    lr=s["finetune_lr"], iterations=s["finetune_iters"],
-                   epochs=s.get("finetune_epochs", 1), milestones=())
+                   epochs=s.get("finetune_epochs", 1), milestones=(),
+                   monitor=monitor_settings(s, eps) if eps is not None else {})
 
 
 def _clean(ctx: Context, model: nn.Module, data: Any, n: int, key: str) -> float:
@@ -103,14 +155,17 @@ def choose_eps(curve: EvalResult, grid: tuple[float, ...], almost_all: float) ->
 
 
 def _regularized(ctx: Context, s: dict[str, Any], name: str, lams: tuple[float, ...], target: float,
-                 extra: dict[str, Any], init: nn.Module, val: Any, notes: list[str]) -> nn.Module:
+                 extra: dict[str, Any], init: nn.Module, val: Any, notes: list[str], eps: float,
+                 histories: dict[str, list[dict[str, float]]]) -> nn.Module:
     """Train ``name`` for each constant; keep the one whose clean accuracy on the held-out
     test points ``val`` is closest to ``target`` (the AT model's), as the paper matched
-    clean test accuracies."""
+    clean test accuracies. Each run's history goes to ``histories``."""
     best: tuple[float, float, nn.Module] | None = None
     tried = []
     for lam in lams:
-        model = ctx.train(finetune_config(s, name, {"lam": lam, **extra}), init)
+        run = ctx.fit(finetune_config(s, name, {"lam": lam, **extra}, eps), init)
+        histories[f"{name} {lam:g}"] = run.history
+        model = run.model.eval()
         acc = _clean(ctx, model, val, s["rule_n"], f"{name}-{lam}")
         tried.append(f"{lam:g}: {acc:.1f}%")
         if best is None or abs(acc - target) < abs(best[1] - target):
@@ -121,10 +176,14 @@ def _regularized(ctx: Context, s: dict[str, Any], name: str, lams: tuple[float, 
     return best[2]
 
 
-def train_all(ctx: Context, s: dict[str, Any], test: Any, val: Any,
-              notes: list[str]) -> tuple[dict[str, nn.Module], float, EvalResult]:
-    """The four models, the chosen eps and the standard model's l2 PGA curve."""
-    natural = ctx.train(natural_config(s))
+def train_all(ctx: Context, s: dict[str, Any], test: Any, val: Any, notes: list[str],
+              histories: dict[str, list[dict[str, float]]] | None = None,
+              ) -> tuple[dict[str, nn.Module], float, EvalResult]:
+    """The four models, the chosen eps and the standard model's l2 PGA curve; the
+    training history of every model trained (each constant too) goes to ``histories``."""
+    histories = {} if histories is None else histories
+    run = ctx.fit(natural_config(s))
+    natural, histories["standard"] = run.model.eval(), run.history
     common = dict(model_name=s["model"], dataset=s["dataset"])
     curve = ctx.evaluate(natural, test, ["pgd:steps=10"], list(s["eps_grid"]), norm="l2", n=s["rule_n"],
                          defense="standard", **common)
@@ -132,13 +191,15 @@ def train_all(ctx: Context, s: dict[str, Any], test: Any, val: Any,
     notes.append(f"eps rule: standard-model accuracy under l2 PGA-10 on {s['rule_n']} test points: "
                  + ", ".join(f"{e:g}: {curve.percent('worst_case', e):.1f}%" for e in s["eps_grid"])
                  + f"; chosen eps {eps:g} (first with <= {100 * s['almost_all']:.0f}% accuracy)")
-    at = ctx.train(finetune_config(s, "pga_at", {"eps": eps, "iters": 10}), natural)
+    run = ctx.fit(finetune_config(s, "pga_at", {"eps": eps, "iters": 10}, eps), natural)
+    at, histories["adversarial_training"] = run.model.eval(), run.history
     target = _clean(ctx, at, val, s["rule_n"], "pga_at")
     models = {"standard": natural, "adversarial_training": at}
     models["global_snr"] = _regularized(ctx, s, "global_snr", tuple(s["global_lams"]), target, {},
-                                        natural, val, notes)
+                                        natural, val, notes, eps, histories)
     models["data_snr"] = _regularized(ctx, s, "data_snr", tuple(s["data_lams"]), target,
-                                      {"eps": eps, "iters": s["power_iters"]}, natural, val, notes)
+                                      {"eps": eps, "iters": s["power_iters"]}, natural, val, notes, eps,
+                                      histories)
     return models, eps, curve
 
 
@@ -146,11 +207,12 @@ def train_all(ctx: Context, s: dict[str, Any], test: Any, val: Any,
 # sources (issue 27)
 
 QUICK_WHY = "quick profile: scaled to 2 CPU cores in minutes, not the paper's setting"
+CPU_WHY = "cpu profile: each model within 2 hours of training and 1 hour of evaluation on 2 CPU cores"
 
 
 def record_settings(ctx: Context, s: dict[str, Any]) -> None:
     """The study's settings (the profile's, before ``--smoke`` caps) with their sources."""
-    cifar, quick = s["dataset"] == "cifar10", ctx.quick
+    cifar, quick, cpu = s["dataset"] == "cifar10", ctx.quick, ctx.profile == "cpu"
     mnist_why = "the paper reports CIFAR-10 only: MNIST is advgeom's smaller companion of the same study"
     ctx.setting("data and model", f"{s['dataset']}, {s['model']} {s['model_kwargs'] or ''}".strip(),
                 paper("Section 5.1 and Appendix A.4: CIFAR10, a 7-layer CNN with batch normalization") if cifar
@@ -162,12 +224,24 @@ def record_settings(ctx: Context, s: dict[str, Any]) -> None:
     ctx.setting("standard training", nat, assumption(
         "Appendix A.4 starts from a pre-trained CNN7 whose recipe it does not give: a common SGD recipe, "
         "without the paper's crop/flip augmentation (the training loop has none)" if cifar else
-        f"{mnist_why}: Adam, a short schedule" + (f"; {QUICK_WHY}" if quick else "")))
+        f"{mnist_why}: Adam, a short schedule" + (f"; {QUICK_WHY}" if quick else "")
+        + ("; the paper profile's, unchanged: about 8 minutes on 2 CPU cores" if cpu else "")))
     ft = f"from the standard model, lr {s['finetune_lr']:g}, " + (
         f"{s['finetune_epochs']} epochs" if cifar else f"{s['finetune_iters']} iterations")
     ctx.setting("robust models", ft, assumption("Appendix A.4 fine-tunes from a pre-trained checkpoint after a "
                                                 "search over epochs and learning rate whose result it does not "
-                                                "report"))
+                                                "report" + ("; the paper profile's schedule unchanged: it fits "
+                                                            "2 CPU cores as it is" if cpu else "")))
+    if s.get("monitor"):
+        m = s["monitor"]
+        ctx.setting("training monitor", f"l2 PGA-10 (step 2 eps / 10) on the last {m['size']} training images: "
+                    f"standard model every {m['natural_every']} steps at eps {m['natural_eps']:g}, robust models "
+                    f"every {m['finetune_every']} steps at the rule's eps", assumption(
+                        "the training curves (loss and held-out clean/robust accuracy) show whether each model "
+                        "converged; recorded only, no selection; the monitored images are held out of training "
+                        f"({60_000 - m['size']:,} MNIST images trained on); the standard model trains before the "
+                        f"rule picks eps, so it is watched at l2 {m['natural_eps']:g}, where a natural MNIST CNN "
+                        "keeps most points"))
     ctx.setting("eps rule", f"smallest eps of {s['eps_grid']} at which l2 PGA-10 leaves <= "
                 f"{100 * s['almost_all']:g}% of {s['rule_n']} test points correct",
                 paper("Section 5.1: 'the smallest value such that almost all adversarially perturbed inputs to the "
@@ -182,22 +256,37 @@ def record_settings(ctx: Context, s: dict[str, Any]) -> None:
     ctx.setting("data-dependent SNR constants", s["data_lams"],
                 paper("Table 1: lambda = 2e-2, eps = 1.75") if cifar else assumption(
                     "candidates for the paper's clean-accuracy rule; the quick value comes from a pilot run (notes)"
-                    if quick else f"candidates for the paper's clean-accuracy rule: {mnist_why}"))
+                    if quick else
+                    f"two of the paper profile's four candidates {MNIST_PAPER['data_lams']}: {CPU_WHY}, and a "
+                    "data-SNR fine-tuning costs about 50 minutes (a step ~ 12 natural steps, "
+                    "results/benchmarks/spectral.md); in the quick profile's pilot the adversarially trained "
+                    "model's clean accuracy (92.0%) lay between lambda 0.3's and 1's (92.5%, 91.0%), so the two "
+                    "bracket the rule's expected choice" if cpu else
+                    f"candidates for the paper's clean-accuracy rule: {mnist_why}"))
     ctx.setting("power iterations (data-dependent SNR)", s["power_iters"],
                 paper("Table 1: ITERS = 10") if s["power_iters"] == 10 else assumption(QUICK_WHY))
     ctx.setting("constants matched on", f"the last {s['rule_n']} test points (disjoint from the evaluated ones)",
                 paper("Section 5.1: constants giving roughly the clean test accuracy of the adversarially trained "
                       "model; advgeom holds those test points out of the evaluation"))
-    ctx.setting("attacks (l2)", "PGA-10 (step 2 eps / 10), APGD-CE, APGD-T at the rule's eps",
+    apgd_t = f"APGD-T ({s['apgd_t_targets']} targets)" if "apgd_t_targets" in s else "APGD-T"
+    ctx.setting("attacks (l2)", f"PGA-10 (step 2 eps / 10), APGD-CE, {apgd_t} at the rule's eps",
                 paper("Section 5.1: l2 PGA white-box attack, cross-entropy, 10 iterations; APGD-CE and APGD-T are "
                       "advgeom's strong evaluation"))
-    ctx.setting("attacks (linf)", f"PGD-10, APGD-CE, APGD-T, Square ({s['square']} queries) at eps "
-                f"{s['linf_eval_eps']:.4g}", paper("Appendix A.6: linf-PGA results; the eps and the APGD/Square "
-                                                   "audit are advgeom's") if cifar else assumption(
-                    f"{mnist_why}; Appendix A.6's linf PGA at a moderate MNIST eps, with the audit"))
+    ctx.setting("attacks (linf)", f"PGD-10, APGD-CE, {apgd_t}" + ("" if cpu else f", Square ({s['square']} queries)")
+                + f" at eps {s['linf_eval_eps']:.4g}",
+                paper("Appendix A.6: linf-PGA results; the eps and the APGD/Square audit are advgeom's") if cifar
+                else assumption(f"{mnist_why}; Appendix A.6's linf PGA at a moderate MNIST eps, with the audit"))
+    if cpu:
+        ctx.setting("APGD-T targets", s["apgd_t_targets"], assumption(
+            f"3 target classes instead of AutoAttack's 9 on the {s['n_eval']} points: {CPU_WHY}; the standard "
+            "suite keeps 9"))
+        ctx.setting("standard suite points", s["suite_n"], assumption(
+            f"AutoAttack's standard suite on the first {s['suite_n']} of the points, in both norms: l2 at the "
+            "rule's eps (APGD-CE, APGD-T, FAB-T; no Square stage: advgeom's Square is linf only) and linf at "
+            f"{s['linf_eval_eps']:g} (APGD-CE, APGD-T, FAB-T, Square {s['square']} queries): {CPU_WHY}"))
     ctx.setting("test points", s["n_eval"], assumption(
         f"the first {s['n_eval']} test images: the robust evaluation on a subset, at least 1,000 in the paper "
-        "profile" + (f"; {QUICK_WHY}" if quick else "")))
+        "and cpu profiles" + (f"; {QUICK_WHY}" if quick else "")))
     ctx.setting("curve and figure points", f"{s['n_curve']} (eps curves), {s['n_fig']} (Jacobian figures)",
                 paper("Figure 2: curves aggregated over 200 samples from the test set") if s["n_fig"] == 200
                 else assumption(QUICK_WHY))
@@ -217,11 +306,17 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
     # the constants are matched on the last rule_n test points (disjoint from the evaluated ones)
     val = (test.images[-s["rule_n"]:], test.labels[-s["rule_n"]:])
     notes: list[str] = []
-    models, eps, _ = train_all(ctx, s, test, val, notes)
+    histories: dict[str, list[dict[str, float]]] = {}
+    models, eps, _ = train_all(ctx, s, test, val, notes, histories)
     common = dict(model_name=s["model"], dataset=s["dataset"])
-    l2_attacks = [f"pgd:steps=10,step_size={2 * eps / 10:g}", "apgd-ce", "apgd-t"]
+    targets = s.get("apgd_t_targets")
+    apgd_t = "apgd-t" if targets is None else f"apgd-t:num_targets={targets}"
+    t_name = "APGD-T" if targets is None else f"APGD-T ({targets} targets)"
+    suite_n = s.get("suite_n")   # the cpu profile: Square runs in the standard suite on a subset
+    l2_attacks = [f"pgd:steps=10,step_size={2 * eps / 10:g}", "apgd-ce", apgd_t]
     li_eps = s["linf_eval_eps"]
-    li_attacks = ["pgd:steps=10", "apgd-ce", "apgd-t", f"square:steps={s['square']}"]
+    li_attacks = ["pgd:steps=10", "apgd-ce", apgd_t] + ([] if suite_n else [f"square:steps={s['square']}"])
+    li_names = ("PGD-10", "APGD-CE", t_name) + (() if suite_n else ("Square",))
     comps: list[Comparison] = []
     acc_l2: dict[str, list[float]] = {}
     acc_linf: dict[str, list[float]] = {}
@@ -242,16 +337,53 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
                            **common)
         comps.append(Comparison(f"{method}: clean", res.percent("none"),
                                 paper.get(keys[method], {}).get("clean"), n=res.n))
-        for r, e, names, norm in ((res, eps, ("PGA-10", "APGD-CE", "APGD-T"), "l2"),
-                                  (rli, li_eps, ("PGD-10", "APGD-CE", "APGD-T", "Square"), "linf")):
+        checked = [res, rli, l2, li]
+        for r, e, names, norm in ((res, eps, ("PGA-10", "APGD-CE", t_name), "l2"),
+                                  (rli, li_eps, li_names, "linf")):
             comps += [Comparison(f"{method}: {short} ({norm} eps {e:g})", r.percent(spec.label, e), None,
                                  n=r.n) for spec, short in zip(r.specs, names)]
             comps.append(Comparison(f"{method}: worst case ({norm} eps {e:g})", r.percent("worst_case", e),
                                     None, note="per sample, over the attacks above", n=r.n))
-        notes += [f"{method}: {line.strip()}" for r in (res, rli, l2, li)
+            if suite_n:
+                with warnings.catch_warnings():   # the l2 suite has no Square stage: the setting says so
+                    warnings.filterwarnings("ignore", message=".*no Square stage")
+                    suite = ctx.suite(model, test, [e], norm=norm, n=suite_n, defense=method, **common)
+                stages = "APGD-CE, APGD-T, FAB-T" + (", Square" if norm == "linf" else "")
+                comps.append(Comparison(f"{method}: standard suite ({stages}) ({norm} eps {e:g}), first "
+                                        f"{suite.n} points", suite.percent("worst_case", e), None,
+                                        note="per sample, a cascade", n=suite.n))
+                checked.append(suite)
+        notes += [f"{method}: {line.strip()}" for r in checked
                   for line in format_checks(r.checks).splitlines() if line.strip()]
     figs = figures(ctx, s, models, test, eps, acc_l2, acc_linf, comps)
+    if histories:
+        figs.append(SF.figure_training(ctx.figure_path("training_curves"), histories,
+                                       f"{s['dataset']}: training curves"))
+    notes += [training_summary(label, h) for label, h in histories.items() if h]
     return Outcome(comps, figs, notes)
+
+
+def training_summary(label: str, history: list[dict[str, float]]) -> str:
+    """One line on whether a run converged, from its recorded history: the loss (mean over
+    each record's window) at the start and the end, the change between the means of the
+    last two tenths of the records, and the monitored held-out accuracies at the last three
+    checks (where the run had a monitor)."""
+    loss = [h["loss"] for h in history if "loss" in h]
+    if not loss:
+        return f"{label}: no training history recorded"
+    tenth = max(1, len(loss) // 10)
+    last, before = loss[-tenth:], loss[-2 * tenth:-tenth] or loss[:1]
+    a, b = sum(before) / len(before), sum(last) / len(last)
+    change = 100.0 * (b - a) / abs(a) if a else 0.0
+    line = (f"training curve {label}: loss {loss[0]:.4g} at step {history[0]['step']:g} -> {loss[-1]:.4g} at step "
+            f"{history[-1]['step']:g}; mean of the last tenth of the records {change:+.1f}% against the tenth "
+            "before")
+    mon = [h for h in history if "monitor_robust" in h]
+    if mon:
+        line += ("; monitored held-out clean / robust accuracy at steps " +
+                 ", ".join(f"{h['step']:g}: {100 * h['monitor_clean']:.1f} / {100 * h['monitor_robust']:.1f}%"
+                           for h in mon[-3:]))
+    return line
 
 
 def figures(ctx: Context, s: dict[str, Any], models: dict[str, nn.Module], test: Any, eps: float,
@@ -319,13 +451,29 @@ def _profile_note(s: dict[str, Any]) -> str:
             "the full sizes.")
 
 
+def _cpu_note(s: dict[str, Any]) -> str:
+    m = s["monitor"]
+    return (f"cpu profile (2 CPU cores): the paper profile's full {s['model']}, schedule ({s['natural_iters']} Adam "
+            f"steps of batch {s['batch_size']} for the standard model, {s['finetune_iters']} fine-tuning steps "
+            f"per robust model), losses, eps rule and {s['power_iters']} power steps, unchanged; compressed: the "
+            f"data-dependent SNR constants {s['data_lams']} (paper profile {MNIST_PAPER['data_lams']}; global "
+            f"SNR keeps all of {s['global_lams']}), APGD-T with {s['apgd_t_targets']} targets on the "
+            f"{s['n_eval']} points, AutoAttack's standard suite (9 targets; Square in linf only) on the first "
+            f"{s['suite_n']}; added: the training monitor (l2 PGA-10 on the last {m['size']} training images, "
+            "held out of training) whose curves are the figure training_curves.png and the 'training curve' "
+            "notes.")
+
+
 @experiment("spectral-mnist", title="Spectral norm regularization vs adversarial training on MNIST",
-            paper="spectral-norm-adversarial-training.txt")
+            paper="spectral-norm-adversarial-training.txt", profiles=("quick", "cpu", "paper"),
+            expected={"cpu": CPU_EXPECTED})
 def spectral_mnist(ctx: Context) -> Outcome:
     """Standard, l2 PGA-AT, global and data-dependent SNR on MNIST; Figures 1-5, Theorem 1."""
     out = study(ctx, None)
     if ctx.quick:
         out.notes.insert(0, _profile_note(settings(ctx.name, ctx.profile)))
+    if ctx.profile == "cpu":
+        out.notes.insert(0, _cpu_note(settings(ctx.name, ctx.profile)))
     out.notes.append("The paper reports CIFAR-10 only: no published MNIST numbers to compare with.")
     return out
 
