@@ -18,14 +18,15 @@ Profiles of ``spectral-mnist``:
   training, 3,000 fine-tuning steps per robust model, four global and four data-dependent
   SNR constants for the clean-accuracy rule, 1,000 test points, Square with 5,000 queries.
 - ``cpu`` (:data:`MNIST_CPU`): the paper profile's network, schedule, losses, eps rule and
-  attacks unchanged (they fit 2 CPU cores as they are: a natural step ~80 ms, a PGA-AT
-  step ~0.6 s, a data-SNR step ~1 s); two of the four data-SNR constants (0.3 and 1), APGD-T
-  with 3 targets on the 1,000 points and AutoAttack's standard suite on the first 200 in
-  both norms (Square in linf only: advgeom's Square is linf); the training monitor records
-  every model's curve (the last 1,000 training images held out). Expected: about 4-5 hours
-  on 2 idle CPU cores (training 2.7 hours, evaluation 20-40 minutes a model), from measured
-  step times; --plan's FLOP upper bound at the 171 GFLOP/s 2-core matmul floor x 0.5:
-  8.9 hours (:data:`CPU_EXPECTED`).
+  attacks unchanged (they fit 2 CPU cores as they are, from the idle-core step times of
+  results/benchmarks/train_speed.md, 2026-12-04: a natural step 120 ms, a PGD-10 AT step
+  1.07 s; a data-SNR step costs about 12 natural steps, benchmarks/spectral.py); two of the
+  four data-SNR constants (0.3 and 1), APGD-T with 3 targets on the 1,000 points and
+  AutoAttack's standard suite on the first 200 in both norms (Square in linf only:
+  advgeom's Square is linf); the training monitor records every model's curve (the last
+  1,000 training images held out). Expected (:data:`CPU_EXPECTED`): about 4 hours of
+  training on 2 idle cores (the longest model, a data-SNR constant, about 72 minutes) and
+  about 2.5 hours of evaluation; --plan's FLOP count gives 8.9 hours in all.
 - ``quick`` (:data:`MNIST_QUICK`): a narrowed network, 100 test points (minutes).
 """
 from __future__ import annotations
@@ -70,8 +71,8 @@ CIFAR_PAPER = dict(
     rule_n=2000,
     n_eval=1000, square=5000, n_fig=200, n_curve=2000, radii_factors=MNIST_QUICK["radii_factors"])
 # The cpu profile (issue 26): the paper profile's network, schedule, losses, eps rule and
-# attacks, which fit 2 CPU cores as they are (a natural step ~80 ms, a PGA-AT step ~0.6 s, a
-# data-SNR step ~1 s: 8, 31 and ~50 minutes of training); what changes: two of the four
+# attacks, which fit 2 CPU cores as they are (idle cores: a natural step 120 ms, a PGA-AT step
+# ~1.07 s, a data-SNR step ~1.4 s: 12, 54 and ~72 minutes of training); what changes: two of the four
 # data-SNR constants (the sweep's cost), the training monitor (the curves of every model),
 # APGD-T with 3 targets on the 1,000 points and AutoAttack's standard suite on the first 200
 # in both norms (Square there, not on the 1,000).
@@ -79,13 +80,13 @@ MNIST_CPU = dict(
     MNIST_PAPER, data_lams=(0.3, 1.0), apgd_t_targets=3, suite_n=200,
     monitor=dict(size=1000, natural_every=500, finetune_every=300, natural_eps=1.0))
 CPU_EXPECTED = (
-    "about 4-5 hours on 2 idle CPU cores, estimated from measured step times (a natural step ~80 ms; "
-    "a PGA-AT step ~0.6 s as PGD-AT's in results/benchmarks/train_speed.md, a data-SNR step ~1 s, spectral.md): "
-    "training 2.7 hours (standard model ~9 minutes, PGA-AT ~32, each of the 4 global-SNR constants ~5, each "
-    "of the 2 data-SNR constants ~50), evaluation 20-40 minutes a model; --plan's FLOP count (2.75e15 FLOP) "
-    "at the 171 GFLOP/s 2-core matmul floor x 0.5 gives 8.9 hours (PGA-AT 77 minutes, a data-SNR constant "
-    "133), an upper bound: it charges every pass as a full gradient pass and no attack stops early; RUN.md "
-    "gives the measured times")
+    "about 6-7 hours on 2 idle CPU cores, from the idle-core step times of results/benchmarks/train_speed.md "
+    "(2026-12-04: a natural step of the Madry CNN at batch 128 120 ms, a PGD-10 AT step 1.07 s) and the "
+    "data-SNR step's cost of about 12 natural steps (results/benchmarks/spectral.md): training about 4 hours "
+    "(standard model ~12 minutes, PGA-AT ~54, each of the 4 global-SNR constants ~5-8, each of the 2 data-SNR "
+    "constants ~72), evaluation about 2.5 hours (--plan); --plan's FLOP count (2.75e15 FLOP) at the 171 GFLOP/s "
+    "2-core matmul floor x 0.5 gives 8.9 hours (PGA-AT 77 minutes, a data-SNR constant 133: it charges every "
+    "pass as a full gradient pass); RUN.md gives the measured times")
 THEOREM_EPS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 THEOREM_ALPHA = (0.1, 1.0, 10.0, 100.0, 1e4, 1e6)
 
