@@ -9,10 +9,12 @@ authors' follow-up as reporting 44% under AutoAttack for a model of this family 
 paper's 78.4% under PGD-20 (not verified here, so not in the reference tables).
 
 Paper profile only, the only one each declares (``--smoke`` runs them end to end on
-CIFAR-shaped files; the real runs are GPU jobs: ``--plan`` estimates about 9 hours each on
-one A100-class GPU at its stated sustained rate, mostly the 400 training epochs of
-WRN-34-10, then C&W and APGD-T on the 10,000 test points; MTA-100 runs on CIFAR-10 only,
-Table 3 has no MTA column and 99 targets would cost more than the training). CIFAR-10 and
+CIFAR-shaped files; the real runs are GPU jobs). Expected GPU time, ``--plan``'s estimate on
+full-size data: ``penalty-cifar`` 6.2e18 FLOP, about 37 hours on one A100-class GPU (12 on
+an H100), ``penalty-cifar100`` 5.8e18 FLOP, about 35 hours (11); the 400 training epochs
+of WRN-34-10 are 0.8e18 of it, the evaluation the rest, mostly C&W (9 x 1000 steps) and
+APGD-T on the 10,000 test points. MTA-100 runs on CIFAR-10 only: Table 3 has no MTA column
+and 99 targets would cost more than the training. CIFAR-10 and
 CIFAR-100 come from a user directory (``$ADVGEOM_DATA``, see :mod:`advgeom.data.cifar10` and
 :mod:`advgeom.data.cifar100`). The batch size (128) is an assumption; the paper gives none.
 :func:`cifar_specs` and the penalty settings are shared with ``penalty-cifar-small``.
@@ -176,7 +178,9 @@ def wrn_table(ctx: Context, dataset: str) -> Outcome:
 
 @experiment("penalty-cifar", title="Weight penalty on WRN-34-10, CIFAR-10 (Table 2) and its audit",
             paper="weight-penalization-classification-layer.txt", reference="weight_penalty.cifar10_wrn",
-            models=cifar_configs, profiles=("paper",), sources=cifar_sources)
+            models=cifar_configs, profiles=("paper",), sources=cifar_sources,
+            expected={"paper": "about 37 hours on one A100-class GPU, 12 on an H100 (--plan: 6.2e18 FLOP, "
+                               "training 0.8e18, evaluation 5.4e18, mostly C&W on 10,000 points)"})
 def penalty_cifar(ctx: Context) -> Outcome:
     """Table 2's penalty row under its attacks and under the strong evaluation."""
     return wrn_table(ctx, "cifar10")
@@ -184,7 +188,9 @@ def penalty_cifar(ctx: Context) -> Outcome:
 
 @experiment("penalty-cifar100", title="Weight penalty on WRN-34-10, CIFAR-100 (Table 3) and its audit",
             paper="weight-penalization-classification-layer.txt", reference="weight_penalty.cifar100_wrn",
-            models=cifar100_configs, profiles=("paper",), sources=cifar100_sources)
+            models=cifar100_configs, profiles=("paper",), sources=cifar100_sources,
+            expected={"paper": "about 35 hours on one A100-class GPU, 11 on an H100 (--plan: 5.8e18 FLOP, "
+                               "training 0.8e18, evaluation 5.0e18, mostly C&W on 10,000 points)"})
 def penalty_cifar100(ctx: Context) -> Outcome:
     """Table 3's penalty row (CIFAR-100) under its attacks and under the strong evaluation."""
     return wrn_table(ctx, "cifar100")

@@ -20,10 +20,13 @@ onto the small network (Section 4: "hyperparameters ... selected according to th
 original literature"): Madry et al.'s cifar10_challenge config (PGD-7 of 2/255, SGD 0.1,
 80,000 steps of 128) and Pang et al.'s Max-Mahalanobis-Training code (Adam 0.001, batch
 50, 180 epochs), MMC without adversarial training as in ``penalty-mnist``. No data
-augmentation for any of them (Section 4.2 names none). Expected cost (``--plan``, one
-A100-class GPU at its stated sustained rate): ``penalty-cifar-small`` about 1 hour,
-``penalty-cifar-activations`` about 1 hour; C&W and MTA-100 on 10,000 points are the
-largest parts of the evaluation.
+augmentation for any of them (Section 4.2 names none). Expected GPU time, ``--plan``'s
+estimate on full-size data at its stated sustained rates: ``penalty-cifar-small`` 1.9e17
+FLOP, about 70 minutes on one A100-class GPU (20 on an H100): training 5.0e16 (AdvTraining's
+PGD-7 the most), evaluation 1.4e17 (C&W's 9 x 1000 steps on 10,000 points per model the
+most); ``penalty-cifar-activations`` 9.0e16 FLOP, about 30 minutes (10), its Tanh model
+shared with Table 5. The ~113 MFLOP network is far from filling a GPU, so wall time may be
+a few times longer.
 """
 from __future__ import annotations
 
@@ -220,7 +223,9 @@ def audit_specs() -> list[AttackSpec]:
 @experiment("penalty-cifar-small", title="AdvTraining, MMC and the weight penalty on the small CIFAR-10 network "
             "(Table 5, Figure 4) and their audit", paper="weight-penalization-classification-layer.txt",
             reference="weight_penalty.cifar10_small", models=table5_configs, profiles=("paper",),
-            sources=table5_sources)
+            sources=table5_sources,
+            expected={"paper": "about 70 minutes on one A100-class GPU, 20 on an H100 (--plan: 1.9e17 FLOP, "
+                               "training 5.0e16, evaluation 1.4e17); the small network fills a GPU poorly"})
 def penalty_cifar_small(ctx: Context) -> Outcome:
     """Table 5's three rows under its attacks and the strong evaluation; Figure 4's
     per-epoch training and test accuracy (clean and PGD-20) from the same runs."""
@@ -279,7 +284,9 @@ def penalty_cifar_small(ctx: Context) -> Outcome:
 @experiment("penalty-cifar-activations", title="Weight penalty on the small CIFAR-10 network: feature "
             "activations (Figure 7)", paper="weight-penalization-classification-layer.txt",
             reference="weight_penalty.settings", models=activation_configs, profiles=("paper",),
-            sources=activation_sources)
+            sources=activation_sources,
+            expected={"paper": "about 30 minutes on one A100-class GPU, 10 on an H100 (--plan: 9.0e16 FLOP, "
+                               "training 5.0e16, evaluation 4.1e16); the small network fills a GPU poorly"})
 def penalty_cifar_activations(ctx: Context) -> Outcome:
     """Training and test accuracy per epoch (clean and PGD-20) of the penalty with ReLU,
     PReLU, LeakyReLU and Tanh features (alpha 100, s 0.1), and each final model's PGD-20
