@@ -136,4 +136,4 @@ def test_smoke_writes_the_comparisons_and_the_figure(name, figure, rows, tmp_pat
     assert [f.name for f in rep.outcome.figures] == [figure] and rep.outcome.figures[0].is_file()
     curve = ResultStore(tmp_path / SMOKE / "results.sqlite").query(experiment=name, metric="curve_test_robust")
     assert len(curve) == len(rows) and {r.n for r in curve} == {SMOKE_MONITOR}     # the smoke run's points
-    assert "training 1000 points, test 1000 points" in text      # the settings table names the curves' points
+    assert "on 1000 first training points, 1000 first test points |" in text   # the settings table names them

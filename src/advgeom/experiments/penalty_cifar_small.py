@@ -200,7 +200,8 @@ def plot_curves_panels(panels: dict[str, dict[str, list[tuple[float, float]]]], 
                                         ("train_clean", "C0", "--", "training, clean"),
                                         ("test_clean", "C1", "--", "test, clean")):
             pts = curves[key]
-            ax.plot([e for e, _ in pts], [v for _, v in pts], color=color, linestyle=style, label=text)
+            ax.plot([e for e, _ in pts], [v for _, v in pts], color=color, linestyle=style, label=text,
+                    marker="o" if len(pts) < 30 else None)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy (%)")
@@ -265,7 +266,7 @@ def penalty_cifar_small(ctx: Context) -> Outcome:
                              note="paper: C&W", n=l2.n)]
         geo = PM.model_geometry(model, test.images[:n].to(ctx.device), PM.PENALTY["s"] if row == "penalty" else None)
         comps += PM.geometry_comparisons(row, geo)
-        panels[row] = curves_of(trained.history, cfg.monitor.every)
+        panels[row] = curves_of(trained.history, trained.config.monitor.every)
         comps += curve_comparisons(row, panels[row], trained.config.monitor.test_points)
         ctx.record(curve_rows(ctx, cfg.model, row, panels[row], trained.config))
         notes += PM.check_notes(row, [res, l2])
@@ -313,7 +314,7 @@ def penalty_cifar_activations(ctx: Context) -> Outcome:
         comps += [Comparison(f"{act}: clean", res.percent("none"), None, n=res.n),
                   Comparison(f"{act}: PGD-20", res.percent(specs[0].label, EPS), None, n=res.n),
                   Comparison(f"{act}: [audit] worst case", res.percent(WORST, EPS), None, n=res.n)]
-        panels[act] = curves_of(trained.history, cfg.monitor.every)
+        panels[act] = curves_of(trained.history, trained.config.monitor.every)
         comps += curve_comparisons(act, panels[act], trained.config.monitor.test_points)
         ctx.record(curve_rows(ctx, f"{cfg.model}/{act}", "weight_penalty", panels[act], trained.config))
         notes += PM.check_notes(act, [res])
