@@ -156,17 +156,26 @@ def config_hash(cfg: Any, length: int = 12) -> str:
     """Stable short hash of a config (canonical JSON of its dict).
 
     The fields a config class lists in ``HASH_OMITTED_AT_DEFAULT`` (a ``ClassVar``) are
-    left out while they hold their default: an option added later keeps the hashes, and
-    so the cached runs, of every config that does not use it."""
+    left out while they hold their default, in nested configs too (the training
+    config's ``monitor``): an option added later keeps the hashes, and so the cached
+    runs, of every config that does not use it."""
+    blob = json.dumps(_hashed(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def _hashed(cfg: Any) -> dict[str, Any]:
+    """:func:`to_dict` of ``cfg`` without its (and its nested configs') omitted defaults."""
     data = to_dict(cfg)
     omitted = getattr(type(cfg), "HASH_OMITTED_AT_DEFAULT", ())
-    for f in dataclasses.fields(cfg) if omitted else ():
-        if f.name in omitted:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            data[f.name] = _hashed(value)
+        elif f.name in omitted:
             default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             if data.get(f.name) == to_dict({"v": default})["v"]:
                 del data[f.name]
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+    return data
 
 
 def replace(cfg: C, **changes: Any) -> C:

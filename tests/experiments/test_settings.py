@@ -81,7 +81,8 @@ def test_at_mnist_paper_follows_the_trades_code_schedule():
 def test_every_experiment_with_models_covers_the_known_ones():
     declared = {n for n, _ in WITH_MODELS}
     assert {"at-mnist", "demo", "hyper-mnist", "hyper-cifar", "hyper-blackbox", "penalty-mnist",
-            "penalty-cifar", "penalty-activations"} <= declared
+            "penalty-cifar", "penalty-activations", "penalty-cifar100", "penalty-cifar-small",
+            "penalty-cifar-activations"} <= declared
     assert all(get("experiment", n).sources is not None for n in declared)
 
 

@@ -1,6 +1,6 @@
 """``--smoke`` (issues 25 and 27): every profile of every registered experiment runs end to
-end, in seconds to a minute, on the real models, shapes and data (CIFAR-10 on generated CIFAR-shaped
-files in a user directory), apart from real results; the caps really apply (training
+end, in seconds to a minute, on the real models, shapes and data (CIFAR-10 and CIFAR-100 on generated
+CIFAR-shaped files in a user directory), apart from real results; the caps really apply (training
 config, attack budgets of every registered attack, evaluated points); real runs are
 untouched; the CLI takes --smoke in reproduce, evaluate and train."""
 from __future__ import annotations
@@ -30,7 +30,7 @@ CASES = [(name, profile) for name in names("experiment") if not name.startswith(
          for profile in get("experiment", name).profiles]
 # The CIFAR-10 paper profiles run the real CIFAR architectures (WRN-34-10, CNN7, 12 hyperspherical
 # CNNs): 30-60 s each on 2 busy cores, the rest a few seconds.
-SLOW = {"hyper-cifar", "penalty-cifar", "spectral-cifar"}
+SLOW = {"hyper-cifar", "penalty-cifar", "penalty-cifar100", "spectral-cifar"}
 # Experiments whose results are figures and cached units only (they record no rows), and
 # spheres-bound, which records a row per snapshot that its plotting rule keeps (sampled
 # errors and >= 90% of points reaching one: rarely so after a training step).
@@ -39,14 +39,21 @@ MAYBE_ROWS = {"spheres-bound"}
 
 
 def write_cifar_like(directory, *, per_batch: int = 20, n_test: int = 40) -> None:
-    """The python-pickle batches of cifar-10-batches-py (data_batch_1..5, test_batch):
-    uint8 rows of 3072, every class present in each batch."""
+    """The python-pickle batches of cifar-10-batches-py (data_batch_1..5, test_batch) and of
+    cifar-100-python (train, test): uint8 rows of 3072, every CIFAR-10 class present in each batch."""
     rng = np.random.default_rng(0)
     out = directory / "cifar-10-batches-py"
     out.mkdir(parents=True)
     for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
         batch = {"batch_label": name, "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
                  "labels": [int(v) for v in np.arange(n) % 10]}
+        (out / name).write_bytes(pickle.dumps(batch, protocol=4))
+    out = directory / "cifar-100-python"
+    out.mkdir()
+    for name, n in (("train", 5 * per_batch), ("test", n_test)):
+        batch = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+                 "fine_labels": [int(v) for v in np.arange(n) % 100],
+                 "coarse_labels": [int(v) for v in np.arange(n) % 20]}
         (out / name).write_bytes(pickle.dumps(batch, protocol=4))
 
 
@@ -66,7 +73,8 @@ def user_data(cifar_dir, monkeypatch):
 
 def test_every_experiment_declares_its_profiles():
     assert ("at-mnist", "cpu") in CASES and ("penalty-cifar", "paper") in CASES
-    for name in ("hyper-cifar", "penalty-cifar", "spectral-cifar"):   # CIFAR: a GPU job, paper only
+    for name in ("hyper-cifar", "penalty-cifar", "penalty-cifar100", "penalty-cifar-small",
+                 "penalty-cifar-activations", "spectral-cifar"):   # CIFAR: a GPU job, paper only
         assert get("experiment", name).profiles == ("paper",)
 
 

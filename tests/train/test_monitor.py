@@ -3,6 +3,7 @@ keep-best early stopping, history terms, and bit-identical resume with pgd_at.""
 import pytest
 import torch
 
+from advgeom.data import load
 from advgeom.errors import ConfigError
 from advgeom.registry import _REGISTRY, create
 from advgeom.train import TrainConfig, fit, load_model
@@ -87,3 +88,50 @@ def test_history_records_named_terms(tmp_path):
     assert [h["step"] for h in res.history] == [10, 20]
     for h in res.history:
         assert h["loss"] == pytest.approx(h["ce"] + 6.0 * h["kl"], rel=1e-5)
+
+
+def test_monitor_records_training_and_test_curves(tmp_path):
+    """Figures 4 and 7 of weight-penalization-classification-layer.txt: clean and robust
+    accuracy on the first training points (trained on) and the first test points, with
+    nothing held out; the values are the monitor's measurement of the weights at that step."""
+    from advgeom.train.batches import Batches
+    from advgeom.train.monitor import Monitor
+
+    cfg = _cfg(iterations=40, checkpoint_every=20,
+               monitor={"every": 20, "size": 0, "eps": 0.1, "train_points": 64, "test_points": 48})
+    res = fit(cfg, root=tmp_path, progress=False)
+    curves = [h for h in res.history if "monitor_test_robust" in h]
+    assert [h["step"] for h in curves] == [20, 40]
+    assert all("monitor_robust" not in h for h in res.history)          # no held-out set
+    b = Batches(cfg, torch.device("cpu"))
+    assert b.held == 0 and b.n == len(b.data)                          # every training point trained on
+    sets = b.curves()
+    assert torch.equal(sets["train"][0], b.images[:64]) and len(sets["test"][1]) == 48
+    test = load("robust_features_2d", "test")
+    assert torch.equal(sets["test"][0], test.images[:48])
+    last = Monitor(cfg, *b.held_out(), sets).measure(load_model(res.path), 40)
+    assert last == {k: curves[-1][k] for k in last} and len(last) == 4
+    assert 0.0 <= last["monitor_test_robust"] <= last["monitor_test_clean"] <= 1.0
+    assert last["monitor_train_clean"] > 0.8                             # the toy problem is learnt
+
+
+def test_monitor_curve_options_are_checked_and_left_out_of_the_hash():
+    import hashlib
+    import json
+
+    from advgeom.config import config_hash, to_dict
+
+    with pytest.raises(ConfigError, match="monitor.size"):
+        _cfg(monitor={"every": 1, "size": 0})                              # nothing to monitor
+    with pytest.raises(ConfigError, match="keep_best"):
+        _cfg(monitor={"every": 1, "size": 0, "test_points": 5, "keep_best": True})
+    with pytest.raises(ConfigError, match="train_points"):
+        _cfg(monitor={"every": 1, "train_points": -1})
+    cfg = _cfg(monitor={"every": 25, "size": 200, "eps": 0.1})
+    data = to_dict(cfg)       # the hash as it was before the curve options existed
+    for k in ("channels_last", "compile", "stiefel"):
+        del data[k]
+    del data["monitor"]["train_points"], data["monitor"]["test_points"]
+    before = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert config_hash(cfg) == before
+    assert config_hash(_cfg(monitor={"every": 25, "size": 200, "eps": 0.1, "test_points": 10})) != before

@@ -152,7 +152,7 @@ class PlanContext(Context):
         mon_passes, mon_points = Passes(), 0
         if mon.every > 0:
             mon_passes = attack_passes(mon.attack, k) + Passes(forward=1)
-            mon_points = (batches.total_steps() // mon.every) * mon.size
+            mon_points = (batches.total_steps() // mon.every) * (mon.size + mon.train_points + mon.test_points)
         self.plan.trainings.append(PlannedTraining(
             planned, batches.total_steps(), batches.per_epoch, self._forward(net, example),
             training_passes(planned.objective, planned.objective_kwargs, k), mon_passes, mon_points))
@@ -227,6 +227,14 @@ def _budget_text(b: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in b.items()) or "-"
 
 
+def _monitor_points(cfg: TrainConfig) -> str:
+    """``"256 points"``, or with training curves ``"0 held-out + 1000 training + 1000 test points"``."""
+    m = cfg.monitor
+    if not (m.train_points or m.test_points):
+        return f"{m.size} points"
+    return f"{m.size} held-out + {m.train_points} training + {m.test_points} test points"
+
+
 def render(plan: Plan, search: tuple[Path, ...] = ()) -> str:
     """The plan as text: models, evaluations, FLOPs and times under the stated rules."""
     exp = plan.experiment
@@ -244,7 +252,7 @@ def render(plan: Plan, search: tuple[Path, ...] = ()) -> str:
         lines.append(f"    {length}, batch {c.batch_size}, {c.optimizer} lr {c.lr:g}; per example "
                      f"{t.per_example.grad:g} gradient pass(es) + {t.per_example.forward:g} forward(s) "
                      f"(crafting included); forward {t.forward_flops:,} FLOP"
-                     + (f"; monitor: {c.monitor.attack} on {c.monitor.size} points every {c.monitor.every} "
+                     + (f"; monitor: {c.monitor.attack} on {_monitor_points(c)} every {c.monitor.every} "
                         f"steps" if c.monitor.every > 0 else "") + f"; {flops_text(t.flops)}")
     lines += ["", f"Evaluations: {len(plan.evaluations)}"]
     for e in plan.evaluations:

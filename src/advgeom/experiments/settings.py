@@ -115,8 +115,11 @@ def active_fields(cfg: TrainConfig) -> dict[str, str]:
         if f.name == "monitor":
             if value.every <= 0:
                 continue
+            points = [f"{n} {what}" for n, what in ((value.size, "held-out training points"),
+                                                    (value.train_points, "first training points"),
+                                                    (value.test_points, "first test points")) if n]
             value = (f"every {value.every} steps, {value.attack} at eps {value.eps or 'of the objective'} on "
-                     f"{value.size} held-out training points" + (", keeps the best weights" if value.keep_best else ""))
+                     + ", ".join(points) + (", keeps the best weights" if value.keep_best else ""))
         if f.name == "schedule" and value == "step" and not cfg.milestones:
             value = "constant"
         if f.name == "train_size" and value == 0:

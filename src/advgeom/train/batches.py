@@ -38,13 +38,32 @@ class Batches:
             self.images, self.labels = self.images.to(device), self.labels.to(device)
 
     def held_out(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The monitor's fixed points: the end of the split (or a seeded online draw)."""
+        """The monitor's fixed points: the end of the split (or a seeded online draw);
+        none when the monitor holds none out."""
+        if self.held == 0:
+            return torch.empty(0, device=self.device), torch.empty(0, dtype=torch.long, device=self.device)
         if self.online:
             g = torch.Generator().manual_seed(derive_seed("monitor-data", self.cfg.seed))
             x, y = self.data.sample_batch(self.held, g)
         else:
             x, y = self.images[-self.held:], self.labels[-self.held:]
         return x.to(self.device), y.to(self.device)
+
+    def curves(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The monitor's training-curve points: the first ``monitor.train_points`` of the
+        training split (trained on) and the first ``monitor.test_points`` of the test split."""
+        mc, out = self.cfg.monitor, {}
+        if mc.train_points > 0:
+            if self.online:
+                raise ConfigError(f"monitor.train_points needs a fixed training split; {self.cfg.dataset!r} "
+                                  "is sampled online")
+            k = min(mc.train_points, self.n)
+            out["train"] = (self.images[:k].to(self.device), self.labels[:k].to(self.device))
+        if mc.test_points > 0:
+            test = load(self.cfg.dataset, "test", **self.cfg.dataset_kwargs)
+            k = min(mc.test_points, len(test))
+            out["test"] = (test.images[:k].to(self.device), test.labels[:k].to(self.device))
+        return out
 
     def total_steps(self) -> int:
         if self.cfg.iterations > 0:

@@ -113,14 +113,15 @@ def smoke_config(cfg: TrainConfig, *, steps: int = SMOKE_STEPS, batch_size: int 
                  monitor_size: int = SMOKE_MONITOR, caps: Mapping[str, int] = SMOKE_CAPS) -> TrainConfig:
     """``cfg`` cut to a smoke run on the same data, model and objective: ``steps``
     iterations (in place of its iterations or epochs), batches of at most ``batch_size``,
-    a checkpoint at the end, the monitor (if on) every step on ``monitor_size`` held-out
-    points with its attack capped, and the objective's crafting attack and inner loops
+    a checkpoint at the end, the monitor (if on) every step on at most ``monitor_size``
+    held-out points (and as many training-curve points of each set) with its attack capped, and the objective's crafting attack and inner loops
     capped (:func:`cap_objective`). Its hash differs from ``cfg``'s, so it never shares a
     cache entry with the real run."""
     mon = cfg.monitor
     if mon.every > 0:
         mon = replace(mon, every=min(mon.every, steps), size=min(mon.size, monitor_size),
-                      attack=cap_spec_text(mon.attack, caps))
+                      train_points=min(mon.train_points, monitor_size),
+                      test_points=min(mon.test_points, monitor_size), attack=cap_spec_text(mon.attack, caps))
     return replace(cfg, iterations=steps, batch_size=min(cfg.batch_size, batch_size),
                    checkpoint_every=min(cfg.checkpoint_every, steps), monitor=mon,
                    objective_kwargs=cap_objective(cfg.objective, cfg.objective_kwargs,

@@ -16,7 +16,16 @@ class MonitorConfig:
     training) at ``eps``/``norm`` (0 / "": the objective's ``eps``/``norm``); the
     clean and robust accuracies go to the history. A robust accuracy ``overfit_drop``
     below the best so far flags catastrophic overfitting; ``keep_best`` makes the
-    final weights those of the best robust accuracy (early stopping)."""
+    final weights those of the best robust accuracy (early stopping).
+
+    Training curves (weight-penalization-classification-layer.txt, Figures 4 and 7):
+    ``train_points`` > 0 attacks the first that many training points (trained on) as
+    well, ``test_points`` > 0 the first that many test points, recorded as
+    ``monitor_train_clean``/``monitor_train_robust`` and ``monitor_test_*``. With
+    either on, ``size`` may be 0 (no point held out; no overfitting rule, no
+    ``keep_best``). Both are left out of the config hash while 0."""
+
+    HASH_OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("train_points", "test_points")
 
     every: int = 0
     size: int = 256
@@ -25,11 +34,19 @@ class MonitorConfig:
     norm: str = ""
     keep_best: bool = False
     overfit_drop: float = 0.2
+    train_points: int = 0
+    test_points: int = 0
 
     def __post_init__(self) -> None:
-        if self.every < 0 or self.size < 1:
-            raise ConfigError(f"monitor.every must be >= 0 and monitor.size >= 1, "
-                              f"got {self.every} and {self.size}")
+        if self.train_points < 0 or self.test_points < 0:
+            raise ConfigError(f"monitor.train_points and monitor.test_points must be >= 0, "
+                              f"got {self.train_points} and {self.test_points}")
+        curves = self.train_points > 0 or self.test_points > 0
+        if self.every < 0 or self.size < (0 if curves else 1):
+            raise ConfigError(f"monitor.every must be >= 0 and monitor.size >= 1 (>= 0 with train_points or "
+                              f"test_points), got {self.every} and {self.size}")
+        if self.keep_best and self.size == 0:
+            raise ConfigError("monitor.keep_best needs held-out points: set monitor.size >= 1")
         if not self.eps >= 0.0 or self.eps == float("inf"):
             raise ConfigError(f"monitor.eps must be finite and >= 0, got {self.eps}")
         if self.norm not in ("", "linf", "l2"):

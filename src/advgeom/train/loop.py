@@ -204,7 +204,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
             raise
         raise ConfigError(f"objective_kwargs of {cfg.objective!r}: {e}") from None
     with_context = _accepts(objective, "context")
-    monitor = Monitor(cfg, *batches.held_out()) if cfg.monitor.every > 0 and w.main else None
+    monitor = Monitor(cfg, *batches.held_out(), batches.curves()) if cfg.monitor.every > 0 and w.main else None
     opt = build_optimizer(cfg, model)
     start, history, events = 0, [], []
     resume = None
@@ -276,7 +276,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool,
                 pending = monitor.measure(model, done)
                 prev_best = best_monitored(history)[0]
                 history_probe = history + [{"step": done, **pending}]
-                if cfg.monitor.keep_best and pending["monitor_robust"] > prev_best:
+                if cfg.monitor.keep_best and pending.get("monitor_robust", -1.0) > prev_best:
                     save_state(best_path, model, None, make_sidecar(cfg, done, total, history_probe, False, custom))
                 if done in overfitting_steps(history_probe, cfg.monitor.overfit_drop) and not events:
                     events.append({"step": done, "event": "catastrophic_overfitting",

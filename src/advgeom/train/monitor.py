@@ -20,9 +20,11 @@ from advgeom.train.config import TrainConfig
 
 
 class Monitor:
-    """Clean and robust accuracy of the model on a fixed held-out batch."""
+    """Clean and robust accuracy of the model on a fixed held-out batch and, for training
+    curves, on fixed training and test points (``curves``: ``{"train": (x, y), "test": (x, y)}``)."""
 
-    def __init__(self, cfg: TrainConfig, x: Tensor, y: Tensor) -> None:
+    def __init__(self, cfg: TrainConfig, x: Tensor, y: Tensor,
+                 curves: dict[str, tuple[Tensor, Tensor]] | None = None) -> None:
         mc = cfg.monitor
         try:
             self.spec = parse_attack_spec(mc.attack)
@@ -34,20 +36,29 @@ class Monitor:
         self.eps = float(eps)
         self.norm = mc.norm or str(cfg.objective_kwargs.get("norm", "linf"))
         self.x, self.y = x, y
+        self.curves = dict(curves or {})
         self.seed = cfg.seed
 
+    def _accuracy(self, model: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> tuple[float, float]:
+        with torch.no_grad():
+            clean = as_logits(model(x), len(y)).argmax(1) == y
+        adv = self.spec.fn(model, x, y, eps=self.eps, norm=self.norm, generator=g, **self.spec.call_kwargs())
+        with torch.no_grad():
+            robust = (as_logits(model(adv), len(y)).argmax(1) == y) & clean
+        return float(clean.float().mean()), float(robust.float().mean())
+
     def measure(self, model: nn.Module, step: int) -> dict[str, float]:
-        """``{"monitor_clean": .., "monitor_robust": ..}`` in [0, 1] at ``step``."""
+        """``{"monitor_clean": .., "monitor_robust": ..}`` in [0, 1] at ``step`` (held-out
+        points; none when no point is held out), plus ``monitor_<set>_clean/robust`` per
+        curve set."""
         g = make_generator(derive_seed("monitor", self.seed, step), self.x.device)
+        out: dict[str, float] = {}
         with eval_mode(model):
-            with torch.no_grad():
-                clean = as_logits(model(self.x), len(self.y)).argmax(1) == self.y
-            adv = self.spec.fn(model, self.x, self.y, eps=self.eps, norm=self.norm, generator=g,
-                               **self.spec.call_kwargs())
-            with torch.no_grad():
-                robust = (as_logits(model(adv), len(self.y)).argmax(1) == self.y) & clean
-        return {"monitor_clean": float(clean.float().mean()),
-                "monitor_robust": float(robust.float().mean())}
+            if len(self.y):
+                out["monitor_clean"], out["monitor_robust"] = self._accuracy(model, self.x, self.y, g)
+            for name, (x, y) in self.curves.items():
+                out[f"monitor_{name}_clean"], out[f"monitor_{name}_robust"] = self._accuracy(model, x, y, g)
+        return out
 
 
 def best_monitored(history: list[dict[str, Any]]) -> tuple[float, int]:
