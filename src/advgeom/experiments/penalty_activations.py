@@ -49,13 +49,8 @@ def activation_configs(profile: str) -> dict[str, TrainConfig]:
 def activation_sources(profile: str) -> dict[str, Source]:
     """Figure 6's settings where Section 4.3 gives them; the training recipe is Table 4's
     (Section 4.3 gives none), the values of s an assumption."""
-    recipe = "Section 4.3 gives no training recipe for Figure 6: Table 4's"
-    src = {k.partition(".")[2]: v for k, v in PM.penalty_sources(profile).items()}
-    src.update({"dataset": in_paper("Section 4.3: PGD40 on MNIST for the ablation"),
-                "train_size": in_paper("the MNIST training set"),
-                "precision": assumption("fp32, the frameworks' default; the paper states none"),
-                "model": assumption(f"{recipe} small network (Section 4.2)"),
-                "model_kwargs": in_paper("Section 4.3, Figure 6: ReLU, PReLU, LeakyReLU and Tanh features"),
+    src, recipe = PM.ablation_sources(profile, "Figure 6")
+    src.update({"model_kwargs": in_paper("Section 4.3, Figure 6: ReLU, PReLU, LeakyReLU and Tanh features"),
                 "objective_kwargs": assumption("Figure 6: alpha = 100 and s varied; its values of s are not in "
                                                "the text (the figure's axis): a log grid around the default 0.1"),
                 "softmax/relu.objective": in_paper("Figure 3 (a): the plain softmax with ReLU features"),

@@ -249,6 +249,19 @@ def table4_sources(profile: str) -> dict[str, Source]:
     return {**src, **penalty_sources(profile)}
 
 
+def ablation_sources(profile: str, figure: str) -> tuple[dict[str, Source], str]:
+    """The penalty model's sources (Section 4.2) for an ablation of Section 4.3 (``figure``,
+    e.g. "Figure 5"), which names no training recipe of its own: Table 4's, on MNIST,
+    the small network, fp32. Returns the sources and the sentence that says so."""
+    recipe = f"Section 4.3 gives no training recipe for {figure}: Table 4's"
+    src = {k.partition(".")[2]: v for k, v in penalty_sources(profile).items()}
+    src.update({"dataset": in_paper("Section 4.3: PGD40 on MNIST for the ablation"),
+                "train_size": in_paper("the MNIST training set"),
+                "precision": assumption("fp32, the frameworks' default; the paper states none"),
+                "model": assumption(f"{recipe} small network (Section 4.2)")})
+    return src, recipe
+
+
 def record_attacks(ctx: Context, st: dict[str, Any]) -> None:
     """The evaluation settings of penalty-mnist and their sources."""
     quick, cpu = ctx.profile == "quick", ctx.profile == "cpu"

@@ -98,13 +98,8 @@ def sweep_configs(profile: str) -> dict[str, TrainConfig]:
 def sweep_sources(profile: str) -> dict[str, Source]:
     """penalty-mnist's sources of the penalty model; Section 4.3 gives no recipe for
     Figure 5 (Table 4's), the grid is an assumption, the cpu schedule a compression."""
-    recipe = "Section 4.3 gives no training recipe for Figure 5: Table 4's"
-    src = {k.partition(".")[2]: v for k, v in PM.penalty_sources(profile).items()}
-    src.update({"dataset": in_paper("Section 4.3: PGD40 on MNIST for the ablation"),
-                "train_size": in_paper("the MNIST training set"),
-                "precision": assumption("fp32, the frameworks' default; the paper states none"),
-                "model": assumption(f"{recipe} small network (Section 4.2)"),
-                "objective_kwargs": assumption(f"{GRID_WHY}; matrix_norm 'fro' is advgeom's reading of "
+    src, recipe = PM.ablation_sources(profile, "Figure 5")
+    src.update({"objective_kwargs": assumption(f"{GRID_WHY}; matrix_norm 'fro' is advgeom's reading of "
                                                "the paper's ||.||_2")})
     for k in ("optimizer", "lr", "epochs", "schedule", "batch_size"):
         src[k] = assumption(f"{recipe} ({src[k].where})")
