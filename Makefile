@@ -17,7 +17,7 @@ demo: setup
 
 # CI runs `make test`: the docs build (warnings are errors) and ruff run before the tests.
 test: setup browser docs lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict fails on any warning,
 # a broken link included. The Material theme's banner about its successor is silenced.
