@@ -138,9 +138,10 @@ def hyper_blackbox(ctx: Context) -> Outcome:
     crafts = {"fgsm": {"attack": "fgsm"},
               "pgd": {"attack": "pgd", "steps": 100, "step_size": 0.01}}
     white = _white_box(s, crafts)
-    ctx.setting("white-box reference", ", ".join(white) + " on the target itself",
+    shown = ["FGSM", "PGD-100"] + [f"APGD-DLR ({s['apgd_steps']} steps)"] * (len(white) > 2)
+    ctx.setting("white-box reference", f"{', '.join(shown[:-1])} and {shown[-1]} on the target itself",
                 assumption("advgeom's gradient-masking check: a transfer attack beating the white-box ones flags it"
-                           + ("; APGD-DLR (100 steps) because cosine-bounded logits make cross-entropy attacks "
+                           + ("; APGD-DLR because cosine-bounded logits make cross-entropy attacks "
                               "weak; the standard suite on these very targets is in hyper-mnist cpu's report "
                               "(same configs), not repeated here" if len(white) > 2 else "")))
     comps: list[Comparison] = []
