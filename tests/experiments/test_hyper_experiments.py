@@ -4,6 +4,8 @@ validate, one table cell evaluates end to end on a tiny model, and hyper-cifar r
 clearly without CIFAR-10."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -121,3 +123,35 @@ def test_blackbox_substitutes_are_independent_copies():
             assert (cfg.model, cfg.objective_kwargs, cfg.iterations) == \
                 (twin.model, twin.objective_kwargs, twin.iterations)
     assert HB.blackbox_configs("paper")["target:dsphere/natural"].dataset == "cifar10"
+
+
+def test_blackbox_cpu_targets_are_hyper_mnist_cpu_models():
+    """Issue 26: the cpu targets are hyper-mnist cpu's own models of Table 3's six cells
+    (same configs, so the same cache key), the substitutes the same recipe with seed 1."""
+    from advgeom.config import config_hash
+
+    cfgs = HB.blackbox_configs("cpu")
+    hm = HM.hyper_configs("cpu")
+    targets = {k.split(":", 1)[1]: c for k, c in cfgs.items() if k.startswith("target:")}
+    assert set(targets) == {f"{a}/{t}" for a in HB.ARCHS for t in HB.TRAININGS}
+    for cell, cfg in targets.items():
+        assert cfg == hm[cell] and config_hash(cfg) == config_hash(hm[cell])
+        sub = cfgs[f"substitute:{cell}"]
+        assert sub.seed == 1 and sub == dataclasses.replace(cfg, seed=1)
+        assert config_hash(sub) != config_hash(cfg)
+    assert targets["dsphere_wm/fgsm"].iterations == 4300 and targets["dsphere_wm/fgsm"].schedule == "piecewise"
+
+
+def test_blackbox_cpu_points_attacks_and_assumptions():
+    s, dataset, _ = HB._recipe("cpu")
+    assert dataset == "mnist" and s["n"] >= 1000 and s is HM.CPU
+    crafts = {"fgsm": {"attack": "fgsm"}, "pgd": {"attack": "pgd", "steps": 100, "step_size": 0.01}}
+    assert list(HB._white_box(s, crafts)) == ["FGSM", "PGD", "APGD-DLR"]
+    assert list(HB._white_box(HB._recipe("quick")[0], crafts)) == ["FGSM", "PGD"]   # the quick report's attacks
+    src = HB.blackbox_sources("cpu")
+    assert {src[k].kind for k in ("dataset", "iterations", "schedule", "batch_size")} == {"assumption"}
+    assert "CIFAR-10" in src["dataset"].where and src["substitute:dsphere/fgsm.objective"].kind == "assumption"
+    assert src["target:dsphere/fgsm.objective"].kind == "paper"
+    assert HB._points_source("cpu", 1000).kind == "assumption" and "1,000" in HB._points_source("cpu", 1000).where
+    exp = get("experiment", "hyper-blackbox")
+    assert exp.profiles == ("quick", "cpu", "paper") and "hours" in exp.expected["cpu"]
