@@ -105,3 +105,17 @@ def test_plan_bad_input_is_one_line(tmp_path):
     res = runner.invoke(app, ["reproduce", "hyper-cifar", "--profile", "quick", "--plan", "--root",
                               str(tmp_path / "r")])
     assert res.exit_code == 2 and "no profile 'quick'" in res.output and "Traceback" not in res.output
+
+
+def test_plan_runs_its_smoke_execution_on_one_thread_and_restores_the_count(monkeypatch):
+    seen, fit = [], P.PlanContext.fit
+    monkeypatch.setattr(P.PlanContext, "fit", lambda self, *a, **kw: seen.append(torch.get_num_threads())
+                        or fit(self, *a, **kw))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)              # a count the plan must not keep at 1
+    try:
+        plan = make_plan("demo", "quick")
+        assert seen == [1] and len(plan.trainings) == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -11,9 +11,8 @@ Distances to errors scale like 1/sqrt(d), so quick distances are not the paper's
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -148,18 +147,6 @@ def record_settings(ctx: Any, s: SphereSettings, *names: str, training: bool = T
                     paper("Section 3: minibatch SGD on the sigmoid cross entropy with Adam, batch 50, online "
                           "sampling (Section 2)"))
     return s
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run with one intra-op thread (these nets and batches are small; two threads on a
-    shared 2-core machine make every small matmul wait for the other thread)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------------------

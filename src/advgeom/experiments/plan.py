@@ -40,7 +40,7 @@ from advgeom.eval.units import unpack
 from advgeom.experiments.base import Context, Experiment
 from advgeom.experiments.cost import (RULES, Passes, attack_passes, budget, duration, flops_text,
                                       forward_flops, rates, training_passes)
-from advgeom.experiments.smoke import SMOKE_POINTS, smoke_check_config
+from advgeom.experiments.smoke import SMOKE_POINTS, one_thread, smoke_check_config
 from advgeom.registry import get
 from advgeom.results.store import open_store
 from advgeom.train import TrainConfig, TrainResult, smoke_config
@@ -211,7 +211,8 @@ def make_plan(name: str, profile: str, *, smoke: bool = False, device: str = "cp
         ctx = PlanContext(name, profile, root, store, torch.device(device), seed, show_progress=False,
                           log=lambda m: None, smoke=True, plan=plan)
         try:
-            exp.fn(ctx)
+            with one_thread():          # the smoke execution: one-point batches
+                exp.fn(ctx)
         finally:
             close = getattr(store, "close", None)
             if callable(close):

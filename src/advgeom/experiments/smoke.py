@@ -22,8 +22,9 @@ never mixes with real results or caches (the smoke configs hash differently, too
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -89,3 +90,17 @@ def pick_points(model: nn.Module, data: Any, picked: dict[tuple[int, int], Any])
     if isinstance(data, TensorData):
         return data.subset(indices=idx)
     return x[idx], y[idx]
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run with one intra-op thread, then restore the count: for tiny nets and batches
+    (smoke-sized runs, the spheres' small nets) a second thread only adds waiting (a
+    one-point evaluation of penalty-mnist's plan took 54 s of CPU on 2 threads of a
+    loaded 2-core machine, 9 s on one)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -20,12 +20,12 @@ from advgeom.experiments._spheres_setup import (  # noqa: E402
     SETTINGS,
     count_errors,
     nearest_error_distances,
-    one_thread,
     quad_config,
     record_settings,
     relu_config,
 )
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment  # noqa: E402
+from advgeom.experiments.smoke import one_thread  # noqa: E402
 from advgeom.experiments.smoke import SMOKE_ITERS, SMOKE_POINTS, SMOKE_SAMPLES, SMOKE_SWEEP  # noqa: E402
 from advgeom.results.plots import save_figure
 
