@@ -48,6 +48,38 @@ def test_reproduce_writes_report_rows_and_skips_units(tmp_path):
     assert CALLS["n"] == n  # the cached unit was not recomputed
 
 
+@experiment("_test_timed", title="timed", paper="adversarial-spheres.txt", reference="spheres.setup")
+def _timed(ctx: Context) -> Outcome:
+    """Trains a tiny classifier and evaluates it once (RUN.md's time per model)."""
+    from advgeom.data import load
+
+    model = ctx.train(TrainConfig(dataset="robust_features_2d", model="relu_mlp",
+                                  model_kwargs={"input_dim": 2, "width": 8, "depth": 1, "num_outputs": 2},
+                                  batch_size=16, iterations=3, checkpoint_every=3))
+    ctx.evaluate(model, load("robust_features_2d", "test", n=64), "fgsm", [0.1], n=16, batch_size=16,
+                 model_name="relu_mlp", defense="natural")
+    return Outcome([], [], [])
+
+
+def test_run_md_gives_each_models_training_and_evaluation_time(tmp_path):
+    """RUN.md's time per model: the training record's time and this run's status; the
+    evaluation's units computed now and, on a rerun, the same units reused with the time
+    they recorded when computed."""
+    import re
+
+    quiet = dict(root=tmp_path, progress=False, log=lambda m: None)
+    run = (reproduce("_test_timed", "quick", **quiet).path.parent / "RUN.md").read_text()
+    assert "## Time per model" in run
+    assert re.search(r"\| relu_mlp \| [0-9a-f]{12} \| trained \| 3 \| [0-9.]+ s \|", run), run
+    now = re.search(r"\| relu_mlp/natural \| 1 \| (\d+) \| ([0-9.]+) s \| 0 \| - \|", run)
+    assert now and int(now.group(1)) >= 2, run              # the clean unit, FGSM, the checks' units
+    again = (reproduce("_test_timed", "quick", **quiet).path.parent / "RUN.md").read_text()
+    assert re.search(r"\| relu_mlp \| [0-9a-f]{12} \| cached \| 3 \|", again), again
+    reused = re.search(r"\| relu_mlp/natural \| 1 \| 0 \| 0\.0 s \| (\d+) \| ([0-9.]+) s \|", again)
+    assert reused and reused.group(1) == now.group(1), again   # the same units, now reused
+    assert abs(float(reused.group(2)) - float(now.group(2))) <= 0.05, again
+
+
 def test_a_code_change_recomputes_units_and_models_unless_reused(tmp_path, monkeypatch):
     import advgeom.results.env as env
     import advgeom.train.state as state

@@ -183,3 +183,21 @@ def test_unwritable_location_is_one_clear_error():
 
     with pytest.raises(AdvgeomError, match="cannot create the directory"):
         ResultStore("/proc/advgeom-nope/results.sqlite")
+
+
+def test_units_record_their_compute_time_and_old_units_read_as_untimed(tmp_path):
+    import json
+
+    s = ResultStore(tmp_path / "r.sqlite", code="c1")
+    s.finish_unit("timed", {"x": 1}, seconds=1.23456)
+    s.finish_unit("plain", {"x": 2})
+    assert s.unit("timed") == {"x": 1} and s.unit_seconds("timed") == pytest.approx(1.235)
+    assert s.unit("plain") == {"x": 2} and s.unit_seconds("plain") is None
+    assert s.unit_seconds("missing") is None
+    # a unit written before units recorded their time is still served (same code)
+    with sqlite3.connect(tmp_path / "r.sqlite") as con:
+        con.execute("UPDATE units SET payload = ? WHERE key = 'plain'", (json.dumps({"code": "c1", "payload": 7}),))
+    assert s.unit("plain") == 7 and s.unit_seconds("plain") is None
+    # another code version: neither served nor mistaken for a payload, with or without a time
+    assert ResultStore(tmp_path / "r.sqlite", code="c2").unit("timed") is None
+    assert ResultStore(tmp_path / "r.sqlite", code="c2", reuse=True).unit("timed") == {"x": 1}

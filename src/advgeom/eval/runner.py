@@ -67,6 +67,9 @@ class EvalResult:
     units_run: int = 0
     units_skipped: int = 0
     figures: list[str] = field(default_factory=list)
+    seconds: float = 0.0              # compute time of the units this call ran
+    seconds_before: float = 0.0       # compute time the reused units recorded when they ran
+    units_untimed: int = 0            # reused units that recorded no time
 
     @property
     def ok(self) -> bool:
@@ -225,7 +228,8 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     if store is not None and w.main:
         store.add(rows)
     result = EvalResult(rows, report, specs, eps_list, norm, points.n, out.clean_correct, out.robust,
-                        out.clean_accept, out.adv_accept, units.run, units.skipped)
+                        out.clean_accept, out.adv_accept, units.run, units.skipped, seconds=units.seconds,
+                        seconds_before=units.seconds_before, units_untimed=units.untimed)
     if strict:
         report.raise_if_failed()
     return result

@@ -12,6 +12,7 @@ in float32, by the evaluator: the stored outcome is its verdict, not the attack'
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,17 +119,28 @@ class Units:
         self.store, self.bar, self.run, self.skipped = store, bar, 0, 0
         self.write = write
         self.fresh: list[tuple[str, Any]] = []
+        self.seconds = 0.0          # compute time of the units run by this call
+        self.seconds_before = 0.0   # compute time the reused units recorded when they ran
+        self.untimed = 0            # reused units that recorded none (written before times were)
 
     def __call__(self, key: str, compute: Any, tick: bool = True) -> dict[str, Any]:
         payload = self.store.unit(key) if self.store is not None else None
         if payload is None:
+            t = time.perf_counter()
             payload = compute()
+            dt = time.perf_counter() - t
+            self.seconds += dt
             if self.store is not None and self.write:
-                self.store.finish_unit(key, payload, [])
+                self.store.finish_unit(key, payload, [], seconds=dt)
             self.fresh.append((key, payload))
             self.run += 1
         else:
             self.skipped += 1
+            before = self.store.unit_seconds(key) if self.store is not None else None
+            if before is None:
+                self.untimed += 1
+            else:
+                self.seconds_before += before
         if self.bar is not None and tick:
             self.bar.update(1)
         return payload

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from advgeom.attacks.spec import SMOKE_CAPS, cap_spec, parse_attacks
+from advgeom.config import config_hash
 from advgeom.errors import AdvgeomError
 from advgeom.distributed import world
 from advgeom.eval.runner import EvalResult, evaluate
@@ -180,6 +181,66 @@ def reference(key: str) -> dict[str, Any]:
 # context
 
 
+def duration_text(seconds: float | None) -> str:
+    """``"1 h 22 min"``, ``"4 min 10 s"``, ``"12 s"``; ``"not recorded"`` for ``None``."""
+    if seconds is None:
+        return "not recorded"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """One :meth:`Context.fit`: which model, whether this run trained it, its time."""
+
+    model: str
+    config: str
+    status: str          # "trained", "resumed at step k", "cached"
+    steps: int
+    seconds: float | None
+
+    @classmethod
+    def of(cls, res: TrainResult) -> "TrainedModel":
+        last = res.history[-1] if res.history else {}
+        status = ("cached" if res.cached else f"resumed at step {res.resumed_from}" if res.resumed_from
+                  else "trained")
+        seconds = last.get("seconds")
+        return cls(res.config.model, config_hash(res.config), status, int(last.get("step", 0)),
+                   float(seconds) if isinstance(seconds, (int, float)) else None)
+
+    def line(self) -> str:
+        return (f"| {self.model} | {self.config} | {self.status} | {self.steps} | "
+                f"{duration_text(self.seconds)} |")
+
+
+@dataclass
+class EvalTime:
+    """The evaluations of one model in one run: compute time now and as recorded before."""
+
+    count: int = 0
+    run: int = 0
+    seconds: float = 0.0
+    reused: int = 0
+    seconds_before: float = 0.0
+    untimed: int = 0
+
+    def add(self, res: EvalResult) -> None:
+        self.count += 1
+        self.run += res.units_run
+        self.seconds += res.seconds
+        self.reused += res.units_skipped
+        self.seconds_before += res.seconds_before
+        self.untimed += res.units_untimed
+
+    def line(self) -> str:
+        before = duration_text(self.seconds_before) if self.reused else "-"
+        if self.untimed:
+            before += f" ({self.untimed} of {self.reused} units recorded no time: computed before units recorded it)"
+        return f"{self.count} | {self.run} | {duration_text(self.seconds)} | {self.reused} | {before}"
+
+
 @dataclass
 class Context:
     """Everything an experiment may touch: profile, cache, store, figures, device, seeds.
@@ -202,6 +263,8 @@ class Context:
     smoke: bool = False  # ``--smoke``: every loop that grows with the profile capped
     _picked: dict[tuple[int, int], Any] = field(default_factory=dict, repr=False)  # smoke points
     settings: list[Setting] = field(default_factory=list)  # evaluation settings (:meth:`setting`)
+    trained: list[TrainedModel] = field(default_factory=list)  # every fit, for RUN.md
+    evaluated: dict[str, EvalTime] = field(default_factory=dict)  # time per evaluated model, for RUN.md
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -275,8 +338,10 @@ class Context:
     def fit(self, cfg: TrainConfig, model: nn.Module | None = None) -> TrainResult:
         """Train (or load from cache / resume) ``cfg`` (capped under ``--smoke``), from
         ``model`` when given (fine-tuning); the whole :class:`TrainResult`."""
-        return fit(self.config(cfg), model=model, root=self.root, device=self.device,
-                   progress=self.show_progress, reuse=self.reuse)
+        res = fit(self.config(cfg), model=model, root=self.root, device=self.device,
+                  progress=self.show_progress, reuse=self.reuse)
+        self.trained.append(TrainedModel.of(res))
+        return res
 
     def train(self, cfg: TrainConfig, model: nn.Module | None = None) -> nn.Module:
         """Train (or load from cache / resume) ``cfg``; the model comes back in eval mode."""
@@ -300,7 +365,7 @@ class Context:
         if self.smoke:
             attacks = [cap_spec(s) for s in parse_attacks(attacks)]
             data = pick_points(model, data, self._picked)
-        return evaluate(model, data, attacks, eps, **self._eval_kwargs(kw))
+        return self._timed(evaluate(model, data, attacks, eps, **self._eval_kwargs(kw)), model, kw)
 
     def suite(self, model: nn.Module, data: Any, eps: Any, *, version: str = "standard",
               norm: str = "linf", **kw: Any) -> EvalResult:
@@ -308,8 +373,35 @@ class Context:
         context's settings, capped like :meth:`evaluate` under ``--smoke``."""
         if self.smoke:
             data = pick_points(model, data, self._picked)
-        return standard_suite(model, data, eps, version=version, norm=norm,
-                              caps=SMOKE_CAPS if self.smoke else None, **self._eval_kwargs(kw))
+        return self._timed(standard_suite(model, data, eps, version=version, norm=norm,
+                                          caps=SMOKE_CAPS if self.smoke else None, **self._eval_kwargs(kw)),
+                           model, kw)
+
+    def _timed(self, res: EvalResult, model: nn.Module, kw: dict[str, Any]) -> EvalResult:
+        """Add an evaluation's compute time to its model's entry of :attr:`evaluated`."""
+        label = "/".join(str(v) for v in (kw.get("model_name") or type(model).__name__,
+                                          kw.get("defense") or "none"))
+        self.evaluated.setdefault(label, EvalTime()).add(res)
+        return res
+
+    def time_lines(self) -> list[str]:
+        """RUN.md's "Time per model" section: every model trained (or found cached) and
+        the compute time of every model's evaluations (:attr:`trained`, :attr:`evaluated`)."""
+        if not self.trained and not self.evaluated:
+            return []
+        out = ["## Time per model", ""]
+        if self.trained:
+            out += ["Training (the time is the training record's, summed over every session that "
+                    "trained the model, resumes included):", "",
+                    "| model | config | this run | steps | training time |", "|---|---|---|---|---|"]
+            out += [t.line() for t in self.trained] + [""]
+        if self.evaluated:
+            out += ["Evaluation (the compute time of its units of work: those this run computed, and "
+                    "those it reused as recorded when they were computed):", "",
+                    "| model / defense | evaluations | units computed now | time now | units reused | "
+                    "their recorded time |", "|---|---|---|---|---|---|"]
+            out += [f"| {k} | {v.line()} |" for k, v in self.evaluated.items()] + [""]
+        return out
 
     def generator(self, offset: Any = 0) -> torch.Generator:
         """A generator seeded by (experiment, seed, offset), on the context's device."""

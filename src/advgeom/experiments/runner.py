@@ -161,7 +161,8 @@ def reproduce(name: str, profile: str = "quick", *, root: str | Path = "runs",
         seconds = time.time() - t0
         path = write_report(ctx, exp, outcome, seconds, env, command) if w.main else ctx.out_dir
         if w.main:
-            (path.parent / "RUN.md").write_text(run_record(command, env, start, argv=sys.argv))
+            (path.parent / "RUN.md").write_text(run_record(command, env, start, argv=sys.argv,
+                                                           sections=ctx.time_lines()))
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)

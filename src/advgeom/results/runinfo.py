@@ -136,7 +136,8 @@ def run_markdown(command: str, env: Mapping[str, str], load_start: tuple[float, 
                  load_end: tuple[float, float, float] | None, seconds: float | None, *,
                  machine: Mapping[str, str] | None = None, started: float | None = None,
                  cpu_seconds: float | None = None, argv: Sequence[str] | None = None,
-                 title: str = "How report.md was produced", notes: Iterable[str] = ()) -> str:
+                 title: str = "How report.md was produced", notes: Iterable[str] = (),
+                 sections: Sequence[str] = ()) -> str:
     """RUN.md for one run: command, git sha and whether the tree was clean, machine (CPU
     model, cores), threads, load average at the start and the end, wall and CPU time.
     Pure: every fact is an argument; a fact given as ``None`` prints as not recorded."""
@@ -177,6 +178,8 @@ def run_markdown(command: str, env: Mapping[str, str], load_start: tuple[float, 
         lines += [f"**{DIRTY_VERDICT[0].upper() + DIRTY_VERDICT[1:]}** (git sha `{sha}`).", ""]
     lines += ["| fact | value |", "|---|---|"] + [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
     lines += ["", _busy_text(load_start, load_end, usable if usable != NOT_RECORDED else logical, threads)]
+    if sections:                      # e.g. the experiment's time per model
+        lines += ["", *sections]
     notes = list(notes)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -185,13 +188,15 @@ def run_markdown(command: str, env: Mapping[str, str], load_start: tuple[float, 
 
 def run_record(command: str, env: Mapping[str, str], start: Snapshot, *,
                end: Snapshot | None = None, argv: Sequence[str] | None = None,
-               machine_info: Mapping[str, str] | None = None) -> str:
+               machine_info: Mapping[str, str] | None = None, sections: Sequence[str] = ()) -> str:
     """RUN.md for a run that began at ``start`` and ends now (or at ``end``): what
-    ``advgeom reproduce`` writes beside its report."""
+    ``advgeom reproduce`` writes beside its report (``sections``: Markdown lines after
+    the facts, e.g. the time per model)."""
     end = end or snapshot()
     return run_markdown(command, env, start.load, end.load, end.wall - start.wall,
                         machine=machine_info if machine_info is not None else machine(),
-                        started=start.wall, cpu_seconds=end.cpu - start.cpu, argv=argv)
+                        started=start.wall, cpu_seconds=end.cpu - start.cpu, argv=argv,
+                        sections=sections)
 
 
 # ---------------------------------------------------------------------------

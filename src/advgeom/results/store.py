@@ -38,6 +38,9 @@ from advgeom.results.schema import SCHEMA, TABLES, explain, inspect, migrate, re
 DEFAULT_PATH = Path("runs") / "results.sqlite"
 
 
+UNIT_FIELDS = frozenset({"code", "payload", "seconds"})   # a stored unit's JSON wrapper
+
+
 class ResultStore:
     """Tidy rows in SQLite with the environment of each run.
 
@@ -229,16 +232,29 @@ class ResultStore:
         if rec is None:
             return None
         data = json.loads(rec[0])
-        versioned = isinstance(data, dict) and set(data) == {"code", "payload"}
+        versioned = isinstance(data, dict) and {"code", "payload"} <= set(data) <= UNIT_FIELDS
         if versioned and data["code"] == self.code:
             return data["payload"]
         if self.reuse:
             return data["payload"] if versioned else data
         return None
 
-    def finish_unit(self, key: str, payload: Any, rows: Iterable[Row] = ()) -> None:
-        """Store a unit's payload (with the code version) and its rows atomically (rows
-        as :meth:`add` with the store's :attr:`replace`)."""
+    def unit_seconds(self, key: str) -> float | None:
+        """The compute time a finished unit recorded (``None``: none recorded, e.g. a unit
+        written before units recorded their time, or no such unit)."""
+        if "units" not in self._tables:
+            return None
+        with self._connect() as con:
+            rec = con.execute("SELECT payload FROM units WHERE key = ?", (key,)).fetchone()
+        data = json.loads(rec[0]) if rec is not None else None
+        seconds = data.get("seconds") if isinstance(data, dict) else None
+        return float(seconds) if isinstance(seconds, (int, float)) else None
+
+    def finish_unit(self, key: str, payload: Any, rows: Iterable[Row] = (), *,
+                    seconds: float | None = None) -> None:
+        """Store a unit's payload (with the code version and, when given, the ``seconds``
+        it took to compute) and its rows atomically (rows as :meth:`add` with the store's
+        :attr:`replace`)."""
         self._writable("store a unit of work")
         rows = list(rows)
         for r in rows:
@@ -247,7 +263,9 @@ class ResultStore:
             removed = _remove_other_point_sets(con, rows, self.run_id) if self.replace and rows else 0
             self._insert(con, rows)
             con.execute("INSERT OR REPLACE INTO units (key, payload, run_id, written) VALUES (?, ?, ?, ?)",
-                        (key, json.dumps({"code": self.code, "payload": payload}), self.run_id,
+                        (key, json.dumps({"code": self.code, "payload": payload,
+                                          **({} if seconds is None else {"seconds": round(float(seconds), 3)})}),
+                         self.run_id,
                          time.time()))
         self.replaced += removed
 
