@@ -68,6 +68,8 @@ def run_tests(timeout: int) -> list[str]:
     except subprocess.TimeoutExpired:
         return ["GPU tests (tests/gpu)", "timed out", f"> {timeout} s", ""]
     last = (out.stdout.strip().splitlines() or ["(no output)"])[-1]
+    if out.returncode != 0:            # what failed, before the table
+        print(out.stdout[-4000:], out.stderr[-2000:], sep="\n", file=sys.stderr)
     return ["GPU tests (tests/gpu)", "pass" if out.returncode == 0 else "FAIL", last, ""]
 
 
