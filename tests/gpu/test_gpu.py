@@ -91,3 +91,25 @@ def test_training_steps_on_gpu(tmp_path, options):
     res = fit(cfg, root=tmp_path, device="cuda", progress=False)
     assert next(res.model.parameters()).device.type == "cuda"
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
+
+
+def test_geodesic_rejector_fits_and_calibrates_a_gpu_model_from_cpu_data():
+    """The rejector's statistics live on its model's device; fit and calibrate take CPU
+    data (hyper-mnist's cpu profile on CUDA once failed here) and agree with the CPU."""
+    from advgeom.inference import GeodesicRejector
+    from advgeom.registry import create
+
+    torch.manual_seed(0)
+    cpu_model = create("model", "dsphere_mnist").eval()
+    gpu_model = create("model", "dsphere_mnist").eval()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    gpu_model = gpu_model.cuda()
+    x, y = batch(128)
+    on_cpu = GeodesicRejector.fit(cpu_model, x, y)
+    on_gpu = GeodesicRejector.fit(gpu_model, x, y)
+    assert on_gpu.mean.device.type == "cuda" and on_gpu.p_factor.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.mean.cpu(), on_cpu.mean, rtol=1e-4, atol=1e-5)
+    p_cpu, p_gpu = on_cpu.calibrate(x, 0.1), on_gpu.calibrate(x, 0.1)
+    assert abs(p_cpu - p_gpu) <= 1e-4 * p_cpu
+    _, accept = on_gpu.predict_with_rejection(x.cuda())
+    assert accept.device.type == "cuda" and 0.8 <= float(accept.float().mean()) <= 0.95

@@ -80,16 +80,16 @@ class GeodesicRejector(nn.Module):
 
     def __init__(self, model: nn.Module, mean: Tensor, std: Tensor, p: float = 1.0) -> None:
         super().__init__()
-        head_weight(model)
+        device = head_weight(model).device   # the statistics live beside the model they describe
         if mean.shape != std.shape or mean.dim() != 1 or not torch.isfinite(mean).all() \
                 or not torch.isfinite(std).all():
             raise ConfigError("geodesic inference: every class needs training samples "
                               "(finite angle mean and std per class)")
         self.model = model
-        self.register_buffer("mean", mean.clone().float())
-        self.register_buffer("std", std.clone().float())
+        self.register_buffer("mean", mean.detach().clone().float().to(device))
+        self.register_buffer("std", std.detach().clone().float().to(device))
         # a buffer, so that the state hash keying cached evaluations changes with p
-        self.register_buffer("p_factor", torch.tensor(check_p(p)))
+        self.register_buffer("p_factor", torch.tensor(check_p(p), device=device))
         self.num_classes = getattr(model, "num_classes", mean.numel())
         self.input_shape = getattr(model, "input_shape", None)
         self.train(model.training)  # the wrapped model's mode (eval for a trained model)
@@ -156,7 +156,7 @@ class GeodesicRejector(nn.Module):
                 or not 0.0 <= target_rate < 1.0:
             raise ConfigError(f"geodesic calibration: target rejection rate must be in [0, 1), "
                               f"got {target_rate!r}")
-        r = self.ratios(inputs.to(self.mean.device), batch_size).double().sort().values
+        r = self.ratios(inputs.to(head_weight(self.model).device), batch_size).double().sort().values
         keep = int(math.ceil((1.0 - target_rate) * len(r))) - 1  # accept the first keep+1
         self.p = check_p(float(r[max(keep, 0)]) * (1 + 1e-6) if len(r) else 1.0)
         return self.p
