@@ -33,6 +33,7 @@ from torch import nn
 from advgeom.analysis import sphere_projection as SP
 from advgeom.attacks.fgsm import fgsm
 from advgeom.data import load
+from advgeom.eval.units import device_of
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.experiments.hyper_figures import FeatureView, feature_angle_panels, feature_panels, projection_histogram
 from advgeom.experiments.hyper_mnist import ARCHS, QUICK_WHY, hyper_config, hyper_sources, record_dsphere_constants
@@ -92,18 +93,24 @@ def feature_sources(profile: str) -> dict[str, Source]:
 
 @torch.no_grad()
 def features(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """``model.features`` of ``x`` in batches, as a float64 array."""
-    return torch.cat([model.features(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]).double().numpy()
+    """``model.features`` of ``x`` in batches (on the model's device), as a float64 array."""
+    dev = device_of(model, x)
+    return torch.cat([model.features(x[i:i + BATCH].to(dev)).cpu()
+                      for i in range(0, len(x), BATCH)]).double().numpy()
 
 
 @torch.no_grad()
 def predictions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model(x[i:i + BATCH]).argmax(1) for i in range(0, len(x), BATCH)])
+    """The predicted classes of ``x`` in batches (on the model's device), on the CPU."""
+    dev = device_of(model, x)
+    return torch.cat([model(x[i:i + BATCH].to(dev)).argmax(1).cpu() for i in range(0, len(x), BATCH)])
 
 
 def fgsm_batched(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """FGSM at ``eps`` (linf, cross-entropy) in batches."""
-    return torch.cat([fgsm(model, x[i:i + BATCH], y[i:i + BATCH], eps=eps) for i in range(0, len(x), BATCH)])
+    """FGSM at ``eps`` (linf, cross-entropy) in batches (on the model's device), on the CPU."""
+    dev = device_of(model, x)
+    return torch.cat([fgsm(model, x[i:i + BATCH].to(dev), y[i:i + BATCH].to(dev), eps=eps).cpu()
+                      for i in range(0, len(x), BATCH)])
 
 
 def inside_natural(adversarial: np.ndarray, natural: np.ndarray) -> np.ndarray:
@@ -158,7 +165,7 @@ def model_view(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     adv_feats = features(model, adv[torch.as_tensor(fooled)]) if fooled.any() else np.zeros((0, 2))
     inside = inside_natural(adv_feats, feats)
     norms = np.linalg.norm(traj, axis=1)
-    weights = model.head.weight.detach().double().numpy() if sphere else None
+    weights = model.head.weight.detach().double().cpu().numpy() if sphere else None
     view = FeatureView(feats, y.numpy(), traj, adv_feats, weights, TRAJECTORY_DIGIT, ADVERSARIAL_DIGIT)
     stats = dict(index=i, min_norm_ratio=float(norms.min() / norms[0]), start_norm=float(norms[0]),
                  change_lambda=float(lam.flatten()[changed[0]]) if len(changed) else None,

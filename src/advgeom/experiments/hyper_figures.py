@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from advgeom.inference import angle_statistics, class_angles
+from advgeom.eval.units import device_of
 from advgeom.results.plots import save_figure
 
 POINTS = 2000
@@ -30,7 +31,7 @@ def embedding_projection(models: Mapping[str, nn.Module], data: Any, path: Path,
     x, y = data.images[:points], data.labels[:points]
     fig = Figure(figsize=(4.5 * len(models), 4.2))
     for i, (name, model) in enumerate(models.items(), start=1):
-        f = model.features(x)
+        f = model.features(x.to(device_of(model, x))).cpu()
         f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
         centered = f - f.mean(0)
         _, _, v = torch.linalg.svd(centered, full_matrices=False)
@@ -53,10 +54,11 @@ def angle_histograms(models: Mapping[str, nn.Module], train: Any, test: Any, pat
     xt, yt = train.images[:points], train.labels[:points]
     xs = test.images[:points]
     for i, (name, model) in enumerate(models.items(), start=1):
-        _, ang = class_angles(model, xt)
-        own = ang.gather(1, yt.unsqueeze(1)).squeeze(1)
-        logits, ang_t = class_angles(model, xs)
-        pred = ang_t.gather(1, logits.argmax(1, keepdim=True)).squeeze(1)
+        dev = device_of(model, xt)
+        _, ang = class_angles(model, xt.to(dev))
+        own = ang.gather(1, yt.to(dev).unsqueeze(1)).squeeze(1).cpu()
+        logits, ang_t = class_angles(model, xs.to(dev))
+        pred = ang_t.gather(1, logits.argmax(1, keepdim=True)).squeeze(1).cpu()
         mean, std = angle_statistics(model, xt, yt)
         ax = fig.add_subplot(1, len(models), i)
         ax.hist(own.numpy(), bins=40, alpha=0.6, label="train, own class")

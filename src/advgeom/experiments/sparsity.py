@@ -75,11 +75,12 @@ def fc2_config(profile: str, task: str, defense: str, *, lam: float = L1_LAM,
                        checkpoint_every=500)
 
 
-def test_points(task: str, n: int | None) -> tuple[Tensor, Tensor]:
-    """The first ``n`` test points (all when None) of a task (``cnn`` = MNIST 10 classes)."""
+def test_points(task: str, n: int | None, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The first ``n`` test points (all when None) of a task (``cnn`` = MNIST 10 classes),
+    on ``device`` (the experiment's, where its models are)."""
     data = load("mnist", "test") if task == "cnn" else load(TASKS[task][0], "test", classes=TASKS[task][1])
     n = len(data) if n is None else min(n, len(data))
-    return data.images[:n], data.labels[:n]
+    return data.images[:n].to(device), data.labels[:n].to(device)
 
 
 # --------------------------------------------------------------------------- sources (issue 27)
@@ -210,7 +211,7 @@ def table1(ctx: Context) -> Outcome:
     n = SETTINGS[ctx.profile]["n_cnn"]
     ctx.setting("test points", n, _points_source(ctx, n, "MNIST test images"))
     s, ref = ctx.capped(SETTINGS[ctx.profile], n_cnn=SMOKE_POINTS), ctx.reference("sparsity.mnist_cnn4")
-    x, y = test_points("cnn", s["n_cnn"])
+    x, y = test_points("cnn", s["n_cnn"], ctx.device)
     comps, notes = [], []
     for col, fe in enumerate((False, True)):
         tag = ("front_end" if fe else "no_defense")
@@ -254,7 +255,7 @@ def table2(ctx: Context) -> Outcome:
     s, ref = ctx.capped(SETTINGS[ctx.profile], n_bin=SMOKE_POINTS), ctx.reference("sparsity.binary_fc2")
     comps, notes = [], []
     for task in TASKS:
-        x, y = test_points(task, s["n_bin"])
+        x, y = test_points(task, s["n_bin"], ctx.device)
         for col, defense in enumerate(DEFENSES):
             fe = defense == "front_end"
             model = ctx.train(fc2_config(ctx.profile, task, defense))
@@ -351,7 +352,7 @@ def l1_sweep(ctx: Context) -> Outcome:
     comps, notes = [], []
     res: dict[str, dict[tuple[float, int], dict[str, float]]] = {}
     for task in TASKS:
-        x, y = test_points(task, sw["n"])
+        x, y = test_points(task, sw["n"], ctx.device)
         paper_ll = ref["rows"][task][DEFENSES.index("sparse_network")]
         res[task] = {}
         for lam, iters in sweep_points(ctx.profile):
@@ -421,7 +422,7 @@ def curves(ctx: Context) -> Outcome:
     it = {"steps": 10}  # default delta = eps/10
     comps, figs, notes = [], [], []
     for task in TASKS:
-        x, y = test_points(task, s["curve_n"])
+        x, y = test_points(task, s["curve_n"], ctx.device)
         lines: dict[str, list[float]] = {}
         for defense in DEFENSES:
             fe = defense == "front_end"
@@ -486,7 +487,7 @@ def cw(ctx: Context) -> Outcome:
                                              "how many it attacked; C&W of 1000 iterations is costly"))
     s = ctx.capped(SETTINGS[ctx.profile], cw_n=SMOKE_POINTS, cw_steps=SMOKE_ITERS, cw_search=1)
     ref = ctx.reference("sparsity.cw_histograms")
-    x, y = test_points("cnn", s["cw_n"])
+    x, y = test_points("cnn", s["cw_n"], ctx.device)
     attack = get("attack", "cw_l2")
     dists, comps = {}, []
     for fe in (False, True):

@@ -83,7 +83,7 @@ def theory(ctx: Context) -> Outcome:
                 "N up to 4096", assumption("illustrations of Theorems 1 and 2 on random networks (not in the paper)"))
     s = ctx.capped(SETTINGS[ctx.profile], theory_n=SMOKE_POINTS)
     comps, figs, notes = [], [], []
-    x, y = test_points("mnist", s["theory_n"])
+    x, y = test_points("mnist", s["theory_n"], ctx.device)
     ll = get("attack", "locally_linear")
     # Theorem 2: trained fc2 (no defense vs l1) and a random deep ReLU network
     cases: dict[str, list[LB.LayerBound]] = {}
@@ -98,7 +98,7 @@ def theory(ctx: Context) -> Outcome:
         comps.append(Comparison(f"fc2/{defense}: prod gamma (output layer)",
                                 float(np.prod([g for _, g in LB.layer_gammas(model)])), None, unit=""))
     net = LB.random_relu_network([784, 256, 128, 64, 10], generator=ctx.generator("net"), keep=0.2, scale=2.0)
-    rows = LB.theorem2(net, x.flatten(1), _sign_noise(ctx.generator("net-e"))(x, EPS).flatten(1))
+    rows = LB.theorem2(net, x.flatten(1).cpu(), _sign_noise(ctx.generator("net-e"))(x, EPS).flatten(1).cpu())  # net on CPU
     cases["random 784-256-128-64-10 (20% weights)"] = rows
     comps.append(Comparison("Thm 2 random network: max measured/bound", _worst_ratio(rows), None,
                             unit="", note="<= 1 required"))
@@ -108,7 +108,7 @@ def theory(ctx: Context) -> Outcome:
     eps = [0.01, 0.05, 0.1, 0.2, 0.3]
     cnn = ctx.train(cnn_config(ctx.profile, False))
     fc = ctx.train(fc2_config(ctx.profile, "mnist", "none"))
-    xc, yc = test_points("cnn", s["theory_n"])
+    xc, yc = test_points("cnn", s["theory_n"], ctx.device)
     trained = {}
     for name, model, xx, yy in (("cnn", cnn, xc, yc), ("fc2", fc, x, y)):
         for how, fn in (("LL", lambda a, e, m=model, t=yy: ll(m, a, t, eps=e)),
