@@ -31,6 +31,7 @@ from advgeom.results import ResultStore, Row
 from advgeom.seeding import derive_seed, make_generator
 from advgeom.stats import percent_interval
 from advgeom.train import TrainConfig, TrainResult, fit, smoke_config
+from advgeom.train.preview import duration_text
 
 T = TypeVar("T")
 # The profiles an experiment may declare (DESIGN.md "Profiles and provenance"): ``quick``
@@ -181,14 +182,12 @@ def reference(key: str) -> dict[str, Any]:
 # context
 
 
-def duration_text(seconds: float | None) -> str:
-    """``"1 h 22 min"``, ``"4 min 10 s"``, ``"12 s"``; ``"not recorded"`` for ``None``."""
+def time_text(seconds: float | None) -> str:
+    """RUN.md's times: :func:`advgeom.train.preview.duration_text` (``"3 min 20 s"``), one
+    decimal under 10 s (unit timings are short), ``"not recorded"`` for ``None``."""
     if seconds is None:
         return "not recorded"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    return f"{seconds:.1f} s" if seconds < 10 else duration_text(seconds)
 
 
 @dataclass(frozen=True)
@@ -212,7 +211,7 @@ class TrainedModel:
 
     def line(self) -> str:
         return (f"| {self.model} | {self.config} | {self.status} | {self.steps} | "
-                f"{duration_text(self.seconds)} |")
+                f"{time_text(self.seconds)} |")
 
 
 @dataclass
@@ -235,10 +234,10 @@ class EvalTime:
         self.untimed += res.units_untimed
 
     def line(self) -> str:
-        before = duration_text(self.seconds_before) if self.reused else "-"
+        before = time_text(self.seconds_before) if self.reused else "-"
         if self.untimed:
             before += f" ({self.untimed} of {self.reused} units recorded no time: computed before units recorded it)"
-        return f"{self.count} | {self.run} | {duration_text(self.seconds)} | {self.reused} | {before}"
+        return f"{self.count} | {self.run} | {time_text(self.seconds)} | {self.reused} | {before}"
 
 
 @dataclass
