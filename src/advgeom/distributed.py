@@ -32,6 +32,7 @@ arithmetic, without DDP's overlap of communication and backward.
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import re
 import shlex
@@ -105,6 +106,11 @@ def init_from_env(device: str = "cpu") -> tuple[World, str]:
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
     if not dist.is_initialized():
+        # torch._dynamo imported while a group exists keeps that group alive past
+        # destroy_process_group (torch 2.13): its gloo threads then outlive the
+        # interpreter and a rank can end in SIGABRT ("terminate called without an active
+        # exception") after its work is done. Imported first, it holds nothing.
+        importlib.import_module("torch._dynamo")
         dist.init_process_group(backend="nccl" if cuda else "gloo")
         atexit.register(_leave)
         _PEERS[:] = all_gather_objects((socket.gethostname(), os.getpid()))

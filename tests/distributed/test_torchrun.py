@@ -143,3 +143,17 @@ def test_a_dead_rank_leaves_one_line_per_surviving_rank(tmp_path):
     assert "Traceback" not in lines[0]
     assert "rank 1 (pid " in lines[0] and "of 2 died, so rank 0 stops too" in lines[0]
     assert "torchrun --standalone --nproc_per_node=2 -m advgeom train --no-progress" in lines[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to list threads")
+def test_leaving_the_group_ends_its_gloo_threads(tmp_path):
+    """A group left with destroy_process_group must not keep its gloo threads: torch 2.13
+    keeps the group alive when torch._dynamo is first imported while it exists, and the
+    threads then outlive the interpreter (a rank ended in SIGABRT after its work, about
+    one run in ten, and failed the run)."""
+    proc = subprocess.run(TORCHRUN + [str(WORKER.with_name("teardown_worker.py")), str(tmp_path)],
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
+    assert sorted(r["rank"] for r in ranks) == [0, 1]
+    assert all(r["gloo_threads"] == [] for r in ranks), ranks
