@@ -51,3 +51,10 @@ def test_random_starts_inside_ball_and_reproducible():
         assert (n <= 0.2 + 1e-6).all() and n.mean() > 0.05
     s = random_start(x, eps, "l2", make_generator(5), l2_radius="sphere")
     assert torch.allclose(flat_norm(s - x, "l2"), eps, atol=1e-6)
+    # clip=False: the same draw, not clipped to [0,1] (x at 0: half the linf start is negative)
+    zero = torch.zeros(200, 8)
+    for norm in ("linf", "l2"):
+        raw = random_start(zero, eps, norm, make_generator(5), clip=False)
+        assert float(raw.min()) < 0.0
+        assert torch.equal(raw.clamp(0.0, 1.0), random_start(zero, eps, norm, make_generator(5)))
+        assert (flat_norm(raw, norm) <= 0.2 + 1e-6).all()

@@ -97,6 +97,34 @@ def test_fast_fgsm_in_ball_and_step():
     assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
 
 
+def test_fast_fgsm_unclipped_start_is_the_mnist_codes_step():
+    """``start="unclipped"``: the gradient at the raw uniform start, pixels below 0 included
+    (Wong et al.'s MNIST code), then the step clamped to the ball and to [0,1], computed
+    here by hand; the clipped start (their CIFAR code) differs on a black background."""
+    from advgeom.attacks._geometry import random_start
+    from advgeom.seeding import make_generator
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)).eval()
+    x = torch.zeros(64, 2)                      # every pixel on the lower edge of [0,1]
+    y = torch.randint(0, 2, (64,))
+    eps, alpha = 0.3, 0.375
+    x0 = random_start(x, torch.full((64,), eps), "linf", make_generator(3), clip=False)
+    assert float(x0.min()) < -0.1               # the start leaves [0,1]
+    x0.requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(x0), y, reduction="sum"), x0)
+    delta = (x0.detach() - x + alpha * g.sign()).clamp(-eps, eps)
+    by_hand = x + torch.max(torch.min(1 - x, delta), -x)
+    got = fast_fgsm(model, x, y, eps=eps, norm="linf", alpha=alpha, generator=make_generator(3), start="unclipped")
+    assert torch.allclose(got, by_hand, atol=1e-7)
+    clipped = fast_fgsm(model, x, y, eps=eps, norm="linf", alpha=alpha, generator=make_generator(3))
+    assert not torch.equal(clipped, got)
+    for adv in (got, clipped):
+        assert float(adv.min()) >= 0.0 and float((adv - x).abs().max()) <= eps + 1e-6
+    with pytest.raises(ConfigError, match="start must be one of clipped, unclipped, got 'raw'"):
+        create("defense", "fgsm_at", start="raw")
+
+
 def test_threat_model_warmup_ramps_linearly():
     tm = ThreatModel.checked("x", 0.3, "linf", 0.5)
     assert tm.at(StepContext(step=0, total=100)) == pytest.approx(0.3 * 1 / 50)

@@ -103,8 +103,9 @@ def rand(shape: tuple[int, ...], generator: torch.Generator, like: Tensor,
 
 
 def random_start(x: Tensor, eps: Tensor, norm: str, generator: torch.Generator,
-                 l2_radius: str = "uniform") -> Tensor:
-    """A random point of the eps-ball, clipped to [0,1].
+                 l2_radius: str = "uniform", clip: bool = True) -> Tensor:
+    """A random point of the eps-ball, clipped to [0,1] (``clip=False``: not clipped,
+    as Wong et al.'s MNIST training code takes its FGSM gradient).
 
     linf: uniform in the cube. l2: a uniform direction at radius ``eps * U[0,1]``
     (``l2_radius="uniform"``, as torchattacks' PGDL2; a point uniform in the ball would
@@ -113,11 +114,13 @@ def random_start(x: Tensor, eps: Tensor, norm: str, generator: torch.Generator,
     """
     if norm == "linf":
         u = rand(tuple(x.shape), generator, x).mul_(2.0).sub_(1.0)
-        return (x + u * bview(eps, x)).clamp_(0.0, 1.0)
-    g = rand(tuple(x.shape), generator, x, normal=True)
-    g = g / bview(flat_norm(g, "l2") + _TINY, g)
-    r = eps if l2_radius == "sphere" else rand((x.shape[0],), generator, x) * eps
-    return (x + g * bview(r, g)).clamp_(0.0, 1.0)
+        start = x + u * bview(eps, x)
+    else:
+        g = rand(tuple(x.shape), generator, x, normal=True)
+        g = g / bview(flat_norm(g, "l2") + _TINY, g)
+        r = eps if l2_radius == "sphere" else rand((x.shape[0],), generator, x) * eps
+        start = x + g * bview(r, g)
+    return start.clamp_(0.0, 1.0) if clip else start
 
 
 def finalize(x: Tensor, x_adv: Tensor, eps: Tensor, norm: str) -> Tensor:

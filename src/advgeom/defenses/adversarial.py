@@ -64,16 +64,20 @@ def noise_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, 
     return x_adv.detach()
 
 
+FAST_FGSM_STARTS = ("clipped", "unclipped")
+
+
 def fast_fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, alpha: float,
-              generator: torch.Generator) -> Tensor:
+              generator: torch.Generator, start: str = "clipped") -> Tensor:
     """FGSM with a random start (Wong et al. 2020): a uniform point of the eps-ball,
-    one signed gradient step of ``alpha``, projection onto the ball and [0,1]. The start
-    is clipped to [0,1] before the gradient (their CIFAR-10 code does the same; their
-    MNIST code takes the gradient at the unclipped start)."""
+    one signed gradient step of ``alpha``, projection onto the ball and [0,1]. ``start``:
+    the gradient is taken at the start clipped to [0,1] (``"clipped"``, as their CIFAR-10
+    code) or at the unclipped one, pixels outside [0,1] included (``"unclipped"``, as
+    their MNIST code, ``MNIST/train_mnist.py``); the returned example is in [0,1] either way."""
     if eps <= 0.0:
         return x.detach()
     eps_t = torch.full((x.shape[0],), float(eps), dtype=x.dtype, device=x.device)
-    x0 = random_start(x, eps_t, norm, generator).requires_grad_(True)
+    x0 = random_start(x, eps_t, norm, generator, clip=start == "clipped").requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(logits_of(model, x0), y, reduction="sum"), x0)
     return project(x, x0.detach() + alpha * ascent_direction(g, norm), eps_t, norm).detach()
 
@@ -132,19 +136,22 @@ def pgd_at(eps: float = 0.3, norm: str = "linf",
 
 @register("defense", "fgsm_at")
 def fgsm_at(eps: float = 0.3, norm: str = "linf", alpha: float | None = None, attack: str = "",
-            warmup: float = 0.0, craft_mode: str = "eval") -> Callable[..., Loss]:
+            warmup: float = 0.0, craft_mode: str = "eval", start: str = "clipped") -> Callable[..., Loss]:
     """Fast adversarial training (Wong et al. 2020, "Fast is better than free"):
     cross-entropy on FGSM examples from a uniform random start, step ``alpha`` (default
-    1.25 eps, scaled with the eps ramp). It is prone to catastrophic overfitting (PGD
-    accuracy collapsing within a few steps, Wong et al. Section 5): train it with the
-    robust-accuracy monitor (``monitor_every`` in the training config)."""
+    1.25 eps, scaled with the eps ramp); ``start`` as :func:`fast_fgsm` (``"unclipped"``:
+    their MNIST code). It is prone to catastrophic overfitting (PGD accuracy collapsing
+    within a few steps, Wong et al. Section 5): train it with the robust-accuracy monitor
+    (``monitor_every`` in the training config)."""
+    if start not in FAST_FGSM_STARTS:
+        raise ConfigError(f"fgsm_at: start must be one of {', '.join(FAST_FGSM_STARTS)}, got {start!r}")
     s = AdversarialSetup("fgsm_at", eps, norm, warmup, craft_mode, attack)
     ratio = 1.25 if alpha is None else (check_positive("fgsm_at", "alpha", alpha, "0 would train on "
                                                       "random noise") / max(s.threat.eps, 1e-12))
 
     def own(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str,
             generator: torch.Generator) -> Tensor:
-        return fast_fgsm(model, x, y, eps=eps, norm=norm, alpha=ratio * eps, generator=generator)
+        return fast_fgsm(model, x, y, eps=eps, norm=norm, alpha=ratio * eps, generator=generator, start=start)
 
     def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
                   generator: torch.Generator | None = None,
