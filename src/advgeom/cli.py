@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -355,7 +356,9 @@ def _experiment_configs(name: str, profile: str, smoke: bool, download: bool) ->
 
 
 @app.command()
-def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained checkpoint (.safetensors)."),
+def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained checkpoint (.safetensors), or a "
+                                               "released state dict (.pt/.pth: RobustBench WRN or PreAct "
+                                               "ResNet, Wong et al.'s MNIST net) with --dataset."),
              experiment: Optional[str] = typer.Option(None, help="Evaluate the models this experiment trains."),
              profile: str = typer.Option("quick", help="Profile of --experiment's models."),
              attacks: Optional[str] = typer.Option(
@@ -405,6 +408,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
     from advgeom.results.pivot import CHECKPOINT_EXPERIMENT
     from advgeom.train import TrainConfig, fit, load_model
     from advgeom.train.checkpoint import load_checkpoint
+    from advgeom.train.state import ZOO_SUFFIXES
 
     # every argument, spec and config is checked before any file, device or data is used
     if (checkpoint is None) == (experiment is None):
@@ -445,7 +449,14 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         budgets = ", ".join(f"{k} {v}" for k, v in caps.items())
         console.print(f"--smoke: {n} point(s), attack budgets capped ({budgets}), under {root}", highlight=False)
     w, device = _join(device)
-    if checkpoint is not None:
+    if checkpoint is not None and checkpoint.suffix.lower() in ZOO_SUFFIXES:
+        # a released state dict (load_model's zoo files) carries no training record: its
+        # rows are named by the file and their data set is the user's
+        if dataset is None:
+            _fail(f"{checkpoint.name} is a plain state dict (a model-zoo or released file) and names no "
+                  f"data set: give --dataset (e.g. mnist)")
+        cfgs = {checkpoint.stem: _Released(dataset=dataset, model=checkpoint.stem)}
+    elif checkpoint is not None:
         cfg = _run(from_dict, TrainConfig, _run(load_checkpoint, checkpoint)[1]["config"])
         cfgs = {cfg.model: cfg}
     if download:
@@ -465,7 +476,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
 
     for cfg in cfgs.values():   # the evaluation data first: one that cannot be read fails before training
         data_for(cfg)
-    targets: list[tuple[str, object, TrainConfig, object]] = []
+    targets: list[tuple[str, object, TrainConfig | _Released, object]] = []
     if checkpoint is None:
         _announce(list(cfgs.values()), root, reuse)
     for label, cfg in cfgs.items():
@@ -500,6 +511,17 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
     elif strict and failed:
         _fail("a sanity check failed: the numbers marked '!' are not trustworthy as they stand "
               "(--no-strict to exit 0 anyway)", 1)
+
+
+@dataclass(frozen=True)
+class _Released:
+    """What ``evaluate`` needs to know of a released state dict, which was never trained
+    here: the name its rows take, the data set the user gave, and its defense label."""
+
+    dataset: str
+    model: str
+    objective: str = "released"
+    dataset_kwargs: dict = field(default_factory=dict)
 
 
 def _checkpoint_name(store, model, label: str, rows: dict) -> tuple[str, str, dict]:

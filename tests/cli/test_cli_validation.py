@@ -114,3 +114,28 @@ def test_list_without_a_close_kind_names_the_kinds():
     out = _run("list", "zzz")
     assert out.exit_code == 2
     assert out.output.strip() == "error: unknown kind 'zzz' (kinds: datasets, models, attacks, defenses, experiments)"
+
+
+def test_evaluate_a_released_state_dict(tmp_path):
+    """A plain .pth of a released model (here a file shaped like Wong et al.'s MNIST net)
+    is evaluated with --dataset; without it, one line and exit 2 before anything runs."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
+    path = tmp_path / "released.pth"
+    torch.save(net.state_dict(), path)
+    root = tmp_path / "runs"
+    out = _run("evaluate", "--checkpoint", path, "--attacks", "fgsm", "--root", root)
+    assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
+    assert "names no data set: give --dataset" in out.output
+    assert _nothing_written(root)
+    out = _run("evaluate", "--checkpoint", path, "--dataset", "mnist", "--attacks", "fgsm", "--eps", "0.1",
+               "--smoke", "--root", root, "--no-progress")
+    assert out.exit_code == 0, out.output
+    assert "fgsm" in out.output and "worst_case" in out.output
+    rows = _run("results", "--long", "--format", "json", "--db", root / "smoke" / "results.sqlite")
+    got = json.loads(rows.output)
+    assert {r["model"] for r in got} == {"released"} and {r["defense"] for r in got} == {"released"}

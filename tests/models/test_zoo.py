@@ -14,7 +14,7 @@ from torch import nn
 import advgeom
 from advgeom.errors import CheckpointError, ConfigError
 from advgeom.models import create_model
-from advgeom.models.zoo import from_robustbench, zoo_family
+from advgeom.models.zoo import from_released, zoo_family
 from advgeom.models.zoo_entries import ZOO_ENTRIES
 
 
@@ -226,10 +226,10 @@ def test_architecture_detection():
     wrn_state = ZooWRN(depth=10, k=1).state_dict()
     preact_state = ZooPreAct(width=4).state_dict()
     assert zoo_family(wrn_state) == "WideResNet" and zoo_family(preact_state) == "PreAct ResNet"
-    assert hasattr(from_robustbench(wrn_state).body, "stage3")
-    net = from_robustbench(preact_state)
+    assert hasattr(from_released(wrn_state).body, "stage3")
+    net = from_released(preact_state)
     assert hasattr(net.body, "stage4") and net.body.conv1.out_channels == 4
-    with pytest.raises(CheckpointError, match="not a RobustBench WideResNet .* nor a PreAct ResNet"):
+    with pytest.raises(CheckpointError, match="not a RobustBench WideResNet .* a PreAct ResNet .* nor Wong et al.'s MNIST net"):
         zoo_family({"features.0.weight": torch.zeros(3), "classifier.weight": torch.zeros(2, 3)})
 
 
@@ -295,3 +295,44 @@ def test_a_malformed_preact_file_is_one_clear_error(tmp_path):
         torch.save(bad, tmp_path / f"{name}.pt")
         with pytest.raises(CheckpointError, match=message):
             advgeom.load_model(tmp_path / f"{name}.pt")
+
+
+# ---- Wong et al.'s released MNIST network ----------------------------------------------
+
+def _wong_mnist_net(widths=(16, 32), fc_dim=100) -> nn.Sequential:
+    """A module named and computed like the MNIST network of Wong et al.'s code (a positional
+    nn.Sequential: conv, ReLU, conv, ReLU, flatten, FC, ReLU, classifier), written here
+    from the paper's description."""
+    return nn.Sequential(nn.Conv2d(1, widths[0], 4, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(widths[0], widths[1], 4, stride=2, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(widths[1] * 7 * 7, fc_dim), nn.ReLU(),
+                         nn.Linear(fc_dim, 10))
+
+
+@pytest.mark.parametrize("widths,fc_dim", [((16, 32), 100), ((8, 12), 20)])
+def test_a_released_fast_at_mnist_file_gives_the_same_logits(tmp_path, widths, fc_dim):
+    torch.manual_seed(0)
+    theirs = _wong_mnist_net(widths, fc_dim).eval()
+    path = tmp_path / "fgsm.pth"
+    torch.save(theirs.state_dict(), path)
+    assert zoo_family(theirs.state_dict()) == "fast-AT MNIST net"
+    ours = advgeom.load_model(path)
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-6)
+    assert not ours.training
+    assert [m.out_channels for m in ours.modules() if isinstance(m, nn.Conv2d)] == list(widths)
+    # the registered builder with the same sizes holds the same parameter names
+    assert set(ours.state_dict()) == set(create_model("fast_at_mnist_net", widths=widths,
+                                                       fc_dim=fc_dim).state_dict())
+
+
+def test_a_released_fast_at_mnist_file_refuses_normalization_and_a_wrong_size():
+    state = _wong_mnist_net().state_dict()
+    with pytest.raises(CheckpointError, match="raw \\[0,1\\] pixels"):
+        from_released(state, mean=[0.1307], std=[0.3081])
+    with pytest.raises(CheckpointError, match="raw \\[0,1\\] pixels"):
+        from_released(state, entry="Wong2020Fast")
+    bad = dict(state, **{"5.weight": torch.zeros(100, 32 * 8 * 8)})
+    with pytest.raises(CheckpointError, match="FC input 2048 is not 32 x 7 x 7"):
+        from_released(bad)

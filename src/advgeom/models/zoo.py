@@ -1,7 +1,9 @@
 """Models from where users keep them: a RobustBench model-zoo checkpoint (Croce et al.
 2021, "RobustBench: a standardized adversarial robustness benchmark") of a WideResNet
 or a PreAct ResNet, mapped onto advgeom's own :func:`~advgeom.models.resnet.wrn` or
-:func:`~advgeom.models.preact.preact_resnet`.
+:func:`~advgeom.models.preact.preact_resnet`, and the MNIST models Wong et al. (2020)
+released with "Fast is better than free" (``MNIST/models/*.pth`` of their code), mapped
+onto :func:`~advgeom.models.fast_at.fast_at_mnist_net`.
 
 The architecture is told by the parameter names and sized by the tensors' shapes:
 
@@ -19,6 +21,9 @@ The architecture is told by the parameter names and sized by the tensors' shapes
   is not in the shapes: in every RobustBench PreAct entry the networks with a final
   batch norm (``PreActBlockV2`` or ``out_shortcut=True``) read the pre-activated input
   and those without (``PreActBlock``) the raw one, and advgeom follows that rule.
+- Wong et al.'s ``mnist_net`` is an ``nn.Sequential`` whose parameters are named by
+  position: ``0`` and ``2`` (the 4x4 stride-2 convolutions), ``5`` (FC) and ``7`` (the
+  classifier); their code feeds it raw [0,1] pixels, so it gets no normalization.
 
 Normalization goes inside the model (DESIGN.md "Contracts"): ``mean``/``std`` given by
 the user, else the ``mu``/``sigma`` buffers some zoo classes store in the file, else
@@ -35,6 +40,7 @@ from torch import Tensor, nn
 
 from advgeom.errors import CheckpointError
 from advgeom.models.base import Classifier
+from advgeom.models.fast_at import fast_at_mnist_net
 from advgeom.models.preact import PREACT_BLOCKS, preact_resnet
 from advgeom.models.resnet import wrn
 from advgeom.models.zoo_entries import zoo_entry
@@ -51,7 +57,12 @@ _RULES: dict[str, list[tuple[re.Pattern[str], str | None]]] = {
         (r"layer([1-4])\.(\d+)\.(bn1|conv1|bn2|conv2)\.(\w+)", r"body.stage\1.\2.\3.\4"),
         (r"layer([1-4])\.(\d+)\.shortcut\.0\.(\w+)", r"body.stage\1.\2.shortcut.\3"),
         (r"conv1\.(\w+)", r"body.conv1.\1"), (r"bn\.(\w+)", r"body.bn.\1"), (r"linear\.(\w+)", r"head.\1"))],
+    "fast-AT MNIST net": [(re.compile(p), r) for p, r in (
+        (r"0\.(weight|bias)", r"body.conv1.\1"), (r"2\.(weight|bias)", r"body.conv2.\1"),
+        (r"5\.(weight|bias)", r"body.fc1.\1"), (r"7\.(weight|bias)", r"head.\1"))],
 }
+# the parameter names of Wong et al.'s positional nn.Sequential MNIST network
+_FAST_AT_KEYS = {f"{i}.{p}" for i in (0, 2, 5, 7) for p in ("weight", "bias")}
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "last")   # "last": Kireev/Andriushchenko files
 _PREFIXES = ("module.", "model.")   # DataParallel; Chen2020Efficient's wrapper
 
@@ -75,15 +86,18 @@ def state_dict_of(obj: Any, where: str = "the file") -> dict[str, Tensor]:
 
 
 def zoo_family(state: Mapping[str, Tensor], where: str = "the file") -> str:
-    """``"WideResNet"`` or ``"PreAct ResNet"``: which RobustBench architecture a state
-    dict holds, from its parameter names; one :class:`CheckpointError` when neither."""
+    """``"WideResNet"``, ``"PreAct ResNet"`` or ``"fast-AT MNIST net"``: which architecture
+    a state dict holds, from its parameter names; one :class:`CheckpointError` when none."""
+    if set(state) == _FAST_AT_KEYS and state["0.weight"].dim() == 4 and state["5.weight"].dim() == 2:
+        return "fast-AT MNIST net"
     if "fc.weight" in state and any(k.startswith("block1.layer.") for k in state):
         return "WideResNet"
     if "linear.weight" in state and any(k.startswith("layer1.") for k in state):
         return "PreAct ResNet"
     shown = ", ".join(list(state)[:3])
-    raise CheckpointError(f"{where} is not a RobustBench WideResNet state dict (conv1, block1-3, bn1, fc) "
-                          f"nor a PreAct ResNet one (conv1, layer1-4, linear); it holds {shown}, ...")
+    raise CheckpointError(f"{where} is not a RobustBench WideResNet state dict (conv1, block1-3, bn1, fc), "
+                          f"a PreAct ResNet one (conv1, layer1-4, linear) nor Wong et al.'s MNIST net "
+                          f"(0, 2, 5, 7); it holds {shown}, ...")
 
 
 def advgeom_names(state: Mapping[str, Tensor], family: str, where: str = "the file") -> dict[str, Tensor]:
@@ -130,12 +144,28 @@ def _preact_spec(mapped: Mapping[str, Tensor], where: str) -> tuple[str, Callabl
                                   "shortcut": "activated" if final_bn else "input"}
 
 
-def from_robustbench(state: Mapping[str, Tensor], *, mean: Sequence[float] | None = None,
+def _fast_at_model(mapped: dict[str, Tensor], where: str) -> Classifier:
+    """Wong et al.'s MNIST network sized by the file (channels of both convolutions, FC
+    width, classes), holding its weights."""
+    conv1, conv2, fc1 = (mapped[f"body.{k}.weight"] for k in ("conv1", "conv2", "fc1"))
+    if fc1.shape[1] != conv2.shape[0] * 7 * 7:
+        raise CheckpointError(f"{where}: FC input {fc1.shape[1]} is not {conv2.shape[0]} x 7 x 7: "
+                              f"not Wong et al.'s MNIST net on 28x28 inputs")
+    model = fast_at_mnist_net(num_classes=int(mapped["head.weight"].shape[0]),
+                              input_shape=(int(conv1.shape[1]), 28, 28),
+                              widths=(int(conv1.shape[0]), int(conv2.shape[0])), fc_dim=int(fc1.shape[0]))
+    return _load(model, mapped, "fast-AT MNIST net", where)
+
+
+def from_released(state: Mapping[str, Tensor], *, mean: Sequence[float] | None = None,
                      std: Sequence[float] | None = None, entry: str | None = None,
                      where: str = "the file") -> Classifier:
-    """advgeom's ``wrn`` or ``preact_resnet`` holding the weights of a RobustBench
-    state dict, in eval mode, with the normalization inside (see the module doc);
-    ``entry`` names a known zoo entry, whose architecture the file must hold."""
+    """The advgeom model holding a released state dict's weights, in eval mode:
+    ``wrn`` or ``preact_resnet`` for a RobustBench file, with the normalization inside
+    (see the module doc);
+    ``entry`` names a known zoo entry, whose architecture the file must hold. A file of
+    Wong et al.'s MNIST network gives ``fast_at_mnist_net`` (no normalization: theirs
+    has none, so ``mean``/``std``/``entry`` are refused)."""
     known = None if entry is None else zoo_entry(entry)
     if known is not None and (mean is not None or std is not None):
         raise CheckpointError(f"give a zoo entry or mean/std, not both (entry {entry!r} has its own)")
@@ -143,6 +173,11 @@ def from_robustbench(state: Mapping[str, Tensor], *, mean: Sequence[float] | Non
         raise CheckpointError("give both mean and std (or neither)")
     family = zoo_family(state, where)
     mapped = advgeom_names(state, family, where)
+    if family == "fast-AT MNIST net":
+        if entry is not None or mean is not None:
+            raise CheckpointError(f"{where} holds Wong et al.'s MNIST net, which reads raw [0,1] pixels: "
+                                  f"no zoo entry or mean/std applies")
+        return _fast_at_model(mapped, where)
     for key in ("head.weight", "body.conv1.weight"):
         if key not in mapped:
             raise CheckpointError(f"{where}: a RobustBench {family} state dict without {key.split('.', 1)[1]}")

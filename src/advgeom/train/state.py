@@ -80,14 +80,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     into a copy, ``model`` itself is left unchanged.
 
     A ``.pt``/``.pth``/``.ckpt``/``.bin`` file is read as a RobustBench model-zoo
-    checkpoint of a WideResNet or a PreAct ResNet (a state dict, possibly under
+    checkpoint of a WideResNet or a PreAct ResNet, or as Wong et al.'s released MNIST
+    network (``fast_at_mnist_net``, no normalization) (a state dict, possibly under
     ``"state_dict"`` or with ``module.`` prefixes; read with ``weights_only=True``) into
     advgeom's ``wrn`` or ``preact_resnet`` (:mod:`advgeom.models.zoo`): ``mean``/``std``
     put the entry's normalization inside the model (default: the file's ``mu``/``sigma``
     buffers, else that of the known entry named by ``zoo_entry``, e.g.
     ``"Wong2020Fast"``, whose architecture the file must hold; else none)."""
     if Path(path).suffix.lower() in ZOO_SUFFIXES:
-        from advgeom.models.zoo import from_robustbench, state_dict_of
+        from advgeom.models.zoo import from_released, state_dict_of
 
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -95,7 +96,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
             raise CheckpointError(f"{path}: no such file") from None
         except Exception as e:  # pickle/zip errors of a corrupt or foreign file
             raise CheckpointError(f"{path}: not a readable torch state-dict file ({type(e).__name__})") from None
-        net = from_robustbench(state_dict_of(obj, str(path)), mean=mean, std=std, entry=zoo_entry,
+        net = from_released(state_dict_of(obj, str(path)), mean=mean, std=std, entry=zoo_entry,
                                where=str(path))
         return net.to(device).eval()
     if mean is not None or std is not None or zoo_entry is not None:
