@@ -201,3 +201,9 @@ def test_units_record_their_compute_time_and_old_units_read_as_untimed(tmp_path)
     # another code version: neither served nor mistaken for a payload, with or without a time
     assert ResultStore(tmp_path / "r.sqlite", code="c2").unit("timed") is None
     assert ResultStore(tmp_path / "r.sqlite", code="c2", reuse=True).unit("timed") == {"x": 1}
+    # one read gives both; a payload this code may not use comes back with no time either
+    assert s.unit_record("timed") == ({"x": 1}, pytest.approx(1.235))
+    assert ResultStore(tmp_path / "r.sqlite", code="c2").unit_record("timed") == (None, None)
+    assert ResultStore(tmp_path / "r.sqlite", code="c2").unit_seconds("timed") == pytest.approx(1.235)
+    assert ResultStore(tmp_path / "r.sqlite", code="c2", reuse=True).unit_record("timed") == (
+        {"x": 1}, pytest.approx(1.235))

@@ -124,7 +124,7 @@ class Units:
         self.untimed = 0            # reused units that recorded none (written before times were)
 
     def __call__(self, key: str, compute: Any, tick: bool = True) -> dict[str, Any]:
-        payload = self.store.unit(key) if self.store is not None else None
+        payload, before = self.store.unit_record(key) if self.store is not None else (None, None)
         if payload is None:
             t = time.perf_counter()
             payload = compute()
@@ -136,7 +136,6 @@ class Units:
             self.run += 1
         else:
             self.skipped += 1
-            before = self.store.unit_seconds(key) if self.store is not None else None
             if before is None:
                 self.untimed += 1
             else:

@@ -225,30 +225,32 @@ class ResultStore:
         """The stored payload of a finished unit of work, or ``None`` when there is none
         or it was produced by another code version (:attr:`code`; a unit written before
         units recorded it counts as another version) unless :attr:`reuse` is set."""
-        if "units" not in self._tables:
-            return None
-        with self._connect() as con:
-            rec = con.execute("SELECT payload FROM units WHERE key = ?", (key,)).fetchone()
-        if rec is None:
-            return None
-        data = json.loads(rec[0])
-        versioned = isinstance(data, dict) and {"code", "payload"} <= set(data) <= UNIT_FIELDS
-        if versioned and data["code"] == self.code:
-            return data["payload"]
-        if self.reuse:
-            return data["payload"] if versioned else data
-        return None
+        return self.unit_record(key)[0]
 
     def unit_seconds(self, key: str) -> float | None:
         """The compute time a finished unit recorded (``None``: none recorded, e.g. a unit
         written before units recorded their time, or no such unit)."""
+        return self.unit_record(key, usable_only=False)[1]
+
+    def unit_record(self, key: str, usable_only: bool = True) -> tuple[Any | None, float | None]:
+        """One read of a unit: its payload as :meth:`unit` gives it and the compute time it
+        recorded (as :meth:`unit_seconds`); with ``usable_only`` both are ``None`` when the
+        payload is not usable by this code version."""
         if "units" not in self._tables:
-            return None
+            return None, None
         with self._connect() as con:
             rec = con.execute("SELECT payload FROM units WHERE key = ?", (key,)).fetchone()
-        data = json.loads(rec[0]) if rec is not None else None
-        seconds = data.get("seconds") if isinstance(data, dict) else None
-        return float(seconds) if isinstance(seconds, (int, float)) else None
+        if rec is None:
+            return None, None
+        data = json.loads(rec[0])
+        versioned = isinstance(data, dict) and {"code", "payload"} <= set(data) <= UNIT_FIELDS
+        seconds = data.get("seconds") if versioned else None
+        seconds = float(seconds) if isinstance(seconds, (int, float)) else None
+        if versioned and data["code"] == self.code:
+            return data["payload"], seconds
+        if self.reuse:
+            return (data["payload"] if versioned else data), seconds
+        return None, (None if usable_only else seconds)
 
     def finish_unit(self, key: str, payload: Any, rows: Iterable[Row] = (), *,
                     seconds: float | None = None) -> None:
