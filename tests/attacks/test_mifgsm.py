@@ -27,3 +27,14 @@ def test_breaks_what_torchattacks_breaks(mnist_cnn):
         ok_o, ok_t = m(ours).argmax(1) == y, m(theirs).argmax(1) == y
     assert not (ok_o & ~ok_t).any()
     assert (~ok_t).sum() >= 30  # the setting breaks a good share
+
+
+def test_final_iterate_is_torchattacks_mifgsm(mnist_cnn):
+    """torchattacks' MIFGSM returns its last iterate: ``final_iterate`` returns the
+    same points (same deterministic trajectory)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    m, x, y = mnist_cnn.model, mnist_cnn.x, mnist_cnn.y
+    eps, steps, alpha = 0.15, 12, 0.02
+    ours = mifgsm(m, x, y, eps=eps, steps=steps, step_size=alpha, final_iterate=True)
+    theirs = torchattacks.MIFGSM(m, eps=eps, alpha=alpha, steps=steps, decay=1.0)(x, y)
+    assert (ours - theirs).abs().max() <= 1e-6

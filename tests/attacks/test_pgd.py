@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from advgeom.attacks.base import PassCounter
+from advgeom.errors import AdvgeomError
 from advgeom.registry import get
 from advgeom.seeding import make_generator
 
@@ -166,3 +167,51 @@ def test_bim_at_least_as_strong_as_torchattacks(mnist_cnn, racc):
         ok_ours = m(ours).argmax(1) == y
         ok_theirs = m(theirs).argmax(1) == y
     assert not (ok_ours & ~ok_theirs).any()
+
+
+# ----------------------------------------------------------------------------- final_iterate
+
+
+def test_bim_final_iterate_is_torchattacks_bim(mnist_cnn):
+    """torchattacks' BIM returns its last iterate: ``final_iterate`` returns the same
+    points (same deterministic trajectory), and the default, which keeps a successful
+    iterate of that trajectory if any, breaks every point the last iterate breaks."""
+    torchattacks = pytest.importorskip("torchattacks")
+    m, x, y = mnist_cnn.model, mnist_cnn.x, mnist_cnn.y
+    eps, steps, alpha = 0.15, 20, 0.02
+    last = bim(m, x, y, eps=eps, steps=steps, step_size=alpha, final_iterate=True, early_stop=False)
+    theirs = torchattacks.BIM(m, eps=eps, alpha=alpha, steps=steps)(x, y)
+    assert (last - theirs).abs().max() <= 1e-6
+    any_ = bim(m, x, y, eps=eps, steps=steps, step_size=alpha, early_stop=False)
+    with torch.no_grad():
+        ok_last, ok_any = m(last).argmax(1) == y, m(any_).argmax(1) == y
+    assert not (ok_any & ~ok_last).any()
+    assert (x - last).abs().max() <= eps + 1e-6 and last.min() >= 0 and last.max() <= 1
+
+
+def test_pgd_final_iterate_is_the_last_step(tiny):
+    """The final iterate is the trajectory's last point, recomputed here by hand
+    (signed steps from the clean input, projection onto the ball and [0,1])."""
+    model, _, x, y = tiny
+    eps, steps, alpha = 0.1, 6, 0.03
+    got = pgd(model, x, y, eps=eps, steps=steps, step_size=alpha, random_start=False,
+              final_iterate=True, early_stop=False)
+    xa = x.clone()
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        g, = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), y, reduction="sum"), xa)
+        xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
+    assert torch.allclose(got, xa, atol=1e-6)
+    assert not torch.allclose(got, x)
+
+
+@pytest.mark.parametrize("name", ["pgd", "bim", "mifgsm"])
+def test_final_iterate_refuses_early_stop_and_non_bools(tiny, name):
+    model, _, x, y = tiny
+    attack = get("attack", name)
+    extra = {} if name == "mifgsm" else {"early_stop": True}
+    if name != "mifgsm":
+        with pytest.raises(AdvgeomError, match="early_stop=false"):
+            attack(model, x, y, eps=0.1, steps=2, final_iterate=True, **extra)
+    with pytest.raises(AdvgeomError, match="final_iterate must be true or false"):
+        attack(model, x, y, eps=0.1, steps=2, final_iterate="yes")

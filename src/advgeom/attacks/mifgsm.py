@@ -16,6 +16,7 @@ from advgeom.attacks._common import (BestTracker, default_step, input_grad, prep
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize,
                                        flat_norm, project_l2)
 from advgeom.attacks.base import UNUSED, PassCounter, describe, number
+from advgeom.attacks.pgd import check_final_iterate
 from advgeom.registry import register
 
 
@@ -25,14 +26,16 @@ from advgeom.registry import register
 def mifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
            steps: int = 10, step_size: float | None = None, restarts: int = 1,
            targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,
-           decay: float = 1.0, counter: PassCounter | None = None) -> Tensor:
+           decay: float = 1.0, final_iterate: bool = False, counter: PassCounter | None = None) -> Tensor:
     """MI-FGSM: ``g <- decay * g + grad / ||grad||_1``, ``x <- P(x + alpha * dir(g))``.
 
     ``steps``: iterations; ``step_size``: the step ``alpha`` (default ``eps / steps``);
     ``decay``: the momentum factor, a finite number >= 0. Deterministic (no random
-    start): ``restarts`` other than 1 is refused, ``generator`` is unused.
+    start): ``restarts`` other than 1 is refused, ``generator`` is unused;
+    ``final_iterate``: the last iterate alone (see :func:`advgeom.attacks.pgd.check_final_iterate`).
     """
     refuse_unused("mifgsm", restarts=(restarts, 1))
+    check_final_iterate("mifgsm", final_iterate)
     decay = mifgsm.info.check("decay", decay, attack="mifgsm")
     s = prepare(model, inputs, labels, info=mifgsm.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
@@ -54,7 +57,8 @@ def mifgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: 
         g = input_grad(loss_v, x_adv, s.counter)
         x_adv = x_adv.detach()
         with torch.no_grad():
-            best.update(x_adv, loss_v, success_of(z.detach(), y, targeted))
+            if not final_iterate:
+                best.update(x_adv, loss_v, success_of(z.detach(), y, targeted))
             g.div_(bview(flat_norm(g, "l1") / g[0].numel() + 1e-12, g))
             momentum.mul_(decay).add_(g)
             x_adv.add_(ascent_direction(momentum.clone(), norm).mul_(alpha))

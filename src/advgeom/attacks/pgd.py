@@ -24,6 +24,7 @@ from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, fina
                                        project_l2, random_start)
 from advgeom.attacks._losses import LossFn
 from advgeom.attacks.base import UNUSED, PassCounter, describe
+from advgeom.errors import AdvgeomError
 from advgeom.registry import register
 
 ITERATIVE = dict(norms=("linf", "l2"), losses=("ce", "margin", "dlr"))
@@ -31,15 +32,18 @@ ITERATIVE = dict(norms=("linf", "l2"), losses=("ce", "margin", "dlr"))
 
 def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: int,
             step: Tensor, loss_fn: LossFn, random_init: bool, succ_labels: Tensor,
-            succ_targeted: bool, early_stop: bool = True) -> BestTracker:
+            succ_targeted: bool, early_stop: bool = True, final_only: bool = False) -> BestTracker:
     """One PGD run on ``x`` (a subset of ``s.x`` is allowed); returns the tracker.
 
     ``succ_labels``/``succ_targeted`` define success, so a targeted run can still be
     scored as "misclassified" (used by ``multi_target``). With ``early_stop`` a sample
     leaves the batch at its first successful iterate (one host sync per step), so
     broken samples cost nothing; without it every sample takes all ``steps`` and keeps
-    its highest-loss successful iterate (what transfer attacks want).
+    its highest-loss successful iterate (what transfer attacks want). ``final_only``
+    (never with ``early_stop``): the tracker holds the last iterate of every sample.
     """
+    if final_only and early_stop:
+        raise ValueError("final_only scores the last iterate: it needs early_stop=False")
     fwd, counter = s.forward, s.counter
     linf = norm == "linf"
     lo, hi = box_bounds(x, eps) if linf else (None, None)
@@ -66,7 +70,9 @@ def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: in
         x_adv = x_adv.detach()
         with torch.no_grad():
             succ = success_of(z.detach(), succ_labels, succ_targeted)
-            if act is None:
+            if final_only:
+                pass   # only the last iterate is scored (the final pass above)
+            elif act is None:
                 best.update(x_adv, loss, succ)
             else:
                 best.update_at(act, x_adv, loss, succ)
@@ -92,18 +98,18 @@ def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: in
 def run_with_restarts(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: int,
                       step: Tensor, restarts: int, random_init: bool, loss_fn: LossFn,
                       succ_labels: Tensor, succ_targeted: bool,
-                      early_stop: bool = True) -> BestTracker:
+                      early_stop: bool = True, final_only: bool = False) -> BestTracker:
     """PGD with restarts on the still-unbroken samples; the per-sample worst case."""
     best = pgd_run(s, x, y, eps, norm=norm, steps=steps, step=step, loss_fn=loss_fn,
                    random_init=random_init, succ_labels=succ_labels, succ_targeted=succ_targeted,
-                   early_stop=early_stop)
+                   early_stop=early_stop, final_only=final_only)
     for _ in range(restarts - 1 if random_init else 0):
         idx = remaining(best)
         if idx.numel() == 0:
             break
         sub = pgd_run(s, x[idx], y[idx], eps[idx], norm=norm, steps=steps, step=step[idx],
                       loss_fn=loss_fn, random_init=True, succ_labels=succ_labels[idx],
-                      succ_targeted=succ_targeted, early_stop=early_stop)
+                      succ_targeted=succ_targeted, early_stop=early_stop, final_only=final_only)
         best.merge(idx, sub)
     return best
 
@@ -113,7 +119,7 @@ def run_with_restarts(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str,
 def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, restarts: int = 1,
         targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,
-        random_start: bool = True, early_stop: bool = True,
+        random_start: bool = True, early_stop: bool = True, final_iterate: bool = False,
         counter: PassCounter | None = None) -> Tensor:
     """PGD (Madry et al. 2018): random start in the eps-ball, ``steps`` signed (linf)
     or normalized (l2) gradient steps on ``loss`` ("ce", "margin", "dlr"), projection
@@ -122,9 +128,9 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     over all steps and restarts. ``steps``: gradient steps per restart; ``step_size``:
     the step length in the norm (default ``2.5 eps / steps``); ``loss``: the maximized
     objective; ``random_start``: start at a uniform point of the eps-ball (False: at the
-    clean input, as BIM)."""
+    clean input, as BIM); ``final_iterate``: see :func:`check_final_iterate`."""
     check_bool("random_start", random_start)
-    check_bool("early_stop", early_stop)
+    check_final_iterate("pgd", final_iterate, early_stop)
     if not random_start:
         refuse_unused("pgd without random_start", restarts=(restarts, 1))
     s = prepare(model, inputs, labels, info=pgd.info, eps=eps, norm=norm, loss=loss,
@@ -133,8 +139,22 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     step = default_step(step_size, s.eps, 2.5 / max(steps, 1))
     best = run_with_restarts(s, s.x, s.y, s.eps, norm=norm, steps=steps, step=step,
                              restarts=restarts, random_init=random_start, loss_fn=s.loss_fn,
-                             succ_labels=s.y, succ_targeted=targeted, early_stop=bool(early_stop))
+                             succ_labels=s.y, succ_targeted=targeted, early_stop=early_stop,
+                             final_only=final_iterate)
     return finalize(s.x, best.x, s.eps, norm)
+
+
+def check_final_iterate(attack: str, final_iterate: Any, early_stop: Any = False) -> None:
+    """``final_iterate``: return every sample's last iterate, whether or not an earlier
+    one was adversarial (with restarts, a restart's last iterate that is). The default
+    returns a successful iterate if any; the last-iterate scoring of CleverHans' BIM
+    and MI-FGSM and of several papers' own PGD can only leave more points robust. It
+    exists to reproduce such a protocol and is never the evaluation's default. Every
+    sample then takes all steps, so ``early_stop=true`` with it is refused."""
+    check_bool("early_stop", early_stop)
+    if check_bool("final_iterate", final_iterate) and early_stop:
+        raise AdvgeomError(f"{attack}: final_iterate=true scores only the last iterate, so every "
+                           "sample takes all steps: give early_stop=false with it")
 
 
 @register("attack", "bim")
@@ -142,12 +162,14 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
 def bim(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, restarts: int = 1,
         targeted: bool = False, loss: str = "ce", generator: torch.Generator | None = None,
-        early_stop: bool = True, counter: PassCounter | None = None) -> Tensor:
+        early_stop: bool = True, final_iterate: bool = False,
+        counter: PassCounter | None = None) -> Tensor:
     """Basic iterative method (Kurakin et al. 2017): PGD from the clean input (no
     random start, so ``restarts`` has nothing to vary and is not repeated);
     default step ``1.25 * eps / steps`` (Kurakin et al.'s budget of 1.25 eps);
-    ``restarts`` other than 1 is refused."""
-    check_bool("early_stop", early_stop)
+    ``restarts`` other than 1 is refused; ``final_iterate``: see
+    :func:`check_final_iterate`."""
+    check_final_iterate("bim", final_iterate, early_stop)
     refuse_unused("bim", restarts=(restarts, 1))
     s = prepare(model, inputs, labels, info=bim.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
@@ -155,5 +177,5 @@ def bim(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any, norm: str
     step = default_step(step_size, s.eps, 1.25 / max(steps, 1))
     best = run_with_restarts(s, s.x, s.y, s.eps, norm=norm, steps=steps, step=step, restarts=1,
                              random_init=False, loss_fn=s.loss_fn, succ_labels=s.y,
-                             succ_targeted=targeted, early_stop=bool(early_stop))
+                             succ_targeted=targeted, early_stop=early_stop, final_only=final_iterate)
     return finalize(s.x, best.x, s.eps, norm)
