@@ -29,12 +29,17 @@ DOCS = ROOT / "docs"
 REFERENCES = sorted((ROOT / "src" / "advgeom" / "experiments").glob("reference_*.toml"))
 
 # The sections of README.md whose tables report measured results (the heading's text).
-RESULTS_SECTIONS = ("advgeom", "Results")
+RESULTS_SECTIONS = ("advgeom", "Results", "Smoke runs (quick profile)")
+# README sections whose tables must name each row's profile in a ``profile`` column that
+# agrees with the report's ``Profile:`` line; a ``quick`` row belongs under a heading that
+# says so (issue 26: quick numbers only as smoke-run figures, clearly labelled).
+PROFILED_SECTIONS = ("Results", "Smoke runs (quick profile)")
+PROFILE_LINE = re.compile(r"^Profile: `([\w-]+)`", re.M)
 # Every page that carries results tables, with those sections: the numbers moved out of
 # README.md into the documentation site are checked there.
 PAGES = {
     README: RESULTS_SECTIONS,
-    DOCS / "experiments.md": ("The demo (`make demo`)", "What the quick profiles measured",
+    DOCS / "experiments.md": ("The demo (`make demo`)", "CPU-profile runs", "What the quick profiles measured",
                               "Paper profiles run so far"),
     DOCS / "performance.md": ("Performance",),
 }
@@ -137,12 +142,37 @@ def pools(path: Path) -> tuple[list[float], list[float]]:
     return measured + rest, paper + rest
 
 
+def report_profile(path: Path) -> str | None:
+    """The profile a report names on its ``Profile:`` line (None for benchmark records)."""
+    m = PROFILE_LINE.search(path.read_text())
+    return m.group(1) if m else None
+
+
+def profile_errors(table: Table, line: int, cells: list[str], path: Path, link: str) -> list[str]:
+    """A row of a profiled section names its report's profile, and a quick row sits under
+    a heading that says quick."""
+    if "profile" not in table.header:
+        return [f"line {table.line}: the table under {table.section!r} has no 'profile' column"]
+    named = cells[table.header.index("profile")].strip("` ").split(" ")[0].strip("`,")
+    actual = report_profile(path)
+    if actual is None:
+        return [] if named in ("—", "-", "benchmark") else [
+            f"line {line}: {link} names no profile; the row says {named!r} (use — or benchmark)"]
+    errors = [] if named == actual else [f"line {line}: profile {named!r}, but {link} was run with {actual!r}"]
+    if actual == "quick" and "quick" not in table.section.lower():
+        errors.append(f"line {line}: a quick-profile row under {table.section!r}; quick numbers "
+                      f"go under a heading that says quick")
+    return errors
+
+
 def claim_errors(text: str, root: Path = ROOT,
-                 sections: tuple[str, ...] = RESULTS_SECTIONS) -> list[str]:
+                 sections: tuple[str, ...] = RESULTS_SECTIONS,
+                 profiled: tuple[str, ...] = PROFILED_SECTIONS) -> list[str]:
     """Every way the results tables of a page's ``text`` (its ``sections``) disagree with
     the files they name, links read relative to ``root``; empty when each printed number
     is in its row's report. A table with a ``measured`` column outside those sections is an
-    error too: its numbers would go unchecked."""
+    error too: its numbers would go unchecked. Tables under the ``profiled`` sections name
+    each row's profile too (``profile_errors``)."""
     errors: list[str] = []
     ref_pool = [x for p in REFERENCES for x in _pool(p)]
     found = {t.section for t in tables(text)}
@@ -172,6 +202,8 @@ def claim_errors(text: str, root: Path = ROOT,
             if not path.is_file():
                 errors.append(f"line {line}: the linked report {links[0]} does not exist")
                 continue
+            if table.section in profiled:
+                errors += profile_errors(table, line, cells, path, links[0])
             measured, paper_side = cache.setdefault(path, pools(path))
             for j, cell in enumerate(cells):
                 if j == col:
@@ -186,7 +218,8 @@ def claim_errors(text: str, root: Path = ROOT,
 
 def page_errors(page: Path, text: str | None = None) -> list[str]:
     """``claim_errors`` of one page of ``PAGES`` (``text`` replaces its content)."""
-    return claim_errors(page.read_text() if text is None else text, page.parent, PAGES[page])
+    return claim_errors(page.read_text() if text is None else text, page.parent, PAGES[page],
+                        PROFILED_SECTIONS if page == README else ())
 
 
 @pytest.mark.parametrize("page", list(PAGES), ids=lambda p: str(p.relative_to(ROOT)))
@@ -277,3 +310,20 @@ def test_the_check_keeps_measured_and_paper_numbers_apart():
     errors = claim_errors(swapped)
     assert any("99.36 ('measured')" in e for e in errors), errors
     assert any("97.67 ('paper" in e for e in errors), errors
+
+
+def test_the_check_holds_each_row_to_its_profile():
+    """A README results row names its report's profile, and a quick row is labelled as a
+    smoke run by its heading (issue 26)."""
+    text = README.read_text()
+    section = text[text.index("## Smoke runs (quick profile)"):]
+    row = next(line for line in section.splitlines() if "| quick |" in line)
+    errors = claim_errors(text.replace(row, row.replace("| quick |", "| cpu |", 1), 1))
+    assert any("profile 'cpu', but" in e for e in errors), errors
+    moved = text.replace(row + "\n", "", 1)
+    after_rule = moved.index("\n", moved.index("|---", moved.index("## Results"))) + 1
+    moved = moved[:after_rule] + row + "\n" + moved[after_rule:]    # first row of the Results table
+    errors = claim_errors(moved)
+    assert any("a quick-profile row under 'Results'" in e for e in errors), errors
+    no_column = text.replace("| experiment | profile |", "| experiment | setting |")
+    assert any("has no 'profile' column" in e for e in claim_errors(no_column))
