@@ -45,14 +45,17 @@ PAPER = dict(n=10_000, square=5000, curve_eps=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3))
 CPU = dict(epochs=10, batch_size=128, craft_steps=10, craft_step=0.04, adam_peak=1e-3,
            sgd_peak=0.05, natural_epochs=5, n=1000, suite_n=200, apgd_t_targets=3,
            curve_eps=(0.1, 0.2, 0.3))
+# Pang et al.'s MMC code: Adam at 1e-3 (SGD at TRADES's momentum recipe sent the MMC loss to
+# NaN, or its features to the origin, within the first epochs of the cpu schedule)
+MMC_ADAM_LR = 1e-3
 CPU_ASSUMPTIONS = (
     "training length: 10 epochs per adversarially trained model (natural: 5) instead of 83-100, "
     "to fit 2 hours on 2 CPU cores; Wong et al. (2020) reach their published MNIST robustness "
     "in 10 epochs with this schedule",
     "learning rate: the piecewise-linear cyclic rate of Wong et al. (2020; 0 at the start, the peak "
     "at 40% of training, 0 at the end) instead of each recipe's constant or step schedule; peak "
-    "1e-3 for Adam (PGD-AT; the recipe's constant is 1e-4) and 0.05 for SGD with momentum 0.9 "
-    "(natural, TRADES, MART, MMC-AT; the recipes' 0.01), raised with the shorter schedule as in "
+    "1e-3 for Adam (PGD-AT, whose recipe's constant is 1e-4; MMC-AT, at its code's 1e-3) and 0.05 "
+    "for SGD with momentum 0.9 (natural, TRADES, MART; the recipes' 0.01), raised with the shorter schedule as in "
     "super-convergence (Smith & Topin 2019)",
     "batch size 128 for PGD-AT (Madry et al.: 50)",
     "crafting: PGD-10 of step 0.04 from a random start instead of PGD-40 of step 0.01 (the same "
@@ -86,7 +89,10 @@ def _paper_config(defense: str) -> TrainConfig:
                      "mmc_at": ("mmc", {"adversarial": True, "eps": EPS, "attack": pgd40})}[defense]
     cfg = TrainConfig(objective=objective, objective_kwargs=kw, **trades_recipe)
     if defense == "mmc_at":
-        cfg = replace(cfg, model="mmc", model_kwargs={"base": "small_cnn", "dim": 256})
+        # Pang et al.'s code trains MMC with Adam at 1e-3: the squared-distance loss (about
+        # 100 at the start) diverges under the SGD recipe's momentum step
+        cfg = replace(cfg, model="mmc", model_kwargs={"base": "small_cnn", "dim": 256},
+                      optimizer="adam", lr=MMC_ADAM_LR)
     return cfg
 
 
@@ -119,10 +125,11 @@ def _cpu_config(defense: str) -> TrainConfig:
     cyclic = dict(schedule="piecewise", lr_knots=(0.0, 0.4, 1.0), lr_factors=(0.0, 1.0, 0.0))
     if defense == "pgd_at":
         opt = dict(model="madry_mnist_cnn", optimizer="adam", lr=c["adam_peak"])
+    elif defense == "mmc_at":
+        opt = dict(model="mmc", model_kwargs={"base": "small_cnn", "dim": 256}, optimizer="adam",
+                   lr=MMC_ADAM_LR)
     else:
         opt = dict(model="small_cnn", optimizer="sgd", lr=c["sgd_peak"], momentum=0.9)
-    if defense == "mmc_at":
-        opt["model"], opt["model_kwargs"] = "mmc", {"base": "small_cnn", "dim": 256}
     epochs = c["natural_epochs"] if defense == "natural" else c["epochs"]
     # the monitor holds out the last 1,000 training points: 59,000 left, 460 steps an epoch
     monitor = {} if defense == "natural" else {"every": 460, "size": 1000, "eps": EPS}
@@ -135,6 +142,7 @@ def at_sources(profile: str) -> dict[str, Source]:
     """Where each training setting of :func:`at_configs` comes from (the report's table)."""
     madry, trades = "MadryLab/mnist_challenge", "yaodongyu/TRADES train_trades_mnist.py"
     fast = "locuslab/fast_adversarial MNIST/train_mnist.py"
+    mmc_code = "P2333/Max-Mahalanobis-Training"
     no_mnist = "its authors publish no MNIST recipe: TRADES's MNIST recipe (the closest published one)"
     src: dict[str, Source] = {
         "dataset": paper("MNIST, the 60,000 training images (every paper)"),
@@ -179,8 +187,11 @@ def at_sources(profile: str) -> dict[str, Source]:
                "trades.objective_kwargs": code(f"{trades}: eps 0.3, 40 steps of 0.01, beta 1.0"),
                "natural.optimizer": assumption("TRADES's SGD recipe, as the SGD defenses it is compared with")}
         src.update(sgd)
-        for d in ("mart", "mmc_at", "natural"):
+        for d in ("mart", "natural"):
             src[f"{d}.optimizer"] = assumption(f"{no_mnist if d != 'natural' else 'the baseline'}: SGD as in {trades}")
+        src.update({"mmc_at.optimizer": code(f"{mmc_code} train.py: Adam (TRADES's SGD recipe diverges on "
+                                             "the MMC loss)"),
+                    "mmc_at.lr": code(f"{mmc_code} README: 1e-3")})
         src.update({"pgd_at.schedule": code(f"{madry} train.py: a constant rate"),
                     "pgd_at.optimizer": code(f"{madry} train.py: Adam"), "pgd_at.lr": code(f"{madry} train.py: 1e-4"),
                     "pgd_at.batch_size": code(f"{madry} config.json: 50"),
@@ -208,7 +219,9 @@ def at_sources(profile: str) -> dict[str, Source]:
             "pgd_at.batch_size": assumption(f"128 (the recipe's 50): {cpu}"),
             "natural.optimizer": assumption("TRADES's SGD recipe, as the SGD defenses it is compared with"),
             "mart.optimizer": assumption(f"MART: {no_mnist}: SGD"),
-            "mmc_at.optimizer": assumption(f"MMC-AT: {no_mnist}: SGD"),
+            "mmc_at.optimizer": code(f"{mmc_code} train.py: Adam (SGD at the peak 0.05, momentum 0.9, "
+                                     "sent the MMC loss to NaN in the first epoch)"),
+            "mmc_at.lr": assumption(f"peak 1e-3 of the cyclic rate ({mmc_code}'s constant 1e-3): {cpu}"),
         })
         return src
     q = "quick profile: a smoke-sized run (minutes on 2 CPU cores), not the paper's setting"
