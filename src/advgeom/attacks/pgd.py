@@ -70,12 +70,11 @@ def pgd_run(s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str, steps: in
         x_adv = x_adv.detach()
         with torch.no_grad():
             succ = success_of(z.detach(), succ_labels, succ_targeted)
-            if final_only:
-                pass   # only the last iterate is scored (the final pass above)
-            elif act is None:
-                best.update(x_adv, loss, succ)
-            else:
-                best.update_at(act, x_adv, loss, succ)
+            if not final_only:  # final_only scores the last iterate alone (above)
+                if act is None:
+                    best.update(x_adv, loss, succ)
+                else:
+                    best.update_at(act, x_adv, loss, succ)
             if uniform:  # fused scalar step
                 x_adv.add_(ascent_direction(g, norm), alpha=alpha)
             else:
