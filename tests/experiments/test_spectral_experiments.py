@@ -16,12 +16,8 @@ from advgeom.registry import get, names
 from advgeom.results import ResultStore
 
 
-class _Curve:
-    def __init__(self, acc: dict[float, int]) -> None:
-        self.acc = acc   # percent of 100 points
-
-    def accuracy(self, attack: str, eps: float) -> float:
-        return self.acc[eps] / 100   # a fraction, as EvalResult.accuracy
+def _Curve(acc: dict[float, int]) -> dict[float, float]:
+    return {e: a / 100 for e, a in acc.items()}   # percent of 100 points, as fractions
 
 
 def test_registered_with_reference():
@@ -94,9 +90,58 @@ def test_cpu_profile_keeps_the_paper_network_schedule_and_threat_model():
     assert {k: cpu[k] for k in same} == {k: pap[k] for k in same}
     assert cpu["model"] == "madry_mnist_cnn" and cpu["model_kwargs"] == {}      # the full Madry CNN
     assert cpu["n_eval"] >= 1000 and cpu["suite_n"] >= 200 and cpu["apgd_t_targets"] == 3
-    # two of the paper profile's data-SNR constants, bracketing the quick pilot's choice 0.3
-    assert set(cpu["data_lams"]) <= set(pap["data_lams"]) and len(cpu["data_lams"]) >= 2
-    assert min(cpu["data_lams"]) <= 0.3 < max(cpu["data_lams"])
+    # the paper profile's constant grids, walked from the quick pilot's choices
+    assert (cpu["data_lams"], cpu["lam_start"]) == (pap["data_lams"], pap["lam_start"])
+    assert all(cpu["lam_start"][k] in cpu[g] for k, g in (("global_snr", "global_lams"), ("data_snr", "data_lams")))
+
+
+class _Ctx:
+    """What _regularized touches of a Context: fit, evaluation of clean accuracy, walk."""
+
+    def __init__(self, acc: dict[float, float]) -> None:
+        self.acc, self.trained = acc, []
+
+    def fit(self, cfg, init):   # noqa: ANN001, ANN201
+        lam = cfg.objective_kwargs["lam"]
+        self.trained.append(lam)
+        net = nn.Linear(1, 1)
+        net.lam = lam
+        return type("Run", (), {"model": net, "history": [{"step": 1, "loss": 1.0}]})()
+
+    walk = Context.walk
+
+
+@pytest.mark.parametrize("target, start, trained, chosen, flag", [
+    (92.0, 0.3, [0.3, 1.0], 0.3, None),            # 92.5 above, 91.0 below: bracketed in two
+    (91.5, 0.3, [0.3, 1.0], 1.0, None),
+    (94.0, 0.3, [0.3, 0.1], 0.1, None),            # walks down
+    (99.9, 0.3, [0.3, 0.1, 0.03], 0.03, "start"),  # the target lies below the grid's smallest constant
+    (80.0, 0.3, [0.3, 1.0, 3.0], 3.0, "end"),
+])
+def test_the_constant_search_brackets_the_target_like_a_full_sweep(monkeypatch, target, start, trained,
+                                                                   chosen, flag):
+    acc = {0.03: 97.0, 0.1: 95.0, 0.3: 92.5, 1.0: 91.0, 3.0: 89.0}
+    ctx = _Ctx(acc)
+    monkeypatch.setattr(S, "_clean", lambda c, model, *a: acc[model.lam])
+    s = dict(S.settings("spectral-mnist", "quick"), lam_start={"data_snr": start})
+    notes, hist = [], {}
+    model = S._regularized(ctx, s, "data_snr", tuple(acc), target, {"eps": 1.0, "iters": 2}, None, None, notes,
+                           1.0, hist)
+    assert ctx.trained == trained and model.lam == chosen
+    full_sweep = min(acc, key=lambda lam: abs(acc[lam] - target))
+    assert chosen == full_sweep
+    assert set(hist) == {f"data_snr {lam:g}" for lam in trained}
+    assert (f"beyond the grid's {flag}" in notes[0]) if flag else ("beyond" not in notes[0])
+
+
+def test_walk_visits_until_the_turn_is_bracketed():
+    ctx = _Ctx({})
+    assert Context.walk(ctx, [1, 2, 3, 4, 5], 3, lambda v: v < 4) == [3, 4]
+    assert Context.walk(ctx, [1, 2, 3, 4, 5], 3, lambda v: v < 2) == [3, 2, 1]
+    assert Context.walk(ctx, [1, 2, 3, 4, 5], 1, lambda v: True) == [1, 2, 3, 4, 5]
+    assert Context.walk(ctx, [1, 2, 3], 2, lambda v: False) == [2, 1]
+    with pytest.raises(AdvgeomError, match="not one of"):
+        Context.walk(ctx, [1, 2], 3, lambda v: True)
 
 
 def test_cpu_configs_differ_from_the_paper_ones_by_the_monitor_only():
@@ -126,12 +171,17 @@ def test_cpu_plan_attacks_every_model_as_the_profile_requires():
 
     plan = make_plan("spectral-mnist", "cpu")
     assert all(t.config.model == "madry_mnist_cnn" and t.config.model_kwargs == {} for t in plan.trainings)
-    assert [t.steps for t in plan.trainings] == [6000] + [3000] * 7       # standard, AT, 4 + 2 constants
+    # standard, AT, and the plan's worst case of the constant searches: every constant of both grids
+    assert [t.steps for t in plan.trainings] == [6000] + [3000] * 13
     assert all(t.config.monitor.every > 0 and t.config.monitor.norm == "l2" for t in plan.trainings)
     defenses = ("standard", "adversarial_training", "global_snr", "data_snr")
     for d in defenses:
         evals = [e for e in plan.evaluations if e.model.endswith("/" + d)]
-        paper_attacks = [e for e in evals if not e.cascade and e.norm == "l2" and len(e.eps) == 1]
+        paper_attacks = [e for e in evals if not e.cascade and e.norm == "l2" and len(e.attacks) > 1]
+        curve = [e for e in evals if not e.cascade and e.norm == "l2" and len(e.attacks) == 1]
+        # the eps curve: PGA-10 with the paper's step 2 eps / 10 at each eps of the grid
+        assert {e.eps[0] for e in curve if e.n == 2000} == set(S.settings("spectral-mnist", "cpu")["eps_grid"])
+        assert all(e.attacks[0][0].call_kwargs()["step_size"] == pytest.approx(e.eps[0] / 5) for e in curve)
         assert len(paper_attacks) == 1 and paper_attacks[0].n >= 1000
         names = [s.name for s, _, _ in paper_attacks[0].attacks]
         assert names == ["pgd", "apgd-ce", "apgd-t"]

@@ -46,17 +46,21 @@ def _stats(t: Tensor) -> tuple[list[float], list[float]]:
 
 def spectrum_data(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
                   generator: torch.Generator, steps: int = ATTACK_STEPS) -> dict[str, Any]:
-    """Figure 1 for one model: ``sv`` (mean per rank), ``align`` (adversarial) and
-    ``align_random`` (random directions), with standard errors."""
+    """Figure 1 for one model: ``sv`` (mean per rank of the singular values of ``J_f``
+    at the clean points), ``sv_adv`` (at their PGA perturbations: Section 5.2 repeats
+    the spectrum 'for clean and corresponding adversarially perturbed' examples),
+    ``align`` (adversarial) and ``align_random`` (random directions), with standard errors."""
     s, vh = JA.spectrum(JA.jacobians(model, x), vectors=True)
     delta = perturbation(model, x, y, eps, norm, generator, steps)
+    s_adv = JA.spectrum(JA.jacobians(model, x + delta))
     adv = JA.alignment(delta, vh)
     rnd = JA.alignment(JA.random_directions(x, generator), vh)
     sv, sv_se = _stats(s.T)
+    sa, sa_se = _stats(s_adv.T)
     a, a_se = _stats(adv.T)
     r, r_se = _stats(rnd.T)
-    return {"sv": sv, "sv_se": sv_se, "align": a, "align_se": a_se, "align_random": r,
-            "align_random_se": r_se}
+    return {"sv": sv, "sv_se": sv_se, "sv_adv": sa, "sv_adv_se": sa_se, "align": a, "align_se": a_se,
+            "align_random": r, "align_random_se": r_se}
 
 
 def linearity_data(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
@@ -142,9 +146,14 @@ def two_panels(path: Path, left: dict[str, Any], right: dict[str, Any], suptitle
 
 
 def figure1(path: Path, data: Mapping[str, dict[str, Any]], title: str) -> Path:
-    """Singular value spectrum and alignment vs rank, per training method."""
+    """Singular value spectrum (clean points solid, their adversarial perturbations
+    dashed) and alignment vs rank, per training method."""
     ranks = list(range(1, len(next(iter(data.values()))["sv"]) + 1))
-    left = {m: (d["sv"], d["sv_se"], {}) for m, d in data.items()}
+    left: dict[str, Any] = {}
+    for i, (m, d) in enumerate(data.items()):
+        left[m] = (d["sv"], d["sv_se"], {"color": f"C{i}"})
+        if "sv_adv" in d:   # figure data cached before the adversarial spectrum have none
+            left[f"{m} (adversarial)"] = (d["sv_adv"], d["sv_adv_se"], {"color": f"C{i}", "linestyle": "--"})
     right = {m: (d["align"], d["align_se"], {}) for m, d in data.items()}
     first = next(m for m in data if m != "random net")
     right["random perturbation"] = (data[first]["align_random"], data[first]["align_random_se"],

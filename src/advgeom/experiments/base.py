@@ -295,6 +295,26 @@ class Context:
         head = list(values)[:smoke]
         return tuple(head) if isinstance(values, tuple) else head
 
+    def walk(self, values: Sequence[T], start: T, above: Callable[[T], bool]) -> list[T]:
+        """A search over a sorted sweep: visit ``values`` from ``start``, one step up while
+        ``above(value)`` and one step down otherwise, until both sides of the turn have
+        been visited or an end is reached; returns the visited values in order. When
+        ``above`` turns from true to false once along ``values`` (a monotone quantity
+        against a target), the values next to the turn are always among those visited,
+        so a rule "closest to the target" picks what a full sweep would pick. The plan
+        (:class:`advgeom.experiments.plan.PlanContext`) visits every value: the cost of
+        the worst case."""
+        seq = list(values)
+        if start not in seq:
+            raise AdvgeomError(f"walk: start {start!r} is not one of {seq}")
+        i, seen = seq.index(start), set()
+        visited: list[T] = []
+        while 0 <= i < len(seq) and i not in seen:
+            seen.add(i)
+            visited.append(seq[i])
+            i += 1 if above(seq[i]) else -1
+        return visited
+
     def smoke_kwargs(self, **caps: Any) -> dict[str, Any]:
         """Keyword arguments capping a function's own loops under ``--smoke`` (``caps``),
         none otherwise (the function's defaults apply): ``f(x, **ctx.smoke_kwargs(steps=2))``."""

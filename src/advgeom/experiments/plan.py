@@ -28,7 +28,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -129,6 +129,11 @@ class PlanContext(Context):
 
     def first(self, values: Sequence[T], smoke: int) -> Sequence[T]:
         return super().first(values, smoke) if self.plan.smoke else values
+
+    def walk(self, values: Sequence[T], start: T, above: Callable[[T], bool]) -> list[T]:
+        for v in values:    # the worst case of the search: every value
+            above(v)
+        return list(values)
 
     def size(self, value: int | None, smoke: int) -> int | None:
         capped = super().size(value, smoke)

@@ -15,25 +15,26 @@ worst case) at the training eps, and Figures 1-5 plus the Theorem 1 check are dr
 Profiles of ``spectral-mnist``:
 
 - ``paper`` (:data:`MNIST_PAPER`): Madry et al.'s MNIST CNN, 6,000 Adam steps of natural
-  training, 3,000 fine-tuning steps per robust model, four global and four data-dependent
-  SNR constants for the clean-accuracy rule, 1,000 test points, Square with 5,000 queries.
-- ``cpu`` (:data:`MNIST_CPU`): the paper profile's network, schedule, losses, eps rule and
-  attacks unchanged (they fit 2 CPU cores as they are, from the idle-core step times of
-  results/benchmarks/train_speed.md, 2026-12-04: a natural step 120 ms, a PGD-10 AT step
-  1.07 s; a data-SNR step costs about 12 natural steps, benchmarks/spectral.py); two of the
-  four data-SNR constants (0.3 and 1), APGD-T with 3 targets on the 1,000 points and
-  AutoAttack's standard suite on the first 200 in both norms (Square in linf only:
-  advgeom's Square is linf); the training monitor records every model's curve (the last
-  1,000 training images held out). Expected (:data:`CPU_EXPECTED`): about 4 hours of
-  training on 2 idle cores (the longest model, a data-SNR constant, about 72 minutes) and
-  about 2.5 hours of evaluation; --plan's FLOP count gives 8.9 hours in all.
+  training, 3,000 fine-tuning steps per robust model, the clean-accuracy rule over seven
+  global and five data-dependent SNR constants (each grid walked from 0.3 until the AT
+  model's clean accuracy is bracketed), 1,000 test points, Square with 5,000 queries.
+- ``cpu`` (:data:`MNIST_CPU`): the paper profile's network, schedule, losses, eps rule,
+  constants and attacks unchanged (they fit 2 CPU cores as they are, from the idle-core
+  step times of results/benchmarks/train_speed.md, 2026-12-04: a natural step 120 ms, a
+  PGD-10 AT step 1.07 s; a data-SNR step costs about 12 natural steps,
+  benchmarks/spectral.py); APGD-T with 3 targets on the 1,000 points and AutoAttack's
+  standard suite on the first 200 in both norms (Square in linf only: advgeom's Square is
+  linf); the training monitor records every model's curve (the last 1,000 training images
+  held out). Expected (:data:`CPU_EXPECTED`): about 4 hours of training on 2 idle cores
+  (the longest model, a data-SNR constant, about 72 minutes) and about 2.5 hours of
+  evaluation; --plan charges every constant of both grids (16 hours in all, an upper bound).
 - ``quick`` (:data:`MNIST_QUICK`): a narrowed network, 100 test points (minutes).
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -41,7 +42,6 @@ from torch import nn
 from advgeom.data import load
 from advgeom.eval.bookkeeping import percent
 from advgeom.eval.report import format_checks
-from advgeom.eval.runner import EvalResult
 from advgeom.experiments import _spectral_figures as SF
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.experiments.settings import assumption, paper
@@ -56,37 +56,41 @@ MNIST_QUICK = dict(
     optimizer="adam", lr=1e-3, batch_size=64, natural_iters=600, finetune_iters=150,
     finetune_lr=5e-4, eps_grid=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
     linf_grid=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3), almost_all=0.05, power_iters=5,
-    global_lams=(0.3, 1.0), data_lams=(0.3,), linf_eval_eps=0.1, rule_n=200, n_eval=100, square=300, n_fig=40,
+    global_lams=(0.3, 1.0), data_lams=(0.3,), lam_start={"global_snr": 0.3, "data_snr": 0.3}, linf_eval_eps=0.1, rule_n=200, n_eval=100, square=300, n_fig=40,
     n_curve=200, radii_factors=(0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0))
 MNIST_PAPER = dict(
     MNIST_QUICK, model_kwargs={}, natural_iters=6000, finetune_iters=3000, batch_size=128,
-    power_iters=10, global_lams=(0.003, 0.01, 0.03, 0.1), data_lams=(0.03, 0.1, 0.3, 1.0),
+    power_iters=10, global_lams=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), data_lams=(0.03, 0.1, 0.3, 1.0, 3.0),
     rule_n=2000, n_eval=1000, square=5000, n_fig=200, n_curve=2000)
 CIFAR_PAPER = dict(
     dataset="cifar10", model="cnn7", model_kwargs={}, optimizer="sgd", lr=0.1, batch_size=128,
     natural_iters=0, natural_epochs=100, natural_milestones=(50, 75), finetune_iters=0,
     finetune_epochs=10, finetune_lr=0.01, weight_decay=5e-4,
     eps_grid=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8), linf_grid=tuple(k / 255 for k in (1, 2, 4, 6, 8, 12)),
-    almost_all=0.05, power_iters=10, global_lams=(3e-4,), data_lams=(2e-2,), linf_eval_eps=8 / 255,
+    almost_all=0.05, power_iters=10, global_lams=(3e-4,), data_lams=(2e-2,),
+    lam_start={"global_snr": 3e-4, "data_snr": 2e-2}, linf_eval_eps=8 / 255,
     rule_n=2000,
     n_eval=1000, square=5000, n_fig=200, n_curve=2000, radii_factors=MNIST_QUICK["radii_factors"])
-# The cpu profile (issue 26): the paper profile's network, schedule, losses, eps rule and
-# attacks, which fit 2 CPU cores as they are (idle cores: a natural step 120 ms, a PGA-AT step
-# ~1.07 s, a data-SNR step ~1.4 s: 12, 54 and ~72 minutes of training); what changes: two of the four
-# data-SNR constants (the sweep's cost), the training monitor (the curves of every model),
-# APGD-T with 3 targets on the 1,000 points and AutoAttack's standard suite on the first 200
-# in both norms (Square there, not on the 1,000).
+# The constants of the regularized models are searched by walking their sorted grid from
+# ``lam_start`` (Context.walk): clean accuracy falls as lambda grows, so the walk stops
+# once the AT model's clean accuracy is bracketed and trains 2-3 constants, not the grid.
+# The cpu profile (issue 26): the paper profile's network, schedule, losses, eps rule,
+# constants and attacks, which fit 2 CPU cores as they are (idle cores: a natural step
+# 120 ms, a PGA-AT step ~1.07 s, a data-SNR step ~1.4 s: 12, 54 and ~72 minutes of
+# training); what changes: the training monitor (the curves of every model), APGD-T with 3
+# targets on the 1,000 points and AutoAttack's standard suite on the first 200 in both
+# norms (Square there, not on the 1,000).
 MNIST_CPU = dict(
-    MNIST_PAPER, data_lams=(0.3, 1.0), apgd_t_targets=3, suite_n=200,
+    MNIST_PAPER, apgd_t_targets=3, suite_n=200,
     monitor=dict(size=1000, natural_every=500, finetune_every=300, natural_eps=1.0))
 CPU_EXPECTED = (
     "about 6-7 hours on 2 idle CPU cores, from the idle-core step times of results/benchmarks/train_speed.md "
     "(2026-12-04: a natural step of the Madry CNN at batch 128 120 ms, a PGD-10 AT step 1.07 s) and the "
     "data-SNR step's cost of about 12 natural steps (results/benchmarks/spectral.md): training about 4 hours "
-    "(standard model ~12 minutes, PGA-AT ~54, each of the 4 global-SNR constants ~5-8, each of the 2 data-SNR "
-    "constants ~72), evaluation about 2.5 hours (--plan); --plan's FLOP count (2.75e15 FLOP) at the 171 GFLOP/s "
-    "2-core matmul floor x 0.5 gives 8.9 hours (PGA-AT 77 minutes, a data-SNR constant 133: it charges every "
-    "pass as a full gradient pass); RUN.md gives the measured times")
+    "(standard model ~12 minutes, PGA-AT ~54, each global-SNR constant ~5-8, each data-SNR constant ~72; "
+    "the search trains 2-3 constants of each), evaluation about 2.5 hours; --plan charges every constant of "
+    "both grids (7 and 5) and every pass as a full gradient pass, an upper bound well above this; RUN.md "
+    "gives the measured times")
 THEOREM_EPS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 THEOREM_ALPHA = (0.1, 1.0, 10.0, 100.0, 1e4, 1e6)
 
@@ -146,51 +150,84 @@ def _clean(ctx: Context, model: nn.Module, data: Any, n: int, key: str) -> float
     return ctx.cached(f"clean/{key}", run)
 
 
-def choose_eps(curve: EvalResult, grid: tuple[float, ...], almost_all: float) -> float:
+def choose_eps(curve: dict[float, float], grid: tuple[float, ...], almost_all: float) -> float:
     """The paper's rule: the smallest eps of ``grid`` at which the standard model's
-    accuracy under PGA is at most ``almost_all`` (else the largest eps)."""
+    accuracy under PGA (``curve``: eps -> fraction) is at most ``almost_all`` (else the
+    largest eps)."""
     for e in grid:
-        if curve.accuracy("worst_case", e) <= almost_all:  # exact fractions of counts
+        if curve[e] <= almost_all:  # exact fractions of counts
             return e
     return grid[-1]
+
+
+def pga_spec(eps: float, norm: str) -> str:
+    """The paper's PGA-10 as an attack spec: l2 steps of 2 eps / 10 (Table 1's alpha =
+    2 eps / ITERS); linf advgeom's default 2.5 eps / 10, as the figures' perturbations."""
+    return f"pgd:steps=10,step_size={2 * eps / 10:g}" if norm == "l2" else "pgd:steps=10"
+
+
+def pga_curve(ctx: Context, model: nn.Module, test: Any, grid: Sequence[float], norm: str, n: int,
+              defense: str, **common: Any) -> dict[float, float]:
+    """Accuracy (a fraction) per eps of ``grid`` under :func:`pga_spec` on the first ``n``
+    test points: in l2 one evaluation per eps (the step scales with it)."""
+    if norm != "l2":
+        r = ctx.evaluate(model, test, [pga_spec(grid[0], norm)], list(grid), norm=norm, n=n, defense=defense,
+                         **common)
+        return {e: r.accuracy("worst_case", e) for e in grid}
+    return {e: ctx.evaluate(model, test, [pga_spec(e, norm)], [e], norm=norm, n=n, defense=defense,
+                            **common).accuracy("worst_case", e) for e in grid}
 
 
 def _regularized(ctx: Context, s: dict[str, Any], name: str, lams: tuple[float, ...], target: float,
                  extra: dict[str, Any], init: nn.Module, val: Any, notes: list[str], eps: float,
                  histories: dict[str, list[dict[str, float]]]) -> nn.Module:
-    """Train ``name`` for each constant; keep the one whose clean accuracy on the held-out
-    test points ``val`` is closest to ``target`` (the AT model's), as the paper matched
-    clean test accuracies. Each run's history goes to ``histories``."""
-    best: tuple[float, float, nn.Module] | None = None
-    tried = []
-    for lam in lams:
+    """The paper's rule: the constant whose model has the clean accuracy on the held-out
+    test points ``val`` closest to ``target`` (the AT model's), as the paper matched clean
+    test accuracies. The sorted grid ``lams`` is walked from ``s["lam_start"][name]``
+    (:meth:`Context.walk`: up while the accuracy is above the target) until the target is
+    bracketed; each trained run's history goes to ``histories``."""
+    grid = tuple(sorted(lams))
+    start = s.get("lam_start", {}).get(name, grid[len(grid) // 2])
+    start = start if start in grid else grid[len(grid) // 2]   # a --smoke cut of the grid
+    accs: dict[float, float] = {}
+    models: dict[float, nn.Module] = {}
+
+    def above(lam: float) -> bool:
         run = ctx.fit(finetune_config(s, name, {"lam": lam, **extra}, eps), init)
         histories[f"{name} {lam:g}"] = run.history
-        model = run.model.eval()
-        acc = _clean(ctx, model, val, s["rule_n"], f"{name}-{lam}")
-        tried.append(f"{lam:g}: {acc:.1f}%")
-        if best is None or abs(acc - target) < abs(best[1] - target):
-            best = (lam, acc, model)
-    assert best is not None
-    notes.append(f"{name}: lambda {best[0]:g} (clean accuracy on the held-out test points per lambda: "
-                 f"{', '.join(tried)}; AT model: {target:.1f}%)")
-    return best[2]
+        models[lam] = run.model.eval()
+        accs[lam] = _clean(ctx, models[lam], val, s["rule_n"], f"{name}-{lam}")
+        return accs[lam] > target
+
+    ctx.walk(grid, start, above)
+    best = min(sorted(accs), key=lambda lam: abs(accs[lam] - target))
+    tried = sorted(accs)
+    line = (f"{name}: lambda {best:g} (clean accuracy on the held-out test points per lambda tried: "
+            + ", ".join(f"{lam:g}: {accs[lam]:.1f}%" for lam in tried) + f"; AT model: {target:.1f}%; grid "
+            f"{', '.join(f'{lam:g}' for lam in grid)}, walked from {start:g})")
+    falls = [accs[a] >= accs[b] for a, b in zip(tried, tried[1:])]
+    if not all(falls):
+        line += "; the accuracy did not fall monotonically with lambda over the constants tried"
+    if (best == grid[-1] and accs[best] > target) or (best == grid[0] and accs[best] < target):
+        line += (f"; the target lies beyond the grid's {'end' if best == grid[-1] else 'start'}: the chosen "
+                 f"model's clean accuracy differs from the AT model's by {accs[best] - target:+.1f} points")
+    notes.append(line)
+    return models[best]
 
 
 def train_all(ctx: Context, s: dict[str, Any], test: Any, val: Any, notes: list[str],
               histories: dict[str, list[dict[str, float]]] | None = None,
-              ) -> tuple[dict[str, nn.Module], float, EvalResult]:
+              ) -> tuple[dict[str, nn.Module], float, dict[float, float]]:
     """The four models, the chosen eps and the standard model's l2 PGA curve; the
     training history of every model trained (each constant too) goes to ``histories``."""
     histories = {} if histories is None else histories
     run = ctx.fit(natural_config(s))
     natural, histories["standard"] = run.model.eval(), run.history
     common = dict(model_name=s["model"], dataset=s["dataset"])
-    curve = ctx.evaluate(natural, test, ["pgd:steps=10"], list(s["eps_grid"]), norm="l2", n=s["rule_n"],
-                         defense="standard", **common)
+    curve = pga_curve(ctx, natural, test, tuple(s["eps_grid"]), "l2", s["rule_n"], "standard", **common)
     eps = choose_eps(curve, tuple(s["eps_grid"]), s["almost_all"])
-    notes.append(f"eps rule: standard-model accuracy under l2 PGA-10 on {s['rule_n']} test points: "
-                 + ", ".join(f"{e:g}: {curve.percent('worst_case', e):.1f}%" for e in s["eps_grid"])
+    notes.append(f"eps rule: standard-model accuracy under l2 PGA-10 (step 2 eps / 10) on {s['rule_n']} test "
+                 "points: " + ", ".join(f"{e:g}: {100 * curve[e]:.1f}%" for e in s["eps_grid"])
                  + f"; chosen eps {eps:g} (first with <= {100 * s['almost_all']:.0f}% accuracy)")
     run = ctx.fit(finetune_config(s, "pga_at", {"eps": eps, "iters": 10}, eps), natural)
     at, histories["adversarial_training"] = run.model.eval(), run.history
@@ -250,20 +287,25 @@ def record_settings(ctx: Context, s: dict[str, Any]) -> None:
                       "in [0,1] pixel units and 'almost all' = 95% are advgeom's"))
     ctx.setting("adversarial training", "l2 PGA, 10 iterations of 2 eps / 10 at the rule's eps",
                 paper("Table 1: eps = 1.75, alpha = 2 eps / ITERS, ITERS = 10"))
+    ctx.setting("adversarial training loss", "cross-entropy on the PGA examples alone", assumption(
+        "Section 5.1 names 'PGA based adversarial training with a softmax cross-entropy loss' without the "
+        "clean term of its Eq. 10 (l(y, f(x)) + lambda max l_adv): advgeom trains on the adversarial examples "
+        "alone, as Madry et al."), scope="training")
+    walk = (f"the sorted grid is walked from lambda {s['lam_start']['global_snr']:g} (global) and "
+            f"{s['lam_start']['data_snr']:g} (data-dependent), up while the clean accuracy on the held-out "
+            "test points is above the adversarially trained model's and down otherwise, until that accuracy is "
+            "bracketed: on a grid where the accuracy falls with lambda the rule picks what a full sweep would "
+            "(the notes list the constants trained and flag a non-monotone or unbracketed search); the start "
+            "comes from the quick profile's pilot (AT 92.0% between data-SNR lambda 0.3 and 1, global SNR "
+            "0.3 at 93.5%)")
     ctx.setting("global SNR constants", s["global_lams"],
                 paper("Table 1: lambda = 3e-4, ITERS = 1") if cifar else assumption(
-                    "candidates chosen by the paper's rule (clean accuracy closest to the adversarially "
-                    f"trained model's): {mnist_why}"))
+                    "candidates for the paper's rule (clean accuracy closest to the adversarially trained "
+                    f"model's): {mnist_why}; {walk}"))
     ctx.setting("data-dependent SNR constants", s["data_lams"],
                 paper("Table 1: lambda = 2e-2, eps = 1.75") if cifar else assumption(
                     "candidates for the paper's clean-accuracy rule; the quick value comes from a pilot run (notes)"
-                    if quick else
-                    f"two of the paper profile's four candidates {MNIST_PAPER['data_lams']}: {CPU_WHY}, and a "
-                    "data-SNR fine-tuning costs about 50 minutes (a step ~ 12 natural steps, "
-                    "results/benchmarks/spectral.md); in the quick profile's pilot the adversarially trained "
-                    "model's clean accuracy (92.0%) lay between lambda 0.3's and 1's (92.5%, 91.0%), so the two "
-                    "bracket the rule's expected choice" if cpu else
-                    f"candidates for the paper's clean-accuracy rule: {mnist_why}"))
+                    if quick else f"candidates for the paper's clean-accuracy rule: {mnist_why}; {walk}"))
     ctx.setting("power iterations (data-dependent SNR)", s["power_iters"],
                 paper("Table 1: ITERS = 10") if s["power_iters"] == 10 else assumption(QUICK_WHY))
     ctx.setting("constants matched on", f"the last {s['rule_n']} test points (disjoint from the evaluated ones)",
@@ -314,7 +356,7 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
     apgd_t = "apgd-t" if targets is None else f"apgd-t:num_targets={targets}"
     t_name = "APGD-T" if targets is None else f"APGD-T ({targets} targets)"
     suite_n = s.get("suite_n")   # the cpu profile: Square runs in the standard suite on a subset
-    l2_attacks = [f"pgd:steps=10,step_size={2 * eps / 10:g}", "apgd-ce", apgd_t]
+    l2_attacks = [pga_spec(eps, "l2"), "apgd-ce", apgd_t]
     li_eps = s["linf_eval_eps"]
     li_attacks = ["pgd:steps=10", "apgd-ce", apgd_t] + ([] if suite_n else [f"square:steps={s['square']}"])
     li_names = ("PGD-10", "APGD-CE", t_name) + (() if suite_n else ("Square",))
@@ -327,18 +369,16 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
     for method, model in models.items():
         # the eps curves (PGA-10 only) first, so that the worst case stored at the evaluation
         # eps is the one over all attacks
-        l2 = ctx.evaluate(model, test, ["pgd:steps=10"], list(s["eps_grid"]), norm="l2", n=s["n_curve"],
-                          defense=method, **common)
-        li = ctx.evaluate(model, test, ["pgd:steps=10"], list(s["linf_grid"]), norm="linf", n=s["n_curve"],
-                          defense=method, **common)
-        acc_l2[method] = [l2.percent("worst_case", e) for e in s["eps_grid"]]
-        acc_linf[method] = [li.percent("worst_case", e) for e in s["linf_grid"]]
+        l2 = pga_curve(ctx, model, test, tuple(s["eps_grid"]), "l2", s["n_curve"], method, **common)
+        li = pga_curve(ctx, model, test, tuple(s["linf_grid"]), "linf", s["n_curve"], method, **common)
+        acc_l2[method] = [100 * l2[e] for e in s["eps_grid"]]
+        acc_linf[method] = [100 * li[e] for e in s["linf_grid"]]
         res = ctx.evaluate(model, test, l2_attacks, [eps], norm="l2", n=s["n_eval"], defense=method, **common)
         rli = ctx.evaluate(model, test, li_attacks, [li_eps], norm="linf", n=s["n_eval"], defense=method,
                            **common)
         comps.append(Comparison(f"{method}: clean", res.percent("none"),
                                 paper.get(keys[method], {}).get("clean"), n=res.n))
-        checked = [res, rli, l2, li]
+        checked = [res, rli]
         for r, e, names, norm in ((res, eps, ("PGA-10", "APGD-CE", t_name), "l2"),
                                   (rli, li_eps, li_names, "linf")):
             comps += [Comparison(f"{method}: {short} ({norm} eps {e:g})", r.percent(spec.label, e), None,
@@ -422,6 +462,9 @@ def figures(ctx: Context, s: dict[str, Any], models: dict[str, nn.Module], test:
     for method, d in fig1.items():
         comps.append(Comparison(f"{method}: mean sigma_max(J_f(x)) over {s['n_fig']} test points",
                                 d["sv"][0], None, unit=""))
+        if "sv_adv" in d:   # figure data reused (--reuse) from before the adversarial spectrum have none
+            comps.append(Comparison(f"{method}: mean sigma_max(J_f(x + delta)) at their l2 PGA perturbations "
+                                    f"(eps {eps:g})", d["sv_adv"][0], None, unit=""))
     ds = s["dataset"]
     return [
         SF.figure1(ctx.figure_path("fig1_spectrum_alignment"), fig1, f"{ds}: Figure 1 (l2 PGA, eps {eps:g})"),
@@ -456,9 +499,9 @@ def _cpu_note(s: dict[str, Any]) -> str:
     m = s["monitor"]
     return (f"cpu profile (2 CPU cores): the paper profile's full {s['model']}, schedule ({s['natural_iters']} Adam "
             f"steps of batch {s['batch_size']} for the standard model, {s['finetune_iters']} fine-tuning steps "
-            f"per robust model), losses, eps rule and {s['power_iters']} power steps, unchanged; compressed: the "
-            f"data-dependent SNR constants {s['data_lams']} (paper profile {MNIST_PAPER['data_lams']}; global "
-            f"SNR keeps all of {s['global_lams']}), APGD-T with {s['apgd_t_targets']} targets on the "
+            f"per robust model), losses, eps rule, constant grids (global SNR {s['global_lams']}, data-dependent "
+            f"SNR {s['data_lams']}, each walked until the AT model's clean accuracy is bracketed) and "
+            f"{s['power_iters']} power steps, unchanged; compressed: APGD-T with {s['apgd_t_targets']} targets on the "
             f"{s['n_eval']} points, AutoAttack's standard suite (9 targets; Square in linf only) on the first "
             f"{s['suite_n']}; added: the training monitor (l2 PGA-10 on the last {m['size']} training images, "
             "held out of training) whose curves are the figure training_curves.png and the 'training curve' "
