@@ -192,6 +192,7 @@ def test_adversarial_training_beats_natural_training_on_the_toy(tmp_path):
     ("trades", {"norm": "l3"}, "norm"),
     ("fgsm_at", {"craft_mode": "both"}, "craft_mode"),
     ("pgd_at", {"mix": 2.0}, "mix"),
+    ("fgsm_at", {"mix": -0.5}, "mix"),
     ("trades", {"steps": 0}, "steps"),
     ("pgd_at", {"warmup": 1.0}, "warmup"),
     # issue 29: options that would train a natural model under an adversarial name
@@ -222,3 +223,20 @@ def test_bad_objective_kwargs_fail_before_training(tmp_path):
         fit(_toy_cfg("pgd_at", eps=-1.0), root=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="unknown argument"):
         fit(_toy_cfg("trades", betta=1.0), root=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("name", ["fgsm_at", "pgd_at"])
+def test_mix_weighs_the_clean_cross_entropy_in(name):
+    """(1 - mix) CE(x') + mix CE(x), x' from plain FGSM (deterministic), against a hand sum."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 1, 0])
+    attack = "fgsm" if name == "fgsm_at" else "pgd:steps=2,step_size=0.05,random_start=false"
+    kw = dict(eps=0.1, attack=attack)
+    mixed = create("defense", name, mix=0.5, **kw)(net, x, y, generator=torch.Generator().manual_seed(0))
+    alone = create("defense", name, **kw)(net, x, y, generator=torch.Generator().manual_seed(0))
+    clean = F.cross_entropy(net(x), y)
+    assert float(alone.terms["adv_ce"]) == pytest.approx(float(alone.total), rel=1e-6)
+    assert float(mixed.terms["adv_ce"]) == pytest.approx(float(alone.total), rel=1e-6)
+    assert float(mixed.total) == pytest.approx(0.5 * float(alone.total) + 0.5 * float(clean), rel=1e-6)
+    assert float(mixed.terms["clean_ce"]) == pytest.approx(float(clean), rel=1e-6)

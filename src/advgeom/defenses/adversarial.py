@@ -12,7 +12,7 @@ MNIST setting (eps 0.3, 40 steps of 0.01) where it has one.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -117,32 +117,47 @@ def pgd_at(eps: float = 0.3, norm: str = "linf",
     0.5; Madry et al. 0). advgeom's ``pgd`` returns its highest-loss iterate (a
     misclassified one when any is) where Madry's code keeps the last."""
     s = AdversarialSetup("pgd_at", eps, norm, warmup, craft_mode, attack)
-    mix = check_nonneg("pgd_at", "mix", mix)
-    if mix > 1.0:
-        raise ConfigError(f"defense 'pgd_at': mix must be in [0, 1], got {mix}")
+    mix = check_mix("pgd_at", mix)
 
     def objective(model: nn.Module, inputs: Tensor, labels: Tensor, *,
                   generator: torch.Generator | None = None,
                   context: StepContext | None = None) -> Loss:
         x_adv = s.craft(model, inputs, labels, generator, context)
-        adv = F.cross_entropy(logits_of(model, x_adv), labels)
-        if mix == 0.0:
-            return Loss(adv, {"adv_ce": adv.detach()})
-        clean = F.cross_entropy(logits_of(model, inputs), labels)
-        return Loss((1 - mix) * adv + mix * clean, {"adv_ce": adv.detach(), "clean_ce": clean.detach()})
+        return mixed_ce(model, x_adv, inputs, labels, mix)
 
     return objective
 
 
+def check_mix(name: str, mix: Any) -> float:
+    """``mix`` of an adversarial-training objective: a weight in [0, 1]."""
+    mix = check_nonneg(name, "mix", mix)
+    if mix > 1.0:
+        raise ConfigError(f"defense {name!r}: mix must be in [0, 1], got {mix}")
+    return mix
+
+
+def mixed_ce(model: nn.Module, x_adv: Tensor, inputs: Tensor, labels: Tensor, mix: float) -> Loss:
+    """``(1 - mix) CE(x_adv) + mix CE(x)``; with ``mix`` 0 one forward, on ``x_adv`` alone."""
+    adv = F.cross_entropy(logits_of(model, x_adv), labels)
+    if mix == 0.0:
+        return Loss(adv, {"adv_ce": adv.detach()})
+    clean = F.cross_entropy(logits_of(model, inputs), labels)
+    return Loss((1 - mix) * adv + mix * clean, {"adv_ce": adv.detach(), "clean_ce": clean.detach()})
+
+
 @register("defense", "fgsm_at")
 def fgsm_at(eps: float = 0.3, norm: str = "linf", alpha: float | None = None, attack: str = "",
-            warmup: float = 0.0, craft_mode: str = "eval", start: str = "clipped") -> Callable[..., Loss]:
+            warmup: float = 0.0, craft_mode: str = "eval", start: str = "clipped",
+            mix: float = 0.0) -> Callable[..., Loss]:
     """Fast adversarial training (Wong et al. 2020, "Fast is better than free"):
     cross-entropy on FGSM examples from a uniform random start, step ``alpha`` (default
     1.25 eps, scaled with the eps ramp); ``start`` as :func:`fast_fgsm` (``"unclipped"``:
-    their MNIST code). It is prone to catastrophic overfitting (PGD accuracy collapsing
-    within a few steps, Wong et al. Section 5): train it with the robust-accuracy monitor
-    (``monitor_every`` in the training config)."""
+    their MNIST code); ``mix`` weighs in the clean cross-entropy as in :func:`pgd_at`
+    (0.5 with ``attack="fgsm"``: Goodfellow et al.'s FGSM training, CleverHans's
+    adversarial training). It is prone to catastrophic overfitting (PGD accuracy
+    collapsing within a few steps, Wong et al. Section 5): train it with the
+    robust-accuracy monitor (``monitor_every`` in the training config)."""
+    mix = check_mix("fgsm_at", mix)
     if start not in FAST_FGSM_STARTS:
         raise ConfigError(f"fgsm_at: start must be one of {', '.join(FAST_FGSM_STARTS)}, got {start!r}")
     s = AdversarialSetup("fgsm_at", eps, norm, warmup, craft_mode, attack)
@@ -157,8 +172,7 @@ def fgsm_at(eps: float = 0.3, norm: str = "linf", alpha: float | None = None, at
                   generator: torch.Generator | None = None,
                   context: StepContext | None = None) -> Loss:
         x_adv = s.craft(model, inputs, labels, generator, context, own)
-        adv = F.cross_entropy(logits_of(model, x_adv), labels)
-        return Loss(adv, {"adv_ce": adv.detach()})
+        return mixed_ce(model, x_adv, inputs, labels, mix)
 
     return objective
 
