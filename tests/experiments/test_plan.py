@@ -83,6 +83,13 @@ def test_pass_counts_of_training(k):
     assert training_passes("mmc", {}) == Passes(grad=1)                 # not adversarial
     assert training_passes("ce", {}).forwards == GRAD_PASS              # natural: 1 fwd + bwd
     assert training_passes("fgsm_at", {}) == Passes(grad=2, forward=1)
+    # a clean branch beside the adversarial one costs a second training pass
+    assert training_passes("pgd_at", {"attack": pgd, "mix": 0.5}) == Passes(grad=k + 2, forward=1)
+    assert training_passes("fgsm_at", {"attack": "fgsm", "mix": 0.5}) == Passes(grad=3, forward=1)
+    assert training_passes("dsphere", {"base": "pgd_at", "base_kwargs": {"attack": pgd, "mix": 0.5}}) == \
+        Passes(grad=k + 2, forward=1)
+    assert training_passes("pga_at", {"iters": k}) == Passes(grad=k + 1)              # CE on x* alone
+    assert training_passes("pga_at", {"iters": k, "loss": "sos"}) == Passes(grad=k + 2)
 
 
 def test_pass_counts_of_attacks():

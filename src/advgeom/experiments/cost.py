@@ -36,7 +36,7 @@ from advgeom.registry import get
 
 GRAD_PASS = 3.0                    # forward + backward = 3 forwards (backward ~ 2 forwards)
 BUDGET = tuple(SMOKE_CAPS)         # the options that set an attack's work (those --smoke caps)
-TWO_BRANCH = {"trades": 2, "mart": 2, "pga_at": 2}          # loss on clean and adversarial
+TWO_BRANCH = {"trades": 2, "mart": 2}          # loss on clean and adversarial, always
 # Objectives whose inner loop is not an attack: grad passes per example per iteration
 # (data-dependent power method: a Jacobian-vector and a vector-Jacobian product; PGA-AT:
 # one gradient-ascent step; the global power method works on weights, not examples).
@@ -152,13 +152,25 @@ def craft_passes(objective: str, kwargs: Mapping[str, Any], num_classes: int = 1
     return Passes()
 
 
+def loss_branches(objective: str, kwargs: Mapping[str, Any]) -> int:
+    """Training forwards (each with its backward) of one step: 2 where the loss has a clean
+    and an adversarial branch (TRADES, MART; ``pgd_at``/``fgsm_at`` with ``mix``; PGA-AT's
+    ``sos`` loss), else 1; an objective wrapping another counts the inner one's."""
+    params = inspect.signature(get("defense", objective)).parameters
+
+    def given(key: str) -> Any:
+        return kwargs.get(key, params[key].default) if key in params else None
+
+    if "base" in params and "base_kwargs" in params:
+        return loss_branches(given("base"), given("base_kwargs") or {})
+    if objective in TWO_BRANCH or (objective == "pga_at" and given("loss") == "sos"):
+        return 2
+    return 2 if objective in ("pgd_at", "fgsm_at") and given("mix") else 1
+
+
 def training_passes(objective: str, kwargs: Mapping[str, Any], num_classes: int = 10) -> Passes:
     """Passes per training example: crafting plus one gradient pass per loss branch."""
-    params = inspect.signature(get("defense", objective)).parameters
-    name = objective
-    if "base" in params and "base_kwargs" in params:
-        name = kwargs.get("base", params["base"].default)
-    return craft_passes(objective, kwargs, num_classes) + Passes(grad=TWO_BRANCH.get(name, 1))
+    return craft_passes(objective, kwargs, num_classes) + Passes(grad=loss_branches(objective, kwargs))
 
 
 # ---------------------------------------------------------------------------
