@@ -66,3 +66,86 @@ def test_without_penalty_or_rejection_it_is_a_class_attack():
     adv = geodesic_adaptive(model.model, x, y, eps=0.5, steps=50, step_size=0.01,
                             generator=torch.Generator().manual_seed(1))
     assert (model.model(adv).argmax(1) != y).all()
+
+
+# ----------------------------------------------------------------------------- guided starts
+
+
+class FlatAffine(Affine):
+    """Affine's features with no input gradient: ascent cannot move a point."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).detach()
+
+
+def narrow_model(features: nn.Module) -> GeodesicRejector:
+    """The plane model with acceptance cones of 0.05 rad: a random point is rarely accepted."""
+    model = rejecting_model()
+    model.model.body = features
+    return GeodesicRejector(model.model, torch.full((3,), 0.04), torch.full((3,), 0.01))
+
+
+def mixed_points() -> tuple[torch.Tensor, torch.Tensor]:
+    """12 points of class 0 (features on W_0) and 4 of class 1 (on W_1), all accepted."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.stack([0.6 + 0.15 * torch.rand(12, generator=g), torch.full((12,), 0.5)], 1)
+    b = torch.stack([torch.full((4,), 0.5), 0.6 + 0.15 * torch.rand(4, generator=g)], 1)
+    return torch.cat([a, b]), torch.tensor([0] * 12 + [1] * 4)
+
+
+def test_guides_break_what_ascent_cannot():
+    model = narrow_model(FlatAffine())
+    x, y = mixed_points()
+    _, accept = model.predict_with_rejection(x)
+    assert accept.all() and (model(x).argmax(1) == y).all()
+    kw = dict(eps=1.0, steps=20, loss="margin")
+    plain = geodesic_adaptive(model, x, y, generator=torch.Generator().manual_seed(1), **kw)
+    guided = geodesic_adaptive(model, x, y, generator=torch.Generator().manual_seed(1), guides=2, **kw)
+    assert fooled(model, plain, y) <= 0.25     # no gradient: only a lucky random start wins
+    assert fooled(model, guided, y) == 1.0     # the other class's accepted points are reachable
+    # every guide lies within linf 0.25: at eps 0.3 the start is the guide itself
+    guided = geodesic_adaptive(model, x, y, eps=0.3, steps=5, guides=1, generator=torch.Generator().manual_seed(1))
+    assert fooled(model, guided, y) == 1.0
+    assert float((guided - x).abs().max()) <= 0.3 + 1e-6 and guided.min() >= 0 and guided.max() <= 1
+
+
+def test_guided_l2_stays_in_ball_and_a_lone_sample_has_no_guide():
+    model = narrow_model(Affine())
+    x, y = mixed_points()
+    adv = geodesic_adaptive(model, x, y, eps=0.2, norm="l2", steps=10, guides=3,
+                            generator=torch.Generator().manual_seed(0))
+    assert float((adv - x).norm(dim=1).max()) <= 0.2 + 1e-5 and adv.min() >= 0 and adv.max() <= 1
+    one = [geodesic_adaptive(model, x[:1], y[:1], eps=0.3, steps=10, guides=g,
+                             generator=torch.Generator().manual_seed(0)) for g in (0, 4)]
+    assert torch.equal(one[0], one[1])
+
+
+def test_guide_order_nearest_accepted_wrong_class_first():
+    # l2 distances: 0-1 0.566, 0-2 0.412, 1-4 0.447, 1-0 0.566
+    from advgeom.attacks._common import prepare
+    from advgeom.attacks.geodesic import guide_order
+    model = narrow_model(Affine())
+    x = torch.tensor([[0.9, 0.5], [0.5, 0.9], [0.5, 0.6], [0.5, 0.5], [0.7, 0.5]])
+    y = torch.tensor([0, 1, 1, 0, 0])           # point 3: features at the origin (not accepted)
+    s = prepare(model, x, y, info=geodesic_adaptive.info, eps=0.1, norm="linf", loss="margin",
+                targeted=False)
+    order, valid, pred = guide_order(model, s, False, "l2", 4)
+    assert pred.tolist()[:3] == [0, 1, 1]
+    assert order[0, :2].tolist() == [2, 1] and valid[0].tolist() == [True, True, False, False]
+    assert order[1, :2].tolist() == [4, 0] and valid[1].tolist() == [True, True, False, False]
+    # targeted at class 1: only the accepted class-1 points guide, the sample itself excluded
+    t = torch.ones(5, dtype=torch.long)
+    s = prepare(model, x, t, info=geodesic_adaptive.info, eps=0.1, norm="linf", loss="margin", targeted=True)
+    order, valid, _ = guide_order(model, s, True, "l2", 4)
+    assert order[0, :2].tolist() == [2, 1] and valid[0].tolist() == [True, True, False, False]
+    assert order[1, 0].item() == 2 and valid[1].tolist() == [True, False, False, False]
+
+
+def test_guides_must_be_a_count():
+    import pytest
+    from advgeom.errors import AdvgeomError
+    x, y = points()
+    with pytest.raises(AdvgeomError, match="guides"):
+        geodesic_adaptive(rejecting_model(), x, y, eps=0.1, guides=-1)
+    with pytest.raises(AdvgeomError, match="guides"):
+        geodesic_adaptive(rejecting_model(), x, y, eps=0.1, guides=1.5)

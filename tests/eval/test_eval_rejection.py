@@ -69,3 +69,56 @@ def test_metric_functions_exact():
     # a model that rejects everything is robust on nothing
     m = adversarial_rejection_metrics(t(1, 1), t(0, 0), defended(t(0, 0), t(0, 0)), t(0, 0))
     assert m["robust_accuracy_with_rejection"] == 0.0
+
+
+# ----------------------------------------------------------------------------- the unbounded check with rejection
+
+
+def flat_rejector():
+    """Plane model: features 4 (x - 0.5) with no input gradient, class weights (1, 0),
+    (0, 1), (-1, 0), acceptance cones of 0.05 rad: ascent cannot reach an accepted wrong
+    class, a guided start (another accepted input of the batch) can."""
+    import torch
+    from torch import nn
+    from advgeom.inference import GeodesicRejector
+    from advgeom.models.base import Classifier
+    from advgeom.nn.sphere import SphereHead
+
+    class Flat(nn.Module):
+        def forward(self, x):
+            return (4.0 * (x - 0.5)).detach()
+
+    head = SphereHead(2, 3, scale="norm")
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    net = Classifier(Flat(), head, num_classes=3, input_shape=(2,), feature_dim=2).eval()
+    g = torch.Generator().manual_seed(0)
+    a = torch.stack([0.6 + 0.3 * torch.rand(12, generator=g), torch.full((12,), 0.5)], 1)
+    b = torch.stack([torch.full((4,), 0.5), 0.6 + 0.3 * torch.rand(4, generator=g)], 1)
+    model = GeodesicRejector(net, torch.full((3,), 0.04), torch.full((3,), 0.01)).eval()
+    return model, torch.cat([a, b]), torch.tensor([0] * 12 + [1] * 4)
+
+
+@pytest.mark.parametrize("attack, verdict", [("geodesic_adaptive:steps=5", "fail"),
+                                             ("geodesic_adaptive:steps=5,guides=2", "pass"),
+                                             ("pgd:steps=5", "pass")])
+def test_unbounded_check_with_rejection(attack, verdict):
+    model, x, y = flat_rejector()
+    with pytest.warns(UserWarning, match="unbounded_attack fail"):   # every case: see the last line
+        r = evaluate(model, (x, y), [attack], [0.05], progress=False)
+    checks = [c for c in r.checks.results if c.name == "unbounded_rejection"]
+    assert len(checks) == 1 and checks[0].status == verdict
+    # without a rejection-aware attack the default one (guided) runs
+    assert checks[0].details["attack"].startswith("geodesic_adaptive" if "geodesic" in attack
+                                                  else CheckConfig().unbounded_rejection_attack.split(":")[0])
+    if verdict == "fail":
+        assert checks[0].details["accuracy"] >= 75.0
+        assert "unbounded_rejection" in next(row for row in r.rows if row.metric == "robust_accuracy_with_rejection"
+                                             and row.attack == "worst_case").extra["failed_checks"]
+    assert r.checks.get("unbounded_attack").status == "fail"   # plain PGD: no gradient, no misclassification
+
+
+def test_no_rejection_check_without_rejection():
+    x, y = threshold_data()
+    r = evaluate(ThresholdModel().eval(), (x, y), [spec("f", fake_attack())], [0.1], progress=False)
+    assert "unbounded_rejection" not in [c.name for c in r.checks.results]

@@ -96,6 +96,9 @@ def test_pass_counts_of_attacks():
     assert attack_passes("apgd-t") == Passes(grad=100 * 9, forward=1)
     assert attack_passes("apgd-t", num_classes=4) == Passes(grad=100 * 3, forward=1)
     assert attack_passes("pgd:steps=10,restarts=3") == Passes(grad=30, forward=1)
+    # guided runs follow the restarts: 50 steps x (2 restarts + 20 guides)
+    assert attack_passes("geodesic_adaptive:steps=50,restarts=2,guides=20") == Passes(grad=50 * 22, forward=1)
+    assert attack_passes("geodesic_adaptive:steps=50") == Passes(grad=50, forward=1)
     assert attack_passes("square:steps=5000") == Passes(forward=5001)
     assert attack_passes("fgsm") == Passes(grad=1, forward=1)
 

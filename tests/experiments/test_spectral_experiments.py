@@ -208,3 +208,8 @@ def test_training_summary_and_curves(tmp_path: Path):
     for name, h in (("plain", {"standard": hist}), ("mon", {"standard": hist, "at": monitored})):
         p = SF.figure_training(tmp_path / f"{name}.png", h, "t")
         assert p.is_file() and p.stat().st_size > 1000
+
+
+def test_pga_spec_uses_the_figures_step():
+    assert S.pga_spec(1.5, "l2") == "pgd:steps=10,step_size=0.3" and SF.pga_step(1.5, "l2") == 0.3
+    assert S.pga_spec(0.1, "linf") == "pgd:steps=10" and SF.pga_step(0.1, "linf") is None

@@ -155,7 +155,9 @@ class AttackInfo:
     ``targeted``: accepts ``targeted=True``. ``losses``: accepted ``loss=`` values.
     ``needs``: extra keyword arguments that must be given (e.g. ``source_model``).
     ``uses_loss``: False when ``loss`` is validated but the attack has its own
-    objective (C&W, DeepFool). ``ranges``: the valid range of each numeric option
+    objective (C&W, DeepFool). ``rejection_aware``: on a model that can reject
+    (:mod:`advgeom.eval.rejection`) it seeks points that are misclassified AND accepted
+    (the unbounded check of a rejecting model runs these). ``ranges``: the valid range of each numeric option
     beyond (or overriding) :data:`SHARED_RANGES`; see :meth:`option_ranges`.
     """
 
@@ -168,6 +170,7 @@ class AttackInfo:
     transfer: bool = False
     needs: tuple[str, ...] = field(default_factory=tuple)
     uses_loss: bool = True
+    rejection_aware: bool = False
     ranges: Mapping[str, Range] = field(default_factory=dict, hash=False)
 
     def option_ranges(self) -> dict[str, Range]:

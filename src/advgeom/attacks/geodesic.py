@@ -18,6 +18,16 @@ accepted; per sample the best point over steps and restarts is kept (a successfu
 if any). On a model without ``angle_excess`` every point is accepted and the attack is
 PGD on ``loss``. Steps are PGD's (random start, signed linf / normalized l2 steps,
 projection onto the eps-ball and [0,1]); default step ``2.5 eps / steps``.
+
+Guided starts (``guides`` > 0; the feature-space starting points of Tramer et al. 2020,
+Section 6): gradient ascent from a random start can stall where rejection is strong (on
+a PGD-trained D-SphereNet the features of every perturbed point sit near 90 degrees from
+every class weight, outside every acceptance cone). So after the random-start runs, each
+sample not yet broken is attacked again from up to ``guides`` starting points: the
+projection onto its eps-ball of the nearest (in the attack's norm) other input of the
+same batch that the model accepts and predicts as a wrong class (targeted: as the target
+class), each run pushing toward that input's predicted class. A larger batch offers
+nearer guides; a sample alone in its batch gets none.
 """
 from __future__ import annotations
 
@@ -30,8 +40,8 @@ from advgeom.attacks._common import (BestTracker, Setup, check_bool, default_ste
                                      input_grad, prepare, remaining)
 from advgeom.attacks._geometry import (ascent_direction, box_bounds, bview, finalize, project_l2,
                                        random_start)
-from advgeom.attacks._losses import success
-from advgeom.attacks.base import PassCounter, describe, number
+from advgeom.attacks._losses import get_loss, success
+from advgeom.attacks.base import PassCounter, count, describe, number
 from advgeom.registry import register
 
 
@@ -46,13 +56,21 @@ def _scores(model: nn.Module, s: Setup, x: Tensor) -> tuple[Tensor, Tensor | Non
 
 
 def _objective(s: Setup, z: Tensor, excess: Tensor | None, y: Tensor, targeted: bool,
-               penalty: float, confidence: float) -> tuple[Tensor, Tensor]:
-    """Per sample: the ascended loss and success (misclassified/targeted and accepted)."""
-    loss = s.loss_fn(z, y).clamp(max=confidence)
+               penalty: float, confidence: float,
+               push: tuple[Tensor, Any] | None = None) -> tuple[Tensor, Tensor]:
+    """Per sample: the ascended loss and success (misclassified/targeted and accepted).
+    ``push``: ``(classes, targeted loss)`` of a guided run, which pushes toward ``classes``."""
+    if push is None:
+        loss = s.loss_fn(z, y).clamp(max=confidence)
+    else:
+        loss = push[1](z, push[0]).clamp(max=confidence)
     succ = success(z, y, targeted)
     if excess is None:
         return loss, succ
-    k = y if targeted else z.detach().scatter(1, y.unsqueeze(1), float("-inf")).argmax(1)
+    if push is not None:
+        k = push[0]
+    else:
+        k = y if targeted else z.detach().scatter(1, y.unsqueeze(1), float("-inf")).argmax(1)
     loss = loss - penalty * torch.relu(excess.gather(1, k.unsqueeze(1)).squeeze(1))
     pred = z.detach().argmax(1)
     accepted = excess.detach().gather(1, pred.unsqueeze(1)).squeeze(1) <= 0
@@ -61,18 +79,23 @@ def _objective(s: Setup, z: Tensor, excess: Tensor | None, y: Tensor, targeted: 
 
 def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm: str,
          steps: int, step: Tensor, targeted: bool, penalty: float, confidence: float,
-         random_init: bool, early_stop: bool) -> BestTracker:
-    """One run; with ``early_stop`` a sample leaves the batch at its first success."""
+         random_init: bool, early_stop: bool, start: Tensor | None = None,
+         push: tuple[Tensor, Any] | None = None) -> BestTracker:
+    """One run; with ``early_stop`` a sample leaves the batch at its first success.
+    A guided run starts at ``start`` (inside the ball) and pushes toward ``push``."""
     linf = norm == "linf"
     lo, hi = box_bounds(x, eps) if linf else (None, None)
-    x_adv = random_start(x, eps, norm, s.generator) if random_init else x.clone()
+    if start is not None:
+        x_adv = start.clone()
+    else:
+        x_adv = random_start(x, eps, norm, s.generator) if random_init else x.clone()
     best = BestTracker(x)
     act = torch.arange(x.shape[0], device=x.device)  # samples still attacked
     for i in range(steps + 1):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             z, excess = _scores(model, s, x_adv)
-            loss, succ = _objective(s, z, excess, y, targeted, penalty, confidence)
+            loss, succ = _objective(s, z, excess, y, targeted, penalty, confidence, push)
         best.update_at(act, x_adv.detach(), loss.detach(), succ)
         if i == steps:
             break
@@ -85,30 +108,72 @@ def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm:
                 if keep.numel() == 0:
                     break
                 act, x_adv, x, y, eps, step = act[keep], x_adv[keep], x[keep], y[keep], eps[keep], step[keep]
+                push = None if push is None else (push[0][keep], push[1])
                 if linf:
                     lo, hi = lo[keep], hi[keep]
     return best
 
 
+@torch.no_grad()
+def guide_order(model: nn.Module, s: Setup, targeted: bool, norm: str,
+                guides: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample, up to ``guides`` other inputs of the batch, nearest first (in ``norm``),
+    that the model accepts and predicts as a wrong class (targeted: as the target):
+    ``(index (N, G), valid (N, G), predicted class (N,))``."""
+    z, excess = _scores(model, s, s.x)
+    pred = z.argmax(1)
+    accepted = (torch.ones_like(pred, dtype=torch.bool) if excess is None
+                else excess.gather(1, pred.unsqueeze(1)).squeeze(1) <= 0)
+    same = pred.unsqueeze(0) == s.y.unsqueeze(1)   # [i, j]: j predicted as i's label
+    ok = accepted.unsqueeze(0) & (same if targeted else ~same)
+    ok.fill_diagonal_(False)
+    flat = s.x.flatten(1)
+    d = torch.cdist(flat, flat, p=float("inf") if norm == "linf" else 2.0)
+    d = d.masked_fill(~ok, float("inf"))
+    g = min(guides, max(s.x.shape[0] - 1, 0))
+    dist, order = d.sort(1)
+    return order[:, :g], torch.isfinite(dist[:, :g]), pred
+
+
+def _guided(model: nn.Module, s: Setup, best: BestTracker, *, targeted: bool, guides: int,
+            loss: str, step: Tensor, **kw: Any) -> None:
+    """The guided runs on the samples ``best`` has not broken (module docstring)."""
+    order, valid, pred = guide_order(model, s, targeted, kw["norm"], guides)
+    push_loss = get_loss(loss, targeted=True, num_classes=s.num_classes)
+    for g in range(order.shape[1]):
+        idx = (valid[:, g] & ~best.broken).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        src = order[idx, g]
+        x, e = s.x[idx], s.eps[idx]
+        start = s.x[src]
+        start = start.clamp(*box_bounds(x, e)) if kw["norm"] == "linf" else project_l2(x, start, e)
+        best.merge(idx, _run(model, s, x, s.y[idx], e, step=step[idx], start=start, targeted=targeted,
+                             push=(s.y[idx] if targeted else pred[src], push_loss), **kw))
+
+
 @register("attack", "geodesic_adaptive")
-@describe(norms=("linf", "l2"), losses=("margin", "dlr"),
-          ranges={"penalty": number(0.0), "confidence": number(0.0, open_low=True)})
+@describe(norms=("linf", "l2"), losses=("margin", "dlr"), rejection_aware=True,
+          ranges={"penalty": number(0.0), "confidence": number(0.0, open_low=True),
+                  "guides": count(0)})
 def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any,
                       norm: str = "linf", steps: int = 100, step_size: float | None = None,
                       restarts: int = 1, targeted: bool = False, loss: str = "margin",
                       generator: torch.Generator | None = None, penalty: float = 10.0,
-                      confidence: float = 0.1, random_start: bool = True,
+                      confidence: float = 0.1, random_start: bool = True, guides: int = 0,
                       early_stop: bool = True, counter: PassCounter | None = None) -> Tensor:
     """Adaptive attack on geodesic rejection: ascend ``loss`` capped at ``confidence``
     (default 0.1, in the loss's units) minus ``penalty`` (per radian, default 10) times
     the angle above the threshold of the class pushed to; success = misclassified and
     accepted. ``random_start``: start at a uniform point of
     the eps-ball (False: at the clean input; restarts then repeat nothing and stop).
-    ``restarts`` run on the samples not yet broken."""
+    ``restarts`` run on the samples not yet broken; then ``guides`` guided runs (module
+    docstring) on the samples still unbroken."""
     check_bool("random_start", random_start)
     check_bool("early_stop", early_stop)
     penalty = geodesic_adaptive.info.check("penalty", penalty, attack="geodesic_adaptive")
     confidence = geodesic_adaptive.info.check("confidence", confidence, attack="geodesic_adaptive")
+    guides = geodesic_adaptive.info.check("guides", guides, attack="geodesic_adaptive")
     s = prepare(model, inputs, labels, info=geodesic_adaptive.info, eps=eps, norm=norm, loss=loss,
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
@@ -121,4 +186,6 @@ def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: 
         if idx.numel() == 0:
             break
         best.merge(idx, _run(model, s, s.x[idx], s.y[idx], s.eps[idx], step=step[idx], **kw))
+    if guides:
+        _guided(model, s, best, guides=guides, loss=loss, step=step, **kw)
     return finalize(s.x, best.x, s.eps, norm)

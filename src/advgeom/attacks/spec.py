@@ -380,7 +380,7 @@ def parse_number(value: Any, what: str = "eps") -> float:
 # steps too), restarts, target classes (APGD-T, FAB-T, the multi-target attack),
 # C&W's binary-search rounds and DeepFool's candidate classes.
 SMOKE_CAPS: dict[str, int] = {"steps": 2, "restarts": 1, "num_targets": 2, "search_steps": 1,
-                              "candidates": 2}
+                              "candidates": 2, "guides": 1}
 
 
 def cap_spec(spec: str | AttackSpec, caps: Mapping[str, int] = SMOKE_CAPS) -> AttackSpec:

@@ -109,6 +109,8 @@ class CheckConfig:
     unbounded_subset: int = 64          # 0 disables the unbounded-attack check
     unbounded_attack: str = "pgd:steps=100,loss=margin"
     unbounded_max_accuracy: float = 2.0
+    # a model that can reject: run when the evaluation has no rejection-aware attack
+    unbounded_rejection_attack: str = "geodesic_adaptive:steps=50,guides=20"
 
 
 def attack_kind(row_or_name: Row | str) -> str:
@@ -341,14 +343,16 @@ def check_model_state(training_before: bool, training_after: bool,
     return [mode, same]
 
 
-def check_unbounded(run_attack: Callable[[], float], max_accuracy: float, what: str) -> CheckResult:
+def check_unbounded(run_attack: Callable[[], float], max_accuracy: float, what: str, *,
+                    name: str = "unbounded_attack", metric: str = "accuracy") -> CheckResult:
     """An attack whose eps-ball covers all of [0,1]^d must drive accuracy to ~0.
 
-    ``run_attack()`` returns the accuracy (percent) it leaves.
+    ``run_attack()`` returns the accuracy (percent) it leaves; ``metric`` names it
+    (``robust accuracy with rejection`` for the check of a rejecting model).
     """
     acc = run_attack()
     details = {"accuracy": acc, "attack": what}
     if not math.isfinite(acc) or acc > max_accuracy:
-        return CheckResult("unbounded_attack", "fail", f"{what} leaves {acc:.2f}% accuracy "
+        return CheckResult(name, "fail", f"{what} leaves {acc:.2f}% {metric} "
                            f"(> {max_accuracy:g}%): attack too weak or gradient masking", details)
-    return CheckResult("unbounded_attack", "pass", f"{what} leaves {acc:.2f}% accuracy", details)
+    return CheckResult(name, "pass", f"{what} leaves {acc:.2f}% {metric}", details)

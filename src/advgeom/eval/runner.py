@@ -34,7 +34,7 @@ from advgeom.eval.rejection import (adversarial_rejection_metrics, can_reject,
                                     clean_rejection_metrics)
 from advgeom.eval.units import (WORST, Outcomes, Payload, Units, attack_unit, check_classes,
                                 check_readable, clean_unit, device_of, from_bools, outcomes,
-                                run_unbounded)
+                                run_unbounded, run_unbounded_rejection)
 from advgeom.hashing import state_hash, text_hash
 from advgeom.progress import progress_bar
 from advgeom.results.env import environment
@@ -214,7 +214,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     report = C.CheckReport()
     if checks and w.main:
         report = _checks(model, x, y, rows, adv_p, out.robust, norm, seed, batch_size, check_config,
-                         cascade, units, device, hash_before)
+                         cascade, units, device, hash_before, specs)
         C.mark_rows(rows, report)
         rows += [row("check", 0.0, f"check:{r.name}", {"pass": 1.0, "warn": 0.5, "fail": 0.0}[r.status],
                      status=r.status, message=r.message)
@@ -304,7 +304,7 @@ def _rows(row: Callable[..., Row], out: Outcomes, adv_p: dict[tuple[str, float],
 def _checks(model: nn.Module, x: Tensor, y: Tensor, rows: list[Row],
             adv_p: dict[tuple[str, float], list[Payload]], robust: dict[tuple[str, float], Tensor],
             norm: str, seed: int, batch_size: int, cfg: C.CheckConfig, cascade: bool, units: Units,
-            device: torch.device, hash_before: str) -> C.CheckReport:
+            device: torch.device, hash_before: str, specs: list[AttackSpec]) -> C.CheckReport:
     """The sanity checks of one evaluation (DESIGN.md "Evaluating robustness honestly");
     ``robust``: the per-sample outcomes, for the paired gradient-masking test."""
     report = C.CheckReport()
@@ -324,5 +324,7 @@ def _checks(model: nn.Module, x: Tensor, y: Tensor, rows: list[Row],
         report.results.append(C.check_softmax_outputs(model(xg)))
     if cfg.unbounded_subset > 0:
         report.results.append(run_unbounded(model, x, y, norm, seed, cfg, units, device))
+        if can_reject(model):
+            report.results += run_unbounded_rejection(model, x, y, norm, seed, cfg, units, device, specs)
     report.results += C.check_model_state(False, model.training, hash_before, state_hash(model))
     return report

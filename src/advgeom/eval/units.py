@@ -269,3 +269,39 @@ def run_unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str, seed: int,
         return percent(from_bools(payload["correct"]))
 
     return C.check_unbounded(run, cfg.unbounded_max_accuracy, f"{spec.label} at eps={e:g} ({norm})")
+
+
+def run_unbounded_rejection(model: nn.Module, x: Tensor, y: Tensor, norm: str, seed: int,
+                            cfg: C.CheckConfig, units: Units, device: torch.device,
+                            specs: list[AttackSpec]) -> list[C.CheckResult]:
+    """A model that can reject: each rejection-aware attack of the evaluation (none:
+    ``cfg.unbounded_rejection_attack``) run with an eps covering the whole input box on a
+    subset must leave ~0 robust accuracy with rejection (clean accepted and correct,
+    adversarial rejected or correct). Without rejection an unbounded attack wins by
+    misclassifying; here it must also be accepted, which a weak adaptive attack can miss
+    (the gap this check exposes)."""
+    aware = [s for s in specs if getattr(s.fn, "info", None) is not None and s.fn.info.rejection_aware]
+    if not aware:
+        try:
+            aware = [parse_attack_spec(cfg.unbounded_rejection_attack)]
+        except AdvgeomError as e:
+            return [C.CheckResult("unbounded_rejection", "skip",
+                                  f"cannot run {cfg.unbounded_rejection_attack!r}: {e}")]
+    xs, ys = x[:cfg.unbounded_subset].to(device), y[:cfg.unbounded_subset].to(device)
+    e = unbounded_eps(norm, xs)
+    out = []
+    for spec in aware:
+        key = text_hash("unbounded-rejection", state_hash(model), tensor_hash(xs, ys), spec.fingerprint(),
+                        e, norm, seed)
+
+        def run(spec: AttackSpec = spec, key: str = key) -> float:
+            clean = clean_unit(model, xs, ys)
+            adv = units(key, lambda: attack_unit(model, spec, xs, ys, clean, e, norm,
+                                                 unit_seed(seed, "unbounded-rejection")), tick=False)
+            ok = (from_bools(clean["correct"]) & from_bools(clean["accept"])
+                  & defended(from_bools(adv["correct"]), from_bools(adv["accept"])))
+            return percent(ok)
+
+        out.append(C.check_unbounded(run, cfg.unbounded_max_accuracy, f"{spec.label} at eps={e:g} ({norm})",
+                                     name="unbounded_rejection", metric="robust accuracy with rejection"))
+    return out

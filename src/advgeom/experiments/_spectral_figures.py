@@ -28,11 +28,17 @@ from advgeom.results.plots import save_figure
 ATTACK_STEPS = 10  # the paper's PGA iterations
 
 
+def pga_step(eps: float, norm: str, steps: int = ATTACK_STEPS) -> float | None:
+    """The PGA step: l2 2 eps / steps (Table 1's alpha = 2 eps / ITERS); linf ``None``
+    (advgeom's default 2.5 eps / steps: the paper gives no linf step)."""
+    return 2.0 * eps / steps if norm == "l2" else None
+
+
 def perturbation(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
                  generator: torch.Generator, steps: int = ATTACK_STEPS) -> Tensor:
-    """``x_adv - x`` of a ``steps``-step PGA (the paper's 10; l2: step 2 eps / steps as in
-    Table 1; linf: advgeom's default 2.5 eps / steps), every sample taking every step."""
-    step = 2.0 * eps / steps if norm == "l2" else None
+    """``x_adv - x`` of a ``steps``-step PGA (the paper's 10, :func:`pga_step`), every
+    sample taking every step."""
+    step = pga_step(eps, norm, steps)
     return pgd(model, x, y, eps=eps, norm=norm, steps=steps, step_size=step,
                early_stop=False, generator=generator) - x
 

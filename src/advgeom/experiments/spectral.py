@@ -161,9 +161,9 @@ def choose_eps(curve: dict[float, float], grid: tuple[float, ...], almost_all: f
 
 
 def pga_spec(eps: float, norm: str) -> str:
-    """The paper's PGA-10 as an attack spec: l2 steps of 2 eps / 10 (Table 1's alpha =
-    2 eps / ITERS); linf advgeom's default 2.5 eps / 10, as the figures' perturbations."""
-    return f"pgd:steps=10,step_size={2 * eps / 10:g}" if norm == "l2" else "pgd:steps=10"
+    """The paper's PGA-10 as an attack spec, with the figures' step (:func:`SF.pga_step`)."""
+    step = SF.pga_step(eps, norm, 10)
+    return "pgd:steps=10" + ("" if step is None else f",step_size={step:g}")
 
 
 def pga_curve(ctx: Context, model: nn.Module, test: Any, grid: Sequence[float], norm: str, n: int,
