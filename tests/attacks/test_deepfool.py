@@ -64,3 +64,22 @@ def test_agrees_with_torchattacks(mnist_cnn, broken):
           f"{bt.double().mean():.2f}; l2 ratio median {ratio.median():.3f}")
     assert bo.sum() >= bt.sum() and both.sum() >= 5
     assert ratio.median() == pytest.approx(1.0, abs=0.1)
+
+
+def test_stops_past_the_boundary_not_on_it():
+    """Without overshoot and with large logits, DeepFool's first step lands 1e-4 past the
+    linear boundary, inside the success margin (1e-5 * max |z| = 1e-3 here): it must step
+    again until the margin is cleared (the evaluator flags points on the boundary)."""
+    from advgeom.attacks._losses import margin_loss, success_margin
+    g = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(20, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(2, 20, generator=g))
+        lin.bias.fill_(100.0)                      # both logits near 100: margin needed ~1e-3
+    x = 0.5 + 0.1 * torch.rand(16, 20, generator=g)
+    with torch.no_grad():
+        y = lin(x).argmax(1)
+    adv = deepfool(lin.eval(), x, y, overshoot=0.0, steps=50)
+    with torch.no_grad():
+        z = lin(adv)
+    assert (margin_loss(z, y) > success_margin(z)).all()

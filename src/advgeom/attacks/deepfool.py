@@ -11,6 +11,10 @@ into ``r_tot`` and the iterate is ``clip(x + (1 + overshoot) r_tot, 0, 1)``.
 Candidate classes are the true class and the ``candidates - 1`` other classes with
 the largest clean logits (all classes when there are at most ``candidates``).
 
+A sample keeps iterating until it is misclassified by more than the success margin
+(:func:`~advgeom.attacks._losses.success`), as every attack's success is defined: a
+point whose logits tie within float noise is on the boundary, not past it.
+
 Minimum-norm attack: ``eps`` is an optional bound (default ``inf``); with a finite
 ``eps`` the final perturbation is projected onto the ball. Samples not broken
 within ``steps`` iterations return their last iterate. ``steps`` counts iterations;
@@ -29,6 +33,7 @@ from torch import Tensor, nn
 
 from advgeom.attacks._common import prepare, refuse_unused
 from advgeom.attacks._geometry import bview, dual_norm, finalize, flat_norm
+from advgeom.attacks._losses import success
 from advgeom.attacks.base import UNUSED, PassCounter, count, describe, number
 from advgeom.registry import register
 
@@ -65,7 +70,7 @@ def deepfool(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: Any = mat
         if cand is None:  # true class first, then the most likely others
             others = z.detach().scatter(1, ya[:, None], -math.inf).topk(k - 1, dim=1).indices
             cand = torch.cat([y[:, None], others], dim=1)
-        keep = z.detach().argmax(dim=1) == ya
+        keep = ~success(z, ya, False)   # on the boundary is not past it: step again
         if not bool(keep.any()):
             break
         ca = cand[active]
