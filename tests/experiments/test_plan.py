@@ -49,6 +49,10 @@ def test_plan_of_every_profile(name, profile, tmp_path, cifar_dir, monkeypatch):
         assert f"batch {t.config.batch_size}," in out
     for e in plan.evaluations:
         assert f"{e.n} test points" in out and all(f"    {s.label}: " in out for s, _, _ in e.attacks)
+        assert all(f"    check: unbounded {c} on {m} points" in out for c, m, _ in e.checks)
+    if name == "hyper-mnist":   # rejecting evaluations add the unbounded check of their adaptive attack
+        assert any([c for c, _, _ in e.checks][1:] == ["geodesic_adaptive:guides=20,steps=50"]
+                   for e in plan.evaluations)
     assert "A100-class GPU" in out and "this CPU" in out and "Rule: 1 gradient pass" in out
 
 

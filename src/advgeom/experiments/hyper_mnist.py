@@ -376,10 +376,12 @@ def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[st
 @experiment("hyper-mnist", title="Hyperspherical defense: white-box attacks on MNIST (Table 1)",
             paper="hyperspherical-defense.txt", reference="hyperspherical.mnist_whitebox",
             models=hyper_configs, sources=hyper_mnist_sources, profiles=("quick", "cpu", "paper"),
-            expected={"cpu": "about 25-30 hours on 2 idle CPU cores over several sessions (resumable), estimated "
-                             "from the cost model of --plan (8.65e15 FLOP, 28 hours at half the 2-core matmul "
-                             "floor): 15 models of 40 minutes to 2 hours of training and about 30-45 minutes of "
-                             "evaluation each; RUN.md gives the measured times"})
+            expected={"cpu": "at most about 42 hours on 2 idle CPU cores over several sessions (resumable): "
+                             "--plan's cost model gives 1.3e16 FLOP at half the 2-core matmul floor, training "
+                             "4.4e15 (about 14 hours: 15 models of 40 minutes to 2 hours) and evaluation at most "
+                             "8.6e15 (every attack's full budget on every point; attacks stop early on broken "
+                             "points, the adaptive attack's 20 guided runs on the unbroken ones only); RUN.md "
+                             "gives the measured times"})
 def hyper_mnist(ctx: Context) -> Outcome:
     """Table 1: six architectures x natural / FGSM / PGD training, FGSM and PGD-100 at eps 0.3."""
     record_eval_settings(ctx, settings(ctx.profile), "mnist")

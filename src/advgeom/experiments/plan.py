@@ -35,6 +35,7 @@ from torch import nn
 
 from advgeom.attacks.spec import SMOKE_CAPS, AttackSpec, cap_spec, parse_attacks, parse_eps
 from advgeom.eval.checks import CheckConfig
+from advgeom.eval.rejection import can_reject
 from advgeom.eval.suite import suite_specs
 from advgeom.eval.units import unpack
 from advgeom.experiments.base import Context, Experiment
@@ -93,12 +94,12 @@ class PlannedEvaluation:
     forward_flops: int
     attacks: list[tuple[AttackSpec, dict[str, int], Passes]]
     cascade: bool = False
-    check: tuple[str, int, Passes] | None = None   # unbounded-attack check: spec, points, passes
+    checks: list[tuple[str, int, Passes]] = field(default_factory=list)   # unbounded checks: spec, points, passes
 
     @property
     def flops(self) -> float:
         per_point = 1 + sum(p.forwards for _, _, p in self.attacks) * len(self.eps)
-        check = self.check[1] * self.check[2].forwards if self.check else 0.0
+        check = sum(points * p.forwards for _, points, p in self.checks)
         return self.forward_flops * (self.n * per_point + check)
 
 
@@ -194,13 +195,20 @@ class PlanContext(Context):
             n = min(n, SMOKE_POINTS)
             specs = [cap_spec(s, SMOKE_CAPS) for s in specs]
             config = smoke_check_config(config, n)
-        check = None
+        checks = []
         if kw.get("checks", True) and config.unbounded_subset > 0:
-            check = (config.unbounded_attack, min(config.unbounded_subset, n), attack_passes(config.unbounded_attack, k))
+            # the evaluator's unbounded checks (advgeom.eval.units): plain, and for a model
+            # that can reject each rejection-aware attack (else the configured one)
+            unbounded = [config.unbounded_attack]
+            if can_reject(model):
+                unbounded += [s.label for s in specs if getattr(getattr(s.fn, "info", None), "rejection_aware", False)] \
+                    or [config.unbounded_rejection_attack]
+            m = min(config.unbounded_subset, n)
+            checks = [(u, m, attack_passes(next((s for s in specs if s.label == u), u), k)) for u in unbounded]
         label = "/".join(str(v) for v in (kw.get("model_name") or type(model).__name__, kw.get("defense", "none")))
         self.plan.evaluations.append(PlannedEvaluation(
             label, kw.get("dataset") or name, kw.get("norm", "linf"), parse_eps(eps), n,
-            self._forward(model, x[0]), [(s, budget(s, k), attack_passes(s, k)) for s in specs], cascade, check))
+            self._forward(model, x[0]), [(s, budget(s, k), attack_passes(s, k)) for s in specs], cascade, checks))
 
 
 def make_plan(name: str, profile: str, *, smoke: bool = False, device: str = "cpu", seed: int = 0) -> Plan:
@@ -269,8 +277,8 @@ def render(plan: Plan, search: tuple[Path, ...] = ()) -> str:
         for spec, b, p in e.attacks:
             lines.append(f"    {spec.label}: {_budget_text(b)} -> {p.grad:g} gradient pass(es) + "
                          f"{p.forward:g} forward(s) per point and eps")
-        if e.check:
-            lines.append(f"    check: unbounded {e.check[0]} on {e.check[1]} points")
+        for spec, points, _ in e.checks:
+            lines.append(f"    check: unbounded {spec} on {points} points")
     train, ev = plan.flops
     lines += ["", f"Cost: training {flops_text(train)}, evaluation {flops_text(ev)}, total "
                   f"{flops_text(train + ev)}"]
