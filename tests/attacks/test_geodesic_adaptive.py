@@ -129,16 +129,35 @@ def test_guide_order_nearest_accepted_wrong_class_first():
     y = torch.tensor([0, 1, 1, 0, 0])           # point 3: features at the origin (not accepted)
     s = prepare(model, x, y, info=geodesic_adaptive.info, eps=0.1, norm="linf", loss="margin",
                 targeted=False)
-    order, valid, pred = guide_order(model, s, False, "l2", 4)
+    order, valid, pred = guide_order(model, s, False, 4)
     assert pred.tolist()[:3] == [0, 1, 1]
     assert order[0, :2].tolist() == [2, 1] and valid[0].tolist() == [True, True, False, False]
     assert order[1, :2].tolist() == [4, 0] and valid[1].tolist() == [True, True, False, False]
     # targeted at class 1: only the accepted class-1 points guide, the sample itself excluded
     t = torch.ones(5, dtype=torch.long)
     s = prepare(model, x, t, info=geodesic_adaptive.info, eps=0.1, norm="linf", loss="margin", targeted=True)
-    order, valid, _ = guide_order(model, s, True, "l2", 4)
+    order, valid, _ = guide_order(model, s, True, 4)
     assert order[0, :2].tolist() == [2, 1] and valid[0].tolist() == [True, True, False, False]
     assert order[1, 0].item() == 2 and valid[1].tolist() == [True, False, False, False]
+
+
+def test_guided_dlr_needs_four_classes_before_any_run():
+    import pytest
+    from advgeom.errors import AdvgeomError
+    x, y = points()
+    calls = []
+
+    class Counting(GeodesicRejector):
+        def angle_excess(self, inputs):
+            calls.append(1)
+            return super().angle_excess(inputs)
+
+    m = rejecting_model()
+    model = Counting(m.model, m.mean, m.std)
+    with pytest.raises(AdvgeomError, match="4 classes"):
+        geodesic_adaptive(model, x, y, eps=0.1, loss="dlr", guides=2)
+    assert not calls                                  # refused before the random-start run
+    geodesic_adaptive(model, x, y, eps=0.1, steps=2, loss="dlr")   # without guides: fine
 
 
 def test_guides_must_be_a_count():

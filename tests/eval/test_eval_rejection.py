@@ -1,4 +1,6 @@
 """Rejection-aware metrics on a hand-made abstaining model with known accept masks."""
+import contextlib
+
 import pytest
 
 from advgeom.eval import CheckConfig, can_reject, evaluate
@@ -74,51 +76,64 @@ def test_metric_functions_exact():
 # ----------------------------------------------------------------------------- the unbounded check with rejection
 
 
-def flat_rejector():
-    """Plane model: features 4 (x - 0.5) with no input gradient, class weights (1, 0),
-    (0, 1), (-1, 0), acceptance cones of 0.05 rad: ascent cannot reach an accepted wrong
-    class, a guided start (another accepted input of the batch) can."""
+def plane_rejector(flat: bool):
+    """Plane model: features 4 (x - 0.5) (``flat``: with no input gradient), class weights
+    (1, 0), (0, 1), (-1, 0), acceptance cones of 0.05 rad (flat) or 0.3 rad; 12 points of
+    class 0 and 4 of class 1, all accepted and correct, and 2 that are clean-rejected."""
     import torch
     from torch import nn
     from advgeom.inference import GeodesicRejector
     from advgeom.models.base import Classifier
     from advgeom.nn.sphere import SphereHead
 
-    class Flat(nn.Module):
+    class Features(nn.Module):
         def forward(self, x):
-            return (4.0 * (x - 0.5)).detach()
+            f = 4.0 * (x - 0.5)
+            return f.detach() if flat else f
 
     head = SphereHead(2, 3, scale="norm")
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
-    net = Classifier(Flat(), head, num_classes=3, input_shape=(2,), feature_dim=2).eval()
+    net = Classifier(Features(), head, num_classes=3, input_shape=(2,), feature_dim=2).eval()
     g = torch.Generator().manual_seed(0)
     a = torch.stack([0.6 + 0.3 * torch.rand(12, generator=g), torch.full((12,), 0.5)], 1)
     b = torch.stack([torch.full((4,), 0.5), 0.6 + 0.3 * torch.rand(4, generator=g)], 1)
-    model = GeodesicRejector(net, torch.full((3,), 0.04), torch.full((3,), 0.01)).eval()
-    return model, torch.cat([a, b]), torch.tensor([0] * 12 + [1] * 4)
+    off = torch.tensor([[0.8, 0.8], [0.7, 0.75]])          # 45 degrees from W_0: rejected
+    mean, std = (0.04, 0.01) if flat else (0.2, 0.1)
+    model = GeodesicRejector(net, torch.full((3,), mean), torch.full((3,), std)).eval()
+    return model, torch.cat([a, b, off]), torch.tensor([0] * 12 + [1] * 4 + [0, 0])
 
 
-@pytest.mark.parametrize("attack, verdict", [("geodesic_adaptive:steps=5", "fail"),
-                                             ("geodesic_adaptive:steps=5,guides=2", "pass"),
-                                             ("pgd:steps=5", "pass")])
-def test_unbounded_check_with_rejection(attack, verdict):
-    model, x, y = flat_rejector()
-    with pytest.warns(UserWarning, match="unbounded_attack fail"):   # every case: see the last line
+@pytest.mark.parametrize("flat, attack, verdict", [
+    (True, "geodesic_adaptive:steps=50", "fail"),
+    (True, "geodesic_adaptive:steps=50,guides=2", "fail"),    # run without its guides: they win by construction
+    (True, "pgd:steps=5", "fail"),                              # no rejection-aware attack: the configured one
+    (False, "geodesic_adaptive:steps=50,guides=2", "pass"),
+    (False, "pgd:steps=5", "pass")])
+def test_unbounded_check_with_rejection(flat, attack, verdict):
+    model, x, y = plane_rejector(flat)
+    _, accept = model.predict_with_rejection(x)
+    assert accept.tolist() == [True] * 16 + [False] * 2
+    with pytest.warns(UserWarning) if flat else contextlib.nullcontext():
         r = evaluate(model, (x, y), [attack], [0.05], progress=False)
-    checks = [c for c in r.checks.results if c.name == "unbounded_rejection"]
-    assert len(checks) == 1 and checks[0].status == verdict
-    # without a rejection-aware attack the default one (guided) runs
-    assert checks[0].details["attack"].startswith("geodesic_adaptive" if "geodesic" in attack
-                                                  else CheckConfig().unbounded_rejection_attack.split(":")[0])
-    if verdict == "fail":
-        assert checks[0].details["accuracy"] >= 75.0
-        assert "unbounded_rejection" in next(row for row in r.rows if row.metric == "robust_accuracy_with_rejection"
-                                             and row.attack == "worst_case").extra["failed_checks"]
-    assert r.checks.get("unbounded_attack").status == "fail"   # plain PGD: no gradient, no misclassification
+    c, = [c for c in r.checks.results if c.name == "unbounded_rejection"]
+    assert c.status == verdict
+    assert "without guided starts, on the 16 accepted and correct points of 18" in c.message
+    assert "guides" not in c.details["attack"]
+    assert c.details["attack"].startswith("geodesic_adaptive")
+    if flat:   # ascent cannot move; only a lucky random start lands in a 0.05 rad cone
+        assert c.details["accuracy"] >= 75.0
+        worst = next(row for row in r.rows if row.metric == "robust_accuracy_with_rejection"
+                     and row.attack == "worst_case")
+        assert "unbounded_rejection" in worst.extra["failed_checks"]
+    else:
+        assert c.details["accuracy"] == 0.0
 
 
-def test_no_rejection_check_without_rejection():
+def test_rejection_check_warns_without_angle_excess_and_is_absent_without_rejection():
     x, y = threshold_data()
+    with pytest.warns(UserWarning, match="unbounded_rejection warn"):
+        r = evaluate(RejectingThresholdModel().eval(), (x, y), [spec("f", fake_attack())], [0.1], progress=False)
+    assert r.checks.get("unbounded_rejection").status == "warn"
     r = evaluate(ThresholdModel().eval(), (x, y), [spec("f", fake_attack())], [0.1], progress=False)
     assert "unbounded_rejection" not in [c.name for c in r.checks.results]

@@ -24,10 +24,14 @@ Section 6): gradient ascent from a random start can stall where rejection is str
 a PGD-trained D-SphereNet the features of every perturbed point sit near 90 degrees from
 every class weight, outside every acceptance cone). So after the random-start runs, each
 sample not yet broken is attacked again from up to ``guides`` starting points: the
-projection onto its eps-ball of the nearest (in the attack's norm) other input of the
-same batch that the model accepts and predicts as a wrong class (targeted: as the target
-class), each run pushing toward that input's predicted class. A larger batch offers
-nearer guides; a sample alone in its batch gets none.
+projection onto its eps-ball of the nearest (in l2, whatever the attack's norm: linf
+distances between images mostly tie at 1) other input of the same batch that the model
+accepts and predicts as a wrong class (targeted: as the target class), each run pushing
+toward that input's predicted class. A larger batch offers nearer guides; a sample alone
+in its batch gets none (in an evaluation the batch is the clean-correct points attacked).
+At an eps whose ball holds the whole box a guided start is the guide itself and succeeds
+at once: the unbounded check of a rejecting evaluation (:mod:`advgeom.eval.units`) runs
+the attack without guides.
 """
 from __future__ import annotations
 
@@ -115,11 +119,11 @@ def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm:
 
 
 @torch.no_grad()
-def guide_order(model: nn.Module, s: Setup, targeted: bool, norm: str,
+def guide_order(model: nn.Module, s: Setup, targeted: bool,
                 guides: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per sample, up to ``guides`` other inputs of the batch, nearest first (in ``norm``),
-    that the model accepts and predicts as a wrong class (targeted: as the target):
-    ``(index (N, G), valid (N, G), predicted class (N,))``."""
+    """Per sample, up to ``guides`` other inputs of the batch, nearest first (l2; ties in
+    batch order), that the model accepts and predicts as a wrong class (targeted: as the
+    target): ``(index (N, G), valid (N, G), predicted class (N,))``."""
     z, excess = _scores(model, s, s.x)
     pred = z.argmax(1)
     accepted = (torch.ones_like(pred, dtype=torch.bool) if excess is None
@@ -128,18 +132,16 @@ def guide_order(model: nn.Module, s: Setup, targeted: bool, norm: str,
     ok = accepted.unsqueeze(0) & (same if targeted else ~same)
     ok.fill_diagonal_(False)
     flat = s.x.flatten(1)
-    d = torch.cdist(flat, flat, p=float("inf") if norm == "linf" else 2.0)
-    d = d.masked_fill(~ok, float("inf"))
+    d = torch.cdist(flat, flat).masked_fill(~ok, float("inf"))
     g = min(guides, max(s.x.shape[0] - 1, 0))
-    dist, order = d.sort(1)
+    dist, order = torch.sort(d, dim=1, stable=True)
     return order[:, :g], torch.isfinite(dist[:, :g]), pred
 
 
 def _guided(model: nn.Module, s: Setup, best: BestTracker, *, targeted: bool, guides: int,
-            loss: str, step: Tensor, **kw: Any) -> None:
+            push_loss: Any, step: Tensor, **kw: Any) -> None:
     """The guided runs on the samples ``best`` has not broken (module docstring)."""
-    order, valid, pred = guide_order(model, s, targeted, kw["norm"], guides)
-    push_loss = get_loss(loss, targeted=True, num_classes=s.num_classes)
+    order, valid, pred = guide_order(model, s, targeted, guides)
     for g in range(order.shape[1]):
         idx = (valid[:, g] & ~best.broken).nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -178,6 +180,9 @@ def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: 
                 targeted=targeted, steps=steps, restarts=restarts, step_size=step_size,
                 counter=counter, generator=generator)
     step = default_step(step_size, s.eps, 2.5 / max(steps, 1))
+    # the guided runs push toward a class: the targeted loss, refused now (DLR needs 4
+    # classes) rather than after the random-start runs
+    push_loss = get_loss(loss, targeted=True, num_classes=s.num_classes) if guides else None
     kw = dict(norm=norm, steps=steps, targeted=targeted, penalty=penalty, confidence=confidence,
               random_init=random_start, early_stop=early_stop)
     best = _run(model, s, s.x, s.y, s.eps, step=step, **kw)
@@ -187,5 +192,5 @@ def geodesic_adaptive(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: 
             break
         best.merge(idx, _run(model, s, s.x[idx], s.y[idx], s.eps[idx], step=step[idx], **kw))
     if guides:
-        _guided(model, s, best, guides=guides, loss=loss, step=step, **kw)
+        _guided(model, s, best, guides=guides, push_loss=push_loss, step=step, **kw)
     return finalize(s.x, best.x, s.eps, norm)

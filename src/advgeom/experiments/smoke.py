@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from advgeom.attacks.spec import SMOKE_CAPS
+from advgeom.attacks.spec import SMOKE_CAPS, cap_spec_text
 from advgeom.data.base import TensorData
 from advgeom.eval.checks import CheckConfig
 from advgeom.eval.rejection import predict
@@ -58,10 +58,11 @@ def smoke_note() -> str:
 
 def smoke_check_config(config: CheckConfig | None, n: int) -> CheckConfig:
     """The evaluation checks of a smoke run: all of them, the unbounded attack on at most
-    ``n`` points with :data:`SMOKE_UNBOUNDED`."""
+    ``n`` points with :data:`SMOKE_UNBOUNDED`, the rejection-aware one capped."""
     config = config or CheckConfig()
     return dataclasses.replace(config, unbounded_subset=min(config.unbounded_subset, n),
-                               unbounded_attack=SMOKE_UNBOUNDED)
+                               unbounded_attack=SMOKE_UNBOUNDED,
+                               unbounded_rejection_attack=cap_spec_text(config.unbounded_rejection_attack))
 
 
 def pick_points(model: nn.Module, data: Any, picked: dict[tuple[int, int], Any]) -> Any:
