@@ -120,21 +120,25 @@ def test_guided_l2_stays_in_ball_and_a_lone_sample_has_no_guide():
     assert torch.equal(one[0], one[1])
 
 
-def test_guide_order_nearest_accepted_wrong_class_first():
-    # l2 distances: 0-1 0.566, 0-2 0.412, 1-4 0.447, 1-0 0.566
+def test_guide_order_round_robin_over_classes_nearest_first():
+    # l2 distances: 0-2 0.412, 0-1 0.566, 0-5 0.8; 1-4 0.447, 1-0 0.566, 1-5 0.566
     from advgeom.attacks._common import prepare
     from advgeom.attacks.geodesic import guide_order
     model = narrow_model(Affine())
-    x = torch.tensor([[0.9, 0.5], [0.5, 0.9], [0.5, 0.6], [0.5, 0.5], [0.7, 0.5]])
-    y = torch.tensor([0, 1, 1, 0, 0])           # point 3: features at the origin (not accepted)
+    x = torch.tensor([[0.9, 0.5], [0.5, 0.9], [0.5, 0.6], [0.5, 0.5], [0.7, 0.5], [0.1, 0.5]])
+    y = torch.tensor([0, 1, 1, 0, 0, 2])        # point 3: features at the origin (not accepted)
     s = prepare(model, x, y, info=geodesic_adaptive.info, eps=0.1, norm="linf", loss="margin",
                 targeted=False)
-    order, valid, pred = guide_order(model, s, False, 4)
-    assert pred.tolist()[:3] == [0, 1, 1]
-    assert order[0, :2].tolist() == [2, 1] and valid[0].tolist() == [True, True, False, False]
-    assert order[1, :2].tolist() == [4, 0] and valid[1].tolist() == [True, True, False, False]
+    order, valid, pred = guide_order(model, s, False, 5)
+    assert pred.tolist()[:3] == [0, 1, 1] and pred[5] == 2
+    # the nearest of class 1, the nearest of class 2, then class 1's second
+    assert order[0, :3].tolist() == [2, 5, 1] and valid[0].tolist() == [True] * 3 + [False] * 2
+    # class 0's nearest (4), then class 2's (5) before class 0's second (0), though 0 and 5
+    # tie at 0.566: every class's nearest comes before any class's second
+    assert order[1, :3].tolist() == [4, 5, 0] and valid[1].tolist() == [True] * 3 + [False] * 2
+    assert guide_order(model, s, False, 1)[0][0].tolist() == [2]
     # targeted at class 1: only the accepted class-1 points guide, the sample itself excluded
-    t = torch.ones(5, dtype=torch.long)
+    t = torch.ones(6, dtype=torch.long)
     s = prepare(model, x, t, info=geodesic_adaptive.info, eps=0.1, norm="linf", loss="margin", targeted=True)
     order, valid, _ = guide_order(model, s, True, 4)
     assert order[0, :2].tolist() == [2, 1] and valid[0].tolist() == [True, True, False, False]

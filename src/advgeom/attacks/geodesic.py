@@ -24,10 +24,12 @@ Section 6): gradient ascent from a random start can stall where rejection is str
 a PGD-trained D-SphereNet the features of every perturbed point sit near 90 degrees from
 every class weight, outside every acceptance cone). So after the random-start runs, each
 sample not yet broken is attacked again from up to ``guides`` starting points: the
-projection onto its eps-ball of the nearest (in l2, whatever the attack's norm: linf
-distances between images mostly tie at 1) other input of the same batch that the model
-accepts and predicts as a wrong class (targeted: as the target class), each run pushing
-toward that input's predicted class. A larger batch offers nearer guides; a sample alone
+projections onto its eps-ball of other inputs of the same batch that the model accepts
+and predicts as a wrong class (targeted: as the target class), each run pushing toward
+that input's predicted class. The guides are taken round-robin over classes, nearest
+(l2) first within each (:func:`guide_order`): on a PGD-trained D-SphereNet + WM (quick
+profile, 250 test points, 20 guides) that left 43 of 216 accepted and correct points
+robust with rejection, the 20 nearest whatever their class 61. A larger batch offers nearer guides; a sample alone
 in its batch gets none (in an evaluation the batch is the clean-correct points attacked).
 At an eps whose ball holds the whole box a guided start is the guide itself and succeeds
 at once: the unbounded check of a rejecting evaluation (:mod:`advgeom.eval.units`) runs
@@ -121,9 +123,11 @@ def _run(model: nn.Module, s: Setup, x: Tensor, y: Tensor, eps: Tensor, *, norm:
 @torch.no_grad()
 def guide_order(model: nn.Module, s: Setup, targeted: bool,
                 guides: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per sample, up to ``guides`` other inputs of the batch, nearest first (l2; ties in
-    batch order), that the model accepts and predicts as a wrong class (targeted: as the
-    target): ``(index (N, G), valid (N, G), predicted class (N,))``."""
+    """Per sample, up to ``guides`` other inputs of the batch that the model accepts and
+    predicts as a wrong class (targeted: as the target), taken round-robin over their
+    classes: the nearest (l2) of each class, classes in the order of their nearest, then
+    the second nearest of each, and so on (ties in batch order). Returns ``(index (N, G),
+    valid (N, G), predicted class (N,))``."""
     z, excess = _scores(model, s, s.x)
     pred = z.argmax(1)
     accepted = (torch.ones_like(pred, dtype=torch.bool) if excess is None
@@ -133,9 +137,17 @@ def guide_order(model: nn.Module, s: Setup, targeted: bool,
     ok.fill_diagonal_(False)
     flat = s.x.flatten(1)
     d = torch.cdist(flat, flat).masked_fill(~ok, float("inf"))
-    g = min(guides, max(s.x.shape[0] - 1, 0))
-    dist, order = torch.sort(d, dim=1, stable=True)
-    return order[:, :g], torch.isfinite(dist[:, :g]), pred
+    dist, order = torch.sort(d, dim=1, stable=True)      # nearest first
+    valid = torch.isfinite(dist)
+    cls = pred[order]
+    rank = torch.zeros_like(order)                       # rank of each candidate within its class
+    for c in range(z.shape[1]):
+        m = (cls == c) & valid
+        rank = torch.where(m, m.long().cumsum(1) - 1, rank)
+    m = order.shape[1]
+    key = torch.where(valid, rank * m + torch.arange(m, device=order.device), torch.full_like(rank, m * m))
+    pick = torch.sort(key, dim=1, stable=True).indices[:, :min(guides, max(m - 1, 0))]
+    return order.gather(1, pick), valid.gather(1, pick), pred
 
 
 def _guided(model: nn.Module, s: Setup, best: BestTracker, *, targeted: bool, guides: int,
