@@ -283,8 +283,9 @@ def record_eval_settings(ctx: Context, s: dict[str, Any], dataset: str, rejectin
                 if s["stats_n"] >= s.get("train_size", 60_000 - s["heldout"]) else
                 assumption(f"the first {s['stats_n']} training images: {QUICK_WHY}"))
     ctx.setting("adaptive attack", f"geodesic_adaptive: {ADAPTIVE_STEPS} steps of 2.5 eps / {ADAPTIVE_STEPS} from a "
-                f"random start, then {ADAPTIVE_GUIDES} guided runs (from the projection of the nearest accepted "
-                "test input of another class in the batch), misclassified and accepted",
+                f"random start, then {ADAPTIVE_GUIDES} guided runs (each from the projection of an accepted test "
+                "input of another class in the batch, round-robin over classes, nearest first), misclassified and "
+                "accepted; rejecting evaluations also run it unbounded without the guides (unbounded_rejection)",
                 assumption("advgeom's addition (Tramer et al. 2020): a rejecting model is attacked jointly on "
                            "class and rejection; the guided starts because the random-start runs alone broke "
                            "0-3 of 89 points of a PGD-trained D-SphereNet + WM even at eps 1 "
