@@ -126,7 +126,14 @@ def test_unbounded_check_with_rejection(flat, attack, verdict):
         worst = next(row for row in r.rows if row.metric == "robust_accuracy_with_rejection"
                      and row.attack == "worst_case")
         assert "unbounded_rejection" in worst.extra["failed_checks"]
+        plain = next(row for row in r.rows if row.metric == "robust_accuracy" and row.attack == "worst_case")
+        assert "unbounded_rejection" not in plain.extra.get("failed_checks", [])   # plain robustness not concerned
+        from advgeom.experiments.hyper_mnist import failed_note
+        assert failed_note(r, "worst_case", 0.05).startswith("FAILED check: ")
+        assert "unbounded_rejection" in failed_note(r, "worst_case", 0.05)
     else:
+        from advgeom.experiments.hyper_mnist import failed_note
+        assert failed_note(r, "worst_case", 0.05) == ""
         assert c.details["accuracy"] == 0.0
 
 

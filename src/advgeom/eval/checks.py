@@ -272,13 +272,16 @@ def check_fragile(rows: Iterable[Row]) -> CheckResult:
 def mark_rows(rows: list[Row], report: "CheckReport") -> None:
     """Write into each concerned row ``extra["failed_checks"]`` the failed checks that
     concern it: those naming (attack, eps) cells mark those rows and the worst case at
-    that eps; the others (unbounded attack, model state) mark every robustness row."""
+    that eps; the others (unbounded attack, model state) mark every robustness row, or
+    only the rows of the metrics their ``details["metrics"]`` name (the unbounded check
+    with rejection: the robust accuracies with rejection)."""
     for r in report.failed:
         cells = r.details.get("cells")
         eps_hit = None if cells is None else {float(e) for _, e in cells}
         names = None if cells is None else {a for a, _ in cells}
+        metrics = set(r.details.get("metrics") or ROBUST_METRICS)
         for row in rows:
-            if row.metric not in ROBUST_METRICS:
+            if row.metric not in ROBUST_METRICS or row.metric not in metrics:
                 continue
             if cells is None or (float(row.eps) in eps_hit and (row.attack in names
                                                                 or row.attack == "worst_case")):

@@ -314,8 +314,10 @@ def run_unbounded_rejection(model: nn.Module, x: Tensor, y: Tensor, norm: str, s
             ok = target & defended(from_bools(adv["correct"]), from_bools(adv["accept"]))
             return 100.0 * float(ok.sum()) / float(target.sum())
 
-        out.append(C.check_unbounded(run, cfg.unbounded_max_accuracy,
-                                     f"{spec.label} at eps={e:g} ({norm}) without guided starts, on the "
-                                     f"{int(target.sum())} accepted and correct points of {len(ys)}",
-                                     name="unbounded_rejection", metric="robust accuracy with rejection"))
+        res = C.check_unbounded(run, cfg.unbounded_max_accuracy,
+                                f"{spec.label} at eps={e:g} ({norm}) without guided starts, on the "
+                                f"{int(target.sum())} accepted and correct points of {len(ys)}",
+                                name="unbounded_rejection", metric="robust accuracy with rejection")
+        res.details["metrics"] = ["robust_accuracy_with_rejection"]   # plain robustness is not concerned
+        out.append(res)
     return out

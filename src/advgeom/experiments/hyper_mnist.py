@@ -323,11 +323,22 @@ def rejection_comparisons(cell: str, res: EvalResult, eps: float, tag: str) -> l
                       res.value("clean_accuracy_accepted", "none"), None, n=accepted)]
     for spec in res.specs:
         out.append(Comparison(f"{cell}: {spec.name}, robust with rejection ({tag})",
-                              res.value("robust_accuracy_with_rejection", spec.label, eps), None, n=res.n))
+                              res.value("robust_accuracy_with_rejection", spec.label, eps), None, n=res.n,
+                              note=failed_note(res, spec.label, eps)))
+    note = "; ".join(filter(None, ("clean accepted and correct, every adversarial rejected or correct",
+                                   failed_note(res, WORST, eps))))
     out.append(Comparison(f"{cell}: worst case, robust with rejection ({tag})",
-                          res.value("robust_accuracy_with_rejection", WORST, eps), None, n=res.n,
-                          note="clean accepted and correct, every adversarial rejected or correct"))
+                          res.value("robust_accuracy_with_rejection", WORST, eps), None, n=res.n, note=note))
     return out
+
+
+def failed_note(res: EvalResult, attack: str, eps: float) -> str:
+    """The failed checks marking the robust accuracy with rejection of ``attack`` at ``eps``."""
+    for r in res.rows:
+        if r.metric == "robust_accuracy_with_rejection" and r.attack == attack and float(r.eps) == float(eps):
+            failed = r.extra.get("failed_checks") or []
+            return f"FAILED check: {', '.join(failed)} (see Notes)" if failed else ""
+    return ""
 
 
 def check_lines(cell: str, res: EvalResult) -> list[str]:
