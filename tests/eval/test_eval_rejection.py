@@ -128,12 +128,11 @@ def test_unbounded_check_with_rejection(flat, attack, verdict):
         assert "unbounded_rejection" in worst.extra["failed_checks"]
         plain = next(row for row in r.rows if row.metric == "robust_accuracy" and row.attack == "worst_case")
         assert "unbounded_rejection" not in plain.extra.get("failed_checks", [])   # plain robustness not concerned
-        from advgeom.experiments.hyper_mnist import failed_note
-        assert failed_note(r, "worst_case", 0.05).startswith("FAILED check: ")
-        assert "unbounded_rejection" in failed_note(r, "worst_case", 0.05)
+        assert "unbounded_rejection" in r.failed_checks("robust_accuracy_with_rejection", "worst_case", 0.05)
+        assert r.failed_checks("robust_accuracy", "worst_case", 0.05) == plain.extra.get("failed_checks", [])
+        assert r.failed_checks("robust_accuracy_with_rejection", "worst_case", 0.5) == []   # no such row
     else:
-        from advgeom.experiments.hyper_mnist import failed_note
-        assert failed_note(r, "worst_case", 0.05) == ""
+        assert r.failed_checks("robust_accuracy_with_rejection", "worst_case", 0.05) == []
         assert c.details["accuracy"] == 0.0
 
 

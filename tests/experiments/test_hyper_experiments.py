@@ -155,3 +155,21 @@ def test_blackbox_cpu_points_attacks_and_assumptions():
     assert HB._points_source("cpu", 1000).kind == "assumption" and "1,000" in HB._points_source("cpu", 1000).where
     exp = get("experiment", "hyper-blackbox")
     assert exp.profiles == ("quick", "cpu", "paper") and "hours" in exp.expected["cpu"]
+
+
+def test_failed_note_names_the_failed_checks_of_the_row_with_rejection():
+    from advgeom.eval.checks import CheckReport
+    from advgeom.eval.runner import EvalResult
+    from advgeom.results.rows import Row
+
+    def row(metric, eps, failed):
+        return Row("hyper-mnist", "m", "d", "worst_case", eps, 0, metric, 50.0,
+                   extra={"failed_checks": failed} if failed else {})
+    res = EvalResult(rows=[row("robust_accuracy_with_rejection", 0.3, ["unbounded_rejection"]),
+                           row("robust_accuracy", 0.3, ["gradient_masking"]),
+                           row("robust_accuracy_with_rejection", 0.1, [])],
+                     checks=CheckReport(), specs=[], eps=[0.1, 0.3], norm="linf", n=2,
+                     clean_correct=torch.ones(2, dtype=torch.bool), robust={})
+    assert HM.failed_note(res, "worst_case", 0.3) == "FAILED check: unbounded_rejection (see Notes)"
+    assert HM.failed_note(res, "worst_case", 0.1) == ""
+    assert HM.failed_note(res, "pgd", 0.3) == ""          # no such row

@@ -27,13 +27,12 @@ sample not yet broken is attacked again from up to ``guides`` starting points: t
 projections onto its eps-ball of other inputs of the same batch that the model accepts
 and predicts as a wrong class (targeted: as the target class), each run pushing toward
 that input's predicted class. The guides are taken round-robin over classes, nearest
-(l2) first within each (:func:`guide_order`): on a PGD-trained D-SphereNet + WM (quick
-profile, 250 test points, 20 guides) that left 43 of 216 accepted and correct points
-robust with rejection, the 20 nearest whatever their class 61. A larger batch offers nearer guides; a sample alone
-in its batch gets none (in an evaluation the batch is the clean-correct points attacked).
-At an eps whose ball holds the whole box a guided start is the guide itself and succeeds
-at once: the unbounded check of a rejecting evaluation (:mod:`advgeom.eval.units`) runs
-the attack without guides.
+(l2) first within each (:func:`guide_order`), so that the guides span the wrong
+classes instead of crowding into the nearest one. A larger batch offers nearer guides;
+a sample alone in its batch gets none (in an evaluation the batch is the clean-correct
+points attacked). At an eps whose ball holds the whole box a guided start is the guide
+itself and succeeds at once: the unbounded check of a rejecting evaluation
+(:mod:`advgeom.eval.units`) runs the attack without guides.
 """
 from __future__ import annotations
 
@@ -66,17 +65,17 @@ def _objective(s: Setup, z: Tensor, excess: Tensor | None, y: Tensor, targeted: 
                push: tuple[Tensor, Any] | None = None) -> tuple[Tensor, Tensor]:
     """Per sample: the ascended loss and success (misclassified/targeted and accepted).
     ``push``: ``(classes, targeted loss)`` of a guided run, which pushes toward ``classes``."""
-    if push is None:
-        loss = s.loss_fn(z, y).clamp(max=confidence)
-    else:
-        loss = push[1](z, push[0]).clamp(max=confidence)
     succ = success(z, y, targeted)
+    if push is not None:
+        k, loss_fn = push
+        loss = loss_fn(z, k).clamp(max=confidence)
+    else:
+        loss = s.loss_fn(z, y).clamp(max=confidence)
+        if excess is None:
+            return loss, succ
+        k = y if targeted else z.detach().scatter(1, y.unsqueeze(1), float("-inf")).argmax(1)
     if excess is None:
         return loss, succ
-    if push is not None:
-        k = push[0]
-    else:
-        k = y if targeted else z.detach().scatter(1, y.unsqueeze(1), float("-inf")).argmax(1)
     loss = loss - penalty * torch.relu(excess.gather(1, k.unsqueeze(1)).squeeze(1))
     pred = z.detach().argmax(1)
     accepted = excess.detach().gather(1, pred.unsqueeze(1)).squeeze(1) <= 0

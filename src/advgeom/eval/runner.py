@@ -82,6 +82,14 @@ class EvalResult:
                 return r.value
         raise KeyError((metric, attack, eps))
 
+    def failed_checks(self, metric: str, attack: str = WORST, eps: float = 0.0) -> list[str]:
+        """The names of the failed checks that mark the row (``metric``, ``attack``,
+        ``eps``); empty when none does or the row is absent."""
+        for r in self.rows:
+            if r.metric == metric and r.attack == attack and math.isclose(r.eps, eps):
+                return list(r.extra.get("failed_checks") or [])
+        return []
+
     def correct(self, attack: str = WORST, eps: float | None = None) -> int:
         """How many of the ``n`` points are correct clean (``attack="none"``) or robust
         against ``attack`` (a label, or ``worst_case``) at ``eps`` (default: the largest)."""

@@ -252,6 +252,20 @@ def outcomes(clean_p: list[Payload], adv_p: dict[tuple[str, float], list[Payload
     return out
 
 
+def _unbounded_subset(x: Tensor, y: Tensor, norm: str, cfg: C.CheckConfig,
+                      device: torch.device) -> tuple[Tensor, Tensor, float]:
+    """The unbounded checks' subset (the first ``cfg.unbounded_subset`` points) and the
+    eps whose ball covers the whole input box from each of them."""
+    xs, ys = x[:cfg.unbounded_subset].to(device), y[:cfg.unbounded_subset].to(device)
+    return xs, ys, unbounded_eps(norm, xs)
+
+
+def _unbounded_key(tag: str, model: nn.Module, xs: Tensor, ys: Tensor, spec: AttackSpec,
+                   e: float, norm: str, seed: int) -> str:
+    """The unit key of one unbounded check's attack run."""
+    return text_hash(tag, state_hash(model), tensor_hash(xs, ys), spec.fingerprint(), e, norm, seed)
+
+
 def run_unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str, seed: int,
                   cfg: C.CheckConfig, units: Units, device: torch.device) -> C.CheckResult:
     """Run ``cfg.unbounded_attack`` with an eps covering the whole input box on a subset."""
@@ -259,9 +273,8 @@ def run_unbounded(model: nn.Module, x: Tensor, y: Tensor, norm: str, seed: int,
         spec = parse_attack_spec(cfg.unbounded_attack)
     except AdvgeomError as e:
         return C.CheckResult("unbounded_attack", "skip", f"cannot run {cfg.unbounded_attack!r}: {e}")
-    xs, ys = x[:cfg.unbounded_subset].to(device), y[:cfg.unbounded_subset].to(device)
-    e = unbounded_eps(norm, xs)
-    key = text_hash("unbounded", state_hash(model), tensor_hash(xs, ys), spec.fingerprint(), e, norm, seed)
+    xs, ys, e = _unbounded_subset(x, y, norm, cfg, device)
+    key = _unbounded_key("unbounded", model, xs, ys, spec, e, norm, seed)
 
     def run() -> float:
         payload = units(key, lambda: attack_unit(model, spec, xs, ys, clean_unit(model, xs, ys),
@@ -294,8 +307,7 @@ def run_unbounded_rejection(model: nn.Module, x: Tensor, y: Tensor, norm: str, s
         except AdvgeomError as e:
             return [C.CheckResult("unbounded_rejection", "skip",
                                   f"cannot run {cfg.unbounded_rejection_attack!r}: {e}")]
-    xs, ys = x[:cfg.unbounded_subset].to(device), y[:cfg.unbounded_subset].to(device)
-    e = unbounded_eps(norm, xs)
+    xs, ys, e = _unbounded_subset(x, y, norm, cfg, device)
     clean = clean_unit(model, xs, ys)
     target = from_bools(clean["correct"]) & from_bools(clean["accept"])
     if not bool(target.any()):
@@ -305,8 +317,7 @@ def run_unbounded_rejection(model: nn.Module, x: Tensor, y: Tensor, norm: str, s
         if spec.kwargs.get("guides"):   # the default is none
             spec = AttackSpec(spec.name, {k: v for k, v in spec.kwargs.items() if k != "guides"},
                               attack=spec.attack)
-        key = text_hash("unbounded-rejection", state_hash(model), tensor_hash(xs, ys), spec.fingerprint(),
-                        e, norm, seed)
+        key = _unbounded_key("unbounded-rejection", model, xs, ys, spec, e, norm, seed)
 
         def run(spec: AttackSpec = spec, key: str = key) -> float:
             adv = units(key, lambda: attack_unit(model, spec, xs, ys, clean, e, norm,

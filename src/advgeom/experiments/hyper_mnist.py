@@ -334,11 +334,8 @@ def rejection_comparisons(cell: str, res: EvalResult, eps: float, tag: str) -> l
 
 def failed_note(res: EvalResult, attack: str, eps: float) -> str:
     """The failed checks marking the robust accuracy with rejection of ``attack`` at ``eps``."""
-    for r in res.rows:
-        if r.metric == "robust_accuracy_with_rejection" and r.attack == attack and float(r.eps) == float(eps):
-            failed = r.extra.get("failed_checks") or []
-            return f"FAILED check: {', '.join(failed)} (see Notes)" if failed else ""
-    return ""
+    failed = res.failed_checks("robust_accuracy_with_rejection", attack, eps)
+    return f"FAILED check: {', '.join(failed)} (see Notes)" if failed else ""
 
 
 def check_lines(cell: str, res: EvalResult) -> list[str]:
