@@ -69,6 +69,14 @@ def test_attack_lists_validate_and_include_the_audit(profile):
     assert square.kwargs["steps"] == (5000 if profile == "paper" else PM.QUICK["square"])
 
 
+def test_cpu_penalty_peaks_at_a_tenth_of_the_papers_rate_and_says_why():
+    pen = PM.table4_configs("cpu")["penalty"]
+    assert (pen.lr, pen.schedule, pen.lr_factors, pen.epochs) == (0.001, "piecewise", (0.0, 1.0, 0.0), 50)
+    src = PM.penalty_sources("cpu")
+    assert src["penalty.lr"].kind == "assumption" and "ln 10" in src["penalty.lr"].where
+    assert "0.001" in src["penalty.lr_factors"].where
+
+
 @pytest.mark.parametrize("profile", ["quick", "paper"])
 def test_table4_configs_build_the_small_network(profile):
     cfgs = PM.table4_configs(profile)
