@@ -172,3 +172,66 @@ def test_guides_must_be_a_count():
         geodesic_adaptive(rejecting_model(), x, y, eps=0.1, guides=-1)
     with pytest.raises(AdvgeomError, match="guides"):
         geodesic_adaptive(rejecting_model(), x, y, eps=0.1, guides=1.5)
+
+
+# ----------------------------------------------------------------------------- targeted runs, cosine step
+
+
+def dead_end_model() -> GeodesicRejector:
+    """rejecting_model with class 1's cone closed (threshold below 0): from class 0 the
+    strongest wrong class is 1, whose acceptance no point can reach; class 2's is open."""
+    m = rejecting_model()
+    return GeodesicRejector(m.model, torch.tensor([0.2, -1.0, 0.2]), torch.full((3,), 0.1))
+
+
+def test_targeted_runs_reach_the_cone_the_strongest_class_hides():
+    model = dead_end_model()
+    x, y = points()
+    assert (model.model(x).topk(2, dim=1).indices[:, 1] == 1).all()   # class 1 ranks first
+    kw = dict(eps=1.0, steps=50)
+    runs = [fooled(model, geodesic_adaptive(model, x, y, num_targets=n, generator=torch.Generator().manual_seed(1),
+                                            **kw), y) for n in (0, 1, 2, 9)]
+    assert runs[0] <= 0.25            # untargeted: only lucky random starts reach class 2
+    assert runs[1] < 1.0              # the first target is the most likely class: the dead end
+    assert runs[2] == 1.0 and runs[3] == 1.0   # the second is class 2; targets stop at the other classes
+    adv = geodesic_adaptive(model, x, y, num_targets=2, step_schedule="cosine",
+                            generator=torch.Generator().manual_seed(1), **kw)
+    assert fooled(model, adv, y) == 1.0
+    assert float((adv - x).abs().max()) <= 1.0 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+
+class Line(nn.Module):
+    """Logits (0.9, x): the margin x - 0.9 grows with x and stays below 0 on [0, 0.2]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.full_like(x, 0.9), x], 1)
+
+
+def test_cosine_schedule_steps_follow_the_half_cosine():
+    x, y = torch.zeros(1, 1), torch.zeros(1, dtype=torch.long)
+    kw = dict(eps=1.0, steps=10, step_size=0.01, random_start=False, confidence=10.0)
+    const = geodesic_adaptive(Line().eval(), x, y, **kw)
+    cos = geodesic_adaptive(Line().eval(), x, y, step_schedule="cosine", **kw)
+    # the margin only grows, so the last iterate is kept: the sum of the steps
+    assert abs(float(const) - 0.1) < 1e-6
+    # sum_{i<10} 0.01 (1 + cos(pi i / 10)) / 2 = 0.01 (10 + 1) / 2: the cosines cancel in pairs but for i = 0
+    expect = sum(0.01 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * i / 10))) for i in range(10))
+    assert abs(float(cos) - 0.055) < 1e-6 and abs(float(cos) - float(expect)) < 1e-6
+    # the default peak is eps / 10
+    peak = geodesic_adaptive(Line().eval(), x, y, eps=0.2, steps=2, random_start=False, confidence=10.0,
+                             step_schedule="cosine")
+    assert abs(float(peak) - 0.02 * (1 + 0.5)) < 1e-6          # 0.02 * (1 + cos(pi/2)) / 2 after it
+
+
+def test_targets_and_schedule_refuse_bad_values():
+    import pytest
+    from advgeom.errors import AdvgeomError
+    x, y = points()
+    model = rejecting_model()
+    for bad in (-1, 1.5, True):
+        with pytest.raises(AdvgeomError, match="num_targets"):
+            geodesic_adaptive(model, x, y, eps=0.1, num_targets=bad)
+    with pytest.raises(AdvgeomError, match="step_schedule"):
+        geodesic_adaptive(model, x, y, eps=0.1, step_schedule="linear")
+    with pytest.raises(AdvgeomError, match="targeted=False"):
+        geodesic_adaptive(model, x, torch.ones_like(y), eps=0.1, targeted=True, num_targets=2)

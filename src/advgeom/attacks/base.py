@@ -158,7 +158,9 @@ class AttackInfo:
     objective (C&W, DeepFool). ``rejection_aware``: on a model that can reject
     (:mod:`advgeom.eval.rejection`) it seeks points that are misclassified AND accepted
     (the unbounded check of a rejecting model runs these). ``ranges``: the valid range of each numeric option
-    beyond (or overriding) :data:`SHARED_RANGES`; see :meth:`option_ranges`.
+    beyond (or overriding) :data:`SHARED_RANGES`; see :meth:`option_ranges`. ``extra_runs``:
+    budget options that each add that many runs of ``steps`` after the restarts (the
+    geodesic attack's guides and targets) instead of multiplying them.
     """
 
     norms: tuple[str, ...] = ("linf",)
@@ -171,6 +173,7 @@ class AttackInfo:
     needs: tuple[str, ...] = field(default_factory=tuple)
     uses_loss: bool = True
     rejection_aware: bool = False
+    extra_runs: tuple[str, ...] = field(default_factory=tuple)
     ranges: Mapping[str, Range] = field(default_factory=dict, hash=False)
 
     def option_ranges(self) -> dict[str, Range]:

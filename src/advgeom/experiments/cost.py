@@ -10,8 +10,9 @@ count from the settings, under stated rules (:data:`RULES`):
   (:data:`BUDGET`: steps or queries, restarts, target classes, C&W's search rounds,
   DeepFool's candidate classes; each from the spec, its alias or the attack's default,
   as :func:`~advgeom.attacks.spec.cap_spec` resolves them) in gradient passes, or in
-  forwards for a gradient-free attack, plus one forward; guided runs (the adaptive
-  attack on geodesic rejection) add to the restarts; a single-step attack one gradient
+  forwards for a gradient-free attack, plus one forward; the guided and targeted runs
+  of the adaptive attack on geodesic rejection (its ``extra_runs``) add to the restarts
+  instead; a single-step attack one gradient
   pass;
 - a training step spends per example its crafting (:func:`craft_passes`) plus one
   gradient pass per branch of the loss (two for TRADES, MART and PGA-AT: clean and
@@ -55,7 +56,8 @@ FLOOR_RECORD = Path("results") / "benchmarks" / "train_speed.md"
 _FLOOR = re.compile(r"of the ([0-9.]+) GFLOP/s matmul floor on (\d+) threads")
 
 RULES = (f"1 gradient pass = {GRAD_PASS:g} forwards; attack per point and eps = product of its "
-         f"budget ({', '.join(b for b in BUDGET if b != 'guides')}; guides add to restarts) gradient "
+         f"budget ({', '.join(b for b in BUDGET if b != 'guides')}; geodesic_adaptive's guides and "
+         "num_targets add to restarts) gradient "
          "passes (forwards if gradient-free) + 1 forward; "
          "training per example = crafting + 1 gradient pass per loss branch (TRADES/MART/PGA-AT: 2); "
          "time = FLOPs / (peak x utilisation)")
@@ -124,7 +126,8 @@ def attack_passes(spec: AttackSpec | str, num_classes: int = 10) -> Passes:
     if spec.kind == "single_step":
         return Passes(grad=1, forward=1)
     b = budget(spec, num_classes)
-    runs = max(1, b.pop("restarts", 1)) + b.pop("guides", 0)   # guided runs follow the restarts
+    extra = getattr(getattr(spec.fn, "info", None), "extra_runs", ())
+    runs = max(1, b.pop("restarts", 1)) + sum(b.pop(k, 0) for k in extra)   # runs after the restarts
     work = runs * math.prod(max(1, v) for v in b.values())
     if spec.kind == "black_box":
         return Passes(forward=work + 1)
