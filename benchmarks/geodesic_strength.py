@@ -41,7 +41,9 @@ CONFIGS: tuple[tuple[float, dict], ...] = (
     (1.0, dict(steps=300, num_targets=9)),
     (1.0, dict(steps=200, num_targets=9, step_schedule="cosine")),
     (1.0, dict(steps=300, num_targets=9, step_schedule="cosine")),
+    (1.0, dict(steps=500, num_targets=9, step_schedule="cosine")),
     (0.3, dict(steps=50, guides=20)),
+    (0.3, dict(steps=100, guides=20, num_targets=9, step_schedule="cosine")),
     (0.3, dict(steps=300, guides=20, num_targets=9, step_schedule="cosine")),
 )
 
