@@ -36,9 +36,10 @@ every class weight, outside every acceptance cone). So after the random-start ru
 sample not yet broken is attacked again from up to ``guides`` starting points: the
 projections onto its eps-ball of other inputs of the same batch that the model accepts
 and predicts as a wrong class (targeted: as the target class), each run pushing toward
-that input's predicted class (guided runs start inside the ball: no random start). The guides are taken round-robin over classes, nearest
-(l2) first within each (:func:`guide_order`), so that the guides span the wrong
-classes instead of crowding into the nearest one. A larger batch offers nearer guides;
+that input's predicted class (a guided run starts there, not at a random point). The
+guides are taken round-robin over classes, nearest (l2) first within each
+(:func:`guide_order`), so that the guides span the wrong classes instead of crowding
+into the nearest one. A larger batch offers nearer guides;
 a sample alone in its batch gets none (in an evaluation the batch is the clean-correct
 points attacked). At an eps whose ball holds the whole box a guided start is the guide
 itself and succeeds at once: the unbounded check of a rejecting evaluation
