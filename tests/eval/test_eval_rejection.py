@@ -3,7 +3,8 @@ import contextlib
 
 import pytest
 
-from advgeom.eval import CheckConfig, can_reject, evaluate
+from advgeom.attacks.base import AttackInfo
+from advgeom.eval import AttackSpec, CheckConfig, can_reject, evaluate
 from advgeom.eval.rejection import (adversarial_rejection_metrics, clean_rejection_metrics,
                                     defended)
 
@@ -143,3 +144,35 @@ def test_rejection_check_warns_without_angle_excess_and_is_absent_without_reject
     assert r.checks.get("unbounded_rejection").status == "warn"
     r = evaluate(ThresholdModel().eval(), (x, y), [spec("f", fake_attack())], [0.1], progress=False)
     assert "unbounded_rejection" not in [c.name for c in r.checks.results]
+
+
+class SteerableRejector(RejectingThresholdModel):
+    """RejectingThresholdModel with the ``angle_excess`` a rejection-aware attack steers by."""
+
+    def angle_excess(self, x):
+        return 0.5 - x[:, 2]
+
+
+def aware(name: str, flip: set[int]) -> AttackSpec:
+    fn = fake_attack(flip=flip, overstep=0.1)       # at the check's eps 1: x0 moves 0.1 > 0.04
+    fn.info = AttackInfo(rejection_aware=True)
+    return spec(name, fn)
+
+
+@pytest.mark.parametrize("halves, verdict, left", [
+    (({0, 1, 2, 3}, {4, 5, 6, 7}), "pass", 0.0),    # each alone leaves half; together none
+    (({0, 1, 2, 3}, {0, 1, 2, 3}), "fail", 50.0),   # the same half twice
+    (({0, 1, 2, 3, 4, 5, 6, 7},), "pass", 0.0)])
+def test_unbounded_rejection_judges_the_per_sample_union(halves, verdict, left):
+    x, y = threshold_data()
+    attacks = [aware(f"aware{i}", h) for i, h in enumerate(halves)]
+    with pytest.warns(UserWarning) if verdict == "fail" else contextlib.nullcontext():
+        r = evaluate(SteerableRejector().eval(), (x, y), attacks, [0.01], progress=False)
+    c, = [c for c in r.checks.results if c.name == "unbounded_rejection"]
+    assert (c.status, c.details["accuracy"]) == (verdict, left)
+    if len(halves) == 2:
+        assert c.details["each"] == {"aware0": 50.0, "aware1": 50.0}
+        assert "per-sample worst case over aware0 + aware1" in c.message
+        assert "each alone: aware0 50.00%, aware1 50.00%" in c.message
+    else:
+        assert "each" not in c.details and c.details["attack"].startswith("aware0 at eps=1")
