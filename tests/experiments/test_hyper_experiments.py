@@ -173,3 +173,37 @@ def test_failed_note_names_the_failed_checks_of_the_row_with_rejection():
     assert HM.failed_note(res, "worst_case", 0.3) == "FAILED check: unbounded_rejection (see Notes)"
     assert HM.failed_note(res, "worst_case", 0.1) == ""
     assert HM.failed_note(res, "pgd", 0.3) == ""          # no such row
+
+
+def test_cpu_cell_runs_both_adaptive_attacks_on_a_subset_judged_together(tmp_path):
+    """The cpu profile adds ADAPTIVE_STRONG beside ADAPTIVE on the first
+    ``strong_adaptive_n`` points; the rows name each by its spec (they share a name) and
+    the unbounded check of that evaluation judges the two together."""
+    assert HM.CPU["strong_adaptive_n"] == 200 and "strong_adaptive_n" not in HM.QUICK
+    assert {"num_targets": 9, "step_schedule": "cosine", "steps": 500}.items() \
+        <= parse_attacks([HM.ADAPTIVE_STRONG])[0].kwargs.items()
+    torch.manual_seed(0)
+    model = build_model(HM.hyper_config("dsphere_wm", "natural", "quick")).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(40, 1, 28, 28, generator=g), torch.randint(0, 10, (40,), generator=g)
+    from advgeom.data.base import TensorData
+    train = TensorData(x, y, 10, "mnist", "train")
+    data = dict(name="mnist", train=train, test=TensorData(x[:8], y[:8], 10, "mnist", "test"),
+                held_out=x[30:])
+    s = dict(HM.CPU, n=8, suite_n=4, strong_adaptive_n=6, apgd_steps=2, stats_n=30, target_rejection=0.2)
+    ctx = Context("hyper-test", "cpu", tmp_path, ResultStore(tmp_path / "r.sqlite"), show_progress=False,
+                  smoke=True)
+    comps, notes = HM.evaluate_cell(ctx, "dsphere_wm/natural", model, data, s, (99.0, 80.0, 10.0),
+                                    "dsphere_mnist_wm", "natural_training", rejecting=True)
+    labels = [c.label for c in comps]
+    assert len(set(labels)) == len(labels)
+    sub = {c.label: c for c in comps if "(p=1, first " in c.label}
+    k = sub["dsphere_wm/natural: worst case, robust with rejection (p=1, first 1 points)"].n  # --smoke: 1 point
+    assert k == 1
+    cell = "dsphere_wm/natural: "
+    assert set(sub) == {cell + f"{name} (p=1, first {k} points)" for name in (
+        "clean rejection rate", "clean accuracy on accepted",
+        "geodesic_adaptive:guides=20,steps=50, robust with rejection",
+        "geodesic_adaptive:num_targets=9,step_schedule=cosine,steps=500, robust with rejection",
+        "worst case, robust with rejection")}
+    assert any(n.startswith(f"dsphere_wm/natural (adaptive, first {k}): Checks") for n in notes)
