@@ -11,7 +11,6 @@ in float32, by the evaluator: the stored outcome is its verdict, not the attack'
 """
 from __future__ import annotations
 
-
 import math
 import time
 from contextlib import nullcontext
