@@ -213,3 +213,52 @@ def test_training_summary_and_curves(tmp_path: Path):
 def test_pga_spec_uses_the_figures_step():
     assert S.pga_spec(1.5, "l2") == "pgd:steps=10,step_size=0.3" and SF.pga_step(1.5, "l2") == 0.3
     assert S.pga_spec(0.1, "linf") == "pgd:steps=10" and SF.pga_step(0.1, "linf") is None
+
+
+# ---------------------------------------------------------------------------
+# the paper's claim, measured
+
+
+def _masks(at: int, data: int, glob: int, n: int = 1000) -> dict[str, dict[str, torch.Tensor]]:
+    """Worst-case outcomes on n points: each model robust on its first k points (nested, as
+    robust points of similar models mostly are), in both norms."""
+    def m(k: int) -> torch.Tensor:
+        return torch.arange(n) < k
+    return {"adversarial_training": {"l2": m(at), "linf": m(at)}, "data_snr": {"l2": m(data), "linf": m(data)},
+            "global_snr": {"l2": m(glob), "linf": m(glob)}}
+
+
+def _fig(at: float, data: float, glob: float, se: float) -> dict[str, dict[str, list[float]]]:
+    out = {}
+    for name, v in (("adversarial_training", at), ("data_snr", data), ("global_snr", glob)):
+        out[name] = {k: [v] * 7 for k in ("sv", "dev_adversarial", "dev_random", "sigma_adversarial", "align")}
+        out[name].update({k + "_se": [se] * 7 for k in ("sv", "dev_adversarial", "dev_random",
+                                                           "sigma_adversarial", "align")})
+    return {"fig1": out, "fig2": out, "fig3": out}
+
+
+def test_claims_judge_each_quantity_on_its_intervals():
+    s = S.settings("spectral-mnist", "cpu")
+    rows = S.claims(s, 4.0, 0.1, _masks(600, 590, 100), _fig(1.0, 0.9, 5.0, 0.02))
+    assert len(rows) == 7   # two norms, sigma_max, three Figure-2 quantities, alignment
+    acc = rows[0]
+    assert "l2 eps 4, n 1000" in acc.label and acc.unit == "points"
+    assert acc.measured == pytest.approx(50.0 - 1.0)   # |100 - 600| - |590 - 600| points of 1,000, in points
+    assert "AT 60.0%" in acc.note and "data SNR - AT -1.0 [" in acc.note and "supported at 95%" in acc.note
+    assert all("supported at 95%" in r.note for r in rows)
+    # the other order is a contradiction, and overlapping intervals stay unresolved
+    rows = S.claims(s, 4.0, 0.1, _masks(600, 100, 590), _fig(1.0, 5.0, 0.9, 0.02))
+    assert all("contradicted at 95%" in r.note and r.measured < 0 for r in rows)
+    rows = S.claims(s, 4.0, 0.1, _masks(600, 580, 575), _fig(1.0, 1.1, 1.12, 0.05))
+    assert all("not resolved at 95%" in r.note for r in rows)
+
+
+def test_claims_leave_out_what_has_no_interval_or_no_model():
+    s = S.settings("spectral-mnist", "cpu")
+    one_point = S.claims({**s, "n_fig": 1}, 4.0, 0.1, _masks(600, 590, 100), _fig(1.0, 0.9, 5.0, 0.0))
+    assert len(one_point) == 2 and all("robust accuracy" in r.label for r in one_point)
+    no_radius = S.claims({**s, "radii_factors": (0.0,)}, 4.0, 0.1, _masks(600, 590, 100), _fig(1.0, 0.9, 5.0, 0.02))
+    assert not any("linearity" in r.label or "x + z" in r.label for r in no_radius) and len(no_radius) == 4
+    masks = _masks(600, 590, 100)
+    del masks["global_snr"]
+    assert S.claims(s, 4.0, 0.1, masks, _fig(1.0, 0.9, 5.0, 0.02)) == []

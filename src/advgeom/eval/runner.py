@@ -90,16 +90,22 @@ class EvalResult:
                 return list(r.extra.get("failed_checks") or [])
         return []
 
-    def correct(self, attack: str = WORST, eps: float | None = None) -> int:
-        """How many of the ``n`` points are correct clean (``attack="none"``) or robust
-        against ``attack`` (a label, or ``worst_case``) at ``eps`` (default: the largest)."""
+    def robust_mask(self, attack: str = WORST, eps: float | None = None) -> Tensor:
+        """The ``(n,)`` bool outcomes behind :meth:`correct`: point i correct clean
+        (``attack="none"``) or robust against ``attack`` (a label, or ``worst_case``) at
+        ``eps`` (default: the largest)."""
         if attack == "none":
-            return int(self.clean_correct.sum())
+            return self.clean_correct
         e = self.eps[-1] if eps is None else eps
         for (label, at), mask in self.robust.items():
             if label == attack and math.isclose(at, e):
-                return int(mask.sum())
+                return mask
         raise KeyError((attack, e))
+
+    def correct(self, attack: str = WORST, eps: float | None = None) -> int:
+        """How many of the ``n`` points are correct clean (``attack="none"``) or robust
+        against ``attack`` (a label, or ``worst_case``) at ``eps`` (default: the largest)."""
+        return int(self.robust_mask(attack, eps).sum())
 
     def accuracy(self, attack: str = WORST, eps: float | None = None) -> float:
         """Clean accuracy (``attack="none"``) or robust accuracy of ``attack`` at ``eps``,

@@ -11,6 +11,9 @@ paper's rule; with one candidate the constant is fixed). As in the paper's Appen
 A.4, the three robust models are fine-tuned from the standard model. Every model is
 attacked with l2 PGA-10 (the paper's attack), APGD-CE, APGD-T and Square (per-sample
 worst case) at the training eps, and Figures 1-5 plus the Theorem 1 check are drawn.
+The paper's claim (data-dependent SNR behaves like AT, the global one does not) is
+measured per quantity in rows "claim (...)" (:func:`claims`): the differences from AT
+in robustness, sigma_max, linearity and alignment with 95% intervals, and a verdict.
 
 Profiles of ``spectral-mnist``:
 
@@ -46,6 +49,7 @@ from advgeom.experiments import _spectral_figures as SF
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.experiments.settings import assumption, paper
 from advgeom.experiments.smoke import SMOKE_ITERS, SMOKE_POINTS, SMOKE_SWEEP
+from advgeom.stats import closer_verdict, mean_difference_interval, paired_difference_interval
 from advgeom.train import TrainConfig, build_model
 
 METHODS = ("standard", "adversarial_training", "global_snr", "data_snr")
@@ -363,6 +367,7 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
     comps: list[Comparison] = []
     acc_l2: dict[str, list[float]] = {}
     acc_linf: dict[str, list[float]] = {}
+    worst: dict[str, dict[str, Any]] = {}
     paper = reference or {}
     keys = {"standard": "standard", "adversarial_training": "adversarial_training",
             "global_snr": "global_snr", "data_snr": "data_dependent_snr"}
@@ -379,6 +384,7 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
         comps.append(Comparison(f"{method}: clean", res.percent("none"),
                                 paper.get(keys[method], {}).get("clean"), n=res.n))
         checked = [res, rli]
+        worst[method] = {"l2": res.robust_mask("worst_case", eps), "linf": rli.robust_mask("worst_case", li_eps)}
         for r, e, names, norm in ((res, eps, ("PGA-10", "APGD-CE", t_name), "l2"),
                                   (rli, li_eps, li_names, "linf")):
             comps += [Comparison(f"{method}: {short} ({norm} eps {e:g})", r.percent(spec.label, e), None,
@@ -396,7 +402,8 @@ def study(ctx: Context, reference: dict[str, Any] | None) -> Outcome:
                 checked.append(suite)
         notes += [f"{method}: {line.strip()}" for r in checked
                   for line in format_checks(r.checks).splitlines() if line.strip()]
-    figs = figures(ctx, s, models, test, eps, acc_l2, acc_linf, comps)
+    figs, data = figures(ctx, s, models, test, eps, acc_l2, acc_linf, comps)
+    comps += claims(s, eps, li_eps, worst, data)
     if histories:
         figs.append(SF.figure_training(ctx.figure_path("training_curves"), histories,
                                        f"{s['dataset']}: training curves"))
@@ -429,8 +436,9 @@ def training_summary(label: str, history: list[dict[str, float]]) -> str:
 
 def figures(ctx: Context, s: dict[str, Any], models: dict[str, nn.Module], test: Any, eps: float,
             acc_l2: dict[str, list[float]], acc_linf: dict[str, list[float]],
-            comps: list[Comparison]) -> list:
-    """Figures 1-5 and the Theorem 1 figure (figure data cached per model)."""
+            comps: list[Comparison]) -> tuple[list, dict[str, dict[str, Any]]]:
+    """Figures 1-5 and the Theorem 1 figure (figure data cached per model), and the data of
+    Figures 1-3 per figure and model (for :func:`claims`)."""
     x = test.images[: s["n_fig"]].to(ctx.device)
     y = test.labels[: s["n_fig"]].to(ctx.device)
     random_net = build_model(natural_config(s)).to(ctx.device).eval()
@@ -477,7 +485,75 @@ def figures(ctx: Context, s: dict[str, Any], models: dict[str, nn.Module], test:
         SF.figure_accuracy(ctx.figure_path("fig5_accuracy_alignment_linf"), list(s["linf_grid"]), acc_linf,
                            alinf, None, "eps (linf)", f"{ds}: Figure 5 (linf PGA-10)"),
         SF.figure_theorem1(ctx.figure_path("theorem1_gradient_gap"), theorem),
-    ]
+    ], {"fig1": fig1, "fig2": fig2, "fig3": al2}
+
+
+# ---------------------------------------------------------------------------
+# the paper's claim, measured
+
+CLAIM = ("adversarial_training", "data_snr", "global_snr")
+VERDICTS = {"first": "data SNR closer to AT: supported at 95%",
+            "second": "global SNR closer to AT: the claim is contradicted at 95%",
+            "unresolved": "not resolved at 95% (the intervals allow either order)"}
+
+
+def claims(s: dict[str, Any], eps: float, li_eps: float, worst: dict[str, dict[str, Any]],
+           data: dict[str, dict[str, Any]]) -> list[Comparison]:
+    """The paper's claim that data-dependent SNR behaves like adversarial training and the
+    global one does not, per quantity it shows: robustness (Section 5.4, Figure 3 left;
+    Appendix A.6 for linf), the data-dependent spectral norm (Section 5.2, Figure 1 left),
+    linearity and the dominant singular value near x (Section 5.3, Figure 2) and the
+    alignment of perturbations with the dominant singular vector (Figure 3 right). Each row:
+    the differences data SNR - AT and global SNR - AT with 95% intervals (accuracies paired
+    on the same points, :func:`~advgeom.stats.paired_difference_interval`; figure means from
+    their standard errors, :func:`~advgeom.stats.mean_difference_interval`), the verdict of
+    :func:`~advgeom.stats.closer_verdict`, and as the measured value |global SNR - AT| -
+    |data SNR - AT| (positive: data SNR the closer)."""
+    if not all(m in worst for m in CLAIM):
+        return []
+    rows: list[Comparison] = []
+
+    def add(what: str, where: str, at: str, dd: tuple[float, float, float], dg: tuple[float, float, float],
+            unit: str, digits: str) -> None:
+        def show(t: tuple[float, float, float]) -> str:
+            return f"{t[0]:+{digits}} [{t[1]:+{digits}}, {t[2]:+{digits}}]"
+        rows.append(Comparison(
+            f"claim ({where}): data SNR closer to AT than global SNR in {what}", abs(dg[0]) - abs(dd[0]), None,
+            unit=unit, note=f"AT {at}; data SNR - AT {show(dd)}, global SNR - AT {show(dg)}; "
+                            f"{VERDICTS[closer_verdict(dd, dg)]}"))
+
+    for norm, e, where in (("l2", eps, "Section 5.4"), ("linf", li_eps, "Appendix A.6")):
+        at = worst["adversarial_training"][norm].tolist()
+        dd, dg = (tuple(100.0 * v for v in paired_difference_interval(worst[m][norm].tolist(), at))
+                  for m in ("data_snr", "global_snr"))
+        add(f"worst-case robust accuracy ({norm} eps {e:g}, n {len(at)}; paired intervals, points)", where,
+            f"{100.0 * sum(at) / len(at):.1f}%", dd, dg, "points", ".1f")
+
+    def means(fig: str, key: str, index: int, what: str, where: str) -> None:
+        d = data[fig]
+        if s["n_fig"] < 2 or not all(m in d and key in d[m] for m in CLAIM):
+            return   # one point has no standard error (--smoke)
+        at = (d["adversarial_training"][key][index], d["adversarial_training"][key + "_se"][index])
+        dd, dg = (mean_difference_interval(d[m][key][index], d[m][key + "_se"][index], *at)
+                  for m in ("data_snr", "global_snr"))
+        add(f"{what} (mean over {s['n_fig']} test points; normal intervals from the standard errors)", where,
+            f"{at[0]:.4g}", dd, dg, "", ".3g")
+
+    means("fig1", "sv", 0, "sigma_max(J_f(x))", "Section 5.2, Figure 1")
+    factors = list(s["radii_factors"])
+    if 1.0 in factors:   # the radius eps of Figure 2 (absent under --smoke)
+        j = factors.index(1.0)
+        means("fig2", "dev_adversarial", j, f"deviation from linearity of phi^(L-1) at ||z|| = {eps:g} along "
+              "the adversarial direction", "Section 5.3, Figure 2")
+        means("fig2", "dev_random", j, f"deviation from linearity of phi^(L-1) at ||z|| = {eps:g} along a "
+              "random direction", "Section 5.3, Figure 2")
+        means("fig2", "sigma_adversarial", j, f"sigma_max(J_f(x + z)) at ||z|| = {eps:g} along the adversarial "
+              "direction", "Section 5.3, Figure 2")
+    grid = list(s["eps_grid"])
+    i = min(range(len(grid)), key=lambda k: abs(grid[k] - eps))
+    means("fig3", "align", i, f"|cos(delta, v_1)| of l2 PGA perturbations at eps {grid[i]:g}",
+          "Section 5.4, Figure 3")
+    return rows
 
 
 def _profile_note(s: dict[str, Any]) -> str:
