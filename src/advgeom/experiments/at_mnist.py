@@ -186,6 +186,8 @@ def at_sources(profile: str) -> dict[str, Source]:
                "mmc_at.objective_kwargs": assumption(f"MMC-AT: {no_mnist}: PGD-40 of step 0.01 at eps 0.3"),
                "trades.objective_kwargs": code(f"{trades}: eps 0.3, 40 steps of 0.01, beta 1.0"),
                "natural.optimizer": assumption("TRADES's SGD recipe, as the SGD defenses it is compared with")}
+        sgd.update({f"{d}.batch_size": assumption(f"{d.split('_')[0].upper()}: {no_mnist}: batch 128")
+                    for d in ("mart", "mmc_at")})
         src.update(sgd)
         for d in ("mart", "natural"):
             src[f"{d}.optimizer"] = assumption(f"{no_mnist if d != 'natural' else 'the baseline'}: SGD as in {trades}")
@@ -219,6 +221,8 @@ def at_sources(profile: str) -> dict[str, Source]:
             "pgd_at.batch_size": assumption(f"128 (the recipe's 50): {cpu}"),
             "natural.optimizer": assumption("TRADES's SGD recipe, as the SGD defenses it is compared with"),
             "mart.optimizer": assumption(f"MART: {no_mnist}: SGD"),
+            **{f"{d}.batch_size": assumption(f"{d.split('_')[0].upper()}: {no_mnist}: batch 128")
+               for d in ("mart", "mmc_at")},
             "mmc_at.optimizer": code(f"{mmc_code} train.py: Adam (SGD at the peak 0.05, momentum 0.9, "
                                      "sent the MMC loss to NaN in the first epoch)"),
             "mmc_at.lr": assumption(f"peak 1e-3 of the cyclic rate ({mmc_code}'s constant 1e-3): {cpu}"),
