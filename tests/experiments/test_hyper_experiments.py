@@ -89,10 +89,15 @@ def test_one_cell_end_to_end(tmp_path):
                 held_out=x[30:])
     s = dict(HM.QUICK, n=8, apgd_steps=2, square=4, stats_n=30, target_rejection=0.2)
     ctx = Context("hyper-test", "quick", tmp_path, ResultStore(tmp_path / "r.sqlite"), show_progress=False)
+    outcomes: dict = {}
     comps, notes = HM.evaluate_cell(ctx, "dsphere_wm/natural", model, data, s, (99.0, 80.0, 10.0),
-                                    "dsphere_mnist_wm", "natural_training", rejecting=True)
+                                    "dsphere_mnist_wm", "natural_training", rejecting=True, outcomes=outcomes)
     by = {c.label: c for c in comps}
     assert by["dsphere_wm/natural: clean"].paper == 99.0
+    # the per-point outcomes behind the FGSM and worst-case rows
+    assert len(outcomes["fgsm"]) == len(outcomes["worst"]) == 8
+    assert 100.0 * sum(outcomes["fgsm"]) / 8 == by["dsphere_wm/natural: FGSM"].measured
+    assert 100.0 * sum(outcomes["worst"]) / 8 == by["dsphere_wm/natural: worst case (no rejection)"].measured
     assert "dsphere_wm/natural: worst case, robust with rejection (p=1)" in by
     assert any("geodesic_adaptive, robust with rejection (p=" in c.label and "p=1)" not in c.label
                for c in comps)
@@ -207,3 +212,22 @@ def test_cpu_cell_runs_both_adaptive_attacks_on_a_subset_judged_together(tmp_pat
         "geodesic_adaptive:num_targets=9,step_schedule=cosine,steps=500, robust with rejection",
         "worst case, robust with rejection")}
     assert any(n.startswith(f"dsphere_wm/natural (adaptive, first {k}): Checks") for n in notes)
+
+
+def test_advantage_over_the_baseline_is_a_paired_difference():
+    ref = {f"{a}/fgsm": [f, 0.0, 0.0] for a, f in (("baseline", 29.42), ("dsphere", 84.70))}
+    n = 1000
+    base = {"fgsm": [i < 300 for i in range(n)], "worst": [i < 10 for i in range(n)]}
+    sphere = {"fgsm": [i < 800 for i in range(n)], "worst": [i < 12 for i in range(n)]}
+    rows = HM.advantage_comparisons({"baseline/natural": base, "dsphere/natural": sphere,
+                                     "dsphere/fgsm": {"fgsm": [True] * n, "worst": [True] * n}}, ref)
+    assert [r.label for r in rows] == ["dsphere/natural: advantage over baseline/natural, FGSM (points, paired)",
+                                       "dsphere/natural: advantage over baseline/natural, worst case (no rejection) "
+                                       "(points, paired)"]   # no baseline/fgsm cell: no row for dsphere/fgsm
+    fgsm, worst = rows
+    assert fgsm.measured == pytest.approx(50.0) and fgsm.paper == pytest.approx(84.70 - 29.42)
+    assert worst.measured == pytest.approx(0.2) and worst.paper is None
+    low, high = (float(v) for v in worst.note.split("[")[1].split("]")[0].split(", "))
+    assert low < 0.0 < high   # 2 discordant points of 1,000: no advantage resolved
+    low, high = (float(v) for v in fgsm.note.split("[")[1].split("]")[0].split(", "))
+    assert 46.0 < low < 50.0 < high < 54.0

@@ -42,6 +42,7 @@ from advgeom.experiments.settings import Source, assumption
 from advgeom.experiments.settings import paper as in_paper
 from advgeom.experiments.smoke import SMOKE_SAMPLES
 from advgeom.inference import GeodesicRejector
+from advgeom.stats import paired_difference_interval
 from advgeom.train import TrainConfig
 
 ARCHS = {"baseline": "hyper_mnist_cnn", "dsphere": "dsphere_mnist", "dsphere_wm": "dsphere_mnist_wm",
@@ -360,13 +361,16 @@ def check_lines(cell: str, res: EvalResult) -> list[str]:
 
 def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[str, Any],
                   s: dict[str, Any], paper: tuple[float | None, float | None, float | None],
-                  model_name: str, defense: str, rejecting: bool) -> tuple[list[Comparison], list[str]]:
+                  model_name: str, defense: str, rejecting: bool,
+                  outcomes: dict[str, list[bool]] | None = None) -> tuple[list[Comparison], list[str]]:
     """One table cell: the paper's FGSM / PGD-100 next to ``paper`` (clean, FGSM, PGD),
     APGD-DLR, Square and the worst case; for a D-SphereNet also geodesic rejection at
     p = 1 and at p calibrated on ``data["held_out"]`` (PGD-100 and the adaptive attack)
     when ``rejecting``, and with ``s["strong_adaptive_n"]`` (cpu) both adaptive attacks at
     p = 1 on that many first points, their unbounded check judging them together.
-    ``data``: ``train``, ``test``, ``held_out`` and the dataset ``name``."""
+    ``data``: ``train``, ``test``, ``held_out`` and the dataset ``name``. ``outcomes``, when
+    given, receives the per-point FGSM and worst-case (no rejection) outcomes (for
+    :func:`advantage_comparisons`)."""
     eps = s["eps"]
     s = ctx.capped(s, stats_n=SMOKE_SAMPLES)
     target = rejector(model, data["train"], s) if rejecting else model
@@ -382,6 +386,8 @@ def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[st
               for sp in res.specs[2:] if sp.name in AUDIT_NAMES]
     comps.append(Comparison(f"{cell}: worst case (no rejection)", res.percent(WORST, eps), None, n=n))
     notes = check_lines(cell, res)
+    if outcomes is not None:
+        outcomes.update(fgsm=res.robust_mask(labels[0], eps).tolist(), worst=res.robust_mask(WORST, eps).tolist())
     if "suite_n" in s:   # the cpu profile: AutoAttack's standard suite on a subset, on the classifier
         suite = ctx.suite(model, data["test"], [eps], **{**common, "n": s["suite_n"]})
         comps.append(Comparison(f"{cell}: standard suite (APGD-CE, APGD-T, FAB-T, Square), first {suite.n} "
@@ -400,6 +406,31 @@ def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[st
         notes.append(f"{cell}: p calibrated to {p:.4f} for {100 * s['target_rejection']:g}% clean "
                      f"rejection on {len(data['held_out'])} held-out training points")
     return comps, notes
+
+
+def advantage_comparisons(outcomes: dict[str, dict[str, list[bool]]],
+                          ref: dict[str, Any]) -> list[Comparison]:
+    """Table 1's claim, per D-SphereNet cell: its advantage over the baseline of the same
+    training in points, under FGSM (the paper's, next to the paper's own difference) and in
+    the worst case without rejection (advgeom's audit), each with the 95% interval of a
+    paired difference (the same test points; :func:`~advgeom.stats.paired_difference_interval`).
+    An FGSM advantage whose worst-case advantage is nil is the weak-gradient verdict, measured."""
+    out: list[Comparison] = []
+    for cell, o in outcomes.items():
+        arch, _, training = cell.partition("/")
+        base = outcomes.get(f"baseline/{training}")
+        if arch == "baseline" or not base or not o:
+            continue
+        col = TRAININGS.index(training)
+        for key, what, published in (
+                ("fgsm", "FGSM", (ref[f"{arch}/fgsm"][col], ref["baseline/fgsm"][col])),
+                ("worst", "worst case (no rejection)", (None, None))):
+            d, low, high = (100.0 * v for v in paired_difference_interval(o[key], base[key]))
+            gap = None if None in published else published[0] - published[1]
+            out.append(Comparison(f"{cell}: advantage over baseline/{training}, {what} (points, paired)", d, gap,
+                                  unit="points", note=f"95% paired interval [{low:.1f}, {high:.1f}] on {len(o[key])} "
+                                                      "points"))
+    return out
 
 
 @experiment("hyper-mnist", title="Hyperspherical defense: white-box attacks on MNIST (Table 1)",
@@ -422,15 +453,17 @@ def hyper_mnist(ctx: Context) -> Outcome:
     comps: list[Comparison] = []
     notes: list[str] = []
     trained: dict[str, torch.nn.Module] = {}
+    outcomes: dict[str, dict[str, list[bool]]] = {}
     for arch, training in cells(ctx.profile):
         cell = f"{arch}/{training}"
         model = trained[cell] = ctx.train(hyper_config(arch, training, ctx.profile))
         col = TRAININGS.index(training)
         paper = tuple(ref[f"{arch}/{row}"][col] for row in ("natural", "fgsm", "pgd"))
         c, n = evaluate_cell(ctx, cell, model, data, s, paper, ARCHS[arch], f"{training}_training",
-                             rejecting=arch != "baseline")
+                             rejecting=arch != "baseline", outcomes=outcomes.setdefault(cell, {}))
         comps += c
         notes += n
+    comps += advantage_comparisons(outcomes, ref)
     figs = hyper_figures(ctx, trained, train, data["test"])
     notes[:0] = [profile_note(ctx.profile), PGD_STEP_NOTE, ASSUMPTIONS]
     return Outcome(comps, figs, notes)
