@@ -32,6 +32,15 @@ def test_eps_rule_picks_the_smallest_eps_that_breaks_almost_all():
     assert S.choose_eps(_Curve({0.5: 90, 1.0: 80, 2.0: 70, 3.0: 60}), grid, 0.05) == 3.0
 
 
+def test_eps_rule_note_says_when_the_rule_falls_back():
+    grid = (0.5, 1.0, 2.0)
+    met = S.eps_rule_note(_Curve({0.5: 60, 1.0: 4, 2.0: 0}), grid, 0.05, 100)
+    assert met.endswith("chosen eps 1 (first with <= 5% accuracy)") and "0.5: 60.0%" in met
+    missed = S.eps_rule_note(_Curve({0.5: 60, 1.0: 20, 2.0: 6}), grid, 0.05, 100)
+    assert "chosen eps 2 (no eps of the grid leaves <= 5% accuracy" in missed
+    assert "falls back to the grid's largest, where 6.0% of the points resist" in missed
+
+
 def test_profiles_and_configs():
     q = S.settings("spectral-mnist", "quick")
     assert S.settings("spectral-cifar", "paper")["model"] == "cnn7"
