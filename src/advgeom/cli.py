@@ -60,13 +60,16 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    """torchrun stops the other ranks with SIGTERM when one dies: one line (naming the
-    dead peer when it is known), then exit at once, as SIGTERM's default would."""
-    from advgeom.distributed import peer_failure, resume_command
+    """SIGTERM (``kill``; torchrun stopping the other ranks when one dies): one line
+    (naming the dead peer when it is known, and the command that resumes), then exit at
+    once, as SIGTERM's default would: what is written is kept (checkpoints and units are
+    written atomically), a rerun resumes."""
+    from advgeom.distributed import peer_failure, resume_command, world
 
     if not _REPORTED:
-        _say(peer_failure() or f"stopped by SIGTERM; resume from the last checkpoint with: "
-                               f"{resume_command()}")
+        again = (f"resume from the last checkpoint with: {resume_command()}" if world().distributed
+                 else "rerun the same command to resume from the last checkpoint")
+        _say(peer_failure() or f"stopped by SIGTERM; {again}")
     sys.stderr.flush()
     os._exit(128 + signum)
 
@@ -92,10 +95,9 @@ def _join(device: str) -> tuple[object, str]:
 
     asked, device = device, _resolve_device(device)
     w, device = _run(init_from_env, device)
-    if w.distributed:
-        import signal
+    import signal
 
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if not w.main:
         console.quiet = True
     _HEADER[:] = [f"device: {device}" + (f" ({AUTO})" if asked == AUTO else "")]

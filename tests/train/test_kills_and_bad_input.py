@@ -157,3 +157,25 @@ def test_a_diverging_loss_stops_with_one_line_and_saves_nothing(tmp_path):
     assert out.returncode == 2 and "the loss is" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert not list(tmp_path.glob("train/*/final.safetensors"))
+
+
+def test_sigterm_is_one_line_and_the_rerun_resumes(tmp_path):
+    """``kill`` (SIGTERM) of a plain run: exit 143 with one line saying how to resume, the
+    checkpoints kept; the rerun resumes and ends like an uninterrupted run."""
+    root = tmp_path / "termed"
+    proc = subprocess.Popen(CMD + [str(root)] + ARGS, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not list(root.glob("train/*/last.json")):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before its first checkpoint"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["error: stopped by SIGTERM; rerun the same command to resume from the "
+                                        "last checkpoint"], err
+    done = subprocess.run(CMD + [str(root)] + ARGS, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0 and "will resume training" in done.stdout, done.stdout + done.stderr
+    ref = subprocess.run(CMD + [str(tmp_path / "ref")] + ARGS, env=ENV, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    assert _same_weights(_final(root), _final(tmp_path / "ref"))
