@@ -1,6 +1,7 @@
 """Sanity checks: each one catches the violation it exists for (advgeom.eval.checks)."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from advgeom.eval import CheckConfig, CheckError, evaluate
@@ -286,9 +287,43 @@ def test_zero_gradients_flagged():
     x, y = threshold_data()
     torch.manual_seed(0)
     r = check_gradients(QuantizedModel().eval(), x, y)
-    assert r.status == "warn" and r.details["fraction"] == 1.0
+    assert r.status == "warn" and r.details["fraction"] == 1.0 and r.details["saturated"] == 0.0
     r = check_gradients(ThresholdModel().eval(), x, y)
-    assert r.status == "pass" and r.details["fraction"] == 0.0
+    assert r.status == "pass" and r.details["fraction"] == 0.0 and r.details["saturated"] == 0.0
+
+
+class ScaledModel(nn.Module):
+    """Logits ``s * x[:, :3]``: on x = (0.9, 0.5, 0.1) class 0 leads by 0.4 s and 0.8 s."""
+
+    def __init__(self, s: float) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.tensor(float(s)))
+
+    def forward(self, x):
+        return self.s * x[:, :3]
+
+
+def test_saturated_cross_entropy_flagged_and_its_gradient_loses_the_label_term():
+    x = torch.tensor([[0.9, 0.5, 0.1, 0.0]]).repeat(8, 1)
+    y = torch.zeros(8, dtype=torch.long)
+    r = check_gradients(ScaledModel(1.0).eval(), x, y)
+    assert r.status == "pass" and r.details == {"fraction": 0.0, "saturated": 0.0, "n": 8}
+    # gaps 24 and 48: the float32 loss is exactly 0, the gradient small but not zero
+    r = check_gradients(ScaledModel(60.0).eval(), x, y)
+    assert r.status == "warn" and r.details == {"fraction": 0.0, "saturated": 1.0, "n": 8}
+    assert "saturated" in r.message and "float32" in r.message
+    r64 = check_gradients(ScaledModel(60.0).double().eval(), x.double(), y)
+    assert r64.status == "pass" and r64.details["saturated"] == 0.0
+    # what the warning means: float32 drops d loss / d x0 = -(1 - p_0) s, float64 keeps it
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        xx = x[:1].to(dtype).requires_grad_(True)
+        F.cross_entropy(ScaledModel(60.0).to(dtype)(xx), y[:1]).backward()
+        grads[dtype] = xx.grad[0]
+    p = torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64).mul(60).softmax(0)
+    assert grads[torch.float32][0] == 0 and grads[torch.float32][1] > 0
+    assert torch.allclose(grads[torch.float64][:3], 60 * (p - torch.tensor([1.0, 0, 0], dtype=torch.float64)),
+                          rtol=1e-4, atol=0)   # exp(log p_0) - 1 rounds at ~1e-16 / 4e-11
 
 
 def test_model_flags_in_the_report():

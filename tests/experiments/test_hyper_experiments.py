@@ -68,13 +68,17 @@ def test_variant_models_are_built():
     assert heads["dsphere_wm_truncated"].operator == "truncated"
 
 
+@pytest.mark.parametrize("profile", ["QUICK", "CPU", "PAPER"])
 @pytest.mark.parametrize("rejecting", [False, True])
-def test_attack_lists_validate(rejecting):
-    specs = parse_attacks(HM.attack_specs(HM.QUICK, rejecting))
+def test_attack_lists_validate(rejecting, profile):
+    specs = parse_attacks(HM.attack_specs(getattr(HM, profile), rejecting))
     labels = [s.label for s in specs]
     assert len(set(labels)) == len(labels)
     assert ("geodesic_adaptive" in {s.name for s in specs}) == rejecting
     assert specs[0].name == "fgsm" and specs[1].kwargs == {"steps": 100, "step_size": 0.01}
+    margin = [s for s in specs if s.label == HM.FGSM_MARGIN]   # the label evaluate_cell looks up
+    assert len(margin) == 1 and margin[0].name == "fgsm" and margin[0].kwargs == {"loss": "margin"}
+    assert (specs[-1].name == "geodesic_adaptive") == rejecting   # the calibrated run's adaptive attack
 
 
 def test_one_cell_end_to_end(tmp_path):
@@ -95,8 +99,10 @@ def test_one_cell_end_to_end(tmp_path):
     by = {c.label: c for c in comps}
     assert by["dsphere_wm/natural: clean"].paper == 99.0
     # the per-point outcomes behind the FGSM and worst-case rows
-    assert len(outcomes["fgsm"]) == len(outcomes["worst"]) == 8
+    assert len(outcomes["fgsm"]) == len(outcomes["worst"]) == len(outcomes["fgsm_margin"]) == 8
     assert 100.0 * sum(outcomes["fgsm"]) / 8 == by["dsphere_wm/natural: FGSM"].measured
+    margin = by["dsphere_wm/natural: FGSM on the margin loss (not saturated in float32)"]
+    assert 100.0 * sum(outcomes["fgsm_margin"]) / 8 == margin.measured and margin.paper is None
     assert 100.0 * sum(outcomes["worst"]) / 8 == by["dsphere_wm/natural: worst case (no rejection)"].measured
     assert "dsphere_wm/natural: worst case, robust with rejection (p=1)" in by
     assert any("geodesic_adaptive, robust with rejection (p=" in c.label and "p=1)" not in c.label
@@ -217,14 +223,19 @@ def test_cpu_cell_runs_both_adaptive_attacks_on_a_subset_judged_together(tmp_pat
 def test_advantage_over_the_baseline_is_a_paired_difference():
     ref = {f"{a}/fgsm": [f, 0.0, 0.0] for a, f in (("baseline", 29.42), ("dsphere", 84.70))}
     n = 1000
-    base = {"fgsm": [i < 300 for i in range(n)], "worst": [i < 10 for i in range(n)]}
-    sphere = {"fgsm": [i < 800 for i in range(n)], "worst": [i < 12 for i in range(n)]}
+    base = {"fgsm": [i < 300 for i in range(n)], "worst": [i < 10 for i in range(n)],
+            "fgsm_margin": [i < 70 for i in range(n)]}
+    sphere = {"fgsm": [i < 800 for i in range(n)], "worst": [i < 12 for i in range(n)],
+              "fgsm_margin": [i < 750 for i in range(n)]}
     rows = HM.advantage_comparisons({"baseline/natural": base, "dsphere/natural": sphere,
-                                     "dsphere/fgsm": {"fgsm": [True] * n, "worst": [True] * n}}, ref)
+                                     "dsphere/fgsm": {k: [True] * n for k in base}}, ref)
     assert [r.label for r in rows] == ["dsphere/natural: advantage over baseline/natural, FGSM (points, paired)",
+                                       "dsphere/natural: advantage over baseline/natural, FGSM on the margin loss "
+                                       "(points, paired)",
                                        "dsphere/natural: advantage over baseline/natural, worst case (no rejection) "
                                        "(points, paired)"]   # no baseline/fgsm cell: no row for dsphere/fgsm
-    fgsm, worst = rows
+    fgsm, margin, worst = rows
+    assert margin.measured == pytest.approx(68.0) and margin.paper is None
     assert fgsm.measured == pytest.approx(50.0) and fgsm.paper == pytest.approx(84.70 - 29.42)
     assert worst.measured == pytest.approx(0.2) and worst.paper is None
     low, high = (float(v) for v in worst.note.split("[")[1].split("]")[0].split(", "))

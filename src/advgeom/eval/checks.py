@@ -296,26 +296,43 @@ def mark_rows(rows: list[Row], report: "CheckReport") -> None:
 
 def check_gradients(model: nn.Module, inputs: Tensor, labels: Tensor,
                     max_fraction: float = 0.05) -> CheckResult:
-    """Warn when the cross-entropy input gradient is exactly zero on many samples
-    (saturated softmax, non-differentiable layers: gradient masking)."""
+    """Warn when the cross-entropy input gradient is exactly zero (non-differentiable
+    layers, saturated activations) or its loss is saturated on more than ``max_fraction``
+    of the samples: both are gradient masking for cross-entropy attacks.
+
+    Saturated: the per-sample loss is exactly 0 in the logits' precision (the label's
+    softmax probability rounds to 1; in float32 once the label leads every other logit
+    by about 17). The gradient of the loss with respect to the logits, softmax - onehot,
+    then loses its label term and keeps only the other classes' ~exp(-margin) terms, so
+    the input gradient is small, non-zero and biased, and FGSM or CE-PGD see a wrong
+    direction there (Carlini & Wagner 2016, "Defensive distillation is not robust to
+    adversarial examples"; Lee & Chandrakasan 2020, "Rethinking empirical evaluation of
+    adversarial robustness using first-order attack methods"). Margin and DLR losses do
+    not saturate."""
     x = inputs.detach().clone().requires_grad_(True)
     logits = model(x)
     if logits.dim() == 2 and logits.shape[1] == 1:
-        loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="sum")
+        per = F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype), reduction="none")
     else:
-        loss = F.cross_entropy(logits, labels, reduction="sum")
-    if not loss.requires_grad:
+        per = F.cross_entropy(logits, labels, reduction="none")
+    if not per.requires_grad:
         return CheckResult("zero_gradients", "warn", "model output does not depend differentiably "
-                           "on the input: gradient attacks cannot work (use BPDA)", {"fraction": 1.0})
-    (g,) = torch.autograd.grad(loss, x, allow_unused=True)
+                           "on the input: gradient attacks cannot work (use BPDA)",
+                           {"fraction": 1.0, "saturated": 0.0, "n": int(x.shape[0])})
+    (g,) = torch.autograd.grad(per.sum(), x, allow_unused=True)
     g = torch.zeros_like(x) if g is None else g
-    frac = float((g.flatten(1).abs().amax(1) == 0).float().mean())
-    details = {"fraction": frac, "n": int(x.shape[0])}
-    if frac > max_fraction:
-        return CheckResult("zero_gradients", "warn", f"input gradient exactly zero on {100 * frac:.1f}% "
-                           "of samples: use margin/DLR losses (and BPDA for non-differentiable parts)",
-                           details)
-    return CheckResult("zero_gradients", "pass", f"zero input gradient on {100 * frac:.1f}% of samples", details)
+    zero = g.flatten(1).abs().amax(1) == 0
+    frac = float(zero.float().mean())
+    sat = float(((per.detach() == 0) & ~zero).float().mean())
+    details = {"fraction": frac, "saturated": sat, "n": int(x.shape[0])}
+    seen = (f"zero input gradient on {100 * frac:.1f}% of samples, cross-entropy saturated "
+            f"({str(logits.dtype).removeprefix('torch.')} loss exactly 0, the label's term lost from "
+            f"the gradient) on {100 * sat:.1f}%")
+    if frac > max_fraction or sat > max_fraction:
+        return CheckResult("zero_gradients", "warn", f"{seen}: cross-entropy attacks (FGSM, CE-PGD) "
+                           "underestimate there; use margin/DLR losses (and BPDA for non-differentiable "
+                           "parts)", details)
+    return CheckResult("zero_gradients", "pass", seen, details)
 
 
 def check_softmax_outputs(logits: Tensor) -> CheckResult:
