@@ -284,8 +284,9 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
                                          "status."),
               plan: bool = typer.Option(False, "--plan", help="Print in seconds what the run will do "
                                         "(models, steps, batch, crafting, points, attacks and budgets) and "
-                                        "its FLOPs and time on a GPU class and this CPU; trains nothing, "
-                                        "writes nothing.")) -> None:
+                                        "its FLOPs and time on a GPU class and this CPU, and where each "
+                                        "model stands in --root (cached, resumable at a step, to train) "
+                                        "with the training left; trains nothing, writes nothing.")) -> None:
     """Train what is not cached, evaluate, compare with the paper, write a report. The
     report lists the sanity checks of every evaluation; a failed one makes the exit
     status 1 (after the report and rows are written) unless --no-strict (or --smoke).
@@ -293,7 +294,10 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     if plan:
         from advgeom.experiments.plan import make_plan, render
 
-        console.print(render(_run(make_plan, name, profile, smoke=smoke, seed=seed)), highlight=False,
+        from advgeom.experiments.smoke import SMOKE
+
+        console.print(render(_run(make_plan, name, profile, smoke=smoke, seed=seed),
+                             root=root / SMOKE if smoke else root, reuse=reuse), highlight=False,
                       markup=False, soft_wrap=True)
         return
     from advgeom.experiments.runner import reproduce as run_experiment

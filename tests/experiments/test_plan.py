@@ -2,6 +2,8 @@
 experiment planned in seconds, nothing written; the FLOP count and the pass counts exact."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -136,3 +138,38 @@ def test_plan_runs_its_smoke_execution_on_one_thread_and_restores_the_count(monk
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_plan_says_where_each_model_stands_in_the_root(tmp_path):
+    from advgeom.train import fit
+
+    plan = make_plan("at-mnist", "quick", smoke=True)
+    first, rest = plan.trainings[0], plan.trainings[1:]
+    root = tmp_path / "runs"
+    fit(first.config, root=root / "smoke", progress=False)      # what --smoke would have trained
+    res = runner.invoke(app, ["reproduce", "at-mnist", "--profile", "quick", "--smoke", "--plan", "--root", str(root)])
+    assert res.exit_code == 0, res.output
+    lines = [ln.strip() for ln in res.output.splitlines() if ln.strip().startswith(f"in {root / 'smoke'}: ")]
+    assert len(lines) == len(plan.trainings)
+    assert lines[0].split(": ", 1)[1].startswith(f"cached: {first.config.model} [")
+    assert all(": will train " in ln for ln in lines[1:])
+    assert f"1 model(s) cached, 0 resumable, {len(rest)} to train" in res.output
+    stand = P.standing(plan, root / "smoke")
+    assert [p.state for p in stand] == ["cached"] + ["train"] * len(rest)
+    assert P.left_flops(plan, stand) == pytest.approx(sum(t.flops for t in rest))
+    # a run killed at a quarter of its steps has three quarters left; a fine-tuned one counts in full
+    long = dataclasses.replace(first, steps=400)
+    quarter = [P.TrainPreview(model="m", key="k", path=root, state="resume", steps=400, epochs=0, done=100)]
+    one = P.Plan(plan.experiment, "quick", True, [long])
+    assert P.left_flops(one, quarter) == pytest.approx(0.75 * long.flops) and long.flops > 0
+    assert P.left_flops(one, [None]) == long.flops
+    # without a trained root the plan says nothing about standing and writes nothing
+    empty = runner.invoke(app, ["reproduce", "at-mnist", "--profile", "quick", "--smoke", "--plan", "--root",
+                                str(tmp_path / "none")])
+    assert "In " not in empty.output and not (tmp_path / "none").exists()
+
+
+def test_plan_marks_fine_tuned_models():
+    plan = make_plan("spectral-mnist", "quick", smoke=True)
+    assert not plan.trainings[0].fine_tuned and all(t.fine_tuned for t in plan.trainings[1:])

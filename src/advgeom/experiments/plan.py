@@ -47,6 +47,7 @@ from advgeom.results.store import open_store
 from advgeom.train import TrainConfig, TrainResult, smoke_config
 from advgeom.train.batches import Batches
 from advgeom.train.build import build_model
+from advgeom.train.preview import TrainPreview, preview
 
 T = TypeVar("T")
 
@@ -75,6 +76,8 @@ class PlannedTraining:
     per_example: Passes               # crafting + training passes of one example
     monitor: Passes                   # passes per monitored point
     monitor_points: int               # monitored points over the whole run
+    fine_tuned: bool = False          # starts from another model's weights (its run directory
+                                      # is keyed by them, unknown before that model is trained)
 
     @property
     def flops(self) -> float:
@@ -161,7 +164,8 @@ class PlanContext(Context):
             mon_points = (batches.total_steps() // mon.every) * (mon.size + mon.train_points + mon.test_points)
         self.plan.trainings.append(PlannedTraining(
             planned, batches.total_steps(), batches.per_epoch, self._forward(net, example),
-            training_passes(planned.objective, planned.objective_kwargs, k), mon_passes, mon_points))
+            training_passes(planned.objective, planned.objective_kwargs, k), mon_passes, mon_points,
+            fine_tuned=model is not None))
         return TrainResult(net, self.root / "plan", planned)
 
     # -- evaluations: recorded, then run as the smoke evaluation ---------------------------
@@ -249,15 +253,51 @@ def _monitor_points(cfg: TrainConfig) -> str:
     return f"{m.size} held-out + {m.train_points} training + {m.test_points} test points"
 
 
-def render(plan: Plan, search: tuple[Path, ...] = ()) -> str:
-    """The plan as text: models, evaluations, FLOPs and times under the stated rules."""
+def standing(plan: Plan, root: Path, reuse: bool = False) -> list[TrainPreview | None]:
+    """Where each planned training stands in the run directory ``root`` (what
+    :func:`~advgeom.train.preview.preview` reads from its records: cached, resumable at a
+    step, or to train); ``None`` for a fine-tuned model, whose directory is keyed by
+    weights the plan does not have."""
+    return [None if t.fine_tuned else preview(t.config, root, reuse=reuse) for t in plan.trainings]
+
+
+def left_flops(plan: Plan, stand: list[TrainPreview | None]) -> float:
+    """Training FLOPs still to spend: none for a cached model, the steps left of a
+    resumable one, all of the others (fine-tuned ones included)."""
+    left = 0.0
+    for t, p in zip(plan.trainings, stand):
+        if p is None or p.state == "train":
+            left += t.flops
+        elif p.state == "resume":
+            left += t.flops * max(0.0, 1.0 - p.done / max(t.steps, 1))
+    return left
+
+
+def _standing_lines(plan: Plan, stand: list[TrainPreview | None], root: Path,
+                    search: tuple[Path, ...]) -> list[str]:
+    counts = {state: sum(p is not None and p.state == state for p in stand) for state in ("cached", "resume", "train")}
+    tuned = sum(p is None for p in stand)
+    left = left_flops(plan, stand)
+    train, ev = plan.flops
+    rate, _ = next((r, why) for machine, r, why in rates(search) if machine == "this CPU")
+    return ["", f"In {root}: {counts['cached']} model(s) cached, {counts['resume']} resumable, "
+                f"{counts['train']} to train" + (f", {tuned} fine-tuned (not previewed: counted in full)" if tuned else ""),
+            f"- training left: {flops_text(left)} of {flops_text(train)}; with the whole evaluation (its "
+            f"cached units are not previewed) {duration((left + ev) / rate)} on this CPU at the rate above"]
+
+
+def render(plan: Plan, search: tuple[Path, ...] = (), root: Path | None = None, reuse: bool = False) -> str:
+    """The plan as text: models, evaluations, FLOPs and times under the stated rules; with
+    ``root`` (a run directory that has trained something) also where each model stands
+    there and the training left."""
+    stand = standing(plan, root, reuse) if root is not None and (root / "train").is_dir() else None
     exp = plan.experiment
     cmd = f"advgeom reproduce {exp.name} --profile {plan.profile}" + (" --smoke" if plan.smoke else "")
     lines = [f"Plan of `{cmd}` (nothing trained, nothing written)", f"{exp.title}", ""]
     if plan.profile in exp.expected:
         lines += [f"Expected cost stated by the experiment: {exp.expected[plan.profile]}", ""]
     lines.append(f"Training: {len(plan.trainings)} model(s)")
-    for t in plan.trainings:
+    for i, t in enumerate(plan.trainings):
         c = t.config
         length = (f"{t.steps} steps" + (f" ({c.epochs} epochs x {t.per_epoch} steps)" if c.iterations <= 0
                                         else f" (iterations; {t.per_epoch} steps an epoch)"))
@@ -268,6 +308,10 @@ def render(plan: Plan, search: tuple[Path, ...] = ()) -> str:
                      f"(crafting included); forward {t.forward_flops:,} FLOP"
                      + (f"; monitor: {c.monitor.attack} on {_monitor_points(c)} every {c.monitor.every} "
                         f"steps" if c.monitor.every > 0 else "") + f"; {flops_text(t.flops)}")
+        if stand is not None:
+            p = stand[i]
+            lines.append(f"    in {root}: " + ("fine-tuned from another model's weights: not previewed"
+                                                if p is None else p.text()))
     lines += ["", f"Evaluations: {len(plan.evaluations)}"]
     for e in plan.evaluations:
         kind = "standard suite (cascade; upper bound)" if e.cascade else "attacks"
@@ -285,6 +329,8 @@ def render(plan: Plan, search: tuple[Path, ...] = ()) -> str:
     for machine, rate, why in rates(search):
         lines.append(f"- {machine}: {duration((train + ev) / rate)} at {rate / 1e9:,.0f} GFLOP/s "
                      f"sustained ({why})")
+    if stand is not None:
+        lines += _standing_lines(plan, stand, root, search)
     lines += ["", f"Rule: {RULES}. Forward FLOPs counted by torch.utils.flop_counter on one input "
                   "(matrix products and convolutions); rescale the times by your own sustained rate.",
               "Not counted: an experiment's own analyses (Jacobians, Monte-Carlo samples, figures) "
