@@ -39,6 +39,23 @@ def test_eps_rule_note_says_when_the_rule_falls_back():
     missed = S.eps_rule_note(_Curve({0.5: 60, 1.0: 20, 2.0: 6}), grid, 0.05, 100)
     assert "chosen eps 2 (no eps of the grid leaves <= 5% accuracy" in missed
     assert "falls back to the grid's largest, where 6.0% of the points resist" in missed
+    assert "cross-entropy" not in missed
+    sat = S.eps_rule_note(_Curve({0.5: 60, 1.0: 20, 2.0: 6}), grid, 0.05, 100, saturated=0.125)
+    assert sat.startswith(missed) and sat.endswith("is exactly 0 on 12.5% of these points (its gradient "
+                                                   "there lacks the label's term)")
+
+
+def test_saturated_share_counts_points_whose_loss_is_exactly_zero():
+    from advgeom.data.base import TensorData
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3, 3, bias=False)).eval()
+    with torch.no_grad():
+        net[1].weight.copy_(60 * torch.eye(3))
+    x = torch.tensor([[0.9, 0.5, 0.1], [0.4, 0.5, 0.1], [0.9, 0.5, 0.1], [0.1, 0.5, 0.9]]).view(4, 1, 1, 3)
+    y = torch.tensor([0, 1, 0, 2])   # gaps 24 / 6 / 24 / 24: three saturated in float32
+    data = TensorData(x, y, 3, "toy", "test")
+    assert S.saturated_share(net, data, 4, torch.device("cpu")) == 0.75
+    assert S.saturated_share(net, data, 2, torch.device("cpu")) == 0.5
 
 
 def test_profiles_and_configs():

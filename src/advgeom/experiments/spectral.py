@@ -44,6 +44,7 @@ from torch import nn
 
 from advgeom.data import load
 from advgeom.eval.bookkeeping import percent
+from advgeom.eval.checks import check_gradients
 from advgeom.eval.report import format_checks
 from advgeom.experiments import _spectral_figures as SF
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
@@ -164,16 +165,28 @@ def choose_eps(curve: dict[float, float], grid: tuple[float, ...], almost_all: f
     return grid[-1]
 
 
-def eps_rule_note(curve: dict[float, float], grid: tuple[float, ...], almost_all: float, n: int) -> str:
+def eps_rule_note(curve: dict[float, float], grid: tuple[float, ...], almost_all: float, n: int,
+                  saturated: float | None = None) -> str:
     """The report's line on the eps rule: the standard model's curve and the eps chosen,
-    saying so when no eps of the grid met the rule and its largest was taken instead."""
+    saying so when no eps of the grid met the rule and its largest was taken instead;
+    ``saturated`` (:func:`saturated_share` on the rule's points), when given, follows it."""
     eps = choose_eps(curve, grid, almost_all)
     bound = f"<= {100 * almost_all:.0f}% accuracy"
     why = (f"first with {bound}" if curve[eps] <= almost_all else
            f"no eps of the grid leaves {bound}: the rule falls back to the grid's largest, where "
            f"{100 * curve[eps]:.1f}% of the points resist")
+    sat = ("" if saturated is None else
+           f"; the standard model's cross-entropy, the loss PGA ascends, is exactly 0 on "
+           f"{100 * saturated:.1f}% of these points (its gradient there lacks the label's term)")
     return (f"eps rule: standard-model accuracy under l2 PGA-10 (step 2 eps / 10) on {n} test points: "
-            + ", ".join(f"{e:g}: {100 * curve[e]:.1f}%" for e in grid) + f"; chosen eps {eps:g} ({why})")
+            + ", ".join(f"{e:g}: {100 * curve[e]:.1f}%" for e in grid) + f"; chosen eps {eps:g} ({why})" + sat)
+
+
+def saturated_share(model: nn.Module, data: Any, n: int, device: torch.device) -> float:
+    """The fraction of the first ``n`` points of ``data`` where the model's cross-entropy is
+    saturated (the ``zero_gradients`` check's share: :func:`~advgeom.eval.checks.check_gradients`)."""
+    x, y = data.images[:n].to(device), data.labels[:n].to(device)
+    return float(check_gradients(model, x, y).details["saturated"])
 
 
 def pga_spec(eps: float, norm: str) -> str:
@@ -242,7 +255,8 @@ def train_all(ctx: Context, s: dict[str, Any], test: Any, val: Any, notes: list[
     common = dict(model_name=s["model"], dataset=s["dataset"])
     curve = pga_curve(ctx, natural, test, tuple(s["eps_grid"]), "l2", s["rule_n"], "standard", **common)
     eps = choose_eps(curve, tuple(s["eps_grid"]), s["almost_all"])
-    notes.append(eps_rule_note(curve, tuple(s["eps_grid"]), s["almost_all"], s["rule_n"]))
+    notes.append(eps_rule_note(curve, tuple(s["eps_grid"]), s["almost_all"], s["rule_n"],
+                               saturated_share(natural, test, s["rule_n"], ctx.device)))
     run = ctx.fit(finetune_config(s, "pga_at", {"eps": eps, "iters": 10}, eps), natural)
     at, histories["adversarial_training"] = run.model.eval(), run.history
     target = _clean(ctx, at, val, s["rule_n"], "pga_at")
