@@ -290,7 +290,8 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     """Train what is not cached, evaluate, compare with the paper, write a report. The
     report lists the sanity checks of every evaluation; a failed one makes the exit
     status 1 (after the report and rows are written) unless --no-strict (or --smoke).
-    --plan only prints what the run will do and cost."""
+    --plan only prints what the run will do and cost, and where a run under way in --root
+    stands."""
     if plan:
         from advgeom.experiments.plan import make_plan, render
 

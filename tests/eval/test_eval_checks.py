@@ -6,7 +6,8 @@ from torch import nn
 
 from advgeom.eval import CheckConfig, CheckError, evaluate
 from advgeom.eval.checks import (check_gradients, check_iterative_vs_single_step, check_monotone,
-                                 check_softmax_outputs, check_threat_model, threat_model_stats)
+                                 check_saturated_loss, check_softmax_outputs, check_threat_model,
+                                 threat_model_stats)
 from advgeom.eval.masking import check_gradient_masking
 from advgeom.results import Row
 
@@ -85,6 +86,12 @@ def test_iterative_weaker_than_single_step_fails():
     assert r.status == "fail" and "pgd" in r.message and "apgd-dlr" not in r.message
     # kind from the attack name when the row does not carry one
     assert check_iterative_vs_single_step([_row("fgsm", 0.1, 40.0), _row("pgd", 0.1, 41.0)]).status == "fail"
+    # an attack steering a rejecting model's acceptance is not held to a plain single-step one
+    rows = [_row("fgsm:loss=margin", 0.1, 40.0, kind="single_step", loss="margin"),
+            _row("geodesic_adaptive", 0.1, 45.0, kind="iterative", loss="margin", steers_rejection=True)]
+    assert check_iterative_vs_single_step(rows).status == "skip"
+    rows[1].extra.pop("steers_rejection")   # the same attack on a model that cannot reject is compared
+    assert check_iterative_vs_single_step(rows).status == "fail"
 
 
 def test_gradient_masking_flag_from_rows():
@@ -287,9 +294,9 @@ def test_zero_gradients_flagged():
     x, y = threshold_data()
     torch.manual_seed(0)
     r = check_gradients(QuantizedModel().eval(), x, y)
-    assert r.status == "warn" and r.details["fraction"] == 1.0 and r.details["saturated"] == 0.0
+    assert r.status == "warn" and r.details["fraction"] == 1.0
     r = check_gradients(ThresholdModel().eval(), x, y)
-    assert r.status == "pass" and r.details["fraction"] == 0.0 and r.details["saturated"] == 0.0
+    assert r.status == "pass" and r.details["fraction"] == 0.0
 
 
 class ScaledModel(nn.Module):
@@ -306,14 +313,21 @@ class ScaledModel(nn.Module):
 def test_saturated_cross_entropy_flagged_and_its_gradient_loses_the_label_term():
     x = torch.tensor([[0.9, 0.5, 0.1, 0.0]]).repeat(8, 1)
     y = torch.zeros(8, dtype=torch.long)
-    r = check_gradients(ScaledModel(1.0).eval(), x, y)
-    assert r.status == "pass" and r.details == {"fraction": 0.0, "saturated": 0.0, "n": 8}
-    # gaps 24 and 48: the float32 loss is exactly 0, the gradient small but not zero
-    r = check_gradients(ScaledModel(60.0).eval(), x, y)
-    assert r.status == "warn" and r.details == {"fraction": 0.0, "saturated": 1.0, "n": 8}
-    assert "saturated" in r.message and "float32" in r.message
-    r64 = check_gradients(ScaledModel(60.0).double().eval(), x.double(), y)
-    assert r64.status == "pass" and r64.details["saturated"] == 0.0
+    with torch.no_grad():
+        r = check_saturated_loss(ScaledModel(1.0)(x), y)
+        assert r.status == "pass" and r.details == {"fraction": 0.0, "n": 8}
+        # gaps 24 and 48: the float32 loss is exactly 0, the float64 one is not
+        r = check_saturated_loss(ScaledModel(60.0)(x), y)
+        assert r.status == "warn" and r.details == {"fraction": 1.0, "n": 8} and "float32" in r.message
+        assert check_saturated_loss(ScaledModel(60.0).double()(x.double()), y).status == "pass"
+        # a lead of 15 over both others: exp(-15) * 2 = 6e-7 > 2^-24, not saturated; half the points at 60
+        mixed = torch.cat([ScaledModel(37.5)(x[:4]), ScaledModel(60.0)(x[4:])])
+        r = check_saturated_loss(mixed, y, max_fraction=0.5)
+        assert r.status == "pass" and r.details["fraction"] == 0.5
+        assert check_saturated_loss(mixed, y, max_fraction=0.49).status == "warn"
+        assert check_saturated_loss(torch.full((8, 1), 40.0), y).status == "skip"   # a single logit
+    # the saturated points' input gradient is not zero, so zero_gradients passes: only this check sees them
+    assert check_gradients(ScaledModel(60.0).eval(), x, y).status == "pass"
     # what the warning means: float32 drops d loss / d x0 = -(1 - p_0) s, float64 keeps it
     grads = {}
     for dtype in (torch.float32, torch.float64):

@@ -25,7 +25,7 @@ def test_all_checks_pass(result):
     assert res.ok, [c.message for c in res.checks.failed]
     names = {c.name for c in res.checks.results if c.status == "pass"}
     assert names >= {"threat_model", "monotone_in_eps", "iterative_vs_single_step", "gradient_masking",
-                     "unbounded_attack", "zero_gradients", "softmax_outputs", "model_eval_mode",
+                     "unbounded_attack", "zero_gradients", "saturated_loss", "softmax_outputs", "model_eval_mode",
                      "model_unchanged"}
 
 

@@ -122,6 +122,9 @@ def test_unbounded_check_with_rejection(flat, attack, verdict):
     assert "without guided starts, on the 16 accepted and correct points of 18" in c.message
     assert "guides" not in c.details["attack"]
     assert c.details["attack"].startswith("geodesic_adaptive")
+    steers = {row.attack: row.extra.get("steers_rejection", False) for row in r.rows if row.metric == "robust_accuracy"
+              and row.attack != "worst_case"}
+    assert list(steers.values()) == [attack.startswith("geodesic_adaptive")]   # kept apart by iterative_vs_single_step
     if flat:   # ascent cannot move; only a lucky random start lands in a 0.05 rad cone
         assert c.details["accuracy"] >= 75.0
         worst = next(row for row in r.rows if row.metric == "robust_accuracy_with_rejection"

@@ -3,6 +3,7 @@ experiment planned in seconds, nothing written; the FLOP count and the pass coun
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,32 +143,42 @@ def test_plan_runs_its_smoke_execution_on_one_thread_and_restores_the_count(monk
 
 @pytest.mark.filterwarnings("ignore")
 def test_plan_says_where_each_model_stands_in_the_root(tmp_path):
-    from advgeom.train import fit
-
     plan = make_plan("at-mnist", "quick", smoke=True)
-    first, rest = plan.trainings[0], plan.trainings[1:]
-    root = tmp_path / "runs"
-    fit(first.config, root=root / "smoke", progress=False)      # what --smoke would have trained
-    res = runner.invoke(app, ["reproduce", "at-mnist", "--profile", "quick", "--smoke", "--plan", "--root", str(root)])
-    assert res.exit_code == 0, res.output
-    lines = [ln.strip() for ln in res.output.splitlines() if ln.strip().startswith(f"in {root / 'smoke'}: ")]
-    assert len(lines) == len(plan.trainings)
-    assert lines[0].split(": ", 1)[1].startswith(f"cached: {first.config.model} [")
-    assert all(": will train " in ln for ln in lines[1:])
-    assert f"1 model(s) cached, 0 resumable, {len(rest)} to train" in res.output
+    root, n = tmp_path / "runs", len(plan.trainings)
+    args = ["reproduce", "at-mnist", "--profile", "quick", "--smoke", "--root", str(root)]
+    before = runner.invoke(app, args + ["--plan"])
+    assert before.exit_code == 0 and "In " not in before.output   # no run yet: nothing said, nothing written
+    assert not root.exists() and before.output.strip() == P.render(plan).strip()
+    # the real smoke run trains every model; the plan then finds each of them in the cache
+    assert runner.invoke(app, args + ["--no-progress"]).exit_code == 0
+    written = sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
+    after = runner.invoke(app, args + ["--plan"])
+    assert after.exit_code == 0, after.output
+    lines = [ln.strip() for ln in after.output.splitlines() if ln.strip().startswith(f"in {root / 'smoke'}: ")]
+    assert len(lines) == n and all(ln.split(": ", 1)[1].startswith("cached: ") for ln in lines)
+    assert f"{n} model(s) cached, 0 resumable, 0 to train" in after.output
+    assert "training left: 0 FLOP of " in after.output
+    assert sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()) == written   # read only
     stand = P.standing(plan, root / "smoke")
-    assert [p.state for p in stand] == ["cached"] + ["train"] * len(rest)
-    assert P.left_flops(plan, stand) == pytest.approx(sum(t.flops for t in rest))
-    # a run killed at a quarter of its steps has three quarters left; a fine-tuned one counts in full
-    long = dataclasses.replace(first, steps=400)
-    quarter = [P.TrainPreview(model="m", key="k", path=root, state="resume", steps=400, epochs=0, done=100)]
+    assert [p.state for p in stand] == ["cached"] * n and P.left_flops(plan, stand) == (0.0, 0.0)
+
+
+def test_left_flops_counts_what_is_left():
+    plan = make_plan("at-mnist", "quick", smoke=True)
+    long = dataclasses.replace(plan.trainings[0], steps=400)
+    path = Path("runs/train/x")
+
+    def at(state, done=0, steps=400):
+        return P.TrainPreview(model="m", key="k", path=path, state=state, steps=steps, epochs=0, done=done)
+
     one = P.Plan(plan.experiment, "quick", True, [long])
-    assert P.left_flops(one, quarter) == pytest.approx(0.75 * long.flops) and long.flops > 0
-    assert P.left_flops(one, [None]) == long.flops
-    # without a trained root the plan says nothing about standing and writes nothing
-    empty = runner.invoke(app, ["reproduce", "at-mnist", "--profile", "quick", "--smoke", "--plan", "--root",
-                                str(tmp_path / "none")])
-    assert "In " not in empty.output and not (tmp_path / "none").exists()
+    assert P.left_flops(one, [at("resume", 100)]) == pytest.approx((0.75 * long.flops,) * 2) and long.flops > 0
+    assert P.left_flops(one, [at("resume", 100, steps=200)]) == pytest.approx((0.5 * long.flops,) * 2)
+    assert P.left_flops(one, [at("train")]) == (long.flops, long.flops)
+    assert P.left_flops(one, [at("cached")]) == (0.0, 0.0)
+    assert P.left_flops(one, [None]) == (0.0, long.flops)        # fine-tuned: only in the upper end
+    twice = P.Plan(plan.experiment, "quick", True, [long, long])
+    assert P.left_flops(twice, [at("train"), at("train")]) == (long.flops, long.flops)   # one directory
 
 
 def test_plan_marks_fine_tuned_models():

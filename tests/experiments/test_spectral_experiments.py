@@ -56,6 +56,7 @@ def test_saturated_share_counts_points_whose_loss_is_exactly_zero():
     data = TensorData(x, y, 3, "toy", "test")
     assert S.saturated_share(net, data, 4, torch.device("cpu")) == 0.75
     assert S.saturated_share(net, data, 2, torch.device("cpu")) == 0.5
+    assert S.saturated_share(net, data, 4, torch.device("cpu"), batch=3) == 0.75   # counted across batches
 
 
 def test_profiles_and_configs():

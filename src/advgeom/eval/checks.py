@@ -2,7 +2,7 @@
 robustness honestly"; Carlini et al. 2019, Croce & Hein 2020, Tramer et al. 2020).
 
 Each check returns a :class:`CheckResult` with status ``pass``, ``warn`` (a symptom
-worth a look: zero gradients, softmax outputs), ``fail`` (the numbers are not
+worth a look: zero gradients, a saturated loss, softmax outputs), ``fail`` (the numbers are not
 trustworthy as they stand) or ``skip`` (not applicable). Row-level checks are pure
 functions of result rows; the others take the tensors they inspect.
 """
@@ -106,6 +106,7 @@ class CheckConfig:
     masking_level: float = 0.05         # one-sided exact McNemar test of the masking checks
     masking_points: float = 5.0         # a black-box lead this large (points) fails at any n
     zero_grad_max_fraction: float = 0.05
+    saturated_max_fraction: float = 0.05   # share of samples with the cross-entropy exactly 0
     unbounded_subset: int = 64          # 0 disables the unbounded-attack check
     unbounded_attack: str = "pgd:steps=100,loss=margin"
     unbounded_max_accuracy: float = 2.0
@@ -217,11 +218,13 @@ def check_iterative_vs_single_step(rows: Iterable[Row], tol: float = 0.0) -> Che
     """Every iterative attack at least as strong as every single-step one at the same
     eps and with the same loss (rows' ``extra["loss"]``; pairs with different known
     losses are not compared: a DLR attack may legitimately lose a few samples to
-    FGSM-CE, and the per-sample worst case covers that)."""
+    FGSM-CE, and the per-sample worst case covers that). An attack that steers a
+    rejecting model's acceptance as well (``extra["steers_rejection"]``) is not compared:
+    it trades misclassification for acceptance, and ``unbounded_rejection`` judges it."""
     bad, compared, cells = [], 0, []
     for eps, er in robust_by_eps(rows):
         single = [r for r in er if attack_kind(r) == "single_step"]
-        iterative = [r for r in er if attack_kind(r) == "iterative"]
+        iterative = [r for r in er if attack_kind(r) == "iterative" and not r.extra.get("steers_rejection")]
         for s in single:
             for it in iterative:
                 ls, li = s.extra.get("loss"), it.extra.get("loss")
@@ -296,43 +299,51 @@ def mark_rows(rows: list[Row], report: "CheckReport") -> None:
 
 def check_gradients(model: nn.Module, inputs: Tensor, labels: Tensor,
                     max_fraction: float = 0.05) -> CheckResult:
-    """Warn when the cross-entropy input gradient is exactly zero (non-differentiable
-    layers, saturated activations) or its loss is saturated on more than ``max_fraction``
-    of the samples: both are gradient masking for cross-entropy attacks.
-
-    Saturated: the per-sample loss is exactly 0 in the logits' precision (the label's
-    softmax probability rounds to 1; in float32 once the label leads every other logit
-    by about 17). The gradient of the loss with respect to the logits, softmax - onehot,
-    then loses its label term and keeps only the other classes' ~exp(-margin) terms, so
-    the input gradient is small, non-zero and biased, and FGSM or CE-PGD see a wrong
-    direction there (Carlini & Wagner 2016, "Defensive distillation is not robust to
-    adversarial examples"; Lee & Chandrakasan 2020, "Rethinking empirical evaluation of
-    adversarial robustness using first-order attack methods"). Margin and DLR losses do
-    not saturate."""
+    """Warn when the cross-entropy input gradient is exactly zero on many samples
+    (saturated softmax, non-differentiable layers: gradient masking)."""
     x = inputs.detach().clone().requires_grad_(True)
     logits = model(x)
     if logits.dim() == 2 and logits.shape[1] == 1:
-        per = F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype), reduction="none")
+        loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="sum")
     else:
-        per = F.cross_entropy(logits, labels, reduction="none")
-    if not per.requires_grad:
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+    if not loss.requires_grad:
         return CheckResult("zero_gradients", "warn", "model output does not depend differentiably "
-                           "on the input: gradient attacks cannot work (use BPDA)",
-                           {"fraction": 1.0, "saturated": 0.0, "n": int(x.shape[0])})
-    (g,) = torch.autograd.grad(per.sum(), x, allow_unused=True)
+                           "on the input: gradient attacks cannot work (use BPDA)", {"fraction": 1.0})
+    (g,) = torch.autograd.grad(loss, x, allow_unused=True)
     g = torch.zeros_like(x) if g is None else g
-    zero = g.flatten(1).abs().amax(1) == 0
-    frac = float(zero.float().mean())
-    sat = float(((per.detach() == 0) & ~zero).float().mean())
-    details = {"fraction": frac, "saturated": sat, "n": int(x.shape[0])}
-    seen = (f"zero input gradient on {100 * frac:.1f}% of samples, cross-entropy saturated "
-            f"({str(logits.dtype).removeprefix('torch.')} loss exactly 0, the label's term lost from "
-            f"the gradient) on {100 * sat:.1f}%")
-    if frac > max_fraction or sat > max_fraction:
-        return CheckResult("zero_gradients", "warn", f"{seen}: cross-entropy attacks (FGSM, CE-PGD) "
-                           "underestimate there; use margin/DLR losses (and BPDA for non-differentiable "
-                           "parts)", details)
-    return CheckResult("zero_gradients", "pass", seen, details)
+    frac = float((g.flatten(1).abs().amax(1) == 0).float().mean())
+    details = {"fraction": frac, "n": int(x.shape[0])}
+    if frac > max_fraction:
+        return CheckResult("zero_gradients", "warn", f"input gradient exactly zero on {100 * frac:.1f}% "
+                           "of samples: use margin/DLR losses (and BPDA for non-differentiable parts)",
+                           details)
+    return CheckResult("zero_gradients", "pass", f"zero input gradient on {100 * frac:.1f}% of samples", details)
+
+
+def check_saturated_loss(logits: Tensor, labels: Tensor, max_fraction: float = 0.05) -> CheckResult:
+    """Warn when the cross-entropy is exactly 0 on more than ``max_fraction`` of the samples.
+
+    In float32 the loss rounds to 0 once the other classes' exp(z_j - z_y) sum below 2^-24
+    (about 6e-8): the label leads every other logit by at least ln 2^24 ~ 16.6, more when
+    several are close. Its gradient with respect to the logits, softmax - onehot, then
+    loses the label's term and keeps only the other classes' tiny ones, so FGSM and CE-PGD
+    step in a biased direction and overstate robust accuracy there (Carlini & Wagner 2016,
+    "Defensive distillation is not robust to adversarial examples"; Lee & Chandrakasan
+    2020, "Rethinking empirical evaluation of adversarial robustness using first-order
+    attack methods"); margin and DLR losses do not saturate. A single-logit (binary) model
+    is skipped: its saturated points have an exactly zero gradient (``zero_gradients``)."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        return CheckResult("saturated_loss", "skip", "not a multi-class output")
+    per = F.cross_entropy(logits.detach(), labels, reduction="none")
+    share = float((per == 0).float().mean())
+    details = {"fraction": share, "n": int(labels.shape[0])}
+    seen = f"cross-entropy exactly 0 ({str(per.dtype).removeprefix('torch.')}) on {100 * share:.1f}% of samples"
+    if share > max_fraction:
+        return CheckResult("saturated_loss", "warn", f"{seen}: its gradient there lacks the label's term, so "
+                           "cross-entropy attacks (FGSM, CE-PGD) overstate robust accuracy; margin/DLR "
+                           "losses do not saturate", details)
+    return CheckResult("saturated_loss", "pass", seen, details)
 
 
 def check_softmax_outputs(logits: Tensor) -> CheckResult:

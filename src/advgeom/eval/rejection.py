@@ -25,7 +25,7 @@ plain clean/robust accuracy of such a model ignores the accept mask):
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,13 @@ def can_reject(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
+def steers_rejection(spec: Any) -> bool:
+    """Whether an attack spec's function is rejection-aware (``info.rejection_aware``: on
+    a model that can reject it seeks a misclassified point the model accepts)."""
+    info = getattr(getattr(spec, "fn", None), "info", None)
+    return bool(getattr(info, "rejection_aware", False))
+
+
 def scores(model: nn.Module, inputs: Tensor) -> tuple[Tensor, Tensor | None]:
     """``(logits, accept mask or None)`` for a batch."""
     if can_reject(model):

@@ -31,7 +31,7 @@ from advgeom.eval.masking import check_cascade_black_box, check_gradient_masking
 from advgeom.eval.points import open_points
 from advgeom.eval.bookkeeping import percent, unit_seed
 from advgeom.eval.rejection import (adversarial_rejection_metrics, can_reject,
-                                    clean_rejection_metrics)
+                                    clean_rejection_metrics, steers_rejection)
 from advgeom.eval.units import (WORST, Outcomes, Payload, Units, attack_unit, check_classes,
                                 check_readable, clean_unit, device_of, from_bools, outcomes,
                                 run_unbounded, run_unbounded_rejection)
@@ -289,6 +289,7 @@ def _rows(row: Callable[..., Row], out: Outcomes, adv_p: dict[tuple[str, float],
             ps = adv_p[(spec.label, e)]
             attacked = sum(p["attacked"] for p in ps)
             extra = dict(kind=kind, base=spec.base_name, loss=spec.loss,
+                         **({"steers_rejection": True} if rejecting and steers_rejection(spec) else {}),
                          max_norm=max(p["stats"]["max_norm"] for p in ps),
                          fragile=sum(p.get("fragile", 0) for p in ps),
                          counted_from_smaller_eps=out.rescued[(spec.label, e)])
@@ -335,7 +336,9 @@ def _checks(model: nn.Module, x: Tensor, y: Tensor, rows: list[Row],
     xg, yg = x[:batch_size].to(device), y[:batch_size].to(device)
     report.results.append(C.check_gradients(model, xg, yg, cfg.zero_grad_max_fraction))
     with torch.no_grad():
-        report.results.append(C.check_softmax_outputs(model(xg)))
+        logits = model(xg)
+    report.results += [C.check_saturated_loss(logits, yg, cfg.saturated_max_fraction),
+                       C.check_softmax_outputs(logits)]
     if cfg.unbounded_subset > 0:
         report.results.append(run_unbounded(model, x, y, norm, seed, cfg, units, device))
         if can_reject(model):

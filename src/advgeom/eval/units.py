@@ -27,7 +27,7 @@ from advgeom.attacks.spec import AttackSpec, parse_attack_spec
 from advgeom.errors import AdvgeomError
 from advgeom.eval import checks as C
 from advgeom.eval.bookkeeping import HookCounter, percent, unit_seed
-from advgeom.eval.rejection import defended, predict, scores
+from advgeom.eval.rejection import defended, predict, scores, steers_rejection
 from advgeom.hashing import state_hash, tensor_hash, text_hash
 from advgeom.logits import predicted_class, two_logits
 from advgeom.results.store import ResultStore
@@ -301,7 +301,7 @@ def run_unbounded_rejection(model: nn.Module, x: Tensor, y: Tensor, norm: str, s
     if not callable(getattr(model, "angle_excess", None)):
         return [C.CheckResult("unbounded_rejection", "warn", "no rejection-aware attack can steer this model "
                               "(no angle_excess): its robustness with rejection is unverified")]
-    aware = [s for s in specs if getattr(s.fn, "info", None) is not None and s.fn.info.rejection_aware]
+    aware = [s for s in specs if steers_rejection(s)]
     if not aware:
         try:
             aware = [parse_attack_spec(cfg.unbounded_rejection_attack)]

@@ -39,8 +39,8 @@ from advgeom.eval.rejection import can_reject
 from advgeom.eval.suite import suite_specs
 from advgeom.eval.units import unpack
 from advgeom.experiments.base import Context, Experiment
-from advgeom.experiments.cost import (RULES, Passes, attack_passes, budget, duration, flops_text,
-                                      forward_flops, rates, training_passes)
+from advgeom.experiments.cost import (RULES, Passes, attack_passes, budget, cpu_rate, duration,
+                                      flops_text, forward_flops, rates, training_passes)
 from advgeom.experiments.smoke import SMOKE_POINTS, one_thread, smoke_check_config
 from advgeom.registry import get
 from advgeom.results.store import open_store
@@ -261,29 +261,36 @@ def standing(plan: Plan, root: Path, reuse: bool = False) -> list[TrainPreview |
     return [None if t.fine_tuned else preview(t.config, root, reuse=reuse) for t in plan.trainings]
 
 
-def left_flops(plan: Plan, stand: list[TrainPreview | None]) -> float:
-    """Training FLOPs still to spend: none for a cached model, the steps left of a
-    resumable one, all of the others (fine-tuned ones included)."""
-    left = 0.0
+def left_flops(plan: Plan, stand: list[TrainPreview | None]) -> tuple[float, float]:
+    """Training FLOPs still to spend, ``(without, with)`` the fine-tuned models (whose
+    standing the plan cannot preview): none for a cached model, the steps left of a
+    resumable one, all of a model to train; a config planned twice counts once."""
+    left, tuned, seen = 0.0, 0.0, set()
     for t, p in zip(plan.trainings, stand):
-        if p is None or p.state == "train":
-            left += t.flops
-        elif p.state == "resume":
-            left += t.flops * max(0.0, 1.0 - p.done / max(t.steps, 1))
-    return left
+        if p is None:
+            tuned += t.flops
+        elif p.path not in seen:
+            seen.add(p.path)
+            if p.state == "train":
+                left += t.flops
+            elif p.state == "resume":
+                left += t.flops * max(0.0, 1.0 - p.done / max(p.steps or t.steps, 1))
+    return left, left + tuned
 
 
 def _standing_lines(plan: Plan, stand: list[TrainPreview | None], root: Path,
                     search: tuple[Path, ...]) -> list[str]:
-    counts = {state: sum(p is not None and p.state == state for p in stand) for state in ("cached", "resume", "train")}
+    """The summary of :func:`standing`: counts, training left and a time on this CPU."""
+    counts = {k: sum(p is not None and p.state == k for p in stand) for k in ("cached", "resume", "train")}
     tuned = sum(p is None for p in stand)
-    left = left_flops(plan, stand)
+    low, high = left_flops(plan, stand)
     train, ev = plan.flops
-    rate, _ = next((r, why) for machine, r, why in rates(search) if machine == "this CPU")
-    return ["", f"In {root}: {counts['cached']} model(s) cached, {counts['resume']} resumable, "
-                f"{counts['train']} to train" + (f", {tuned} fine-tuned (not previewed: counted in full)" if tuned else ""),
-            f"- training left: {flops_text(left)} of {flops_text(train)}; with the whole evaluation (its "
-            f"cached units are not previewed) {duration((left + ev) / rate)} on this CPU at the rate above"]
+    rate, _ = cpu_rate(search)
+    left = flops_text(high) if low == high else f"{flops_text(low)} to {flops_text(high)} (the fine-tuned ones)"
+    return ["", f"In {root}: {counts['cached']} model(s) cached, {counts['resume']} resumable, {counts['train']} "
+                "to train" + (f", {tuned} fine-tuned (not previewed)" if tuned else ""),
+            f"- training left: {left} of {flops_text(train)}; with the whole evaluation (its cached units "
+            f"are not previewed) up to about {duration((high + ev) / rate)} on this CPU at the rate above"]
 
 
 def render(plan: Plan, search: tuple[Path, ...] = (), root: Path | None = None, reuse: bool = False) -> str:

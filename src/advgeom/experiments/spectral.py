@@ -44,7 +44,8 @@ from torch import nn
 
 from advgeom.data import load
 from advgeom.eval.bookkeeping import percent
-from advgeom.eval.checks import check_gradients
+from advgeom.eval.checks import check_saturated_loss
+from advgeom.eval.units import unpack
 from advgeom.eval.report import format_checks
 from advgeom.experiments import _spectral_figures as SF
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
@@ -182,11 +183,16 @@ def eps_rule_note(curve: dict[float, float], grid: tuple[float, ...], almost_all
             + ", ".join(f"{e:g}: {100 * curve[e]:.1f}%" for e in grid) + f"; chosen eps {eps:g} ({why})" + sat)
 
 
-def saturated_share(model: nn.Module, data: Any, n: int, device: torch.device) -> float:
+def saturated_share(model: nn.Module, data: Any, n: int, device: torch.device, batch: int = 500) -> float:
     """The fraction of the first ``n`` points of ``data`` where the model's cross-entropy is
-    saturated (the ``zero_gradients`` check's share: :func:`~advgeom.eval.checks.check_gradients`)."""
-    x, y = data.images[:n].to(device), data.labels[:n].to(device)
-    return float(check_gradients(model, x, y).details["saturated"])
+    exactly 0 (the ``saturated_loss`` check's count: :func:`~advgeom.eval.checks.check_saturated_loss`)."""
+    x, y, _, _ = unpack(data, n)
+    saturated = 0
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            r = check_saturated_loss(model(x[i:i + batch].to(device)), y[i:i + batch].to(device))
+            saturated += round(r.details["fraction"] * r.details["n"])
+    return saturated / len(y)
 
 
 def pga_spec(eps: float, norm: str) -> str:
