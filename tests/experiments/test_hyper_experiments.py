@@ -242,3 +242,25 @@ def test_advantage_over_the_baseline_is_a_paired_difference():
     assert low < 0.0 < high   # 2 discordant points of 1,000: no advantage resolved
     low, high = (float(v) for v in fgsm.note.split("[")[1].split("]")[0].split(", "))
     assert 46.0 < low < 50.0 < high < 54.0
+
+
+def test_rejector_statistics_are_cached_and_key_evaluations_as_a_fresh_fit(tmp_path, monkeypatch):
+    from advgeom.data.base import TensorData
+    from advgeom.hashing import state_hash
+    from advgeom.inference import GeodesicRejector
+
+    torch.manual_seed(0)
+    model = build_model(HM.hyper_config("dsphere", "natural", "quick")).eval()
+    g = torch.Generator().manual_seed(1)
+    train = TensorData(torch.rand(60, 1, 28, 28, generator=g), torch.arange(60) % 10, 10, "mnist", "train")
+    s = dict(HM.QUICK, stats_n=50)
+    ctx = Context("hyper-test", "quick", tmp_path, ResultStore(tmp_path / "r.sqlite"), show_progress=False)
+    first = HM.rejector(ctx, model, train, s)
+    fresh = GeodesicRejector.fit(model, train.images[:50], train.labels[:50]).eval()
+    assert torch.equal(first.mean, fresh.mean) and torch.equal(first.std, fresh.std)
+    assert state_hash(first) == state_hash(fresh)   # the evaluation units it keys are a fresh fit's
+    monkeypatch.setattr(GeodesicRejector, "fit", lambda *a, **k: pytest.fail("measured again"))
+    again = HM.rejector(ctx, model, train, s)
+    assert state_hash(again) == state_hash(fresh)
+    with pytest.raises(BaseException, match="measured again"):   # other points: a new unit
+        HM.rejector(ctx, model, train, dict(s, stats_n=40))

@@ -42,6 +42,7 @@ from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.experiments.settings import Source, assumption
 from advgeom.experiments.settings import paper as in_paper
 from advgeom.experiments.smoke import SMOKE_SAMPLES
+from advgeom.hashing import state_hash, tensor_hash
 from advgeom.inference import GeodesicRejector
 from advgeom.stats import paired_difference_interval
 from advgeom.train import TrainConfig
@@ -340,9 +341,21 @@ ADAPTIVE_STRONG = "geodesic_adaptive:steps=500,num_targets=9,step_schedule=cosin
 AUDIT_NAMES = {"apgd-dlr": "APGD-DLR", "square": "Square", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T"}
 
 
-def rejector(model: torch.nn.Module, train: Any, s: dict[str, Any]) -> GeodesicRejector:
-    """Geodesic inference at p = 1 from the first ``stats_n`` training points."""
-    return GeodesicRejector.fit(model, train.images[:s["stats_n"]], train.labels[:s["stats_n"]]).eval()
+def rejector(ctx: Context, model: torch.nn.Module, train: Any, s: dict[str, Any]) -> GeodesicRejector:
+    """Geodesic inference at p = 1 from the first ``stats_n`` training points (the
+    rejector's :meth:`~advgeom.inference.GeodesicRejector.fit`). The angle statistics are
+    a cached unit keyed by the model's weights and the points: a resumed run does not
+    measure them again (tens of thousands of forward passes per cell), and float32
+    values survive the JSON round trip exactly, so the rejector keys its evaluations as a
+    fresh fit would."""
+    x, y = train.images[:s["stats_n"]], train.labels[:s["stats_n"]]
+
+    def measure() -> list[list[float]]:
+        fitted = GeodesicRejector.fit(model, x, y)
+        return [fitted.mean.tolist(), fitted.std.tolist()]
+
+    mean, std = ctx.cached(f"angle-statistics/{state_hash(model)}/{tensor_hash(x, y)}", measure)
+    return GeodesicRejector(model, torch.tensor(mean), torch.tensor(std)).eval()
 
 
 def rejection_comparisons(cell: str, res: EvalResult, eps: float, tag: str) -> list[Comparison]:
@@ -392,7 +405,7 @@ def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[st
     outcomes (for :func:`advantage_comparisons`)."""
     eps = s["eps"]
     s = ctx.capped(s, stats_n=SMOKE_SAMPLES)
-    target = rejector(model, data["train"], s) if rejecting else model
+    target = rejector(ctx, model, data["train"], s) if rejecting else model
     common = dict(n=s["n"], model_name=model_name, defense=defense, dataset=data["name"])
     specs = attack_specs(s, rejecting)
     res = ctx.evaluate(target, data["test"], specs, [eps], **common)
