@@ -294,7 +294,6 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     stands."""
     if plan:
         from advgeom.experiments.plan import make_plan, render
-
         from advgeom.experiments.smoke import SMOKE
 
         console.print(render(_run(make_plan, name, profile, smoke=smoke, seed=seed),

@@ -6,7 +6,7 @@ import pytest
 from advgeom.attacks.base import AttackInfo
 from advgeom.eval import AttackSpec, CheckConfig, can_reject, evaluate
 from advgeom.eval.rejection import (adversarial_rejection_metrics, clean_rejection_metrics,
-                                    defended)
+                                    defended, scores)
 
 from eval_fakes import RejectingThresholdModel, ThresholdModel, fake_attack, spec, threshold_data
 
@@ -179,3 +179,13 @@ def test_unbounded_rejection_judges_the_per_sample_union(halves, verdict, left):
         assert "each alone: aware0 50.00%, aware1 50.00%" in c.message
     else:
         assert "each" not in c.details and c.details["attack"].startswith("aware0 at eps=1")
+
+
+def test_scores_build_no_graph():
+    import torch
+
+    model, x, _ = plane_rejector(False)
+    logits, accept = scores(model, x)
+    assert not logits.requires_grad and accept is not None
+    plain = torch.nn.Linear(2, 3)
+    assert not scores(plain, x)[0].requires_grad

@@ -47,7 +47,6 @@ def can_reject(model: nn.Module) -> bool:
     return callable(getattr(model, "predict_with_rejection", None))
 
 
-@torch.no_grad()
 def steers_rejection(spec: Any) -> bool:
     """Whether an attack spec's function is rejection-aware (``info.rejection_aware``: on
     a model that can reject it seeks a misclassified point the model accepts)."""
@@ -55,6 +54,7 @@ def steers_rejection(spec: Any) -> bool:
     return bool(getattr(info, "rejection_aware", False))
 
 
+@torch.no_grad()
 def scores(model: nn.Module, inputs: Tensor) -> tuple[Tensor, Tensor | None]:
     """``(logits, accept mask or None)`` for a batch."""
     if can_reject(model):

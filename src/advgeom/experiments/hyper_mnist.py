@@ -331,7 +331,6 @@ def attack_specs(s: dict[str, Any], rejecting: bool) -> list[str]:
     return specs + [ADAPTIVE] if rejecting else specs
 
 
-
 ADAPTIVE_STEPS, ADAPTIVE_GUIDES = 50, 20
 ADAPTIVE = f"geodesic_adaptive:steps={ADAPTIVE_STEPS},guides={ADAPTIVE_GUIDES}"
 # The strongest configuration measured by benchmarks/geodesic_strength.py: on the quick
@@ -396,8 +395,9 @@ def evaluate_cell(ctx: Context, cell: str, model: torch.nn.Module, data: dict[st
                   model_name: str, defense: str, rejecting: bool,
                   outcomes: dict[str, list[bool]] | None = None) -> tuple[list[Comparison], list[str]]:
     """One table cell: the paper's FGSM / PGD-100 next to ``paper`` (clean, FGSM, PGD),
-    APGD-DLR, Square (or APGD-CE and APGD-T), FGSM on the margin loss and the worst case; for a D-SphereNet also geodesic rejection at
-    p = 1 and at p calibrated on ``data["held_out"]`` (PGD-100 and the adaptive attack)
+    APGD-DLR, Square (or APGD-CE and APGD-T), FGSM on the margin loss and the worst case;
+    for a D-SphereNet also geodesic rejection at p = 1 and at p calibrated on
+    ``data["held_out"]`` (PGD-100 and the adaptive attack)
     when ``rejecting``, and with ``s["strong_adaptive_n"]`` (cpu) both adaptive attacks at
     p = 1 on that many first points, their unbounded check judging them together.
     ``data``: ``train``, ``test``, ``held_out`` and the dataset ``name``. ``outcomes``, when
@@ -447,8 +447,9 @@ def advantage_comparisons(outcomes: dict[str, dict[str, list[bool]]],
                           ref: dict[str, Any]) -> list[Comparison]:
     """Table 1's claim, per D-SphereNet cell: its advantage over the baseline of the same
     training in points, under FGSM (the paper's, next to the paper's own difference), FGSM
-    on the margin loss and in the worst case without rejection (advgeom's audit), each with the 95% interval of a
-    paired difference (the same test points; :func:`~advgeom.stats.paired_difference_interval`).
+    on the margin loss and in the worst case without rejection (advgeom's audit), each
+    with the 95% interval of a paired difference (the same test points;
+    :func:`~advgeom.stats.paired_difference_interval`).
     An FGSM advantage whose worst-case advantage is nil is the weak-gradient verdict, measured."""
     out: list[Comparison] = []
     for cell, o in outcomes.items():

@@ -45,8 +45,8 @@ from torch import nn
 from advgeom.data import load
 from advgeom.eval.bookkeeping import percent
 from advgeom.eval.checks import check_saturated_loss
-from advgeom.eval.units import unpack
 from advgeom.eval.report import format_checks
+from advgeom.eval.units import unpack
 from advgeom.experiments import _spectral_figures as SF
 from advgeom.experiments.base import Comparison, Context, Outcome, experiment
 from advgeom.experiments.settings import assumption, paper
