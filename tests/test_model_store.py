@@ -4,6 +4,7 @@ config (or, for a fine-tuned model, its starting weights) keys, and loads into a
 model; every units database opens with the results schema."""
 from __future__ import annotations
 
+import json
 import sqlite3
 from functools import cache
 from pathlib import Path
@@ -57,8 +58,6 @@ FINE_TUNED = {"spectral-mnist": spectral_finetune}
 def load_stored(path: Path) -> torch.nn.Module:
     """A stored model; a fine-tuned one's architecture is rebuilt from its config (the
     profile's registered model, the module it started from)."""
-    import json
-
     side = json.loads(path.with_suffix(".json").read_text())
     if "custom_model" not in side:
         return load_model(path)
@@ -78,8 +77,6 @@ def stored_weights(folder: Path, but: Path) -> set[str]:
 
 def sidecar_problems(path: Path) -> list[str]:
     """What is wrong with one stored checkpoint (empty: nothing)."""
-    import json
-
     side = json.loads(path.read_text())
     cfg = from_dict(TrainConfig, side["config"])
     custom = side.get("custom_model")
@@ -115,8 +112,6 @@ def test_store_folders_name_cpu_experiments():
 
 def test_sidecar_problems_catches_a_stale_or_misplaced_checkpoint(tmp_path):
     """The checker fails on an unfinished run, a wrong directory and a config no plan has."""
-    import json
-
     from advgeom.config import to_dict
     from advgeom.experiments.hyper_mnist import hyper_config
 
@@ -143,8 +138,6 @@ def test_sidecar_problems_checks_a_fine_tuned_model_against_its_parent_and_profi
     """A spectral fine-tuning is keyed by its config and starting weights; the checker
     accepts the profile's config at a grid eps from a stored parent, and refuses a
     constant off the grid and a parent that is not stored."""
-    import json
-
     from advgeom.config import to_dict
     from advgeom.experiments.spectral import finetune_config, natural_config, settings
     from advgeom.train.build import module_fingerprint, run_key
