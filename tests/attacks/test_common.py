@@ -30,6 +30,9 @@ def test_as_eps():
     assert torch.equal(as_eps(0.5, x), torch.full((3,), 0.5))
     assert torch.equal(as_eps(torch.tensor([1.0, 2.0, 3.0]), x), torch.tensor([1.0, 2.0, 3.0]))
     assert torch.isinf(as_eps(math.inf, x, allow_inf=True)).all()
+    # a float64 input gets eps exact in float64, not rounded through float32 first
+    e64 = as_eps(0.1, x.double())
+    assert e64.dtype == torch.float64 and e64.tolist() == [0.1] * 3
     for bad in (-1.0, math.nan, math.inf, torch.ones(2), "x"):
         with pytest.raises(AdvgeomError):
             as_eps(bad, x)

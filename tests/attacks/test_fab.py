@@ -142,7 +142,13 @@ def test_infinite_eps_is_minimum_norm(make_linear, targets):
 @pytest.mark.parametrize("targets", [3, 0], ids=["fab-t", "untargeted"])
 def test_agrees_with_pyautoattack(mnist_cnn, racc, norm, eps, targets):
     """FAB-T (3 targets; 1 for the minimum-norm run) and untargeted FAB (``num_targets=0``)
-    against pyautoattack's FAB in the same mode."""
+    against pyautoattack's FAB in the same mode.
+
+    The two run the same deterministic first restart in float32 (pyautoattack's FAB casts
+    to float32), so they differ by rounding only, and rounding decides the points whose
+    minimal distance is within a hair of ``eps`` (CI's CPU: 40 vs 42 robust at linf 0.1,
+    this machine: 42 vs 43). Each point the two judge differently at ``eps`` must therefore
+    lie on that boundary: a minimum-norm distance within 2% of ``eps`` in either run."""
     fab_pt = peer("pyautoattack.fab_pt")
     m, x, y = mnist_cnn.model, mnist_cnn.x[:100], mnist_cnn.y[:100]
     ours = fab(m, x, y, eps=eps, norm=norm, steps=20, num_targets=targets)
@@ -161,7 +167,11 @@ def test_agrees_with_pyautoattack(mnist_cnn, racc, norm, eps, targets):
     da, db = size(ours_inf - x)[sa].median(), size(theirs_inf - x)[sb].median()
     print(f"FAB{'-T' if targets else ''} {norm} eps={eps}: advgeom {a:.1f}% pyautoattack {b:.1f}%; "
           f"median distance {da:.4f} vs {db:.4f}")
-    assert abs(a - b) <= 1.0
+    with torch.no_grad():
+        robust_a, robust_b = ok & (m(ours).argmax(1) == y), ok & (m(theirs).argmax(1) == y)
+    on_edge = ((size(ours_inf - x) / eps - 1).abs() <= 0.02) | ((size(theirs_inf - x) / eps - 1).abs() <= 0.02)
+    differ = robust_a ^ robust_b
+    assert bool(on_edge[differ].all()), f"judged differently off the eps boundary: {differ.nonzero().flatten().tolist()}"
     assert abs(float(da) - float(db)) <= 0.05 * float(db)
     assert abs(int(sa.sum()) - int(sb.sum())) <= 2
 

@@ -136,7 +136,7 @@ def as_eps(eps: Any, x: Tensor, *, allow_inf: bool = False) -> Tensor:
             raise AdvgeomError("eps must be >= 0 (inf means unbounded)")
     else:
         check_eps(eps, n)
-    e = eps.detach() if isinstance(eps, Tensor) else torch.tensor(float(eps))
+    e = eps.detach() if isinstance(eps, Tensor) else torch.tensor(float(eps), dtype=torch.float64)
     return e.to(device=x.device, dtype=x.dtype).reshape(-1).expand(n).clone()
 
 
