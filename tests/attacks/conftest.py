@@ -3,6 +3,7 @@ models with exact minimal distances (oracle tests), and a small MNIST CNN traine
 once per session for the peer tests against torchattacks / pyautoattack."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import pytest
@@ -130,6 +131,15 @@ def mnist_cnn() -> MnistSetup:
     model.eval()
     opt.zero_grad(set_to_none=True)
     return MnistSetup(model, test.images[5000:5300].clone(), test.labels[5000:5300].clone())
+
+
+@pytest.fixture(scope="session")
+def mnist_cnn64(mnist_cnn: MnistSetup) -> MnistSetup:
+    """:func:`mnist_cnn` in float64, for the tests that compare trajectories with a peer:
+    the peer orders its arithmetic differently (loss reduction, clipping), and in float32
+    a one-ulp difference can flip the sign of a nearly-zero gradient or momentum component
+    on some CPUs (CI's), which then steps elsewhere."""
+    return MnistSetup(copy.deepcopy(mnist_cnn.model).double(), mnist_cnn.x.double(), mnist_cnn.y)
 
 
 def robust_accuracy(model: nn.Module, x: Tensor, adv: Tensor, y: Tensor) -> float:

@@ -2,8 +2,6 @@
 best-iterate tracking it breaks every sample torchattacks breaks."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -19,9 +17,9 @@ def test_momentum_zero_decay_is_bim(tiny):
     assert torch.allclose(a, b)
 
 
-def test_breaks_what_torchattacks_breaks(mnist_cnn):
+def test_breaks_what_torchattacks_breaks(mnist_cnn64):
     torchattacks = pytest.importorskip("torchattacks")
-    m, x, y = mnist_cnn.model, mnist_cnn.x, mnist_cnn.y
+    m, x, y = mnist_cnn64.model, mnist_cnn64.x, mnist_cnn64.y
     eps, steps, alpha = 0.1, 10, 0.01
     ours = mifgsm(m, x, y, eps=eps, steps=steps, step_size=alpha)
     theirs = torchattacks.MIFGSM(m, eps=eps, alpha=alpha, steps=steps, decay=1.0)(x, y)
@@ -31,16 +29,12 @@ def test_breaks_what_torchattacks_breaks(mnist_cnn):
     assert (~ok_t).sum() >= 30  # the setting breaks a good share
 
 
-def test_final_iterate_is_torchattacks_mifgsm(mnist_cnn):
+def test_final_iterate_is_torchattacks_mifgsm(mnist_cnn64):
     """torchattacks' MIFGSM returns its last iterate: ``final_iterate`` returns the
-    same points (same deterministic trajectory).
-
-    In float64: the two order their arithmetic differently (loss reduction, clipping), and
-    in float32 a one-ulp difference flips the sign of a momentum component that is nearly
-    zero on some CPUs (CI's: one pixel off by 2 alpha), which then steps elsewhere."""
+    same points (same deterministic trajectory; in float64, see ``mnist_cnn64``: in
+    float32 CI's CPU put one pixel 2 alpha off)."""
     torchattacks = pytest.importorskip("torchattacks")
-    m = copy.deepcopy(mnist_cnn.model).double()
-    x, y = mnist_cnn.x.double(), mnist_cnn.y
+    m, x, y = mnist_cnn64.model, mnist_cnn64.x, mnist_cnn64.y
     eps, steps, alpha = 0.15, 12, 0.02
     ours = mifgsm(m, x, y, eps=eps, steps=steps, step_size=alpha, final_iterate=True)
     theirs = torchattacks.MIFGSM(m, eps=eps, alpha=alpha, steps=steps, decay=1.0)(x, y)

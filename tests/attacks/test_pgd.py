@@ -155,11 +155,11 @@ def test_pgd_l2_matches_torchattacks(mnist_cnn, racc):
     assert ours <= theirs + 1.0
 
 
-def test_bim_at_least_as_strong_as_torchattacks(mnist_cnn, racc):
-    """BIM is deterministic: same trajectory as torchattacks, plus best-iterate
-    tracking, so per-sample it can only break more."""
+def test_bim_at_least_as_strong_as_torchattacks(mnist_cnn64):
+    """BIM is deterministic: same trajectory as torchattacks (in float64, see
+    ``mnist_cnn64``), plus best-iterate tracking, so per-sample it can only break more."""
     torchattacks = pytest.importorskip("torchattacks")
-    m, x, y = mnist_cnn.model, mnist_cnn.x, mnist_cnn.y
+    m, x, y = mnist_cnn64.model, mnist_cnn64.x, mnist_cnn64.y
     eps, steps, alpha = 0.1, 10, 0.02
     ours = bim(m, x, y, eps=eps, steps=steps, step_size=alpha)
     theirs = torchattacks.BIM(m, eps=eps, alpha=alpha, steps=steps)(x, y)
@@ -172,16 +172,18 @@ def test_bim_at_least_as_strong_as_torchattacks(mnist_cnn, racc):
 # ----------------------------------------------------------------------------- final_iterate
 
 
-def test_bim_final_iterate_is_torchattacks_bim(mnist_cnn):
+def test_bim_final_iterate_is_torchattacks_bim(mnist_cnn64):
     """torchattacks' BIM returns its last iterate: ``final_iterate`` returns the same
-    points (same deterministic trajectory), and the default, which keeps a successful
-    iterate of that trajectory if any, breaks every point the last iterate breaks."""
+    points (same deterministic trajectory, in float64: see ``mnist_cnn64``), and the
+    default, which keeps a successful iterate of that trajectory if any, breaks every
+    point the last iterate breaks."""
     torchattacks = pytest.importorskip("torchattacks")
-    m, x, y = mnist_cnn.model, mnist_cnn.x, mnist_cnn.y
+    m, x, y = mnist_cnn64.model, mnist_cnn64.x, mnist_cnn64.y
     eps, steps, alpha = 0.15, 20, 0.02
     last = bim(m, x, y, eps=eps, steps=steps, step_size=alpha, final_iterate=True, early_stop=False)
     theirs = torchattacks.BIM(m, eps=eps, alpha=alpha, steps=steps)(x, y)
-    assert (last - theirs).abs().max() <= 1e-6
+    assert last.dtype == theirs.dtype == torch.float64
+    assert (last - theirs).abs().max() <= 1e-12
     any_ = bim(m, x, y, eps=eps, steps=steps, step_size=alpha, early_stop=False)
     with torch.no_grad():
         ok_last, ok_any = m(last).argmax(1) == y, m(any_).argmax(1) == y
