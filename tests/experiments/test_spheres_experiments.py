@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from advgeom.experiments import _spheres_setup as setup
+from advgeom.experiments import spheres
 from advgeom.experiments.base import reference
 from advgeom.experiments.runner import reproduce
 from advgeom.registry import names
@@ -92,9 +93,20 @@ def test_comparisons_carry_the_paper_numbers(tiny_runs):
 
 
 def test_rerun_uses_the_cache(tiny_runs):
+    """A rerun recomputes no unit and trains nothing: every unit function is made to
+    fail, and the stored checkpoints are left untouched (behaviour, not timing)."""
     root, reports = tiny_runs
+
+    def recomputed(*_a, **_k):
+        raise AssertionError("a cached unit was recomputed")
+
+    ckpts = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "train" in p.parts}
+    assert ckpts
     mp = pytest.MonkeyPatch()
     mp.setitem(setup.SETTINGS, "quick", TINY)
+    for name in ("_quad_unit", "worst_case_found"):
+        mp.setattr(spheres, name, recomputed)
+    mp.setattr(spheres.Q, "track_training", recomputed)
     try:
         again = reproduce("spheres-quadratic", "quick", root=root, progress=False)
     finally:
@@ -102,4 +114,4 @@ def test_rerun_uses_the_cache(tiny_runs):
     first = {c.label: c.measured for c in reports["spheres-quadratic"].outcome.comparisons}
     second = {c.label: c.measured for c in again.outcome.comparisons}
     assert first == second
-    assert again.seconds < reports["spheres-quadratic"].seconds
+    assert {p: p.stat().st_mtime_ns for p in ckpts} == ckpts
