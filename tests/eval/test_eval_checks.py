@@ -393,3 +393,24 @@ def test_unbounded_attack_check():
     with pytest.raises(CheckError, match="unbounded_attack"):
         evaluate(StepModel().eval(), (x, y), [spec("f", fake_attack())], [0.1], progress=False, strict=True,
                  check_config=CheckConfig(unbounded_attack="pgd:steps=5,random_start=false"))
+
+
+def test_two_evaluations_on_one_point_set_keep_both_sets_of_checks(tmp_path):
+    """A failed check of one evaluation is not overwritten by a later evaluation of the
+    same model on the same points; rerunning an evaluation replaces its own checks."""
+    from advgeom.results import ResultStore
+    from advgeom.results.pivot import verdict
+    store = ResultStore(tmp_path / "r.sqlite")
+    bad = spec("bad", fake_attack(flip={0, 1}, overstep=1.5))   # leaves the eps-ball
+    good = spec("good", fake_attack(flip={0, 1}))
+    first = _run(ThresholdModel().eval(), [bad], store=store)
+    assert first.checks.get("threat_model").status == "fail"
+    _run(ThresholdModel().eval(), [good], store=store)
+    _run(ThresholdModel().eval(), [good], store=store)
+    rows = store.query()
+    checks = [r for r in rows if r.metric == "check:threat_model"]
+    assert sorted(r.value for r in checks) == [0.0, 1.0]
+    assert len({r.attack for r in checks}) == 2 and all(r.attack.startswith("check[") for r in checks)
+    assert {r.extra["evaluation"] for r in checks} == {"bad at linf eps 0.1", "good at linf eps 0.1"}
+    v = verdict(rows)
+    assert v.status == "fail" and "threat_model" in v.failed

@@ -52,6 +52,22 @@ def test_verdict_levels():
     assert verdict([r("a", 0.0), r("b", 0.5)]).text == "✗ failed: a"
 
 
+def test_verdict_merges_one_check_over_evaluations():
+    """Two evaluations on one point set (attacks ``check[<id>]``) and a row from a store
+    written before those keys (attack ``check``): each check is counted once, at its
+    worst status, with the messages of the evaluations where it did not pass."""
+    def r(attack, name, value, msg):
+        return Row("e", "m", "none", attack, 0.0, 0, f"check:{name}", value, extra={"message": msg})
+    v = verdict([r("check[a]", "monotone", 1.0, "ok a"), r("check[b]", "monotone", 0.0, "rises b"),
+                 r("check[a]", "threat_model", 0.5, "near a"), r("check", "threat_model", 0.5, "near old"),
+                 r("check[b]", "threat_model", 1.0, "ok b")])
+    assert (v.status, v.count, v.failed, v.warned) == ("fail", 2, ("monotone",), ("threat_model",))
+    assert dict((n, (st, m)) for n, st, m in v.checks) == {
+        "monotone": ("fail", "rises b"), "threat_model": ("warn", "near old; near a")}
+    assert v.messages == ("monotone: rises b", "threat_model: near old; near a")
+    assert verdict([r("check[a]", "x", 1.0, "ok a"), r("check[b]", "x", 1.0, "ok b")]).text == "pass (1 check)"
+
+
 def test_leaderboard_columns(results_db):
     store = ResultStore(results_db)
     runs = {r["run_id"]: r for r in store.runs()}

@@ -230,9 +230,7 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
         report = _checks(model, x, y, rows, adv_p, out.robust, norm, seed, batch_size, check_config,
                          cascade, units, device, hash_before, specs)
         C.mark_rows(rows, report)
-        rows += [row("check", 0.0, f"check:{r.name}", {"pass": 1.0, "warn": 0.5, "fail": 0.0}[r.status],
-                     status=r.status, message=r.message)
-                 for r in report.results if r.status != "skip"]
+        rows += check_rows(row, report, specs, eps_list, norm, cascade)
         for r in report.failed + report.warnings:
             if not strict or r.status == "warn":
                 warnings.warn(f"evaluation check {r.name} {r.status}: {r.message}", stacklevel=2)
@@ -272,6 +270,20 @@ def _run_batches(run_batch: Callable[[int], BatchOutcome], count: int, units: Un
 
 # ---------------------------------------------------------------------------
 # rows and checks
+
+
+def check_rows(row: Callable[..., Row], report: C.CheckReport, specs: list[AttackSpec],
+               eps_list: list[float], norm: str, cascade: bool) -> list[Row]:
+    """One ``check:<name>`` row per check that ran (value 1 pass, 0.5 warn, 0 fail), keyed
+    by this evaluation (attack ``check[<id>]``, the id a hash of its attacks, eps and
+    cascade): two evaluations of one model on one point set keep both sets of checks,
+    and rerunning one replaces its own."""
+    ident = text_hash("checks", *(s.fingerprint() for s in specs), *eps_list, norm, cascade, length=12)
+    what = (f"{', '.join(s.label for s in specs)} at {norm} eps {', '.join(f'{e:g}' for e in eps_list)}"
+            + (" (cascade)" if cascade else ""))
+    return [row(f"check[{ident}]", 0.0, f"check:{r.name}", {"pass": 1.0, "warn": 0.5, "fail": 0.0}[r.status],
+                status=r.status, message=r.message, evaluation=what)
+            for r in report.results if r.status != "skip"]
 
 
 def _rows(row: Callable[..., Row], out: Outcomes, adv_p: dict[tuple[str, float], list[Payload]],

@@ -116,19 +116,34 @@ class Verdict:
         return "no checks"
 
 
+def _status(value: float) -> str:
+    return "fail" if value < 0.25 else "warn" if value < 0.75 else "pass"
+
+
 def verdict(rows: Iterable[Row]) -> Verdict:
-    """The verdict of the ``check:*`` rows (value 1 pass, 0.5 warn, 0 fail)."""
-    checks = sorted((r for r in rows if r.metric.startswith(CHECK_PREFIX)), key=lambda r: r.metric)
-    if not checks:
+    """The verdict of the ``check:*`` rows (value 1 pass, 0.5 warn, 0 fail). Where several
+    evaluations of one model on one point set ran a check (one row each, attack
+    ``check[<id>]``), the check takes its worst status and the messages of every
+    evaluation where it did not pass; a check's rows from stores written before those
+    keys (attack ``check``) count as one more evaluation."""
+    by_name: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.metric.startswith(CHECK_PREFIX):
+            by_name[r.metric[len(CHECK_PREFIX):]].append(r)
+    if not by_name:
         return Verdict("none")
-    name = lambda r: r.metric[len(CHECK_PREFIX):]  # noqa: E731
-    failed = tuple(name(r) for r in checks if r.value < 0.25)
-    warned = tuple(name(r) for r in checks if 0.25 <= r.value < 0.75)
-    msgs = tuple(f"{name(r)}: {r.extra.get('message', '')}" for r in checks if r.value < 0.75)
+    each = []
+    for name in sorted(by_name):
+        rs = sorted(by_name[name], key=lambda r: (r.value, r.attack))
+        worst = _status(rs[0].value)
+        bad = [r for r in rs if r.value < 0.75] if worst != "pass" else rs[:1]
+        msgs = list(dict.fromkeys(str(r.extra.get("message", "")) for r in bad))
+        each.append((name, worst, "; ".join(m for m in msgs if m)))
+    failed = tuple(n for n, st, _ in each if st == "fail")
+    warned = tuple(n for n, st, _ in each if st == "warn")
+    msgs = tuple(f"{n}: {m}" for n, st, m in each if st != "pass")
     status = "fail" if failed else "warn" if warned else "pass"
-    each = tuple((name(r), "fail" if r.value < 0.25 else "warn" if r.value < 0.75 else "pass",
-                  str(r.extra.get("message", ""))) for r in checks)
-    return Verdict(status, failed, warned, len(checks), msgs, each)
+    return Verdict(status, failed, warned, len(each), msgs, tuple(each))
 
 
 # ---------------------------------------------------------------------------
