@@ -275,8 +275,8 @@ def _run_batches(run_batch: Callable[[int], BatchOutcome], count: int, units: Un
 def check_rows(row: Callable[..., Row], report: C.CheckReport, specs: list[AttackSpec],
                eps_list: list[float], norm: str, cascade: bool) -> list[Row]:
     """One ``check:<name>`` row per check that ran (value 1 pass, 0.5 warn, 0 fail), keyed
-    by this evaluation (attack ``check[<id>]``, the id a hash of its attacks, eps and
-    cascade): two evaluations of one model on one point set keep both sets of checks,
+    by this evaluation (attack ``check[<id>]``, the id a hash of its attacks, eps, norm
+    and cascade): two evaluations of one model on one point set keep both sets of checks,
     and rerunning one replaces its own."""
     ident = text_hash("checks", *(s.fingerprint() for s in specs), *eps_list, norm, cascade, length=12)
     what = (f"{', '.join(s.label for s in specs)} at {norm} eps {', '.join(f'{e:g}' for e in eps_list)}"
