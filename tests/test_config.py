@@ -67,3 +67,12 @@ def test_apply_overrides_does_not_mutate():
     data = {"inner": {"a": 1}}
     out = apply_overrides(data, ["inner.a=2"])
     assert data == {"inner": {"a": 1}} and out == {"inner": {"a": 2}}
+
+
+def test_a_config_that_is_not_a_table_is_a_config_error():
+    from advgeom.config import from_dict
+    from advgeom.errors import ConfigError
+    from advgeom.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="TrainConfig: expected a table of settings, got str 'x'"):
+        from_dict(TrainConfig, "x")

@@ -13,11 +13,16 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from advgeom.errors import AdvgeomError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="advgeom: the geometry of adversarial robustness (five papers, one tool).")
+try:   # typer 0.2x carries its own copy of click; older typer uses the click package
+    from typer._click import exceptions as _click_errors
+except ImportError:   # pragma: no cover - depends on the installed typer
+    from click import exceptions as _click_errors
+_NO_ARGS = getattr(_click_errors, "NoArgsIsHelpError", ())   # click >= 8.2
+
 console = Console(soft_wrap=True, markup=False)  # user text is never markup
 err_console = Console(stderr=True, markup=False)
 
@@ -57,6 +62,55 @@ def _out(msg: object, **kwargs: object) -> None:
 def _fail(msg: str, code: int = 2) -> None:
     _say(msg)
     raise typer.Exit(code)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning raised under the CLI: one line on stderr, without the source line
+    and path Python's default adds."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("warning:", "bold yellow"), " ", _one_line(message)),
+                      highlight=False, soft_wrap=True)
+
+
+class _OneLine(TyperGroup):
+    """The command group: usage errors (unknown command or option, a value of the wrong
+    type, a missing argument) become one line and exit 2 instead of click's boxed
+    usage text, and warnings print as one line each."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):   # type: ignore[override]
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                rv = super().main(*args, standalone_mode=False, **kwargs)
+            except _NO_ARGS as e:   # no arguments: the help
+                e.show()
+                rv = e.exit_code
+            except _click_errors.UsageError as e:
+                where = e.ctx.command_path if e.ctx is not None else "advgeom"
+                _say(f"{where}: {_one_line(e.format_message()).replace('Value error, ', '')} (see {where} --help)")
+                rv = e.exit_code
+            except _click_errors.ClickException as e:
+                _say(_one_line(e.format_message()))
+                rv = e.exit_code
+            except typer.Abort:
+                _say("aborted")
+                rv = 1
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(cls=_OneLine, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
+                  help="advgeom: the geometry of adversarial robustness (five papers, one tool).")
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -102,6 +156,16 @@ def _join(device: str) -> tuple[object, str]:
         console.quiet = True
     _HEADER[:] = [f"device: {device}" + (f" ({AUTO})" if asked == AUTO else "")]
     return w, device
+
+
+def _check_root(root: Path, option: str = "--root") -> None:
+    """A run directory that is a file, or lies under one, is one line before anything is
+    printed or written."""
+    p = root
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        _fail(f"{option} {root}: {p} is a file, not a directory")
 
 
 def _check_download(datasets: list[str]) -> None:
@@ -167,7 +231,8 @@ def main(data_dir: Optional[Path] = typer.Option(
                                       help="Print advgeom's version and exit.")) -> None:
     if data_dir is not None:
         if not data_dir.is_dir():
-            _fail(f"--data-dir {data_dir}: no such directory")
+            _fail(f"--data-dir {data_dir}: " + ("a file, not a directory" if data_dir.exists()
+                                                else "no such directory"))
         os.environ["ADVGEOM_DATA"] = str(data_dir)
 
 
@@ -221,6 +286,7 @@ def train(ctx: typer.Context,
     if config is None and not overrides:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
+    _check_root(root)
     cfg = _run(load_config, TrainConfig, config, overrides or [])
     _run(check_names, cfg)
     if download:
@@ -292,9 +358,20 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     status 1 (after the report and rows are written) unless --no-strict (or --smoke).
     --plan only prints what the run will do and cost, and where a run under way in --root
     stands."""
+    _check_root(root)
+    if smoke and db is not None:
+        from advgeom.experiments.smoke import SMOKE
+
+        _fail(f"--smoke keeps its rows apart from real results, in {root / SMOKE / 'results.sqlite'}: "
+              "do not give a results database (--db) with --smoke")
     if plan:
         from advgeom.experiments.plan import make_plan, render
         from advgeom.experiments.smoke import SMOKE
+
+        idle = [opt for opt, given in (("--db", db is not None), ("--replace", replace),
+                                       ("--device", device != "auto"), ("--download", download)) if given]
+        if idle:
+            _fail(f"--plan trains, evaluates and writes nothing: {', '.join(idle)} would do nothing (drop it)")
 
         console.print(render(_run(make_plan, name, profile, smoke=smoke, seed=seed),
                              root=root / SMOKE if smoke else root, reuse=reuse), highlight=False,
@@ -305,11 +382,6 @@ def reproduce(name: str = typer.Argument(..., help="Experiment name (advgeom lis
     from advgeom.seeding import seed_everything
 
     cfgs = _experiment_configs(name, profile, smoke, download)
-    if smoke and db is not None:
-        from advgeom.experiments.smoke import SMOKE
-
-        _fail(f"--smoke keeps its rows apart from real results, in {root / SMOKE / 'results.sqlite'}: "
-              "do not give a results database (--db) with --smoke")
     seed_everything(seed)
     w, device = _join(device)
     if cfgs:
@@ -366,7 +438,8 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
                                                "released state dict (.pt/.pth: RobustBench WRN or PreAct "
                                                "ResNet, Wong et al.'s MNIST net) with --dataset."),
              experiment: Optional[str] = typer.Option(None, help="Evaluate the models this experiment trains."),
-             profile: str = typer.Option("quick", help="Profile of --experiment's models."),
+             profile: Optional[str] = typer.Option(None, help="Profile of --experiment's models "
+                                                   "(default quick; not with --checkpoint)."),
              attacks: Optional[str] = typer.Option(
                  None, help="Attack specs, e.g. 'pgd:steps=100,step_size=0.01,apgd-dlr,square' "
                             "(default: pgd,apgd-dlr,square; not with --suite)."),
@@ -419,6 +492,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
     # every argument, spec and config is checked before any file, device or data is used
     if (checkpoint is None) == (experiment is None):
         _fail("give exactly one of --checkpoint PATH or --experiment NAME")
+    if checkpoint is not None and profile is not None:
+        _fail("--profile chooses --experiment's models; a --checkpoint is evaluated as it is (drop --profile)")
+    profile = profile or "quick"
     if suite is not None and attacks is not None:
         _fail("give either --attacks or --suite, not both")
     if suite is not None and suite not in ("standard", "plus", "rand"):
@@ -427,15 +503,24 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
         attacks = "pgd,apgd-dlr,square"
     if attacks is not None:
         _run(parse_attacks, attacks)
-    _run(parse_eps, eps)
+    eps_values = _run(parse_eps, eps)
     if norm not in NORMS:
         _fail(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if norm == "linf" and max(eps_values) > 1:
+        _fail(f"linf eps {max(eps_values):g} > 1: inputs lie in [0, 1], so eps 1 already allows every "
+              "input and a larger eps measures nothing more")
     if n is not None and n <= 0:
         _fail(f"--n must be a positive number of points, got {n}")
     if batch_size <= 0:
         _fail(f"--batch-size must be positive, got {batch_size}")
     if dataset is not None:
         _run(get, "dataset", dataset)
+    _check_root(root)
+    if checkpoint is not None and checkpoint.is_dir():
+        _fail(f"--checkpoint {checkpoint} is a directory; give the checkpoint file in it "
+              "(e.g. final.safetensors)")
+    if checkpoint is not None and checkpoint.suffix.lower() in ZOO_SUFFIXES and not checkpoint.is_file():
+        _fail(f"--checkpoint {checkpoint}: no such file")
     from advgeom.experiments.smoke import SMOKE
 
     if smoke and db is not None:
@@ -444,7 +529,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
     cfgs = _experiment_configs(experiment, profile, smoke, False) if experiment is not None else {}
     if experiment is not None and not cfgs:
         _fail(f"experiment {experiment!r} declares no models to evaluate; use --checkpoint")
-    caps, smoke_rows = None, {}
+    caps, smoke_rows = None, ({"profile": profile} if experiment is not None else {})
     if smoke:
         from advgeom.attacks.spec import SMOKE_CAPS
         from advgeom.experiments.smoke import SMOKE_POINTS
@@ -463,7 +548,11 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="A trained che
                   f"data set: give --dataset (e.g. mnist)")
         cfgs = {checkpoint.stem: _Released(dataset=dataset, model=checkpoint.stem)}
     elif checkpoint is not None:
-        cfg = _run(from_dict, TrainConfig, _run(load_checkpoint, checkpoint)[1]["config"])
+        record = _run(load_checkpoint, checkpoint)[1]
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+            _fail(f"{checkpoint}: its record holds no training config, so it was not written by advgeom "
+                  "train (a released state dict goes as .pt/.pth with --dataset)")
+        cfg = _run(from_dict, TrainConfig, record["config"])
         cfgs = {cfg.model: cfg}
     if download:
         _check_download([dataset] if dataset else [c.dataset for c in cfgs.values()])
@@ -563,7 +652,8 @@ class Fmt(str, Enum):
 @app.command()
 def results(experiment: Optional[str] = typer.Option(None, help="Only this experiment."),
             fmt: Fmt = typer.Option(Fmt.table, "--format", help="table, csv or json."),
-            long: bool = typer.Option(False, "--long", help="One line per stored row (the tidy table)."),
+            long: bool = typer.Option(False, "--long", help="One line per stored row (the tidy table); "
+                                      "csv and json are always one record per row."),
             db: Path = typer.Option(Path("runs") / "results.sqlite", help="Results database.")) -> None:
     """Stored results: per evaluation, attacks down and eps across (--long: tidy rows)."""
     from advgeom.results.pivot import pivot

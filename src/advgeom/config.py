@@ -91,6 +91,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     """Build ``cls`` from a dict, rejecting unknown keys with a did-you-mean hint."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: expected a table of settings, "
+                          f"got {type(data).__name__} {data!r:.60}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs = {}

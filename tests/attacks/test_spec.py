@@ -40,7 +40,10 @@ def test_kinds_from_attack_info():
     ("pgd:steps=1,steps=2", "twice"),
     ("square:queries=1000", "no option 'queries'"),
     ("transfer", "needs source_model"),
+    ("transfer:attack=fgsm,source_model=foo", "source_model must be an object passed from Python"),
     (":steps=3", "attack name"),
+    ("pgd:loss=bogus", "unknown loss 'bogus'; this attack accepts: ce, margin, dlr"),
+    ("apgd-ce:loss=margin", "unknown loss 'margin'"),
 ])
 def test_clear_errors(text, match):
     with pytest.raises(ConfigError, match=match):

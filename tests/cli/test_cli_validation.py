@@ -31,6 +31,16 @@ def _nothing_written(root):
     (["train", *SPHERES, 'objective="nope"'], "unknown defense 'nope'"),
     (["train", *SPHERES, "model_kwargs.widht=8"], "unknown argument 'widht'; did you mean 'width'"),
     (["train", *SPHERES, "batch_size=0"], "batch_size must be > 0"),
+    (["evaluate", "--experiment", "demo", "--attacks", "pgd:loss=bogus"], "unknown loss 'bogus'"),
+    (["evaluate", "--experiment", "demo", "--eps", "0.3,1.5"], "linf eps 1.5 > 1"),
+    (["reproduce", "demo", "--plan", "--device", "cpu"], "--device would do nothing"),
+    (["reproduce", "demo", "--plan", "--replace", "--db", "x.sqlite"], "--db, --replace would do nothing"),
+    (["reproduce", "demo", "--plan", "--smoke", "--db", "x.sqlite"], "do not give a results database"),
+    # usage errors (click's): one line too, naming the command and its --help
+    (["reproduce", "demo", "--bogus"], "reproduce: No such option: --bogus (see "),
+    (["reproduce", "demo", "--seed", "abc"], "Invalid value for '--seed'"),
+    (["evaluate", "--experiment", "demo", "--n", "2.5"], "Invalid value for '--n'"),
+    (["bogus"], "No such command 'bogus'"),
 ])
 def test_bad_arguments_fail_before_anything_runs(tmp_path, args, msg):
     root = tmp_path / "runs"
@@ -39,6 +49,23 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path, args, msg):
     assert out.output.startswith("error: ") and msg in out.output, out.output
     assert out.output.count("\n") == 1 and "Traceback" not in out.output
     assert _nothing_written(root), sorted(root.rglob("*"))
+
+
+def test_a_run_directory_or_checkpoint_of_the_wrong_kind_is_one_line(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["train", *SPHERES], ["reproduce", "demo", "--smoke"], ["evaluate", "--experiment", "demo"]):
+        out = _run(*args, "--root", afile / "sub")
+        assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
+        assert f"{afile} is a file, not a directory" in out.output, out.output
+    assert afile.read_text() == "x"
+    root = tmp_path / "runs"
+    for ckpt, msg in ((tmp_path, "is a directory"), (tmp_path / "none.pt", "no such file")):
+        out = _run("evaluate", "--checkpoint", ckpt, "--dataset", "mnist", "--root", root)
+        assert out.exit_code == 2 and msg in out.output and out.output.count("\n") == 1, out.output
+    assert not root.exists()   # nothing written, not even the results database
+    out = _run("--data-dir", afile, "list", "models")
+    assert out.exit_code == 2 and "a file, not a directory" in out.output
 
 
 def test_unreadable_evaluation_data_fails_before_training(tmp_path, monkeypatch):
@@ -139,3 +166,30 @@ def test_evaluate_a_released_state_dict(tmp_path):
     rows = _run("results", "--long", "--format", "json", "--db", root / "smoke" / "results.sqlite")
     got = json.loads(rows.output)
     assert {r["model"] for r in got} == {"released"} and {r["defense"] for r in got} == {"released"}
+
+
+def test_warnings_print_as_one_line_each(monkeypatch):
+    import warnings
+
+    import advgeom.registry
+
+    def names(kind):
+        warnings.warn("first line\nsecond line", UserWarning)
+        return []
+
+    monkeypatch.setattr(advgeom.registry, "names", names)
+    out = _run("list", "models")
+    assert out.exit_code == 0 and out.output == "warning: first line second line\n", out.output
+
+
+@pytest.mark.parametrize("record, msg", [({"config": "x"}, "holds no training config"),
+                                         ({"steps": 3}, "lacks a 'config' entry")])
+def test_a_checkpoint_without_a_training_config_is_one_line(tmp_path, record, msg):
+    import torch
+
+    from advgeom.train.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "a.safetensors", {"w": torch.zeros(2)}, record)
+    out = _run("evaluate", "--checkpoint", path, "--attacks", "fgsm", "--n", "5", "--root", tmp_path / "runs")
+    assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
+    assert msg in out.output and "Traceback" not in out.output

@@ -45,6 +45,30 @@ def stubbed(monkeypatch, tmp_path):
     return _stub_cli(monkeypatch, tmp_path, fake_run, "fgsm")
 
 
+def test_an_experiments_rows_name_its_profile_and_a_checkpoint_takes_none(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    x, y = threshold_data()
+    seen = {}
+
+    def fake_run(model, data, attacks, eps, **kw):
+        seen.update(kw)
+        return evaluate(ThresholdModel().eval(), (x, y), [spec("ok", fake_attack(flip={0}))], [0.1],
+                        progress=False, check_config=CheckConfig(unbounded_subset=0))
+
+    monkeypatch.setattr(advgeom.train, "fit", lambda cfg, **kw: SimpleNamespace(model=ThresholdModel()))
+    monkeypatch.setattr(advgeom.data, "load", lambda *a, **k: (x, y))
+    monkeypatch.setattr(advgeom.eval, "run_evaluation", fake_run)
+    args = ["evaluate", "--experiment", "demo", "--root", str(tmp_path), "--no-progress", "--attacks", "fgsm",
+            "--eps", "0.1", "--no-strict"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert seen["profile"] == "quick" and seen["experiment"] == "demo"
+    out = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "m.safetensors"),
+                                   "--profile", "quick"])
+    assert out.exit_code == 2 and "drop --profile" in out.output and out.output.count("\n") == 1
+
+
 def test_failed_check_exits_1_and_marks(stubbed):
     out = CliRunner().invoke(app, stubbed)
     assert out.exit_code == 1, out.output

@@ -86,6 +86,28 @@ def test_site_regenerates_from_the_database_alone(results_db, tmp_path):
     assert (out / "experiments" / "spheres-relu" / "quick-seed0" / "accuracy_vs_eps.png").is_file()
 
 
+def test_site_never_rewrites_a_folder_it_did_not_write(results_db, tmp_path):
+    user = tmp_path / "mine"
+    (user / "experiments").mkdir(parents=True)
+    (user / "experiments" / "precious.txt").write_text("keep")
+    (user / "index.html").write_text("my page")
+    out = _run("report", "--db", results_db, "--out", user)
+    assert out.exit_code == 2 and out.output.strip().count("\n") == 0, out.output
+    assert "did not write" in out.output
+    assert (user / "experiments" / "precious.txt").read_text() == "keep"
+    assert (user / "index.html").read_text() == "my page"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    out = _run("report", "--db", results_db, "--out", afile)
+    assert out.exit_code == 2 and "is a file" in out.output and afile.read_text() == "x"
+    empty = tmp_path / "empty"
+    empty.mkdir()   # an empty folder is fine, and once written it is the site's to rewrite
+    assert _run("report", "--db", results_db, "--out", empty).exit_code == 0
+    assert _run("report", "--db", results_db, "--out", empty).exit_code == 0
+    (empty / ".advgeom-site").unlink()   # a site written before the mark is known by its title
+    assert _run("report", "--db", results_db, "--out", empty).exit_code == 0
+
+
 def test_results_command_views(results_db):
     out = _run("results", "--db", results_db, "--experiment", "demo")
     assert out.exit_code == 0, out.output

@@ -197,8 +197,12 @@ def validate(spec: AttackSpec) -> AttackSpec:
     missing = [k for k in getattr(getattr(fn, "info", None), "needs", ())
                if k not in spec.kwargs and k not in alias_kwargs]
     if missing:
-        raise ConfigError(f"attack {spec.name!r} needs {', '.join(missing)} "
-                          f"(pass it in AttackSpec({spec.name!r}, {{...}}))")
+        raise ConfigError(f"attack {spec.name!r} needs {', '.join(missing)}, which only the Python API "
+                          f"can pass (AttackSpec({spec.name!r}, {{...}})), not the command line")
+    for k in getattr(getattr(fn, "info", None), "needs", ()):
+        if isinstance(spec.kwargs.get(k), (str, int, float, bool)):   # text from a command line
+            raise ConfigError(f"attack {spec.label!r}: {k} must be an object passed from Python, "
+                              f"got {spec.kwargs[k]!r}")
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return spec
@@ -214,6 +218,12 @@ def validate(spec: AttackSpec) -> AttackSpec:
     for key, value in spec.kwargs.items():
         _check_type(spec, key, value, params[key].default)
         _check_range(spec, fn, key, value, params[key].default)
+    losses = getattr(getattr(fn, "info", None), "losses", None)
+    if "loss" in spec.kwargs and losses and spec.kwargs["loss"] not in losses:
+        # checked here, not only when the attack first runs (a run where every point is
+        # already misclassified would never call it and store rows under a bad name)
+        raise ConfigError(f"attack {spec.label!r}: unknown loss {spec.kwargs['loss']!r}; "
+                          f"this attack accepts: {', '.join(losses)}")
     if {**alias_kwargs, **spec.kwargs}.get("targeted") is True and "targeted" not in alias_kwargs:
         raise ConfigError(f"attack {spec.label!r}: targeted=true would attack toward the true labels "
                           "(the evaluator passes true labels; success would be immediate): use "

@@ -29,6 +29,9 @@ from advgeom.results.store import ResultStore
 from advgeom.stats import interval_text
 
 DEFAULT_SITE = Path("runs") / "site"
+# Written into every site directory: a directory is rewritten only when it holds this file
+# (a site written here) or nothing, never a user's folder given as ``--out`` by mistake.
+SITE_MARK = ".advgeom-site"
 
 
 def slug(text: str) -> str:
@@ -126,8 +129,9 @@ def build_site(store: ResultStore, out_dir: str | Path = DEFAULT_SITE) -> Path:
     """Write the site for everything in ``store`` under ``out_dir``; returns ``index.html``.
 
     The directory is rewritten from scratch (figures included) so that it mirrors the
-    database; raises :class:`AdvgeomError` when the database holds nothing to show or
-    ``out_dir`` cannot be written."""
+    database; raises :class:`AdvgeomError` when the database holds nothing to show,
+    ``out_dir`` cannot be written, or it is a non-empty directory that no earlier call
+    wrote (:data:`SITE_MARK`), whose files are left untouched."""
     runs = {r["run_id"]: r for r in store.runs()}
     pages = _pages(store, runs)
     if not pages:
@@ -139,7 +143,10 @@ def build_site(store: ResultStore, out_dir: str | Path = DEFAULT_SITE) -> Path:
     env.globals["report_href"] = lambda key: links.get(
         (key["experiment"], key["profile"], key["seed"]), links.get((key["experiment"],), ""))
     common = dict(database=str(store.path), header=COMPARISON_HEADER, pages=pages)
+    _check_site_dir(out)
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SITE_MARK).write_text("written by `advgeom report`, which rewrites this directory\n")
         if (out / "experiments").is_dir():
             shutil.rmtree(out / "experiments")
         (out / "experiments").mkdir(parents=True, exist_ok=True)
@@ -159,6 +166,29 @@ def build_site(store: ResultStore, out_dir: str | Path = DEFAULT_SITE) -> Path:
     except OSError as e:
         raise AdvgeomError(f"cannot write the report to {out}: {e.strerror or e}") from None
     return index
+
+
+def _check_site_dir(out: Path) -> None:
+    """Refuse a ``--out`` that exists and is not a site directory: a file, or a non-empty
+    directory without :data:`SITE_MARK` (the site deletes and rewrites what it owns)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise AdvgeomError(f"cannot write the report to {out}: it is a file, not a directory")
+    try:
+        foreign = not (out / SITE_MARK).is_file() and not _legacy_site(out) and any(out.iterdir())
+    except OSError as e:
+        raise AdvgeomError(f"cannot write the report to {out}: {e.strerror or e}") from None
+    if foreign:
+        raise AdvgeomError(f"{out} is a non-empty directory that `advgeom report` did not write; "
+                           "give an empty or new --out (the report rewrites its directory)")
+
+
+def _legacy_site(out: Path) -> bool:
+    """A site written before :data:`SITE_MARK` existed: its index page has the title
+    every page of the site's templates has."""
+    index = out / "index.html"
+    return index.is_file() and "<title>advgeom" in index.read_text(errors="replace")[:2000]
 
 
 def record_report(store: ResultStore, report: Any, *, profile: str, seed: int) -> None:

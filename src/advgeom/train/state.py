@@ -128,7 +128,7 @@ def model_from(tensors: dict[str, torch.Tensor], side: dict[str, Any], path: str
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: weights do not match model {name!r} ({str(e)[:200]})") from None
+        raise CheckpointError(f"{path}: weights do not match model {name!r} ({' '.join(str(e).split())[:200]})") from None
     return model.to(device).eval()
 
 
