@@ -288,6 +288,7 @@ def train(ctx: typer.Context,
         raise typer.Exit(0)
     _check_root(root)
     cfg = _run(load_config, TrainConfig, config, overrides or [])
+    _check_idle_settings(cfg, config, overrides or [])
     _run(check_names, cfg)
     if download:
         _check_download([cfg.dataset])
@@ -317,6 +318,31 @@ def train(ctx: typer.Context,
     if res.selected_step and res.selected_step != res.history[-1]["step"]:
         _out(f"final weights: step {res.selected_step} (monitor.keep_best)", highlight=False,
                       markup=False)
+
+
+# The training settings that one optimizer or schedule alone reads (train/build.py,
+# train/schedule.py): given with another, they would change the config hash and nothing else.
+_READ_ONLY_BY = {"momentum": ("optimizer", "sgd"), "milestones": ("schedule", "step"),
+                 "gamma": ("schedule", "step"), "schedule_unit": ("schedule", "step"),
+                 "lr_knots": ("schedule", "piecewise"), "lr_factors": ("schedule", "piecewise"),
+                 "onecycle_pct": ("schedule", "onecycle"), "onecycle_div": ("schedule", "onecycle"),
+                 "onecycle_final_div": ("schedule", "onecycle")}
+
+
+def _check_idle_settings(cfg, config: Optional[Path], overrides: list[str]) -> None:
+    """A setting the user gave (in the TOML file or an override) away from its default
+    that the chosen optimizer or schedule never reads is one line, not a silent no-op."""
+    from advgeom.config import read_toml, to_dict
+
+    given = set(_run(read_toml, config)) if config is not None else set()
+    given |= {o.partition("=")[0].strip() for o in overrides}
+    defaults = to_dict(type(cfg)())
+    values = to_dict(cfg)
+    for key in sorted(given & set(_READ_ONLY_BY)):
+        field, reader = _READ_ONLY_BY[key]
+        if getattr(cfg, field) != reader and values[key] != defaults[key]:
+            _fail(f"{key}={values[key]!r} does nothing with {field} {getattr(cfg, field)!r} "
+                  f"(only {field} {reader!r} reads it)")
 
 
 # ---------------------------------------------------------------------------
