@@ -1,5 +1,5 @@
 """Explicit randomness: generators are passed around, global seeds are set only by
-the CLI and experiments (DESIGN.md rule)."""
+the CLI and experiments (docs/design.md rule)."""
 from __future__ import annotations
 
 import hashlib

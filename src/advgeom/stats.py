@@ -1,4 +1,4 @@
-"""Confidence intervals for accuracies measured on n points (DESIGN.md "Profiles and
+"""Confidence intervals for accuracies measured on n points (docs/design.md "Profiles and
 provenance": every accuracy is shown with its n and a 95% Wilson interval).
 
 Wilson (1927), "Probable inference, the law of succession, and statistical inference":

@@ -1,4 +1,4 @@
-"""Shared types and the input contract of DESIGN.md: images are float tensors in
+"""Shared types and the input contract of docs/design.md: images are float tensors in
 [0,1] (NCHW or N x d), labels are int64 class indices, models return logits."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ Eps = Union[float, Tensor]
 
 
 class Attack(Protocol):
-    """The shared attack vocabulary (adv-lib style); see DESIGN.md "Contracts"."""
+    """The shared attack vocabulary (adv-lib style); see docs/design.md "Contracts"."""
 
     def __call__(
         self,

@@ -1,4 +1,4 @@
-"""Attacks: one pure function each, one argument vocabulary (DESIGN.md "Contracts").
+"""Attacks: one pure function each, one argument vocabulary (docs/design.md "Contracts").
 
 Every registered attack is an attribute of this package under its registered name,
 so ``from advgeom.attacks import pgd, apgd, square, cw_l2`` gives the functions::
@@ -23,7 +23,7 @@ from advgeom.registry import get, import_submodules
 
 import_submodules(__name__)
 
-# The shared vocabulary (DESIGN.md "Contracts"); an attack's own docstring overrides
+# The shared vocabulary (docs/design.md "Contracts"); an attack's own docstring overrides
 # a meaning by naming the parameter as ``name``.
 _VOCABULARY: dict[str, str] = {
     "model": "the classifier: any nn.Module mapping inputs in [0,1] to logits, in eval mode "

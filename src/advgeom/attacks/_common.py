@@ -2,7 +2,7 @@
 counted forward (with binary one-logit models lifted to two logits), input
 gradients through ``torch.autograd.grad`` only, and best-iterate tracking.
 
-Contracts (DESIGN.md "Contracts"): attacks never touch parameter ``.grad`` and
+Contracts (docs/design.md "Contracts"): attacks never touch parameter ``.grad`` and
 never change ``model.training``; they warn when the model is in training mode.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Forward:
     """``model`` called on a batch, counted in ``counter``, returning lifted logits.
 
     A model left in training mode keeps its BatchNorm running statistics: no attack
-    forward may change them (DESIGN.md "Contracts")."""
+    forward may change them (docs/design.md "Contracts")."""
 
     def __init__(self, model: nn.Module, counter: PassCounter) -> None:
         self.model = model

@@ -386,7 +386,7 @@ def parse_number(value: Any, what: str = "eps") -> float:
 
 
 # The options that set how much work an attack does, and their caps under ``--smoke``
-# (DESIGN.md "Profiles and provenance"): iterations (Square's queries, C&W's and FAB's
+# (docs/design.md "Profiles and provenance"): iterations (Square's queries, C&W's and FAB's
 # steps too), restarts, target classes (APGD-T, FAB-T, the multi-target attack),
 # C&W's binary-search rounds and DeepFool's candidate classes.
 SMOKE_CAPS: dict[str, int] = {"steps": 2, "restarts": 1, "num_targets": 2, "search_steps": 1,

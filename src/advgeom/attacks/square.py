@@ -1,6 +1,6 @@
 """Square Attack (Andriushchenko, Croce, Flammarion & Hein 2020), linf: a
 gradient-free random search, the black-box check for gradient masking in
-AutoAttack and DESIGN.md "Evaluating robustness honestly".
+AutoAttack and docs/design.md "Evaluating robustness honestly".
 
 Start from vertical stripes ``x + eps * (+-1)`` (one sign per channel and column);
 each iteration redraws, for every still-unbroken sample, one square window of side

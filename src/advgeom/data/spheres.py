@@ -4,7 +4,7 @@ Two spheres centred at the origin of R^d: the inner one of radius 1 (label 0) an
 outer one of radius R (label 1). Points are uniform on each sphere: x = r z/||z||,
 z ~ N(0, I).
 
-Exception to the [0,1] input contract of DESIGN.md: sphere points are NOT images. Their
+Exception to the [0,1] input contract of docs/design.md: sphere points are NOT images. Their
 coordinates lie in [-R, R], so ``advgeom.types.check_inputs`` (which demands [0,1]) does
 not apply to them, and the generic attacks (which clip to [0,1]) must not be used on
 them. The sphere models (``advgeom.models.spheres``) take raw coordinates, and the

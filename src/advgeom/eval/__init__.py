@@ -1,4 +1,4 @@
-"""advgeom.eval: honest robustness evaluation (DESIGN.md "Evaluating robustness honestly").
+"""advgeom.eval: honest robustness evaluation (docs/design.md "Evaluating robustness honestly").
 
 ``evaluate`` / ``run_evaluation`` run attacks at several eps with the per-sample worst
 case, rejection-aware metrics, sanity checks and batch-level resumability;

@@ -1,4 +1,4 @@
-"""Sanity checks every robustness evaluation must survive (DESIGN.md "Evaluating
+"""Sanity checks every robustness evaluation must survive (docs/design.md "Evaluating
 robustness honestly"; Carlini et al. 2019, Croce & Hein 2020, Tramer et al. 2020).
 
 Each check returns a :class:`CheckResult` with status ``pass``, ``warn`` (a symptom

@@ -1,6 +1,6 @@
 """Robustness evaluation: every attack at every eps on every sample, the per-sample
 worst case over attacks, rejection-aware metrics, sanity checks, and batch-level
-resumability through the results store (DESIGN.md "Evaluating robustness honestly").
+resumability through the results store (docs/design.md "Evaluating robustness honestly").
 The units and their per-sample bookkeeping are in :mod:`advgeom.eval.units`; the
 standard suite and the CLI entry point in :mod:`advgeom.eval.suite`.
 
@@ -332,7 +332,7 @@ def _checks(model: nn.Module, x: Tensor, y: Tensor, rows: list[Row],
             adv_p: dict[tuple[str, float], list[Payload]], robust: dict[tuple[str, float], Tensor],
             norm: str, seed: int, batch_size: int, cfg: C.CheckConfig, cascade: bool, units: Units,
             device: torch.device, hash_before: str, specs: list[AttackSpec]) -> C.CheckReport:
-    """The sanity checks of one evaluation (DESIGN.md "Evaluating robustness honestly");
+    """The sanity checks of one evaluation (docs/design.md "Evaluating robustness honestly");
     ``robust``: the per-sample outcomes, for the paired gradient-masking test."""
     report = C.CheckReport()
     stats = [{"attack": label, "eps": e, **p["stats"]} for (label, e), ps in adv_p.items() for p in ps]

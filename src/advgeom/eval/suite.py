@@ -1,7 +1,7 @@
 """The standard evaluation: AutoAttack's suite (Croce & Hein 2020, "Reliable evaluation of
 adversarial robustness with an ensemble of diverse parameter-free attacks") built from
 advgeom's own attacks, run as a cascade: each attack only on the points every earlier
-one left robust, per-sample worst case (DESIGN.md "Evaluating robustness honestly": the
+one left robust, per-sample worst case (docs/design.md "Evaluating robustness honestly": the
 default strong evaluation of every defense).
 
 Versions, as AutoAttack names them:

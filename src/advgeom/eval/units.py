@@ -1,5 +1,5 @@
 """The units of an evaluation and the per-sample bookkeeping around them
-(DESIGN.md "Evaluating robustness honestly"; used by :mod:`advgeom.eval.runner` and
+(docs/design.md "Evaluating robustness honestly"; used by :mod:`advgeom.eval.runner` and
 :mod:`advgeom.eval.minnorm`).
 
 A unit is one (batch, attack, eps) attack or one clean pass of a batch. Its per-sample

@@ -34,7 +34,7 @@ from advgeom.train import TrainConfig, TrainResult, fit, smoke_config
 from advgeom.train.preview import duration_text
 
 T = TypeVar("T")
-# The profiles an experiment may declare (DESIGN.md "Profiles and provenance"): ``quick``
+# The profiles an experiment may declare (docs/design.md "Profiles and provenance"): ``quick``
 # (a smoke run of minutes that says what it scaled down), ``cpu`` (the paper's model, threat
 # model and attacks with a compressed schedule from published fast recipes, at most 2 h of
 # training and 1 h of evaluation per model on 2 idle cores, >= 1,000 test points) and

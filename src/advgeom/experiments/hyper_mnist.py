@@ -265,7 +265,7 @@ def record_eval_settings(ctx: Context, s: dict[str, Any], dataset: str, rejectin
     if "square" in s:
         ctx.setting("audit attacks", f"APGD-DLR ({s['apgd_steps']} steps), Square ({s['square']} queries), "
                     "FGSM on the margin loss",
-                    assumption("advgeom's strong evaluation (DESIGN.md): cosine-bounded logits make cross-entropy "
+                    assumption("advgeom's strong evaluation (docs/design.md): cosine-bounded logits make cross-entropy "
                                "attacks weak, so a margin loss and a black box run beside the paper's"
                                + SATURATED_WHY
                                + (f"; {QUICK_WHY}" if scaled else "; AutoAttack's 100 steps and 5,000 queries")))
@@ -274,7 +274,7 @@ def record_eval_settings(ctx: Context, s: dict[str, Any], dataset: str, rejectin
                     f"({s['apgd_t_targets']} targets), FGSM on the margin loss on every point; AutoAttack's "
                     "standard suite on the first "
                     f"{s['suite_n']}", assumption(
-                        "advgeom's strong evaluation (DESIGN.md): cosine-bounded logits make cross-entropy attacks "
+                        "advgeom's strong evaluation (docs/design.md): cosine-bounded logits make cross-entropy attacks "
                         f"weak, so margin losses and a black box (Square, in the suite) run beside the paper's"
                         f"{SATURATED_WHY}; "
                         f"{CPU_WHY}: 3 targets instead of 9 and the suite on a subset"))

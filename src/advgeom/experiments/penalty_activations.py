@@ -84,7 +84,7 @@ def penalty_activations(ctx: Context) -> Outcome:
     ctx.setting("paper attack", "PGD-40 of step 0.01", in_paper("Section 4.3: PGD40 on MNIST; Table 1: step 0.01"))
     ctx.setting("audit attacks", f"APGD-CE, APGD-DLR, Square ({settings(ctx.profile)['square']} queries), "
                 "APGD-CE/-DLR through a straight-through tanh",
-                assumption("advgeom's strong evaluation (DESIGN.md): saturated tanh features weaken "
+                assumption("advgeom's strong evaluation (docs/design.md): saturated tanh features weaken "
                            "cross-entropy gradients"))
     ctx.setting("Figure 3 projection", "PCA of the MNIST test features at s = 0.1",
                 assumption("the paper's Figure 3 is t-SNE on CIFAR-10; advgeom has no t-SNE and PCA keeps the "

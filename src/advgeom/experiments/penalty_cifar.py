@@ -134,7 +134,7 @@ def record_cifar_attacks(ctx: Context, dataset: str, mta: bool = True) -> None:
     ctx.setting("C&W binary-search rounds", 9,
                 assumption("Table 1 gives C&W 1000 steps of 0.01 and no number of binary-search rounds"))
     ctx.setting("audit attacks", "APGD-CE, APGD-T (9 targets), PGD-100 margin loss, Square (5000 queries); "
-                "l2: APGD-CE, APGD-DLR", assumption("advgeom's strong evaluation (DESIGN.md): saturated tanh "
+                "l2: APGD-CE, APGD-DLR", assumption("advgeom's strong evaluation (docs/design.md): saturated tanh "
                                                     "features weaken cross-entropy gradients"))
 
 

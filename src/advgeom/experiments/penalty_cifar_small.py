@@ -298,7 +298,7 @@ def penalty_cifar_activations(ctx: Context) -> Outcome:
                                                                   "step 0.0031"))
     ctx.setting("audit attacks", "APGD-CE, APGD-T (9 targets), PGD-100 margin loss, Square (5000 queries), "
                 "APGD-CE/-DLR through a straight-through tanh", assumption(
-                    "advgeom's strong evaluation (DESIGN.md): saturated tanh features weaken cross-entropy "
+                    "advgeom's strong evaluation (docs/design.md): saturated tanh features weaken cross-entropy "
                     "gradients"))
     test = load("cifar10", "test")
     specs = [AttackSpec("pgd", {"steps": 20, "step_size": 0.0031})] + audit_specs()

@@ -300,7 +300,7 @@ def record_attacks(ctx: Context, st: dict[str, Any]) -> None:
                  f"AutoAttack's standard suite (with Square) on the first {st.get('suite_n')}")
     ctx.setting("audit attacks", f"APGD-CE, APGD-T ({st.get('apgd_t_targets', 9)} targets), PGD-100 margin loss, "
                 f"{black_box}, APGD-CE/-DLR through a straight-through tanh; l2: APGD-CE, APGD-DLR",
-                assumption("advgeom's strong evaluation (DESIGN.md): saturated tanh features weaken "
+                assumption("advgeom's strong evaluation (docs/design.md): saturated tanh features weaken "
                            "cross-entropy gradients, so margin losses, a black box and BPDA run beside Table 1"
                            + (f"; {cpu_why}: 3 targets and the suite on a subset" if cpu else "")))
     ctx.setting("eps curve", st["curve_eps"], assumption("a few radii up to the paper's 0.3 (figure only)"))

@@ -189,12 +189,12 @@ def record_settings(ctx: Context, st: dict[str, Any]) -> None:
                 if ctx.profile in scaled else in_paper("the 10,000 MNIST test images"))
     ctx.setting("paper attack", "PGD-40 of step 0.01", in_paper("Section 4.3: PGD40 on MNIST; Table 1: step 0.01"))
     ctx.setting("audit attacks", "APGD-CE and APGD-DLR (100 steps) through a straight-through tanh",
-                assumption("advgeom's strong evaluation (DESIGN.md): saturated tanh features weaken "
+                assumption("advgeom's strong evaluation (docs/design.md): saturated tanh features weaken "
                            "cross-entropy gradients"))
     if st["suite_n"]:
         ctx.setting("standard suite points", st["suite_n"],
                     assumption("AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square) on the first "
-                               f"{st['suite_n']} points (DESIGN.md)"))
+                               f"{st['suite_n']} points (docs/design.md)"))
     ctx.setting("claim thresholds", f"little <= {CLEAN_LITTLE:g} points (or overlapping intervals); "
                 f"great >= {ADV_GREAT:g} points with disjoint intervals",
                 assumption("the paper states the claim in words only"))

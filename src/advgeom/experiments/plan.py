@@ -2,7 +2,7 @@
 costs, in seconds, without training and without writing anything.
 
 Design: the plan is the experiment itself, run on a :class:`PlanContext`. That context
-is a smoke context (DESIGN.md "Profiles and provenance") in a throw-away directory, so
+is a smoke context (docs/design.md "Profiles and provenance") in a throw-away directory, so
 the experiment's own code runs end to end in seconds, with three differences that make
 it record the real run instead of the smoke one:
 

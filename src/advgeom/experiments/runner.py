@@ -95,7 +95,7 @@ def report_settings(ctx: Context, exp: Experiment) -> list[str]:
 
 def checks_markdown(outcome: Outcome) -> list[str]:
     """The "Checks" section: one line per evaluation with its verdict, failed and
-    warned checks named (DESIGN.md: a number is reported only with the checks' verdict)."""
+    warned checks named (docs/design.md: a number is reported only with the checks' verdict)."""
     if not outcome.checks:
         return ["## Checks", "", "No evaluation with sanity checks ran in this experiment.", ""]
     failed = outcome.failed_checks

@@ -1,4 +1,4 @@
-"""``--smoke`` (DESIGN.md "Profiles and provenance"; issues 25 and 27): any profile of any
+"""``--smoke`` (docs/design.md "Profiles and provenance"; issues 25 and 27): any profile of any
 experiment, with every loop that grows with the profile capped, run end to end in seconds
 on the real models, input shapes and data sets, so that a paper profile is proven before
 anyone pays for it.

@@ -6,7 +6,7 @@ checks live in ``sparsity_theory``.
 Every table also carries a "beyond the paper" adaptive evaluation of the same models:
 exact gradients through the front end's kept support, BPDA (identity backward), APGD,
 the gradient-free Square attack and the iterative locally linear attack, with the
-per-sample worst case over all attacks (DESIGN.md "Evaluating robustness honestly").
+per-sample worst case over all attacks (docs/design.md "Evaluating robustness honestly").
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def record_adaptive(ctx: Context) -> None:
     s = SETTINGS[ctx.profile]
     ctx.setting("adaptive attacks", f"iterative locally linear, APGD ({s['apgd']} steps), PGD-100 margin loss, "
                 f"Square ({s['square']} queries), BPDA PGD/APGD on the front end",
-                assumption("beyond the paper: advgeom's strong evaluation (DESIGN.md), per-sample worst case"))
+                assumption("beyond the paper: advgeom's strong evaluation (docs/design.md), per-sample worst case"))
 
 
 # --------------------------------------------------------------------------- attacks

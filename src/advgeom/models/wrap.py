@@ -2,7 +2,7 @@
 every attack, evaluation and defense of advgeom. A model trained on standardized
 inputs gets its normalization as its first layer with :func:`with_normalization`, so
 attacks and the threat model stay in [0,1] pixel space and nobody normalizes outside
-the model by mistake (DESIGN.md "Contracts")."""
+the model by mistake (docs/design.md "Contracts")."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -25,7 +25,7 @@ The architecture is told by the parameter names and sized by the tensors' shapes
   position: ``0`` and ``2`` (the 4x4 stride-2 convolutions), ``5`` (FC) and ``7`` (the
   classifier); their code feeds it raw [0,1] pixels, so it gets no normalization.
 
-Normalization goes inside the model (DESIGN.md "Contracts"): ``mean``/``std`` given by
+Normalization goes inside the model (docs/design.md "Contracts"): ``mean``/``std`` given by
 the user, else the ``mu``/``sigma`` buffers some zoo classes store in the file, else
 the known entry's (:mod:`advgeom.models.zoo_entries`), else none.
 """

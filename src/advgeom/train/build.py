@@ -97,7 +97,7 @@ def run_dir(cfg: TrainConfig, root: str | Path = "runs", model: nn.Module | None
 # ---------------------------------------------------------------------------
 # smoke runs
 
-# What ``--smoke`` leaves of a training run (DESIGN.md "Profiles and provenance"): one
+# What ``--smoke`` leaves of a training run (docs/design.md "Profiles and provenance"): one
 # optimizer step on a batch of 2 (batch norm in training mode needs more than one sample),
 # the monitor (when on) on a few held-out points, and every loop inside the objective
 # (crafting steps, power iterations) at the attack caps.
