@@ -88,3 +88,12 @@ def test_train_mode_batch_norm_is_refused_everywhere():
             call()
     net.eval()
     assert JA.jacobians(net, x).shape == (2, 3, 36)
+
+
+@pytest.mark.parametrize("kw, match", [({"samples": 0}, "samples must be an integer >= 2"),
+                                       ({"samples": -5}, "samples must be"),
+                                       ({"scale": 0.0}, "scale must be a finite number > 0")])
+def test_regression_jacobians_refuse_degenerate_settings(kw, match):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    with pytest.raises(AdvgeomError, match=match):
+        JA.regression_jacobians(net, torch.rand(2, 4), **kw)

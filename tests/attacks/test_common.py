@@ -83,3 +83,29 @@ def test_model_and_input_dtype_mismatch_is_one_clear_error():
     x, y = torch.rand(2, 4), torch.tensor([0, 1])
     with pytest.raises(AdvgeomError, match="float64 but the inputs are torch.float32"):
         get("attack", "pgd")(model, x, y, eps=0.1)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda lin: (lambda x: lin(x.flatten(1)) * float("nan")), "non-finite logits"),
+    (lambda lin: (lambda x: (lin(x.flatten(1)) * 100).long()), "floating-point logits"),
+    (lambda lin: (lambda x: lin(x)), "cannot read inputs of shape"),   # (N,1,4,4) into Linear(16)
+])
+def test_the_probe_refuses_a_model_an_attack_cannot_score(make, match):
+    from advgeom.attacks import fgsm, pgd
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 3)
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+    for attack in (fgsm, pgd):
+        with pytest.raises(AdvgeomError, match=match):
+            attack(make(lin), x, y, eps=0.1)
+
+
+def test_normalize_refuses_inputs_with_another_number_of_channels():
+    from advgeom.models.base import Normalize
+
+    norm = Normalize([0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
+    assert norm(torch.rand(2, 3, 4, 4)).shape == (2, 3, 4, 4)
+    with pytest.raises(AdvgeomError, match="Normalize has 3 channels"):
+        norm(torch.rand(2, 1, 4, 4))
+    assert Normalize([0.5], [0.5])(torch.rand(2, 1, 4, 4)).shape == (2, 1, 4, 4)   # one entry broadcasts

@@ -119,3 +119,49 @@ def test_the_api_example_prints_percent_from_fractions(threshold_model):
         res = evaluate(threshold_model, (x, y), [spec("f", fake_attack({0, 1, 2}))], [0.1], progress=False,
                        check_config=NO_UNBOUNDED)
     assert f"{res.accuracy():.1%}" == "62.5%" and res.accuracy() == 5 / 8
+
+
+class _NaNOnSome(torch.nn.Module):
+    """The threshold model's logits, NaN on every point whose x1 > 0.5 (the first point
+    of the data is fine, so only the clean pass can notice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x):
+        z = self.k * (x[:, 0] - 0.5)
+        out = torch.stack([torch.zeros_like(z), z], dim=1)
+        return torch.where((x[:, 1] > 0.5).unsqueeze(1), torch.full_like(out, float("nan")), out)
+
+
+def test_nan_logits_are_an_error_not_class_0():
+    x, y = threshold_data(64)
+    x[0, 1] = 0.0   # the probe's point is finite
+    with pytest.raises(AdvgeomError, match=r"non-finite logits \(NaN or inf\) on \d+ of 64 clean inputs"):
+        evaluate(_NaNOnSome().eval(), (x, y), "fgsm", [0.1], progress=False, check_config=NO_UNBOUNDED)
+
+
+def test_an_attack_of_another_norm_is_refused_before_any_pass(threshold_model):
+    x, y = threshold_data(16)
+    y = 1 - y   # every point misclassified: no attack would ever be called
+    with pytest.raises(AdvgeomError, match="attack 'square:steps=10' does not support norm 'l2'"):
+        evaluate(threshold_model, (x, y), "square:steps=10,fgsm", [0.5], norm="l2", progress=False,
+                 check_config=NO_UNBOUNDED)
+
+
+def test_lookups_name_what_was_evaluated_and_eps_takes_tensors(threshold_model):
+    import numpy as np
+
+    x, y = threshold_data(32)
+    res = evaluate(threshold_model, (x, y), [spec("f", fake_attack({0}))], torch.tensor(0.1), progress=False,
+                   check_config=NO_UNBOUNDED)
+    assert res.eps == [pytest.approx(0.1)]
+    assert evaluate(threshold_model, (x, y), [spec("f", fake_attack({0}))], np.float32(0.1), progress=False,
+                    check_config=NO_UNBOUNDED).eps == res.eps
+    with pytest.raises(AdvgeomError, match=r"no outcome of attack 'nope' at eps 0\.1; evaluated: none, f@0\.1"):
+        res.accuracy("nope", 0.1)
+    with pytest.raises(KeyError):   # still a KeyError for code that catches one
+        res.value("nope")
+    with pytest.raises(AdvgeomError, match="eps is required"):
+        evaluate(threshold_model, (x, y), "fgsm", None, progress=False)

@@ -179,3 +179,14 @@ def test_sigterm_is_one_line_and_the_rerun_resumes(tmp_path):
     ref = subprocess.run(CMD + [str(tmp_path / "ref")] + ARGS, env=ENV, capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
     assert _same_weights(_final(root), _final(tmp_path / "ref"))
+
+
+@pytest.mark.parametrize("path, device, match", [
+    ("x.safetensors", "gpu", "unknown device 'gpu'"),
+    (None, "cpu", "needs a checkpoint path, got NoneType"),
+])
+def test_load_model_refuses_a_bad_device_or_path_first(path, device, match):
+    from advgeom.errors import AdvgeomError
+
+    with pytest.raises(AdvgeomError, match=match):
+        load_model(path, device)

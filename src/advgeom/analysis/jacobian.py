@@ -84,7 +84,12 @@ def regression_jacobians(fn: Fn, x: Tensor, *, samples: int | None = None, scale
     ``C`` vector-Jacobian products and is the better choice when C is small)."""
     check_jacobian_mode(fn)
     d = x[0].numel()
-    m = samples or d + 10
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 2):
+        raise AdvgeomError(f"regression_jacobians: samples must be an integer >= 2 (or None for D + 10), "
+                           f"got {samples!r}")
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf")):
+        raise AdvgeomError(f"regression_jacobians: scale must be a finite number > 0, got {scale!r}")
+    m = d + 10 if samples is None else samples
     rows = []
     for i in range(x.shape[0]):
         z = torch.randn((m, *x.shape[1:]), generator=generator, dtype=x.dtype).to(x.device) * scale

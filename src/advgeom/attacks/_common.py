@@ -39,6 +39,25 @@ def as_logits(out: Any, batch: int) -> Tensor:
     return two_logits(out)
 
 
+def probe_logits(model: Any, x1: Tensor) -> Tensor:
+    """The logits of one input, checked once per attack call: a model that cannot read
+    the inputs' shape, or returns integer or non-finite logits, is one clear error (the
+    attack would otherwise fail deep in torch, or score NaN as class 0)."""
+    try:
+        out = model(x1)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except RuntimeError as e:
+        first = " ".join(str(e).split())[:200] or type(e).__name__
+        raise AdvgeomError(f"the model cannot read inputs of shape {tuple(x1.shape[1:])}: {first}") from None
+    z = as_logits(out, x1.shape[0])
+    if not z.is_floating_point():
+        raise AdvgeomError(f"the model must return floating-point logits, got {z.dtype}")
+    if not bool(torch.isfinite(z).all()):
+        raise AdvgeomError("the model returned non-finite logits (NaN or inf) on the first input")
+    return z
+
+
 def norm_stat_layers(model: Any) -> list[nn.Module]:
     """Normalization layers of ``model`` that keep running statistics (BatchNorm & co.)."""
     if not isinstance(model, nn.Module):
@@ -235,7 +254,7 @@ def prepare(model: nn.Module, inputs: Tensor, labels: Tensor, *, info: AttackInf
     y = labels.detach().to(torch.int64)
     fwd = Forward(model, counter)
     with torch.no_grad(), eval_mode(model):  # a shape probe: no statistics, any batch size
-        num_classes = as_logits(model(x[:1]), 1).shape[1]
+        num_classes = probe_logits(model, x[:1]).shape[1]
     counter.add_forward(1)
     if int(y.max()) >= num_classes:
         raise AdvgeomError(

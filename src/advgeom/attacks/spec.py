@@ -344,7 +344,12 @@ def parse_attacks(attacks: str | AttackSpec | Iterable[str | AttackSpec]) -> lis
 
 
 def parse_eps(eps: str | float | Iterable[float]) -> list[float]:
-    """``"0.1,0.2"`` / ``0.1`` / ``[0.1, 0.2]`` -> sorted unique non-negative floats."""
+    """``"0.1,0.2"`` / ``0.1`` / ``[0.1, 0.2]`` (or a tensor / numpy value of them) ->
+    sorted unique non-negative floats."""
+    if eps is None:
+        raise ConfigError("eps is required: a number, a list of numbers or text such as '0.1,8/255'")
+    if hasattr(eps, "tolist") and not isinstance(eps, (str, list, tuple)):   # tensor / numpy
+        eps = eps.tolist()
     if isinstance(eps, str):
         items: list[Any] = [t.strip() for t in eps.split(",")]
         if len(items) > 1 and items[-1] == "":

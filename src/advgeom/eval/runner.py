@@ -78,9 +78,10 @@ class EvalResult:
     def value(self, metric: str, attack: str = WORST, eps: float = 0.0) -> float:
         """The value of one row (``metric``, ``attack``, ``eps``)."""
         for r in self.rows:
-            if r.metric == metric and r.attack == attack and math.isclose(r.eps, eps):
+            if r.metric == metric and r.attack == attack and math.isclose(r.eps, float(eps)):
                 return r.value
-        raise KeyError((metric, attack, eps))
+        raise NoSuchResult(f"no row {metric!r} of attack {attack!r} at eps {eps!r}; rows: "
+                           + ", ".join(sorted({f"{r.metric} {r.attack}@{r.eps:g}" for r in self.rows})))
 
     def failed_checks(self, metric: str, attack: str = WORST, eps: float = 0.0) -> list[str]:
         """The names of the failed checks that mark the row (``metric``, ``attack``,
@@ -96,11 +97,12 @@ class EvalResult:
         ``eps`` (default: the largest)."""
         if attack == "none":
             return self.clean_correct
-        e = self.eps[-1] if eps is None else eps
+        e = self.eps[-1] if eps is None else float(eps)
         for (label, at), mask in self.robust.items():
             if label == attack and math.isclose(at, e):
                 return mask
-        raise KeyError((attack, e))
+        raise NoSuchResult(f"no outcome of attack {attack!r} at eps {e:g}; evaluated: none, "
+                           + ", ".join(sorted({f"{a}@{at:g}" for a, at in self.robust})))
 
     def correct(self, attack: str = WORST, eps: float | None = None) -> int:
         """How many of the ``n`` points are correct clean (``attack="none"``) or robust
@@ -115,6 +117,13 @@ class EvalResult:
     def percent(self, attack: str = WORST, eps: float | None = None) -> float:
         """:meth:`accuracy` in percent for printing, ``correct * 100 / n`` (the stored row's value)."""
         return self.correct(attack, eps) * 100 / self.n
+
+
+class NoSuchResult(AdvgeomError, KeyError):
+    """A lookup of an :class:`EvalResult` for an attack, eps or metric it did not
+    evaluate (a ``KeyError`` too, with the evaluated ones in its message)."""
+
+    __str__ = Exception.__str__
 
 
 # ---------------------------------------------------------------------------
@@ -166,6 +175,11 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     if batch_size <= 0:
         raise AdvgeomError(f"batch_size must be positive, got {batch_size}")
     specs, eps_list = parse_attacks(attacks), parse_eps(eps)
+    for spec in specs:   # before any pass: a run with no correct point would never call it
+        norms = getattr(getattr(spec.fn, "info", None), "norms", None)
+        if norms and norm not in norms:
+            raise AdvgeomError(f"attack {spec.label!r} does not support norm {norm!r} (it takes "
+                               f"{', '.join(norms)})")
     if model.training:
         raise AdvgeomError("model is in training mode: call model.eval() before evaluating")
     points = open_points(data, n, batch_size, max(batch_size, check_config.unbounded_subset if checks else 0),

@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advgeom.attacks._common import as_logits
+from advgeom.attacks._common import probe_logits
 from advgeom.attacks._losses import margin_loss, success_margin
 from advgeom.attacks.base import PassCounter
 from advgeom.attacks.spec import AttackSpec, parse_attack_spec
 from advgeom.errors import AdvgeomError
 from advgeom.eval import checks as C
 from advgeom.eval.bookkeeping import HookCounter, percent, unit_seed
-from advgeom.eval.rejection import defended, predict, scores, steers_rejection
+from advgeom.eval.rejection import defended, scores, steers_rejection
 from advgeom.hashing import state_hash, tensor_hash, text_hash
 from advgeom.logits import predicted_class, two_logits
 from advgeom.results.store import ResultStore
@@ -46,13 +46,8 @@ def check_readable(model: nn.Module, x1: Tensor) -> int:
     shape = tuple(getattr(model, "input_shape", ()) or ())
     if shape and tuple(x1.shape[1:]) != shape:
         raise AdvgeomError(f"the model takes inputs of shape {shape}, the data has {tuple(x1.shape[1:])}")
-    try:
-        with torch.no_grad():
-            out = model(x1)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AdvgeomError(f"the model cannot read inputs of shape {tuple(x1.shape[1:])}: {first}") from None
-    return as_logits(out, x1.shape[0]).shape[1]
+    with torch.no_grad():
+        return probe_logits(model, x1).shape[1]
 
 
 def check_classes(classes: int, labels: Tensor, num_classes: int | None, data: str = "") -> None:
@@ -146,9 +141,14 @@ class Units:
 
 
 def clean_unit(model: nn.Module, xb: Tensor, yb: Tensor) -> dict[str, Any]:
-    """Per sample of a batch: correct, and accepted (models that can reject)."""
-    pred, accept = predict(model, xb)
-    return {"correct": to_bools(pred == yb), "accept": to_bools(accept)}
+    """Per sample of a batch: correct, and accepted (models that can reject). Logits
+    that are not finite are an error: their argmax would score NaN as class 0."""
+    logits, accept = scores(model, xb)
+    bad = ~torch.isfinite(logits.float()).all(dim=1)
+    if bool(bad.any()):
+        raise AdvgeomError(f"the model returned non-finite logits (NaN or inf) on {int(bad.sum())} of "
+                           f"{len(xb)} clean inputs: no accuracy can be scored")
+    return {"correct": to_bools(predicted_class(logits) == yb), "accept": to_bools(accept)}
 
 
 def attack_unit(model: nn.Module, spec: AttackSpec, xb: Tensor, yb: Tensor, clean: dict[str, Any],

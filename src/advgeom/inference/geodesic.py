@@ -57,6 +57,8 @@ def angle_statistics(model: nn.Module, inputs: Tensor, labels: Tensor, *,
     """Per class j: mean and standard deviation of the angle between the features of
     the samples of class j and W_j (classes without samples get NaN, refused later)."""
     w = head_weight(model)
+    _check_batch(inputs, labels, w.shape[0])
+    _check_batch_size(batch_size)
     sums = torch.zeros(w.shape[0], dtype=torch.float64)
     sq = torch.zeros_like(sums)
     count = torch.zeros_like(sums)
@@ -74,6 +76,31 @@ def angle_statistics(model: nn.Module, inputs: Tensor, labels: Tensor, *,
     return mean.float(), var.sqrt().float()
 
 
+def _check_batch(inputs: Tensor, labels: Tensor | None = None, classes: int = 0) -> None:
+    """Inputs a non-empty finite float batch; labels int64/int32 class indices, one per
+    input, within the head's classes (any input range: the head may read raw features)."""
+    if not isinstance(inputs, Tensor) or not inputs.is_floating_point() or inputs.dim() < 2 \
+            or inputs.shape[0] == 0:
+        raise ConfigError("geodesic inference: inputs must be a non-empty floating-point batch (N, ...)")
+    if not bool(torch.isfinite(inputs).all()):
+        raise ConfigError("geodesic inference: inputs contain NaN or infinite values")
+    if labels is None:
+        return
+    if not isinstance(labels, Tensor) or labels.dtype not in (torch.int64, torch.int32) \
+            or labels.shape != inputs.shape[:1]:
+        raise ConfigError(f"geodesic inference: labels must be int64 class indices of shape "
+                          f"({inputs.shape[0]},), got {getattr(labels, 'dtype', type(labels).__name__)} "
+                          f"{tuple(getattr(labels, 'shape', ()))}")
+    if int(labels.min()) < 0 or int(labels.max()) >= classes:
+        raise ConfigError(f"geodesic inference: labels must lie in [0, {classes - 1}], got "
+                          f"[{int(labels.min())}, {int(labels.max())}]")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"geodesic inference: batch_size must be a positive integer, got {batch_size!r}")
+
+
 class GeodesicRejector(nn.Module):
     """``model`` with robust geodesic inference: rejects a sample predicted as j when its
     angle to W_j exceeds ``p (theta_mu_j + theta_sigma_j)``."""
@@ -85,6 +112,10 @@ class GeodesicRejector(nn.Module):
                 or not torch.isfinite(std).all():
             raise ConfigError("geodesic inference: every class needs training samples "
                               "(finite angle mean and std per class)")
+        classes = head_weight(model).shape[0]
+        if mean.numel() != classes:
+            raise ConfigError(f"geodesic inference: {mean.numel()} angle statistics for a head of "
+                              f"{classes} classes (one mean and std per class)")
         self.model = model
         self.register_buffer("mean", mean.detach().clone().float().to(device))
         self.register_buffer("std", std.detach().clone().float().to(device))
@@ -141,6 +172,8 @@ class GeodesicRejector(nn.Module):
     def ratios(self, inputs: Tensor, batch_size: int = 500) -> Tensor:
         """Per sample: angle to the predicted class's W over ``theta_mu + theta_sigma``
         of that class (rejected iff the ratio exceeds ``p``)."""
+        _check_batch(inputs)
+        _check_batch_size(batch_size)
         out = []
         for s in range(0, inputs.shape[0], batch_size):
             logits, ang = class_angles(self.model, inputs[s:s + batch_size])

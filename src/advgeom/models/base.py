@@ -30,7 +30,11 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2) if self.mean.numel() > 1 else (1,) * x.dim()
+        c = self.mean.numel()
+        if c > 1 and (x.dim() < 2 or x.shape[1] != c):
+            raise AdvgeomError(f"Normalize has {c} channels (mean/std) but the inputs have shape "
+                               f"{tuple(x.shape)}: give inputs with {c} channels on axis 1")
+        shape = (1, -1) + (1,) * (x.dim() - 2) if c > 1 else (1,) * x.dim()
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
 

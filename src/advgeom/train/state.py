@@ -22,6 +22,7 @@ from advgeom.results.env import TRAINING, code_fingerprint
 from advgeom.train.build import architecture_hash, build_model
 from advgeom.train.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from advgeom.train.config import TrainConfig
+from advgeom.types import check_device
 
 # ---------------------------------------------------------------------------
 # records and checkpoints
@@ -87,6 +88,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     put the entry's normalization inside the model (default: the file's ``mu``/``sigma``
     buffers, else that of the known entry named by ``zoo_entry``, e.g.
     ``"Wong2020Fast"``, whose architecture the file must hold; else none)."""
+    if not isinstance(path, (str, Path)):
+        raise CheckpointError(f"load_model needs a checkpoint path, got {type(path).__name__}")
+    device = check_device(device)
     if Path(path).suffix.lower() in ZOO_SUFFIXES:
         from advgeom.models.zoo import from_released, state_dict_of
 
