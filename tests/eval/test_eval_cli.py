@@ -48,6 +48,9 @@ def stubbed(monkeypatch, tmp_path):
 def test_an_experiments_rows_name_its_profile_and_a_checkpoint_takes_none(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
+    from advgeom.registry import names
+
+    names("experiment")   # every experiment module imported now, before load is stubbed below
     x, y = threshold_data()
     seen = {}
 
