@@ -165,3 +165,16 @@ def test_lookups_name_what_was_evaluated_and_eps_takes_tensors(threshold_model):
         res.value("nope")
     with pytest.raises(AdvgeomError, match="eps is required"):
         evaluate(threshold_model, (x, y), "fgsm", None, progress=False)
+
+
+@pytest.mark.parametrize("kw, match", [({"n": 2.5}, "n must be an integer"), ({"n": 0}, "n must be a positive"),
+                                       ({"batch_size": "8"}, "batch_size must be an integer"),
+                                       ({"seed": "a"}, "seed must be an integer"),
+                                       ({"strict": "no"}, "strict must be True or False"),
+                                       ({"store": "x.sqlite"}, "store must be a ResultStore")])
+def test_evaluate_checks_its_arguments_first(threshold_model, kw, match):
+    x, y = threshold_data(8)
+    with pytest.raises(AdvgeomError, match=match):
+        evaluate(threshold_model, (x, y), "fgsm", [0.1], progress=False, **kw)
+    with pytest.raises(AdvgeomError, match="model must be a torch.nn.Module"):
+        evaluate(lambda t: t, (x, y), "fgsm", [0.1], progress=False)

@@ -190,3 +190,17 @@ def test_load_model_refuses_a_bad_device_or_path_first(path, device, match):
 
     with pytest.raises(AdvgeomError, match=match):
         load_model(path, device)
+
+
+@pytest.mark.parametrize("kw, match", [({"batch_size": 2.5}, "batch_size must be an integer, got 2.5"),
+                                       ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
+                                       ({"seed": True}, "seed must be an integer"),
+                                       ({"epochs": None}, "epochs must be an integer"),
+                                       ({"monitor": {"every": 1.5}}, "monitor.every: expected an integer")])
+def test_train_config_fields_have_their_types(kw, match):
+    from advgeom.errors import ConfigError
+    from advgeom.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kw)
+    assert TrainConfig(lr=1).lr == 1   # an integer is a number

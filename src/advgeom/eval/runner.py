@@ -169,6 +169,8 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     batches, and rank 0 alone stores units and rows and runs the sanity checks (other
     ranks return the same rows with an empty check report).
     """
+    _check_arguments(model, store, n=n, batch_size=batch_size, seed=seed, checks=checks, strict=strict,
+                     progress=progress, cascade=cascade, amp=amp)
     norm = canonical_norm(norm)
     if norm not in NORMS:
         raise AdvgeomError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
@@ -259,6 +261,25 @@ def evaluate(model: nn.Module, data: Any, attacks: str | AttackSpec | Iterable[s
     if strict:
         report.raise_if_failed()
     return result
+
+
+def _check_arguments(model: Any, store: Any, *, n: Any, **scalars: Any) -> None:
+    """The types of :func:`evaluate`'s arguments, before anything runs: one clear error
+    instead of a TypeError or AttributeError after the clean pass (or a truthy string
+    silently taken for ``strict=True``)."""
+    if not isinstance(model, nn.Module):
+        raise AdvgeomError(f"model must be a torch.nn.Module in eval mode, got {type(model).__name__}")
+    if store is not None and not isinstance(store, ResultStore):
+        raise AdvgeomError(f"store must be a ResultStore (advgeom.results.ResultStore(path)), got "
+                           f"{type(store).__name__}")
+    for name, value in (("n", n), ("batch_size", scalars.pop("batch_size")), ("seed", scalars.pop("seed"))):
+        if (value is not None or name != "n") and (isinstance(value, bool) or not isinstance(value, int)):
+            raise AdvgeomError(f"{name} must be an integer, got {value!r}")
+    if n is not None and n < 1:
+        raise AdvgeomError(f"n must be a positive number of points (or None for all), got {n}")
+    for name, value in scalars.items():
+        if not isinstance(value, bool):
+            raise AdvgeomError(f"{name} must be True or False, got {value!r}")
 
 
 def _run_batches(run_batch: Callable[[int], BatchOutcome], count: int, units: Units,

@@ -8,6 +8,24 @@ from advgeom.errors import ConfigError
 from advgeom.train.schedule import check_schedule
 
 
+def _check_scalar_types(cfg: Any) -> None:
+    """Every ``int``, ``float`` and ``str`` field of a config holds that type (an int is a
+    float too; a bool is neither): ``batch_size=2.5`` or ``lr="0.1"`` from Python is one
+    clear error here, not a TypeError inside training."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        tp, v = hints.get(f.name), getattr(cfg, f.name)
+        ok = {int: lambda: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda: isinstance(v, (int, float)) and not isinstance(v, bool),
+              str: lambda: isinstance(v, str)}.get(tp, lambda: True)()
+        if not ok:
+            what = {int: "an integer", float: "a number", str: "a string"}[tp]
+            raise ConfigError(f"{f.name} must be {what}, got {v!r}")
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """The robust-accuracy monitor (Wong et al. 2020's guard against catastrophic
@@ -38,6 +56,7 @@ class MonitorConfig:
     test_points: int = 0
 
     def __post_init__(self) -> None:
+        _check_scalar_types(self)
         if self.train_points < 0 or self.test_points < 0:
             raise ConfigError(f"monitor.train_points and monitor.test_points must be >= 0, "
                               f"got {self.train_points} and {self.test_points}")
@@ -125,6 +144,7 @@ class TrainConfig:
             object.__setattr__(self, "monitor", from_dict(MonitorConfig, self.monitor, "monitor."))
         if not isinstance(self.monitor, MonitorConfig):
             raise ConfigError(f"monitor must be a table of monitor settings, got {self.monitor!r}")
+        _check_scalar_types(self)
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.precision not in ("fp32", "bf16"):
