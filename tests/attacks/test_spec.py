@@ -109,3 +109,16 @@ def test_a_model_that_cannot_read_the_data_is_one_clear_error():
     flat = nn.Sequential(nn.Flatten(), nn.Linear(784, 2)).eval()
     with pytest.raises(AdvgeomError, match="cannot read inputs of shape"):
         evaluate(flat, (x, y), ["fgsm"], [0.1], progress=False)
+
+
+def test_specs_of_the_wrong_type_are_config_errors():
+    from advgeom.attacks import pgd
+    from advgeom.attacks.spec import AttackSpec, parse_attack_spec
+
+    with pytest.raises(ConfigError, match="an attack spec is text"):
+        parse_attack_spec(123)
+    with pytest.raises(ConfigError, match="goes through parse_attack_spec"):
+        AttackSpec("pgd", "steps=3")
+    for bad in (pgd, None, 3):
+        with pytest.raises(ConfigError, match="attacks must be a spec string"):
+            parse_attacks(bad)

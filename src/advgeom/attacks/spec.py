@@ -66,6 +66,10 @@ class AttackSpec:
     attack: Callable[..., Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not isinstance(self.kwargs, Mapping):
+            raise ConfigError(f"AttackSpec(name, kwargs): a name and a dict of options, got "
+                              f"{type(self.name).__name__} and {type(self.kwargs).__name__} (text such as "
+                              "'pgd:steps=3' goes through parse_attack_spec)")
         if not self.label:
             object.__setattr__(self, "label", canonical(self.name, self.kwargs))
 
@@ -267,6 +271,8 @@ def _check_range(spec: AttackSpec, fn: Callable[..., Any], key: str, value: Any,
 
 def parse_attack_spec(text: str) -> AttackSpec:
     """Parse ``name`` or ``name:key=value,key=value`` into a validated :class:`AttackSpec`."""
+    if not isinstance(text, str):
+        raise ConfigError(f"an attack spec is text such as 'pgd:steps=10', got {type(text).__name__}")
     text = text.strip()
     name, _, rest = text.partition(":")
     name = name.strip()
@@ -326,6 +332,10 @@ def parse_attacks(attacks: str | AttackSpec | Iterable[str | AttackSpec]) -> lis
     """Specs from a comma-separated string, one spec, or a list of strings/specs."""
     if isinstance(attacks, (str, AttackSpec)):
         attacks = [attacks]
+    if callable(attacks) or not isinstance(attacks, Iterable):
+        raise ConfigError(f"attacks must be a spec string ('pgd,fgsm'), an AttackSpec or a list of them, "
+                          f"got {type(attacks).__name__} (wrap an attack function in AttackSpec(name, "
+                          "attack=fn))")
     out: list[AttackSpec] = []
     for a in attacks:
         if isinstance(a, AttackSpec):
