@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from advgeom.errors import AdvgeomError
+from advgeom.errors import AdvgeomError, one_line
 from advgeom.types import check_eps, check_inputs
 
 
@@ -30,3 +30,21 @@ def test_bad_inputs(x, y, msg):
 def test_bad_eps(eps):
     with pytest.raises(AdvgeomError):
         check_eps(eps, 2)
+
+
+def test_range_check_can_be_left_out_for_raw_features():
+    """check_range=False (the geodesic rejector's features) accepts finite values outside
+    [0,1] and still refuses everything else the contract refuses."""
+    check_inputs(torch.randn(4, 3) * 5, torch.tensor([0, 1, 2, 0]), num_classes=3, check_range=False)
+    with pytest.raises(AdvgeomError, match="NaN"):
+        check_inputs(torch.full((2, 3), float("nan")), check_range=False)
+    with pytest.raises(AdvgeomError, match="out of range"):
+        check_inputs(torch.randn(2, 3) * 5, torch.tensor([0, 5]), num_classes=3, check_range=False)
+    with pytest.raises(AdvgeomError, match=r"must be floating point, got dtype torch.int64"):
+        check_inputs(torch.randint(0, 2, (2, 3)), check_range=False)
+
+
+def test_one_line_collapses_every_whitespace_run():
+    assert one_line("a\n  b\tc \r\n") == "a b c"
+    assert one_line(ValueError("x\ny")) == "x y"
+    assert one_line("") == ""

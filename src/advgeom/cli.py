@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from advgeom.errors import AdvgeomError
+from advgeom.errors import AdvgeomError, one_line
 
 try:   # typer 0.2x carries its own copy of click; older typer uses the click package
     from typer._click import exceptions as _click_errors
@@ -64,16 +64,12 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A Python warning raised under the CLI: one line on stderr, without the source line
     and path Python's default adds."""
     from rich.text import Text
 
-    err_console.print(Text.assemble(("warning:", "bold yellow"), " ", _one_line(message)),
+    err_console.print(Text.assemble(("warning:", "bold yellow"), " ", one_line(message)),
                       highlight=False, soft_wrap=True)
 
 
@@ -94,10 +90,10 @@ class _OneLine(TyperGroup):
                 rv = e.exit_code
             except _click_errors.UsageError as e:
                 where = e.ctx.command_path if e.ctx is not None else "advgeom"
-                _say(f"{where}: {_one_line(e.format_message()).replace('Value error, ', '')} (see {where} --help)")
+                _say(f"{where}: {one_line(e.format_message()).replace('Value error, ', '')} (see {where} --help)")
                 rv = e.exit_code
             except _click_errors.ClickException as e:
-                _say(_one_line(e.format_message()))
+                _say(one_line(e.format_message()))
                 rv = e.exit_code
             except typer.Abort:
                 _say("aborted")
@@ -158,14 +154,14 @@ def _join(device: str) -> tuple[object, str]:
     return w, device
 
 
-def _check_root(root: Path, option: str = "--root") -> None:
+def _check_root(root: Path) -> None:
     """A run directory that is a file, or lies under one, is one line before anything is
     printed or written."""
     p = root
     while not p.exists() and p != p.parent:
         p = p.parent
     if p.exists() and not p.is_dir():
-        _fail(f"{option} {root}: {p} is a file, not a directory")
+        _fail(f"--root {root}: {p} is a file, not a directory")
 
 
 def _check_download(datasets: list[str]) -> None:
@@ -320,26 +316,18 @@ def train(ctx: typer.Context,
                       markup=False)
 
 
-# The training settings that one optimizer or schedule alone reads (train/build.py,
-# train/schedule.py): given with another, they would change the config hash and nothing else.
-_READ_ONLY_BY = {"momentum": ("optimizer", "sgd"), "milestones": ("schedule", "step"),
-                 "gamma": ("schedule", "step"), "schedule_unit": ("schedule", "step"),
-                 "lr_knots": ("schedule", "piecewise"), "lr_factors": ("schedule", "piecewise"),
-                 "onecycle_pct": ("schedule", "onecycle"), "onecycle_div": ("schedule", "onecycle"),
-                 "onecycle_final_div": ("schedule", "onecycle")}
-
-
 def _check_idle_settings(cfg, config: Optional[Path], overrides: list[str]) -> None:
     """A setting the user gave (in the TOML file or an override) away from its default
     that the chosen optimizer or schedule never reads is one line, not a silent no-op."""
     from advgeom.config import read_toml, to_dict
+    from advgeom.train.config import READ_ONLY_BY
 
     given = set(_run(read_toml, config)) if config is not None else set()
     given |= {o.partition("=")[0].strip() for o in overrides}
     defaults = to_dict(type(cfg)())
     values = to_dict(cfg)
-    for key in sorted(given & set(_READ_ONLY_BY)):
-        field, reader = _READ_ONLY_BY[key]
+    for key in sorted(given & set(READ_ONLY_BY)):
+        field, reader = READ_ONLY_BY[key]
         if getattr(cfg, field) != reader and values[key] != defaults[key]:
             _fail(f"{key}={values[key]!r} does nothing with {field} {getattr(cfg, field)!r} "
                   f"(only {field} {reader!r} reads it)")

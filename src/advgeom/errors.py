@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+def one_line(text: object) -> str:
+    """``text`` (a message, an exception) on one line: its whitespace runs, newlines
+    included, collapsed to single spaces, as every advgeom error and warning prints."""
+    return " ".join(str(text).split())
+
+
 class AdvgeomError(ValueError):
     """Bad input, missing data, corrupted file or impossible request, with a clear message."""
 

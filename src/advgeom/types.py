@@ -33,18 +33,20 @@ class Attack(Protocol):
 
 
 def check_inputs(inputs: Tensor, labels: Tensor | None = None,
-                 num_classes: int | None = None, *, what: str = "inputs") -> None:
-    """Raise :class:`AdvgeomError` unless ``inputs``/``labels`` meet the contract."""
+                 num_classes: int | None = None, *, what: str = "inputs",
+                 check_range: bool = True) -> None:
+    """Raise :class:`AdvgeomError` unless ``inputs``/``labels`` meet the contract;
+    ``check_range=False`` accepts finite inputs outside [0,1] (raw features)."""
     if not isinstance(inputs, Tensor):
         raise AdvgeomError(f"{what} must be a torch.Tensor, got {type(inputs).__name__}")
     if not inputs.is_floating_point():
-        raise AdvgeomError(f"{what} must be floating point in [0,1], got dtype {inputs.dtype}")
+        raise AdvgeomError(f"{what} must be floating point{' in [0,1]' * check_range}, got dtype {inputs.dtype}")
     if inputs.dim() < 2 or inputs.shape[0] == 0:
         raise AdvgeomError(f"{what} must be a non-empty batch (N, ...), got shape {tuple(inputs.shape)}")
     if not torch.isfinite(inputs).all():
         raise AdvgeomError(f"{what} contain NaN or infinite values")
     lo, hi = float(inputs.min()), float(inputs.max())
-    if lo < 0.0 or hi > 1.0:
+    if check_range and (lo < 0.0 or hi > 1.0):
         raise AdvgeomError(f"{what} must lie in [0,1], got range [{lo:.4g}, {hi:.4g}]")
     if labels is None:
         return

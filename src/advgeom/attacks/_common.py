@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from advgeom.attacks._geometry import bview, check_norm, fix_generator
 from advgeom.attacks._losses import LossFn, check_loss_name, get_loss, success
 from advgeom.attacks.base import AttackInfo, PassCounter
-from advgeom.errors import AdvgeomError
+from advgeom.errors import AdvgeomError, one_line
 from advgeom.logits import two_logits
 from advgeom.types import check_eps, check_inputs, check_model_dtype
 
@@ -48,7 +48,7 @@ def probe_logits(model: Any, x1: Tensor) -> Tensor:
     except torch.cuda.OutOfMemoryError:
         raise
     except RuntimeError as e:
-        first = " ".join(str(e).split())[:200] or type(e).__name__
+        first = one_line(e)[:200] or type(e).__name__
         raise AdvgeomError(f"the model cannot read inputs of shape {tuple(x1.shape[1:])}: {first}") from None
     z = as_logits(out, x1.shape[0])
     if not z.is_floating_point():

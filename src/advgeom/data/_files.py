@@ -39,14 +39,14 @@ import torch
 from torch import Tensor
 
 from advgeom.data.base import TensorData
-from advgeom.errors import DataError
+from advgeom.errors import DataError, one_line
 from advgeom.seeding import make_generator
 
 PathKey = tuple[str, int, int]  # (path, mtime_ns, size): the cache key of one file
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

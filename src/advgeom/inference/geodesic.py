@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from advgeom.errors import ConfigError
+from advgeom.types import check_inputs
 from advgeom.logits import predicted_class
 from advgeom.nn.sphere import angle, safe_norm
 
@@ -76,24 +77,10 @@ def angle_statistics(model: nn.Module, inputs: Tensor, labels: Tensor, *,
     return mean.float(), var.sqrt().float()
 
 
-def _check_batch(inputs: Tensor, labels: Tensor | None = None, classes: int = 0) -> None:
-    """Inputs a non-empty finite float batch; labels int64/int32 class indices, one per
-    input, within the head's classes (any input range: the head may read raw features)."""
-    if not isinstance(inputs, Tensor) or not inputs.is_floating_point() or inputs.dim() < 2 \
-            or inputs.shape[0] == 0:
-        raise ConfigError("geodesic inference: inputs must be a non-empty floating-point batch (N, ...)")
-    if not bool(torch.isfinite(inputs).all()):
-        raise ConfigError("geodesic inference: inputs contain NaN or infinite values")
-    if labels is None:
-        return
-    if not isinstance(labels, Tensor) or labels.dtype not in (torch.int64, torch.int32) \
-            or labels.shape != inputs.shape[:1]:
-        raise ConfigError(f"geodesic inference: labels must be int64 class indices of shape "
-                          f"({inputs.shape[0]},), got {getattr(labels, 'dtype', type(labels).__name__)} "
-                          f"{tuple(getattr(labels, 'shape', ()))}")
-    if int(labels.min()) < 0 or int(labels.max()) >= classes:
-        raise ConfigError(f"geodesic inference: labels must lie in [0, {classes - 1}], got "
-                          f"[{int(labels.min())}, {int(labels.max())}]")
+def _check_batch(inputs: Tensor, labels: Tensor | None = None, classes: int | None = None) -> None:
+    """The input contract (:func:`advgeom.types.check_inputs`) without its [0,1] range:
+    the head may read raw features."""
+    check_inputs(inputs, labels, classes, what="geodesic inference: inputs", check_range=False)
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -74,6 +74,18 @@ class MonitorConfig:
             raise ConfigError(f"monitor.overfit_drop must be in (0, 1], got {self.overfit_drop}")
 
 
+# The training settings that one optimizer or schedule alone reads (train/build.py,
+# train/schedule.py), as {setting: (TrainConfig field, the value of it that reads the
+# setting)}: given with another, a setting would change the config hash and nothing else
+# (the CLI refuses it).
+READ_ONLY_BY: dict[str, tuple[str, str]] = {
+    "momentum": ("optimizer", "sgd"), "milestones": ("schedule", "step"),
+    "gamma": ("schedule", "step"), "schedule_unit": ("schedule", "step"),
+    "lr_knots": ("schedule", "piecewise"), "lr_factors": ("schedule", "piecewise"),
+    "onecycle_pct": ("schedule", "onecycle"), "onecycle_div": ("schedule", "onecycle"),
+    "onecycle_final_div": ("schedule", "onecycle")}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a trained model; its hash keys the run cache.

@@ -17,7 +17,7 @@ from torch import nn
 from advgeom import __version__
 from advgeom.config import config_hash, from_dict, to_dict
 from advgeom.distributed import world
-from advgeom.errors import CheckpointError
+from advgeom.errors import CheckpointError, one_line
 from advgeom.results.env import TRAINING, code_fingerprint
 from advgeom.train.build import architecture_hash, build_model
 from advgeom.train.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
@@ -132,7 +132,7 @@ def model_from(tensors: dict[str, torch.Tensor], side: dict[str, Any], path: str
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: weights do not match model {name!r} ({' '.join(str(e).split())[:200]})") from None
+        raise CheckpointError(f"{path}: weights do not match model {name!r} ({one_line(e)[:200]})") from None
     return model.to(device).eval()
 
 
