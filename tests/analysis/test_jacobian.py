@@ -97,3 +97,19 @@ def test_regression_jacobians_refuse_degenerate_settings(kw, match):
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
     with pytest.raises(AdvgeomError, match=match):
         JA.regression_jacobians(net, torch.rand(2, 4), **kw)
+
+
+def test_directions_of_another_shape_are_refused():
+    """A direction, start vector or perturbation of another shape than the inputs is one
+    clear error (it broadcast, or failed deep in torch.func)."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.rand(2, 4)
+    with pytest.raises(AdvgeomError, match=r"power method: v0 must be a tensor of the inputs' shape \(2, 4\)"):
+        JA.power_method(net, x, v0=torch.rand(1, 4))
+    with pytest.raises(AdvgeomError, match=r"linearity deviation: z must be .* got \(4,\)"):
+        JA.linearity_deviation(net, x, torch.rand(4))
+    for delta, vectors in ((torch.rand(2, 5), torch.rand(2, 3, 4)), (torch.rand(3, 4), torch.rand(2, 3, 4)),
+                           (torch.rand(2, 4), torch.rand(2, 4))):
+        with pytest.raises(AdvgeomError, match="alignment: delta"):
+            JA.alignment(delta, vectors)
+    assert JA.alignment(torch.rand(2, 2, 2), torch.rand(2, 3, 4)).shape == (2, 3)

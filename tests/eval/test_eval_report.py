@@ -1,6 +1,9 @@
 """Text rendering of evaluation checks: the per-check listing and the one-line summary."""
+import pytest
+
+from advgeom.errors import AdvgeomError
 from advgeom.eval.checks import CheckReport, CheckResult
-from advgeom.eval.report import format_checks, summarize_checks
+from advgeom.eval.report import format_checks, format_report, summarize_checks
 
 
 def _report() -> CheckReport:
@@ -25,3 +28,9 @@ def test_summary_counts_statuses_and_spells_out_failures_and_warnings():
                                            "WARN zero_gradients: zero on 5%")
     assert summarize_checks(CheckReport([CheckResult("a", "pass", "ok")])) == "1 pass"
     assert summarize_checks(CheckReport()) == "checks not run"
+
+
+def test_format_report_refuses_what_is_not_a_result():
+    for bad in (None, {"rows": []}, "report"):
+        with pytest.raises(AdvgeomError, match="format_report needs an evaluation result"):
+            format_report(bad)

@@ -112,6 +112,13 @@ def spectrum(jac: Tensor, vectors: bool = False) -> Tensor | tuple[Tensor, Tenso
     return s, vh
 
 
+def _check_like(t: object, x: Tensor, what: str) -> None:
+    """``t`` must be a tensor of ``x``'s shape (a direction at ``x``)."""
+    if not isinstance(t, Tensor) or t.shape != x.shape:
+        raise AdvgeomError(f"{what} must be a tensor of the inputs' shape {tuple(x.shape)}, got "
+                           f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+
+
 # ---------------------------------------------------------------------------
 # the power method (Eq. 7)
 
@@ -136,6 +143,8 @@ def power_method(fn: Fn, x: Tensor, *, iters: int = 10, v0: Tensor | None = None
     if engine not in ("autograd", "func"):
         raise AdvgeomError(f"power method: engine must be 'autograd' or 'func', got {engine!r}")
     x = x.detach()
+    if v0 is not None:
+        _check_like(v0, x, "power method: v0")
     if v0 is None:
         v0 = torch.randn(x.shape, generator=generator, dtype=x.dtype,
                          device=generator.device if generator is not None else x.device).to(x.device)
@@ -174,6 +183,7 @@ def linearity_deviation(fn: Fn, x: Tensor, z: Tensor) -> Tensor:
     """``||fn(x + z) - (fn(x) + J_fn(x) z)||_2`` per sample (Figure 2, left): 0 while
     ``x + z`` stays in the activation region of ``x``."""
     check_jacobian_mode(fn)
+    _check_like(z, x, "linearity deviation: z")
     with torch.no_grad():
         base, jz = jvp(fn, (x.detach(),), (z.detach(),))
         return _flat(fn(x + z) - base - jz).norm(dim=1)
@@ -198,6 +208,10 @@ def top_singular_along(fn: Fn, x: Tensor, direction: Tensor, radii: list[float],
 def alignment(delta: Tensor, vectors: Tensor) -> Tensor:
     """``|cos(delta_i, v_{i,r})|`` ``(B, R)`` of perturbations ``(B, ...)`` with right
     singular vectors ``(B, R, D)`` (a singular vector's sign is arbitrary)."""
+    if not isinstance(delta, Tensor) or not isinstance(vectors, Tensor) or vectors.dim() != 3 \
+            or delta.dim() < 1 or delta.shape[0] != vectors.shape[0] or delta[0].numel() != vectors.shape[2]:
+        raise AdvgeomError(f"alignment: delta (B, ...) and vectors (B, R, D) with D the size of one delta, got "
+                           f"{tuple(getattr(delta, 'shape', ()))} and {tuple(getattr(vectors, 'shape', ()))}")
     dl = _unit(_flat(delta.detach()))
     return (vectors * dl.unsqueeze(1)).sum(-1).abs()
 

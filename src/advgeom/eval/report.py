@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable
 
+from advgeom.errors import AdvgeomError
 from advgeom.eval.checks import CheckReport
 from advgeom.results.rows import Row
 
@@ -86,6 +87,9 @@ def summarize_checks(report: CheckReport) -> str:
 def format_report(result: Any) -> str:
     """Text report of an :class:`~advgeom.eval.runner.EvalResult` (or anything with
     ``rows`` and ``checks``), check rows excluded from the tables."""
+    if not hasattr(result, "rows") or not hasattr(result, "checks"):
+        raise AdvgeomError(f"format_report needs an evaluation result (rows and checks), got "
+                           f"{type(result).__name__}")
     rows = [r for r in result.rows if not r.metric.startswith("check:")]
     parts = [format_rows(rows), "", format_checks(result.checks)]
     figures = getattr(result, "figures", [])
