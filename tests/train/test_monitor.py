@@ -76,14 +76,6 @@ def test_monitor_points_are_held_out(tmp_path):
     assert b.n == 10 and b.held_out()[0].shape == (1990, 2)
     with pytest.raises(ConfigError, match="monitor.size"):
         Batches(_cfg(monitor={"every": 1, "size": 2000}), torch.device("cpu"))
-    # train_size counts the points left after the monitor's: all of them, or fewer, never more
-    assert Batches(_cfg(train_size=10, monitor={"every": 1, "size": 1990}), torch.device("cpu")).n == 10
-    assert Batches(_cfg(train_size=7), torch.device("cpu")).n == 7
-    with pytest.raises(ConfigError, match="train_size=11 is more than the 10 training points of "
-                                          "'robust_features_2d' left after monitor.size=1990"):
-        Batches(_cfg(train_size=11, monitor={"every": 1, "size": 1990}), torch.device("cpu"))
-    with pytest.raises(ConfigError, match="train_size=2001 is more than the 2,000 training points"):
-        Batches(_cfg(train_size=2001), torch.device("cpu"))
     with pytest.raises(ConfigError, match="monitor.eps"):
         fit(_cfg("ce", {}, monitor={"every": 1}), root=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="monitor.attack"):

@@ -26,10 +26,7 @@ class Batches:
                 raise ConfigError(f"monitor.size={held} leaves no training data ({n} points)")
             n -= held  # the last ``held`` points are the monitor's, never trained on
         if cfg.train_size and not self.online:
-            if cfg.train_size > n:
-                raise ConfigError(f"train_size={cfg.train_size} is more than the {n:,} training points of "
-                                  f"{cfg.dataset!r}" + (f" left after monitor.size={held}" if held else ""))
-            n = cfg.train_size
+            n = min(n, cfg.train_size)
         self.n = n
         self.held = held
         self.per_epoch = max(1, n // cfg.batch_size) if not self.online else 1

@@ -95,8 +95,7 @@ class TrainConfig:
     rate by ``1/gamma`` at those iterations (or epochs, per ``schedule_unit``);
     ``piecewise`` (linear through ``lr_knots`` / ``lr_factors``, Wong et al. 2020) or
     ``onecycle`` (``onecycle_pct``, ``onecycle_div``, ``onecycle_final_div``; Smith &
-    Topin 2019). ``train_size`` > 0 uses the first that many training samples (more than the split
-    holds, after the monitor's points, is an error).
+    Topin 2019). ``train_size`` > 0 uses the first that many training samples.
     ``objective`` names a registered defense built with ``objective_kwargs``;
     ``monitor`` configures the robust-accuracy monitor (:class:`MonitorConfig`).
     ``precision`` "bf16" runs each step's forward passes (crafting included) under bf16
