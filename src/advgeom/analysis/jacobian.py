@@ -145,7 +145,7 @@ def power_method(fn: Fn, x: Tensor, *, iters: int = 10, v0: Tensor | None = None
     x = x.detach()
     if v0 is not None:
         _check_like(v0, x, "power method: v0")
-    if v0 is None:
+    else:
         v0 = torch.randn(x.shape, generator=generator, dtype=x.dtype,
                          device=generator.device if generator is not None else x.device).to(x.device)
     v = _unit(v0.detach())
